@@ -1,0 +1,126 @@
+//! The driving contract shared by every session: inputs, outputs, request ids.
+//!
+//! See the crate documentation for the run loop a shell implements.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use crate::request::{Reply, Request};
+
+/// Which connection a byte stream belongs to.
+///
+/// A server session only talks to its client; a proxy front-end also talks to the
+/// back-end it routes the client to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Peer {
+    /// The connection that was accepted by our listener.
+    Client,
+    /// The connection a proxy session opened towards a back-end.
+    Backend,
+}
+
+/// Identifies one [`Request`] so its [`Reply`] can be matched to it.
+///
+/// Ids grow monotonically within a session. Every request gets exactly one reply from
+/// the shell; a session that gave up waiting (its reply deadline passed) ignores the late
+/// reply by id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RequestId(pub u64);
+
+/// Something the shell must do on behalf of a session.
+#[must_use = "every Action must be carried out by the shell"]
+#[derive(Debug)]
+pub enum Action {
+    /// Send these bytes to the peer, after all bytes of earlier `Write`s.
+    Write {
+        /// Destination connection.
+        to: Peer,
+        /// Bytes to send (ciphertext when the session is wrapped in [`crate::tls::Secured`]).
+        bytes: Bytes,
+    },
+    /// Run a host operation (user lookup, maildir access) and answer it with
+    /// [`Session::handle_reply`] carrying the same id.
+    Request {
+        /// Id to quote in the reply.
+        id: RequestId,
+        /// What to do.
+        request: Request,
+    },
+    /// Start TLS on this peer's connection: every later byte in either direction is a
+    /// TLS record. Emitted by protocol sessions after their "go ahead" reply;
+    /// [`crate::tls::Secured`] consumes it, so a shell that drives a `Secured` session
+    /// never sees it.
+    StartTls {
+        /// Connection to secure.
+        with: Peer,
+    },
+    /// Flush what was written, then close the connection. Nothing follows for that peer.
+    Close {
+        /// Connection to close.
+        to: Peer,
+    },
+}
+
+/// A sans-IO protocol session: a state machine driven by values.
+///
+/// The shell calls one `handle_*` method per event and then drains [`Session::poll_action`]
+/// until it returns `None` (the single-mutation rule). Time only comes in as `now`,
+/// taken from a monotonic clock by the shell.
+pub trait Session {
+    /// Bytes read from `from`. The session copies them into its own bounded buffer.
+    /// Call only while [`Session::wants_read`] is true, with at most
+    /// [`MAX_READ`] bytes at a time.
+    fn handle_input(&mut self, now: Instant, from: Peer, bytes: &[u8]);
+    /// The peer closed its sending side (read returned 0) or the connection broke.
+    fn handle_eof(&mut self, now: Instant, from: Peer);
+    /// The answer to the request with this id. Unknown or abandoned ids are ignored.
+    fn handle_reply(&mut self, now: Instant, id: RequestId, reply: Reply);
+    /// A deadline from [`Session::poll_timeout`] may have passed; spurious calls are no-ops.
+    fn handle_timeout(&mut self, now: Instant);
+    /// Everything written to `to` so far has been handed to the operating system.
+    /// Sessions that stream large replies wait for this before producing more, so a
+    /// client that never reads cannot make the server buffer without bound.
+    fn handle_drained(&mut self, now: Instant, to: Peer);
+    /// The next thing to do, or `None` when the session has nothing more until the next event.
+    fn poll_action(&mut self) -> Option<Action>;
+    /// The earliest deadline at which [`Session::handle_timeout`] must be called.
+    fn poll_timeout(&self) -> Option<Instant>;
+    /// Backpressure: false while the session will not accept more input from `from`
+    /// (its buffer is full, a request is outstanding with input queued, or output
+    /// is waiting for the client to read).
+    fn wants_read(&self, from: Peer) -> bool;
+}
+
+/// The most bytes a shell passes to one [`Session::handle_input`] call.
+///
+/// Session buffers are sized as their own limit plus this much, so a shell that honours
+/// [`Session::wants_read`] can never overflow them. 16 KiB is one TLS record.
+pub const MAX_READ: usize = 16 * 1024;
+
+impl<S: Session + ?Sized> Session for Box<S> {
+    fn handle_input(&mut self, now: Instant, from: Peer, bytes: &[u8]) {
+        (**self).handle_input(now, from, bytes)
+    }
+    fn handle_eof(&mut self, now: Instant, from: Peer) {
+        (**self).handle_eof(now, from)
+    }
+    fn handle_reply(&mut self, now: Instant, id: RequestId, reply: Reply) {
+        (**self).handle_reply(now, id, reply)
+    }
+    fn handle_timeout(&mut self, now: Instant) {
+        (**self).handle_timeout(now)
+    }
+    fn handle_drained(&mut self, now: Instant, to: Peer) {
+        (**self).handle_drained(now, to)
+    }
+    fn poll_action(&mut self) -> Option<Action> {
+        (**self).poll_action()
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        (**self).poll_timeout()
+    }
+    fn wants_read(&self, from: Peer) -> bool {
+        (**self).wants_read(from)
+    }
+}

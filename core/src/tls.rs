@@ -1,0 +1,219 @@
+//! TLS inside the core: rustls driven from memory, composed with any [`Session`].
+//!
+//! [`Secured`] sits between the shell and a protocol session. The shell moves only
+//! ciphertext; the protocol session sees only plaintext. rustls is used through its
+//! buffered API (`read_tls`/`process_new_packets`/`write_tls` on in-memory buffers), and
+//! nothing outside this module names a rustls type except the server config, so the
+//! coming rustls API change touches one file.
+
+use std::io::{Read as _, Write as _};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use rustls::{ServerConfig, ServerConnection};
+
+use crate::io::{Action, MAX_READ, Peer, RequestId, Session};
+use crate::request::Reply;
+
+/// A protocol session wrapped in an optional server-side TLS layer.
+///
+/// Created plain (TLS may start later, when the session emits [`Action::StartTls`]) or
+/// implicit (a TLS port: the first byte is a ClientHello).
+pub struct Secured<S> {
+    inner: S,
+    config: Option<Arc<ServerConfig>>,
+    tls: Option<Box<ServerConnection>>,
+    /// Actions ready for the shell, in order.
+    ready: std::collections::VecDeque<Action>,
+    /// A TLS error or close ended the connection; only the final flush remains.
+    failed: bool,
+}
+
+impl<S: std::fmt::Debug> std::fmt::Debug for Secured<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Secured")
+            .field("inner", &self.inner)
+            .field("tls_active", &self.tls.is_some())
+            .field("failed", &self.failed)
+            .finish()
+    }
+}
+
+/// Why TLS could not be started.
+#[derive(Debug)]
+pub struct TlsSetupError(pub String);
+
+impl<S: Session> Secured<S> {
+    /// A plaintext session; `starttls` is the config used if the session asks for TLS.
+    pub fn plain(inner: S, starttls: Option<Arc<ServerConfig>>) -> Self {
+        Secured {
+            inner,
+            config: starttls,
+            tls: None,
+            ready: Default::default(),
+            failed: false,
+        }
+    }
+
+    /// A session on an implicit-TLS port: TLS is active before the first byte.
+    pub fn implicit(inner: S, config: Arc<ServerConfig>) -> Result<Self, TlsSetupError> {
+        let conn = ServerConnection::new(config).map_err(|e| TlsSetupError(e.to_string()))?;
+        Ok(Secured {
+            inner,
+            config: None,
+            tls: Some(Box::new(conn)),
+            ready: Default::default(),
+            failed: false,
+        })
+    }
+
+    /// The wrapped protocol session.
+    pub fn inner(&self) -> &S {
+        &self.inner
+    }
+
+    /// True once TLS is active on the connection.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// Moves ciphertext rustls wants to send into the ready queue.
+    fn collect_tls_output(&mut self) {
+        let Some(tls) = self.tls.as_mut() else { return };
+        let mut out = Vec::new();
+        while tls.wants_write() {
+            match tls.write_tls(&mut out) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+        if !out.is_empty() {
+            self.ready.push_back(Action::Write {
+                to: Peer::Client,
+                bytes: Bytes::from(out),
+            });
+        }
+    }
+
+    /// Ends the connection after a TLS error: flush the alert, then close.
+    fn fail(&mut self) {
+        self.collect_tls_output();
+        if !self.failed {
+            self.failed = true;
+            self.ready.push_back(Action::Close { to: Peer::Client });
+        }
+    }
+
+    /// Takes the inner session's next action and turns it into what the shell must do.
+    fn translate(&mut self, action: Action) {
+        match action {
+            Action::Write {
+                to: Peer::Client,
+                bytes,
+            } => match self.tls.as_mut() {
+                None => self.ready.push_back(Action::Write {
+                    to: Peer::Client,
+                    bytes,
+                }),
+                Some(tls) => {
+                    if tls.writer().write_all(&bytes).is_err() {
+                        return self.fail();
+                    }
+                    self.collect_tls_output();
+                }
+            },
+            Action::StartTls { with: Peer::Client } => self.start_tls(),
+            Action::Close { to: Peer::Client } => {
+                if let Some(tls) = self.tls.as_mut() {
+                    tls.send_close_notify();
+                    self.collect_tls_output();
+                }
+                self.failed = true;
+                self.ready.push_back(Action::Close { to: Peer::Client });
+            }
+            other => self.ready.push_back(other),
+        }
+    }
+
+    fn start_tls(&mut self) {
+        let conn = self
+            .config
+            .take()
+            .and_then(|config| ServerConnection::new(config).ok());
+        match conn {
+            Some(conn) if self.tls.is_none() => self.tls = Some(Box::new(conn)),
+            // The session only asks when we said STLS is available; anything else is a bug
+            // we survive by closing.
+            _ => self.fail(),
+        }
+    }
+}
+
+impl<S: Session> Session for Secured<S> {
+    fn handle_input(&mut self, now: Instant, from: Peer, mut bytes: &[u8]) {
+        if self.failed {
+            return;
+        }
+        let Some(tls) = self.tls.as_mut() else {
+            return self.inner.handle_input(now, from, bytes);
+        };
+        let mut plain = [0u8; MAX_READ];
+        while !bytes.is_empty() {
+            if tls.read_tls(&mut bytes).is_err() {
+                return self.fail();
+            }
+            if tls.process_new_packets().is_err() {
+                // Sticky: the alert rustls queued is flushed by fail().
+                return self.fail();
+            }
+            loop {
+                match tls.reader().read(&mut plain) {
+                    Ok(0) => break,
+                    Ok(n) => self.inner.handle_input(now, from, &plain[..n]),
+                    // WouldBlock: no more plaintext yet. Other errors: peer closed uncleanly,
+                    // reported as EOF below by the shell's next read.
+                    Err(_) => break,
+                }
+            }
+        }
+        self.collect_tls_output();
+    }
+
+    fn handle_eof(&mut self, now: Instant, from: Peer) {
+        self.inner.handle_eof(now, from)
+    }
+
+    fn handle_reply(&mut self, now: Instant, id: RequestId, reply: Reply) {
+        self.inner.handle_reply(now, id, reply)
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        self.inner.handle_timeout(now)
+    }
+
+    fn handle_drained(&mut self, now: Instant, to: Peer) {
+        self.inner.handle_drained(now, to)
+    }
+
+    fn poll_action(&mut self) -> Option<Action> {
+        loop {
+            if let Some(action) = self.ready.pop_front() {
+                return Some(action);
+            }
+            if self.failed {
+                return None;
+            }
+            let action = self.inner.poll_action()?;
+            self.translate(action);
+        }
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.inner.poll_timeout()
+    }
+
+    fn wants_read(&self, from: Peer) -> bool {
+        !self.failed && self.inner.wants_read(from)
+    }
+}

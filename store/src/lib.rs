@@ -1,0 +1,11 @@
+//! # tidegate-store: the host services both shells share
+//!
+//! Blocking implementations of what core sessions ask for ([`tidegate_core::Request`]):
+//! maildir access on a possibly shared filesystem, the users file and password checks,
+//! TLS material. No protocol knowledge lives here. [`service`] holds the small contract
+//! between the `tidegate` binary and a shell: which listeners to serve, how to make a
+//! session for an accepted connection, who runs requests, and how to stop.
+
+pub mod service;
+
+pub use service::{Executor, ServerSpec, SessionFactory, Shutdown};
