@@ -67,7 +67,9 @@
 
 pub mod io;
 pub mod maildir;
+pub mod net;
 pub mod pop3;
+pub mod refusal;
 pub mod request;
 pub mod secret;
 pub mod timer;

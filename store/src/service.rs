@@ -109,3 +109,31 @@ impl Shutdown {
         wakers.push(Box::new(wake));
     }
 }
+
+/// The protocol a listener speaks, with its settings.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Listener {
+    /// POP3, plain (with optional STLS) or implicit TLS.
+    Pop3(tidegate_core::pop3::Pop3Listener),
+}
+
+/// A [`SessionFactory`] for a list of listeners, indexed like `ServerSpec::listeners`.
+#[derive(Debug, Clone, Default)]
+pub struct Listeners(pub Vec<Listener>);
+
+impl SessionFactory for Listeners {
+    fn open(&self, listener: usize, peer: SocketAddr, now: Instant) -> BoxedSession {
+        match self.0.get(listener) {
+            Some(Listener::Pop3(pop3)) => pop3.open(peer, now),
+            None => Box::new(tidegate_core::refusal::Refusal::new(b"")),
+        }
+    }
+
+    fn busy(&self, listener: usize, _peer: SocketAddr, _now: Instant) -> BoxedSession {
+        match self.0.get(listener) {
+            Some(Listener::Pop3(pop3)) => pop3.busy(),
+            None => Box::new(tidegate_core::refusal::Refusal::new(b"")),
+        }
+    }
+}

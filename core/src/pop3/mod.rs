@@ -7,10 +7,12 @@
 mod auth;
 pub mod command;
 mod config;
+mod listener;
 mod session;
 mod transaction;
 
 pub use config::{ConnInfo, Pop3Config, Pop3Limits};
+pub use listener::Pop3Listener;
 pub use session::Pop3Session;
 
 /// The reply a listener sends instead of a greeting when it already serves its maximum
