@@ -6,6 +6,14 @@
 //! between the `tidegate` binary and a shell: which listeners to serve, how to make a
 //! session for an accepted connection, who runs requests, and how to stop.
 
+pub mod local;
+pub mod maildir;
+pub mod password;
 pub mod service;
+pub mod tls;
+pub mod users;
 
-pub use service::{Executor, ServerSpec, SessionFactory, Shutdown};
+pub use local::LocalStore;
+pub use maildir::{MaildirStore, StoreError};
+pub use service::{Executor, Listener, Listeners, ServerSpec, SessionFactory, Shutdown};
+pub use users::{UserRecord, UserTable, UsersFile};

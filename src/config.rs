@@ -1,0 +1,348 @@
+//! The config file (TOML, the contract in docs/config.md): parsing, defaults and
+//! validation. Unknown keys are errors that name the key.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use tidegate_core::net::{Cidr, PlaintextAuth};
+
+/// The whole config file.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Name in greetings and Received: headers.
+    #[serde(default = "default_hostname")]
+    pub hostname: String,
+    /// Where mail and node-local files live.
+    #[serde(default)]
+    pub storage: Storage,
+    /// Where users are looked up.
+    #[serde(default)]
+    pub users: Users,
+    /// POP3 listeners.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pop3: Option<Pop3>,
+    /// TLS certificate and the plaintext-login policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<Tls>,
+    /// Networks trusted for plaintext login (and, later, client-address forwarding).
+    #[serde(default)]
+    pub trust: Trust,
+    /// Process settings.
+    #[serde(default)]
+    pub server: Server,
+}
+
+/// `[storage]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Storage {
+    /// Maildir root, possibly shared by several hosts.
+    #[serde(default = "default_mailbox_path")]
+    pub mailbox_path: PathBuf,
+    /// Node-local files: generated TLS certificate, control socket.
+    #[serde(default = "default_workarea")]
+    pub workarea: PathBuf,
+    /// fsync message files and directories before acknowledging a delivery.
+    #[serde(default = "yes")]
+    pub fsync: bool,
+}
+
+/// `[users]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Users {
+    /// Only `"file"` in this version.
+    #[serde(default = "default_backend")]
+    pub backend: String,
+    /// The users file for `backend = "file"`.
+    #[serde(default = "default_users_file")]
+    pub file: PathBuf,
+}
+
+/// `[pop3]`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pop3 {
+    /// Plain listeners (STLS offered when a certificate exists).
+    #[serde(default)]
+    pub listen: Vec<SocketAddr>,
+    /// Implicit-TLS listeners (port 995 style).
+    #[serde(default)]
+    pub listen_tls: Vec<SocketAddr>,
+    /// Cluster-wide POP3 lock; not available in this version.
+    #[serde(default)]
+    pub lock: bool,
+    /// Autologout in seconds (RFC 1939 §3: at least 600).
+    #[serde(default = "default_pop3_idle")]
+    pub idle_timeout_secs: u64,
+    /// Delay before a failed login is answered, in milliseconds.
+    #[serde(default = "default_auth_delay")]
+    pub auth_failure_delay_ms: u64,
+}
+
+/// `[tls]`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tls {
+    /// PEM certificate chain; with `key`. Both omitted: a self-signed one is generated.
+    pub cert: Option<PathBuf>,
+    /// PEM private key.
+    pub key: Option<PathBuf>,
+    /// `"never"`, `"trusted"` (default) or `"always"`.
+    #[serde(default = "default_plaintext_auth")]
+    pub plaintext_auth: String,
+}
+
+/// `[trust]`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Trust {
+    /// CIDR networks.
+    #[serde(default)]
+    pub networks: Vec<String>,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Server {
+    /// Drop root to this user after binding the ports.
+    pub user: Option<String>,
+    /// Event loops / executor threads; 0 = one per core.
+    #[serde(default)]
+    pub threads: usize,
+    /// Threads for blocking store work (mio shell); 0 = four per core.
+    #[serde(default)]
+    pub workers: usize,
+    /// Open connections above which new clients are told to come back later.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Seconds open sessions get to finish after SIGTERM/SIGINT.
+    #[serde(default = "default_grace")]
+    pub shutdown_grace_secs: u64,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_hostname() -> String {
+    "localhost".into()
+}
+fn default_mailbox_path() -> PathBuf {
+    "data/mail".into()
+}
+fn default_workarea() -> PathBuf {
+    "data/work".into()
+}
+fn default_backend() -> String {
+    "file".into()
+}
+fn default_users_file() -> PathBuf {
+    "data/users".into()
+}
+fn default_pop3_idle() -> u64 {
+    600
+}
+fn default_auth_delay() -> u64 {
+    2000
+}
+fn default_plaintext_auth() -> String {
+    "trusted".into()
+}
+fn default_max_connections() -> usize {
+    10_000
+}
+fn default_grace() -> u64 {
+    10
+}
+
+impl Default for Storage {
+    fn default() -> Self {
+        Storage {
+            mailbox_path: default_mailbox_path(),
+            workarea: default_workarea(),
+            fsync: true,
+        }
+    }
+}
+
+impl Default for Users {
+    fn default() -> Self {
+        Users {
+            backend: default_backend(),
+            file: default_users_file(),
+        }
+    }
+}
+
+impl Default for Server {
+    fn default() -> Self {
+        Server {
+            user: None,
+            threads: 0,
+            workers: 0,
+            max_connections: default_max_connections(),
+            shutdown_grace_secs: default_grace(),
+        }
+    }
+}
+
+/// Sections of the contract that later versions implement; naming one is an error
+/// rather than a silently ignored listener.
+const NOT_YET: &[&str] = &[
+    "smtp", "lmtp", "imap", "proxy", "authd", "relay", "control", "metrics",
+];
+
+impl Config {
+    /// Parses and validates config text. Relative paths are resolved against `base`
+    /// (the directory of the config file).
+    pub fn parse(text: &str, base: &Path) -> Result<Config, String> {
+        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| e.to_string())?;
+        if let Some(section) = NOT_YET.iter().find(|s| table.contains_key(**s)) {
+            return Err(format!(
+                "[{section}] is part of the config contract but not implemented in this version of tidegate"
+            ));
+        }
+        let mut config: Config = toml::from_str(text).map_err(|e| e.to_string())?;
+        config.resolve_paths(base);
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads and parses a config file.
+    pub fn load(path: &Path) -> Result<Config, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Config::parse(&text, base).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        fix(&mut self.storage.mailbox_path);
+        fix(&mut self.storage.workarea);
+        fix(&mut self.users.file);
+        if let Some(tls) = self.tls.as_mut() {
+            tls.cert.as_mut().map(fix);
+            tls.key.as_mut().map(fix);
+        }
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.users.backend != "file" {
+            return Err(format!(
+                "users.backend = {:?}: only \"file\" is implemented in this version",
+                self.users.backend
+            ));
+        }
+        if let Some(pop3) = &self.pop3 {
+            if pop3.lock {
+                return Err("pop3.lock = true: the cluster-wide POP3 lock is not implemented in this version".into());
+            }
+            if pop3.idle_timeout_secs < 600 {
+                return Err(
+                    "pop3.idle_timeout_secs must be at least 600 (RFC 1939 section 3)".into(),
+                );
+            }
+        }
+        if let Some(tls) = self.tls.as_ref().filter(|t| t.cert.is_some() != t.key.is_some()) {
+            return Err(format!(
+                "tls.cert and tls.key go together (only {} is set)",
+                if tls.cert.is_some() { "cert" } else { "key" }
+            ));
+        }
+        self.plaintext_auth()?;
+        if self.server.max_connections == 0 {
+            return Err("server.max_connections must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// The trusted networks, parsed.
+    pub fn trusted_networks(&self) -> Result<Vec<Cidr>, String> {
+        self.trust
+            .networks
+            .iter()
+            .map(|n| {
+                n.parse::<Cidr>()
+                    .map_err(|e| format!("trust.networks: {e}"))
+            })
+            .collect()
+    }
+
+    /// The plaintext-login policy from `[tls] plaintext_auth` and `[trust] networks`.
+    pub fn plaintext_auth(&self) -> Result<PlaintextAuth, String> {
+        let policy = self
+            .tls
+            .as_ref()
+            .map_or("trusted", |t| t.plaintext_auth.as_str());
+        match policy {
+            "never" => Ok(PlaintextAuth::Never),
+            "always" => Ok(PlaintextAuth::Always),
+            "trusted" => Ok(PlaintextAuth::Trusted(self.trusted_networks()?)),
+            other => Err(format!(
+                "tls.plaintext_auth = {other:?}: expected \"never\", \"trusted\" or \"always\""
+            )),
+        }
+    }
+
+    /// The effective config as TOML, for `check-config`.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot print config: {e}\n"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minimal_config_gets_defaults_and_resolved_paths() {
+        let config = Config::parse(
+            "[pop3]\nlisten = [\"127.0.0.1:1110\"]\n",
+            Path::new("/etc/tg"),
+        )
+        .unwrap();
+        assert_eq!(
+            config.storage.mailbox_path,
+            PathBuf::from("/etc/tg/data/mail")
+        );
+        assert_eq!(config.users.file, PathBuf::from("/etc/tg/data/users"));
+        assert_eq!(
+            config.pop3.unwrap().listen,
+            vec!["127.0.0.1:1110".parse().unwrap()]
+        );
+        assert_eq!(config.server.max_connections, 10_000);
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let err = Config::parse("[pop3]\nlisten = []\nlistn = []\n", Path::new(".")).unwrap_err();
+        assert!(err.contains("listn"), "{err}");
+        let err = Config::parse("hostnme = \"x\"\n", Path::new(".")).unwrap_err();
+        assert!(err.contains("hostnme"), "{err}");
+    }
+
+    #[test]
+    fn unimplemented_sections_and_bad_values_are_refused() {
+        assert!(
+            Config::parse("[imap]\nlisten = []\n", Path::new("."))
+                .unwrap_err()
+                .contains("[imap]")
+        );
+        assert!(
+            Config::parse("[pop3]\nlock = true\n", Path::new("."))
+                .unwrap_err()
+                .contains("lock")
+        );
+        assert!(Config::parse("[tls]\nplaintext_auth = \"maybe\"\n", Path::new(".")).is_err());
+        assert!(Config::parse("[trust]\nnetworks = [\"10.0.0.0/99\"]\n", Path::new(".")).is_err());
+        assert!(Config::parse("[tls]\ncert = \"c.pem\"\n", Path::new(".")).is_err());
+        assert!(Config::parse("[pop3]\nidle_timeout_secs = 5\n", Path::new(".")).is_err());
+    }
+}

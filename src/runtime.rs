@@ -1,0 +1,26 @@
+//! The runtime shell chosen at build time: smol by default, mio with
+//! `--no-default-features --features mio`.
+
+use tidegate_store::{ServerSpec, Shutdown};
+
+#[cfg(not(any(feature = "smol", feature = "mio")))]
+compile_error!("enable one runtime feature: `smol` (default) or `mio`");
+
+/// The name of the runtime this binary was built with.
+#[cfg(feature = "mio")]
+pub const NAME: &str = "mio";
+/// The name of the runtime this binary was built with.
+#[cfg(all(feature = "smol", not(feature = "mio")))]
+pub const NAME: &str = "smol";
+
+/// Serves until `shutdown` fires.
+#[cfg(feature = "mio")]
+pub fn serve(spec: ServerSpec, shutdown: Shutdown) -> std::io::Result<()> {
+    tidegate_shell_mio::serve(spec, shutdown)
+}
+
+/// Serves until `shutdown` fires.
+#[cfg(all(feature = "smol", not(feature = "mio")))]
+pub fn serve(spec: ServerSpec, shutdown: Shutdown) -> std::io::Result<()> {
+    tidegate_shell_smol::serve(spec, shutdown)
+}

@@ -1,0 +1,155 @@
+//! The users file of a running server: loaded at start, reloaded when it changes.
+
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use super::{UserTable, UsersError};
+
+/// How often [`UsersFile::reload_if_changed`] looks at the file by default.
+const CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// What identifies one version of the file: an atomic rewrite changes the inode, an
+/// edit in place changes mtime or size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    modified: Option<SystemTime>,
+    len: u64,
+    inode: u64,
+    device: u64,
+}
+
+impl Stamp {
+    fn of(meta: &fs::Metadata) -> Stamp {
+        Stamp {
+            modified: meta.modified().ok(),
+            len: meta.len(),
+            inode: meta.ino(),
+            device: meta.dev(),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct State {
+    table: Arc<UserTable>,
+    stamp: Option<Stamp>,
+    checked: Instant,
+}
+
+/// A users file and its current table. Readers take an `Arc` snapshot
+/// ([`UsersFile::current`]); a reload swaps the snapshot, so lookups never block on a
+/// reload for long and never see a half-read file.
+#[derive(Debug)]
+pub struct UsersFile {
+    path: PathBuf,
+    interval: Duration,
+    state: Mutex<State>,
+}
+
+impl UsersFile {
+    /// Loads the users file at `path`; a missing or malformed file is an error.
+    pub fn open(path: impl AsRef<Path>) -> Result<UsersFile, UsersError> {
+        let path = path.as_ref().to_path_buf();
+        let (table, stamp) = read(&path)?;
+        Ok(UsersFile {
+            path,
+            interval: CHECK_INTERVAL,
+            state: Mutex::new(State {
+                table: Arc::new(table),
+                stamp: Some(stamp),
+                checked: Instant::now(),
+            }),
+        })
+    }
+
+    /// Sets how often [`UsersFile::reload_if_changed`] looks at the file (default 1 s;
+    /// tests use zero).
+    pub fn with_check_interval(mut self, interval: Duration) -> UsersFile {
+        self.interval = interval;
+        self
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The current table.
+    pub fn current(&self) -> Arc<UserTable> {
+        self.lock().table.clone()
+    }
+
+    /// Reloads the table if the file changed (looking at most once per check interval).
+    /// A file with a syntax error keeps the old table and logs the line; a file that
+    /// vanished keeps the old table too. Returns whether a new table was loaded.
+    pub fn reload_if_changed(&self) -> bool {
+        let mut state = self.lock();
+        if state.checked.elapsed() < self.interval {
+            return false;
+        }
+        state.checked = Instant::now();
+        let stamp = match fs::metadata(&self.path) {
+            Ok(meta) => Stamp::of(&meta),
+            Err(e) => {
+                if state.stamp.take().is_some() {
+                    log::error!(
+                        "users file {}: {e}; keeping the old table",
+                        self.path.display()
+                    );
+                }
+                return false;
+            }
+        };
+        if state.stamp == Some(stamp) {
+            return false;
+        }
+        // Remember the version even when it is broken, so the error is logged once.
+        state.stamp = Some(stamp);
+        self.load_into(&mut state).is_ok()
+    }
+
+    /// Reloads the table now (`tidegate ctl reload`, SIGHUP). On error the old table
+    /// stays and the error is returned (and logged).
+    pub fn reload(&self) -> Result<(), UsersError> {
+        let mut state = self.lock();
+        state.checked = Instant::now();
+        self.load_into(&mut state)
+    }
+
+    fn load_into(&self, state: &mut State) -> Result<(), UsersError> {
+        match read(&self.path) {
+            Ok((table, stamp)) => {
+                log::info!(
+                    "users file {} loaded: {} users",
+                    self.path.display(),
+                    table.len()
+                );
+                state.table = Arc::new(table);
+                state.stamp = Some(stamp);
+                Ok(())
+            }
+            Err(e) => {
+                log::error!(
+                    "users file {} not reloaded, keeping the old table: {e}",
+                    self.path.display()
+                );
+                Err(e)
+            }
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Reads and parses the file, with the stamp of the version read.
+fn read(path: &Path) -> Result<(UserTable, Stamp), UsersError> {
+    let file = fs::File::open(path)?;
+    let stamp = Stamp::of(&file.metadata()?);
+    let text = std::io::read_to_string(file)?;
+    Ok((UserTable::parse(&text)?, stamp))
+}

@@ -1,0 +1,78 @@
+//! The users file (design.md §4, "Users file"): one user a line,
+//! `ADDRESS PASSWORD [KEY=VALUE | KEY ...]`, `#` comments, blank lines.
+//!
+//! [`UserTable`] is one parsed file; [`UsersFile`] keeps the current table of a path and
+//! reloads it when the file changes; [`add_user`], [`set_password`], [`delete_user`] and
+//! [`list_users`] edit a file for `tidegate user …`, atomically and keeping every other
+//! line as it was.
+
+mod edit;
+mod file;
+mod table;
+
+use std::fmt;
+use std::io;
+
+pub use edit::{add_user, delete_user, list_users, set_password};
+pub use file::UsersFile;
+pub use table::{UserRecord, UserTable, UsersFileError};
+
+/// The canonical form of an address, used for every lookup and stored in the file:
+/// surrounding whitespace removed and everything lowercased.
+///
+/// The domain is case-insensitive (RFC 5321 §2.4). The local part is lowercased too, for
+/// now: RFC 5321 lets servers treat it case-sensitively, but in practice users type
+/// their address in any case and expect it to work. A server that needs case-sensitive
+/// local parts must change this one function.
+pub fn normalize_address(address: &str) -> String {
+    address.trim().to_lowercase()
+}
+
+/// Why loading or editing a users file failed.
+#[derive(Debug)]
+pub enum UsersError {
+    /// The file could not be read or written.
+    Io(io::Error),
+    /// The file has a syntax error.
+    Syntax(UsersFileError),
+    /// `add_user` of an address that is already in the file.
+    Exists(String),
+    /// `set_password`/`delete_user` of an address that is not in the file.
+    NotFound(String),
+    /// The new line would not be valid (bad address, password or field).
+    Invalid(String),
+}
+
+impl fmt::Display for UsersError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UsersError::Io(e) => write!(f, "users file: {e}"),
+            UsersError::Syntax(e) => write!(f, "users file: {e}"),
+            UsersError::Exists(a) => write!(f, "user {a} already exists"),
+            UsersError::NotFound(a) => write!(f, "no user {a}"),
+            UsersError::Invalid(reason) => write!(f, "invalid user entry: {reason}"),
+        }
+    }
+}
+
+impl std::error::Error for UsersError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            UsersError::Io(e) => Some(e),
+            UsersError::Syntax(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<io::Error> for UsersError {
+    fn from(e: io::Error) -> Self {
+        UsersError::Io(e)
+    }
+}
+
+impl From<UsersFileError> for UsersError {
+    fn from(e: UsersFileError) -> Self {
+        UsersError::Syntax(e)
+    }
+}
