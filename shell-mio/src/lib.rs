@@ -1,1 +1,169 @@
-//! Placeholder.
+//! # tidegate-shell-mio: the blocking mio event-loop shell
+//!
+//! Drives tidegate's sans-IO sessions ([`tidegate_core::Session`]) over real sockets with
+//! [`mio`]. [`serve`] takes the listeners, session factory and request executor the
+//! binary prepared ([`ServerSpec`]) and runs until the [`Shutdown`] signal fires and the
+//! open sessions have finished.
+//!
+//! ## Threads
+//!
+//! * `spec.thread_count()` **event loops**, each with its own `mio::Poll`, connection
+//!   table, timer table and inbox (a channel plus a `mio::Waker`). Loop 0 also owns the
+//!   listeners: it accepts until `WouldBlock` and hands each socket to the loop with the
+//!   fewest connections (itself included). Why one acceptor rather than the listeners in
+//!   every poll: see the `accept` module (no thundering herd, an exact connection count
+//!   for `max_connections`, one place to back off on EMFILE).
+//! * `spec.worker_count()` **workers** run [`tidegate_store::Executor::execute`] for the
+//!   sessions' requests, taken from one bounded job queue, and post each reply to the
+//!   owning loop's inbox, waking it. A reply for a connection that has gone (its slot
+//!   now holds another generation) is dropped.
+//!
+//! ## Driving a session
+//!
+//! Per connection the loop keeps the socket, the session, a queue of output `Bytes`, and
+//! its close phase. It reads (at most [`tidegate_core::MAX_READ`] bytes a call) only
+//! while `session.wants_read(Peer::Client)` is true, until `WouldBlock`; `Ok(0)` or an
+//! error becomes `handle_eof`. After every `handle_*` call it drains `poll_action()`
+//! until `None`: `Write` is queued and written at once, `Request` goes to the workers,
+//! `Close` stops reading, flushes (for at most 5 s), sends FIN and, if the client is
+//! still sending, discards its bytes until it closes (at most 2 s), so the final reply
+//! is not lost to a reset. When the output queue empties after holding data the session gets
+//! `handle_drained`. mio is edge-triggered, so every read and write goes on until
+//! `WouldBlock`, `WRITABLE` interest is registered only while output is queued, and a
+//! connection remembers that its socket may hold unread input: when `wants_read` turns
+//! true again after a reply or a drain it is read without waiting for a new event. Each
+//! connection gets at most 256 KiB of reads per turn so one fast client cannot starve
+//! the others on its loop. Deadlines come from `poll_timeout()` into a per-loop ordered
+//! table, updated only when a connection's deadline changes.
+//!
+//! ## Memory is bounded
+//!
+//! Nothing here grows with what a client sends or refuses to read:
+//!
+//! * **Input:** one 16 KiB read buffer per loop; the session buffers input itself, up to
+//!   its own limit, and the shell does not read while `wants_read` is false, so TCP
+//!   pushes back on the client.
+//! * **Output:** the queue holds only bytes the session handed out since its last
+//!   `handle_drained`. Sessions stop producing at their output high-water mark (POP3:
+//!   256 KiB) until the shell reports the drain, so a client that never reads costs at
+//!   most about that much, and its connection ends with the session's idle timeout.
+//! * **Requests:** each session has at most one outstanding request; the job queue is
+//!   bounded (`max_connections`, clamped to 64..=16384) and a full queue answers a
+//!   temporary failure at once, so abandoned requests behind a stalled store cannot pile
+//!   up. Loop inboxes hold at most one message per admitted socket or queued job.
+//! * **Connections:** at or above `max_connections` a new connection gets the factory's
+//!   busy session; at twice that it is closed without a session.
+//!
+//! ## Shutdown
+//!
+//! When the [`Shutdown`] fires, loop 0 closes the listeners and every loop gives its
+//! sessions `spec.shutdown_grace` to close on their own, then drops the rest. `serve`
+//! joins the loops, then the workers (which finish the jobs already queued), and returns.
+
+mod accept;
+mod conn;
+mod event_loop;
+mod timers;
+mod workers;
+
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::sync::{Arc, mpsc};
+use std::thread::JoinHandle;
+
+use mio::{Poll, Waker};
+use tidegate_store::{ServerSpec, Shutdown};
+
+use crate::accept::Acceptor;
+use crate::event_loop::{EventLoop, LoopHandle, Shared, WAKER};
+use crate::workers::Submitter;
+
+/// Serves `spec.listeners` until `shutdown` fires and the open sessions have finished
+/// (or `spec.shutdown_grace` has passed), then joins every thread it started.
+///
+/// Returns an error if the event loops cannot be set up, a thread cannot be started, or
+/// a loop fails (its `poll` errors or it panics); the other loops are then wound down
+/// the same way as on shutdown before the error is returned.
+pub fn serve(spec: ServerSpec, shutdown: Shutdown) -> io::Result<()> {
+    let loop_count = spec.thread_count().max(1);
+    let worker_count = spec.worker_count().max(1);
+    let mut polls = Vec::with_capacity(loop_count);
+    let mut handles = Vec::with_capacity(loop_count);
+    let mut inboxes = Vec::with_capacity(loop_count);
+    for _ in 0..loop_count {
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let (tx, rx) = mpsc::channel();
+        handles.push(LoopHandle::new(tx, waker));
+        inboxes.push(rx);
+        polls.push(poll);
+    }
+    let acceptor = Acceptor::new(spec.listeners, polls[0].registry())?;
+    let loops: Arc<[LoopHandle]> = handles.into();
+    for handle in loops.iter() {
+        // Weak: the signal may outlive this server; it must not keep wakers alive.
+        let waker = Arc::downgrade(handle.waker());
+        shutdown.on_trigger(move || {
+            if let Some(waker) = waker.upgrade() {
+                let _ = waker.wake();
+            }
+        });
+    }
+    let shared = Arc::new(Shared {
+        factory: spec.factory,
+        shutdown,
+        stop: AtomicBool::new(false),
+        open: AtomicUsize::new(0),
+        per_loop: (0..loop_count).map(|_| AtomicUsize::new(0)).collect(),
+        loops: loops.clone(),
+        max_connections: spec.max_connections,
+        grace: spec.shutdown_grace,
+    });
+
+    let (job_tx, job_rx) = mpsc::sync_channel(spec.max_connections.clamp(64, 16_384));
+    let mut worker_threads = Vec::with_capacity(worker_count);
+    let mut result = workers::spawn(
+        worker_count,
+        spec.executor,
+        job_rx,
+        loops,
+        &mut worker_threads,
+    );
+    let mut loop_threads: Vec<JoinHandle<io::Result<()>>> = Vec::with_capacity(loop_count);
+    if result.is_ok() {
+        let mut acceptor = Some(acceptor);
+        for (index, (poll, inbox)) in polls.into_iter().zip(inboxes).enumerate() {
+            let jobs = Submitter::new(job_tx.clone(), index);
+            let event_loop =
+                EventLoop::new(index, poll, inbox, shared.clone(), jobs, acceptor.take());
+            let spawned = std::thread::Builder::new()
+                .name(format!("tidegate-loop-{index}"))
+                .spawn(move || event_loop.run());
+            match spawned {
+                Ok(thread) => loop_threads.push(thread),
+                Err(e) => {
+                    result = Err(e);
+                    shared.stop_all();
+                    break;
+                }
+            }
+        }
+    }
+    // The loops hold the only other senders: the workers stop once the loops are gone
+    // and the jobs already queued are done.
+    drop(job_tx);
+    for thread in loop_threads {
+        let outcome = thread
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("an event loop thread panicked")));
+        if result.is_ok() {
+            result = outcome;
+        }
+    }
+    for thread in worker_threads {
+        if thread.join().is_err() && result.is_ok() {
+            result = Err(io::Error::other("a request worker thread panicked"));
+        }
+    }
+    result
+}

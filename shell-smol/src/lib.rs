@@ -1,1 +1,194 @@
-//! Placeholder.
+//! # tidegate-shell-smol: tidegate's sans-IO sessions on the smol runtime
+//!
+//! [`serve`] runs a [`ServerSpec`]: a multi-threaded [`async_executor::Executor`] run
+//! by [`ServerSpec::thread_count`] threads, one accept task per listener and one task
+//! per connection. Requests run on the `blocking` thread pool, which sizes itself
+//! (`ServerSpec::workers` sizes mio's worker pool and is not used here). TLS lives inside
+//! the sessions (`tidegate_core::tls::Secured`), so this shell only moves ciphertext.
+//!
+//! ## A connection task
+//!
+//! After every `handle_*` call the task drains `poll_action` until `None` (the
+//! single-mutation rule): `Write` appends to the connection's output queue, `Request`
+//! runs `Executor::execute` via `blocking::unblock` while the connection keeps reading
+//! and writing (the reply comes back on a per-connection channel), `Close` flushes and
+//! then closes. It then waits for whichever comes first: the socket readable (only
+//! while `wants_read`), writable (only while output is pending), a reply, the
+//! session's `poll_timeout`, or the shutdown cut. Reads and writes never wait on each
+//! other, so a client that sends a large command without reading cannot deadlock the
+//! connection.
+//!
+//! **Cancellation safety.** The wait only observes readiness; bytes are read and
+//! written with non-blocking calls outside of it, into buffers the connection owns.
+//! Dropping the wait, or the whole task, never loses bytes that were read.
+//!
+//! ## Memory bounds
+//!
+//! Per connection, memory is bounded without any limit of the shell's own being hit in
+//! normal operation:
+//!
+//! * **Input:** one [`tidegate_core::MAX_READ`] buffer. The task reads only while the
+//!   session's `wants_read` is true, at most `MAX_READ` bytes per `handle_input`, and
+//!   the session bounds what it buffers.
+//! * **Output:** the queue holds what the session produced since the last
+//!   `handle_drained`, which the task calls only when the queue became empty. A session
+//!   stops producing (and stops wanting input) once that amount reaches its high-water
+//!   mark, so a client that never reads costs at most the high-water mark plus one
+//!   reply (POP3: 256 KiB + one 64 KiB chunk). A session that ignores this contract is
+//!   closed at 16 MiB.
+//! * **Replies:** at most one per outstanding request, and the session bounds those.
+//!
+//! Connections are counted: from `max_connections` open, new ones get the factory's
+//! busy session; from twice that they are closed at once.
+//!
+//! ## Shutdown
+//!
+//! When the [`Shutdown`] fires, listeners stop accepting and are closed. Open sessions
+//! run on until they end or `shutdown_grace` passes; then they are cut (their sockets
+//! closed without a flush). Then the executor threads stop and [`serve`] returns.
+//! Requests still running on the blocking pool complete in the background; their
+//! replies are discarded.
+
+use std::future::Future;
+use std::io;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use async_executor::{Executor, Task};
+use async_io::{Async, Timer};
+use futures_lite::{FutureExt as _, future};
+use tidegate_store::{ServerSpec, Shutdown};
+
+mod accept;
+mod conn;
+mod output;
+mod signal;
+
+use accept::Shared;
+use signal::Signal;
+
+/// After the grace period, how long cut connections get to notice before the executor
+/// threads stop anyway (dropping whatever tasks remain).
+const CUT_WAIT: Duration = Duration::from_secs(1);
+
+/// Serves `spec` on the smol runtime until `shutdown` fires and open sessions have
+/// finished or been cut after `spec.shutdown_grace`.
+///
+/// Blocks the calling thread, which only coordinates; connections run on
+/// `spec.thread_count()` executor threads. Fails only while starting: when a listener
+/// cannot be registered with the reactor or a thread cannot be started.
+pub fn serve(spec: ServerSpec, shutdown: Shutdown) -> io::Result<()> {
+    let threads = spec.thread_count();
+    let ServerSpec {
+        listeners,
+        factory,
+        executor,
+        max_connections,
+        shutdown_grace,
+        ..
+    } = spec;
+    let listeners = listeners
+        .into_iter()
+        .map(Async::new)
+        .collect::<io::Result<Vec<_>>>()?;
+    let shared = Arc::new(Shared::new(factory, executor, max_connections));
+    let tasks = Arc::new(Executor::new());
+    let halt = Arc::new(Signal::default());
+    let workers = start_threads(threads, &tasks, &halt)?;
+    log::info!(
+        "smol shell: {threads} executor threads, {} listeners, max {max_connections} connections",
+        listeners.len()
+    );
+
+    let accepts: Vec<Task<()>> = listeners
+        .into_iter()
+        .enumerate()
+        .map(|(index, listener)| {
+            let accept = accept::run(shared.clone(), tasks.clone(), listener, index);
+            tasks.spawn(contained("accept", accept))
+        })
+        .collect();
+    let stopping = shared.stopping.clone();
+    shutdown.on_trigger(move || stopping.fire());
+
+    async_io::block_on(wind_down(&shared, accepts, shutdown_grace));
+    stop_threads(&halt, workers);
+    log::info!("smol shell stopped");
+    Ok(())
+}
+
+/// Starts the executor threads; on failure stops the ones already started.
+fn start_threads(
+    count: usize,
+    tasks: &Arc<Executor<'static>>,
+    halt: &Arc<Signal>,
+) -> io::Result<Vec<JoinHandle<()>>> {
+    let mut workers = Vec::with_capacity(count);
+    for i in 0..count {
+        let (tasks, until) = (tasks.clone(), halt.clone());
+        let started = std::thread::Builder::new()
+            .name(format!("tidegate-smol-{i}"))
+            .spawn(move || async_io::block_on(tasks.run(async move { until.wait().await })));
+        match started {
+            Ok(worker) => workers.push(worker),
+            Err(e) => {
+                stop_threads(halt, workers);
+                return Err(e);
+            }
+        }
+    }
+    Ok(workers)
+}
+
+fn stop_threads(halt: &Signal, workers: Vec<JoinHandle<()>>) {
+    halt.fire();
+    for worker in workers {
+        if worker.join().is_err() {
+            log::error!("an executor thread panicked");
+        }
+    }
+}
+
+/// Waits for the shutdown signal, then for the listeners to close and the connections
+/// to end, cutting them when the grace period is over.
+async fn wind_down(shared: &Shared, accepts: Vec<Task<()>>, grace: Duration) {
+    shared.stopping.wait().await;
+    for accept in accepts {
+        accept.await;
+    }
+    let open = shared.open_connections();
+    log::info!("shutdown: listeners closed; waiting up to {grace:?} for {open} connections");
+    if !within(grace, shared.wait_idle()).await {
+        let open = shared.open_connections();
+        log::info!("shutdown: grace period over, cutting {open} connections");
+        shared.cut.fire();
+        if !within(CUT_WAIT, shared.wait_idle()).await {
+            log::warn!("shutdown: connections still open after the cut; dropping them");
+        }
+    }
+}
+
+/// Runs `task` for at most `limit`; true if it finished.
+async fn within(limit: Duration, task: impl Future<Output = ()>) -> bool {
+    future::or(
+        async {
+            task.await;
+            true
+        },
+        async {
+            Timer::after(limit).await;
+            false
+        },
+    )
+    .await
+}
+
+/// Runs a task, turning a panic into a log line: a bug in one session must not take
+/// the server (or the accept loop's caller) down.
+async fn contained(what: &'static str, task: impl Future<Output = ()>) {
+    if AssertUnwindSafe(task).catch_unwind().await.is_err() {
+        log::error!("a {what} task panicked and was ended");
+    }
+}

@@ -64,6 +64,8 @@ pub struct Pop3Session {
     unflushed: usize,
     bad_commands: u32,
     pub(super) auth_failures: u32,
+    /// The client will send nothing more; close once buffered commands are answered.
+    peer_eof: bool,
 }
 
 impl Pop3Session {
@@ -84,6 +86,7 @@ impl Pop3Session {
             unflushed: 0,
             bad_commands: 0,
             auth_failures: 0,
+            peer_eof: false,
         };
         let _ = write!(session.out, "+OK {} POP3 ready\r\n", session.cfg.hostname);
         session
@@ -151,7 +154,13 @@ impl Pop3Session {
     pub(super) fn resume(&mut self, now: Instant) {
         while self.waiting.is_none() && !self.is_closed() && !self.output_blocked() {
             match self.input.next_line() {
-                None => break,
+                None => {
+                    if self.peer_eof {
+                        // Every complete command sent before the EOF has been answered.
+                        self.close();
+                    }
+                    break;
+                }
                 Some(LineEvent::TooLong) => self.bad_command("-ERR Command line too long"),
                 Some(LineEvent::Line(line)) => {
                     self.timers.set(Timer::Idle, now + self.cfg.idle_timeout);
@@ -305,9 +314,12 @@ impl Session for Pop3Session {
         self.resume(now);
     }
 
-    fn handle_eof(&mut self, _now: Instant, _from: Peer) {
-        // RFC 1939 §6: a connection that ends without QUIT does not enter UPDATE.
-        self.close();
+    fn handle_eof(&mut self, now: Instant, _from: Peer) {
+        // A client may send its last commands (QUIT included) and then shut its sending
+        // side: answer what is buffered first. RFC 1939 §6: a connection that ends
+        // without QUIT does not enter UPDATE, which close() guarantees.
+        self.peer_eof = true;
+        self.resume(now);
     }
 
     fn handle_reply(&mut self, now: Instant, id: RequestId, reply: Reply) {
@@ -356,6 +368,7 @@ impl Session for Pop3Session {
 
     fn wants_read(&self, _from: Peer) -> bool {
         !self.is_closed()
+            && !self.peer_eof
             && self.input.buffered() < self.cfg.limits.max_buffered_input
             && !self.output_blocked()
     }

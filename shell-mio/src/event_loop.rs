@@ -1,0 +1,464 @@
+//! One event-loop thread: a `mio::Poll`, its connections, their timers, its inbox.
+
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, Sender};
+use std::time::{Duration, Instant};
+
+use mio::{Events, Interest, Poll, Token, Waker};
+use slab::Slab;
+use tidegate_core::{MAX_READ, Reply, RequestId};
+use tidegate_store::{SessionFactory, Shutdown};
+
+use crate::accept::{Acceptor, FIRST_RESERVED_TOKEN, NewConn};
+use crate::conn::{Conn, Pump};
+use crate::timers::Timers;
+use crate::workers::Submitter;
+
+/// The token of every loop's waker.
+pub(crate) const WAKER: Token = Token(usize::MAX);
+/// Readiness events taken per `poll` call.
+const EVENTS: usize = 1024;
+
+/// What other threads send a loop.
+pub(crate) enum Msg {
+    /// A socket accepted by loop 0 for this loop to serve.
+    Conn(NewConn),
+    /// A worker's answer to a request of connection `key`.
+    Reply {
+        /// The connection's slot.
+        key: usize,
+        /// The connection's generation; a mismatch means it is gone and the reply is dropped.
+        generation: u64,
+        /// The session's request id.
+        id: RequestId,
+        /// The answer.
+        reply: Reply,
+    },
+}
+
+/// How other threads reach a loop: its inbox and the waker that interrupts its `poll`.
+///
+/// The inbox is an unbounded channel, but what can be in it is bounded: at most one
+/// accepted socket per admitted connection (2 × `max_connections` in all) and at most
+/// one reply per job, and the job queue is bounded.
+pub(crate) struct LoopHandle {
+    tx: Sender<Msg>,
+    waker: Arc<Waker>,
+}
+
+impl LoopHandle {
+    /// A handle to the loop owning `waker` and reading from `tx`'s receiver.
+    pub(crate) fn new(tx: Sender<Msg>, waker: Arc<Waker>) -> Self {
+        LoopHandle { tx, waker }
+    }
+
+    /// Delivers `msg` and wakes the loop; gives the message back if the loop is gone.
+    pub(crate) fn send(&self, msg: Msg) -> Result<(), Msg> {
+        self.tx.send(msg).map_err(|e| e.0)?;
+        self.wake();
+        Ok(())
+    }
+
+    /// Interrupts the loop's `poll`.
+    pub(crate) fn wake(&self) {
+        if let Err(e) = self.waker.wake() {
+            log::warn!("cannot wake an event loop: {e}");
+        }
+    }
+
+    /// The waker, for the shutdown signal (held weakly there).
+    pub(crate) fn waker(&self) -> &Arc<Waker> {
+        &self.waker
+    }
+}
+
+/// State every loop shares.
+pub(crate) struct Shared {
+    /// Makes sessions for accepted connections.
+    pub(crate) factory: Arc<dyn SessionFactory>,
+    /// The caller's stop signal.
+    pub(crate) shutdown: Shutdown,
+    /// Our own stop signal: a loop failed or a thread could not be started.
+    pub(crate) stop: AtomicBool,
+    /// Open connections across all loops, busy ones included.
+    pub(crate) open: AtomicUsize,
+    /// Open connections per loop (for choosing where a new one goes).
+    pub(crate) per_loop: Box<[AtomicUsize]>,
+    /// Every loop's handle, indexed by loop.
+    pub(crate) loops: Arc<[LoopHandle]>,
+    /// Above this many open connections, new ones get the busy session.
+    pub(crate) max_connections: usize,
+    /// How long sessions may run on after shutdown starts.
+    pub(crate) grace: Duration,
+}
+
+impl Shared {
+    /// Whether loops should stop accepting and wind down.
+    pub(crate) fn stopping(&self) -> bool {
+        self.stop.load(Ordering::SeqCst) || self.shutdown.is_triggered()
+    }
+
+    /// Winds every loop down (an internal failure, not the caller's signal).
+    pub(crate) fn stop_all(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for handle in self.loops.iter() {
+            handle.wake();
+        }
+    }
+
+    /// Counts a newly accepted connection. `Some(busy)` admits it (with the busy session
+    /// at or above `max_connections`); `None` above twice that: close without a session.
+    /// Only loop 0 admits, so the check and the increment cannot race each other.
+    pub(crate) fn admit(&self) -> Option<bool> {
+        let open = self.open.load(Ordering::SeqCst);
+        if open >= self.max_connections.saturating_mul(2) {
+            return None;
+        }
+        self.open.fetch_add(1, Ordering::SeqCst);
+        Some(open >= self.max_connections)
+    }
+
+    /// Picks the loop with the fewest connections (ties rotate) and counts one more there.
+    pub(crate) fn pick_loop(&self, rotor: &mut usize) -> usize {
+        let n = self.per_loop.len().max(1);
+        let start = *rotor % n;
+        *rotor = rotor.wrapping_add(1);
+        let best = (0..n)
+            .map(|offset| (start + offset) % n)
+            .min_by_key(|&i| {
+                self.per_loop
+                    .get(i)
+                    .map_or(usize::MAX, |c| c.load(Ordering::Relaxed))
+            })
+            .unwrap_or(0);
+        if let Some(count) = self.per_loop.get(best) {
+            count.fetch_add(1, Ordering::Relaxed);
+        }
+        best
+    }
+
+    /// Uncounts a connection of loop `index` that ended (or never started).
+    pub(crate) fn release(&self, index: usize) {
+        self.open.fetch_sub(1, Ordering::SeqCst);
+        if let Some(count) = self.per_loop.get(index) {
+            count.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Winds the server down if a loop thread panics, so `serve` returns instead of
+/// running on without (for loop 0) anyone accepting.
+struct StopOnPanic(Arc<Shared>);
+
+impl Drop for StopOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            log::error!("an event loop panicked; stopping the server");
+            self.0.stop_all();
+        }
+    }
+}
+
+/// One event loop and everything it owns.
+pub(crate) struct EventLoop {
+    index: usize,
+    poll: Poll,
+    inbox: Receiver<Msg>,
+    shared: Arc<Shared>,
+    jobs: Submitter,
+    conns: Slab<Conn>,
+    timers: Timers,
+    /// Loop 0 only, until shutdown.
+    acceptor: Option<Acceptor>,
+    /// Rotating tie-break for [`Shared::pick_loop`].
+    rotor: usize,
+    /// Connections whose read budget ran out with input left, with their generation.
+    ready: Vec<(usize, u64)>,
+    next_generation: u64,
+    /// Set when shutdown starts: sessions are cut at this time.
+    grace_until: Option<Instant>,
+    /// The read buffer, reused for every read on this loop.
+    buf: Box<[u8; MAX_READ]>,
+}
+
+impl EventLoop {
+    /// A loop around `poll` (whose waker is registered as [`WAKER`]).
+    pub(crate) fn new(
+        index: usize,
+        poll: Poll,
+        inbox: Receiver<Msg>,
+        shared: Arc<Shared>,
+        jobs: Submitter,
+        acceptor: Option<Acceptor>,
+    ) -> Self {
+        EventLoop {
+            index,
+            poll,
+            inbox,
+            shared,
+            jobs,
+            conns: Slab::new(),
+            timers: Timers::default(),
+            acceptor,
+            rotor: 0,
+            ready: Vec::new(),
+            next_generation: 0,
+            grace_until: None,
+            buf: Box::new([0; MAX_READ]),
+        }
+    }
+
+    /// Runs until shutdown completes; a failure winds the other loops down too.
+    pub(crate) fn run(mut self) -> io::Result<()> {
+        let _guard = StopOnPanic(self.shared.clone());
+        let result = self.run_loop();
+        if let Err(e) = &result {
+            log::error!("event loop {} failed: {e}", self.index);
+            self.shared.stop_all();
+        }
+        let open = self.conns.len();
+        if open > 0 {
+            log::info!(
+                "event loop {}: cutting {open} connections still open",
+                self.index
+            );
+        }
+        for key in self.conns.iter().map(|(key, _)| key).collect::<Vec<_>>() {
+            self.remove(key);
+        }
+        result
+    }
+
+    fn run_loop(&mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(EVENTS);
+        loop {
+            let now = Instant::now();
+            self.drain_inbox(now);
+            if self.grace_until.is_none() && self.shared.stopping() {
+                self.begin_stop(now);
+            }
+            if let Some(grace) = self.grace_until
+                && (self.conns.is_empty() || now >= grace)
+            {
+                return Ok(());
+            }
+            let timeout = self.poll_timeout(now);
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            let now = Instant::now();
+            for event in events.iter() {
+                let token = event.token();
+                if token == WAKER {
+                    continue; // the inbox is drained every turn
+                }
+                if token.0 >= FIRST_RESERVED_TOKEN {
+                    if let Some(i) = self.acceptor.as_ref().and_then(|a| a.listener_of(token)) {
+                        self.accept(i, now);
+                    }
+                    continue;
+                }
+                if let Some(conn) = self.conns.get_mut(token.0) {
+                    // Writable-only events just let the pump flush.
+                    if event.is_readable() || event.is_read_closed() || event.is_error() {
+                        conn.mark_readable();
+                    }
+                    let pump = conn.pump(now, &mut self.buf, &self.jobs);
+                    self.settle(token.0, pump);
+                }
+            }
+            self.run_timers(now);
+            self.run_ready(now);
+        }
+    }
+
+    fn poll_timeout(&self, now: Instant) -> Option<Duration> {
+        if !self.ready.is_empty() {
+            return Some(Duration::ZERO);
+        }
+        let retry = self.acceptor.as_ref().and_then(Acceptor::retry_at);
+        [self.timers.next(), self.grace_until, retry]
+            .into_iter()
+            .flatten()
+            .min()
+            .map(|at| at.saturating_duration_since(now))
+    }
+
+    fn begin_stop(&mut self, now: Instant) {
+        self.grace_until = Some(now + self.shared.grace);
+        if let Some(acceptor) = self.acceptor.take() {
+            acceptor.close(self.poll.registry());
+            log::info!(
+                "stopped accepting; open sessions have {:?} to finish",
+                self.shared.grace
+            );
+        }
+    }
+
+    fn drain_inbox(&mut self, now: Instant) {
+        while let Ok(msg) = self.inbox.try_recv() {
+            match msg {
+                Msg::Conn(new) => self.open_conn(new, now),
+                Msg::Reply {
+                    key,
+                    generation,
+                    id,
+                    reply,
+                } => {
+                    let Some(conn) = self
+                        .conns
+                        .get_mut(key)
+                        .filter(|c| c.generation() == generation)
+                    else {
+                        continue; // the connection is gone
+                    };
+                    let pump = conn.on_reply(now, id, reply, &mut self.buf, &self.jobs);
+                    self.settle(key, pump);
+                }
+            }
+        }
+    }
+
+    /// Accepts on `listener` until it would block, handing each socket to a loop.
+    fn accept(&mut self, listener: usize, now: Instant) {
+        loop {
+            let Some(acceptor) = self.acceptor.as_mut() else {
+                return;
+            };
+            let Some(new) = acceptor.accept_one(listener, now, &self.shared) else {
+                return;
+            };
+            let target = self.shared.pick_loop(&mut self.rotor);
+            if target == self.index {
+                self.open_conn(new, now);
+            } else if let Some(handle) = self.shared.loops.get(target) {
+                if handle.send(Msg::Conn(new)).is_err() {
+                    self.shared.release(target);
+                }
+            } else {
+                self.shared.release(target);
+            }
+        }
+    }
+
+    /// Starts serving a socket accepted for this loop.
+    fn open_conn(&mut self, new: NewConn, now: Instant) {
+        let NewConn {
+            mut socket,
+            peer,
+            listener,
+            busy,
+        } = new;
+        if self.grace_until.is_some() {
+            // Accepted just before shutdown: not started, the socket just closes.
+            return self.shared.release(self.index);
+        }
+        let entry = self.conns.vacant_entry();
+        let key = entry.key();
+        if key >= FIRST_RESERVED_TOKEN {
+            return self.shared.release(self.index);
+        }
+        if let Err(e) = self
+            .poll
+            .registry()
+            .register(&mut socket, Token(key), Interest::READABLE)
+        {
+            log::warn!("{peer}: cannot register the connection: {e}");
+            return self.shared.release(self.index);
+        }
+        let session = if busy {
+            self.shared.factory.busy(listener, peer, now)
+        } else {
+            self.shared.factory.open(listener, peer, now)
+        };
+        log::debug!(
+            "{peer}: accepted on listener {listener}, loop {}",
+            self.index
+        );
+        self.next_generation += 1;
+        let conn = entry.insert(Conn::new(socket, peer, session, key, self.next_generation));
+        let pump = conn.pump(now, &mut self.buf, &self.jobs);
+        self.settle(key, pump);
+    }
+
+    /// Brings a connection's registration, timer and queue entry up to date after it was
+    /// driven, or removes it.
+    fn settle(&mut self, key: usize, pump: Pump) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if pump == Pump::Remove {
+            return self.remove(key);
+        }
+        if pump == Pump::MoreInput && !conn.queued {
+            conn.queued = true;
+            self.ready.push((key, conn.generation()));
+        }
+        let interest = conn.interest();
+        if interest != conn.registered {
+            if let Err(e) = self
+                .poll
+                .registry()
+                .reregister(conn.socket(), Token(key), interest)
+            {
+                log::debug!("cannot reregister a connection: {e}");
+                return self.remove(key);
+            }
+            conn.registered = interest;
+        }
+        let deadline = conn.deadline();
+        self.timers.update(key, &mut conn.timer, deadline);
+    }
+
+    fn remove(&mut self, key: usize) {
+        let Some(mut conn) = self.conns.try_remove(key) else {
+            return;
+        };
+        self.timers.update(key, &mut conn.timer, None);
+        // Closing the socket removes it from epoll anyway; deregistering is tidy.
+        let _ = self.poll.registry().deregister(conn.socket());
+        self.shared.release(self.index);
+    }
+
+    fn run_timers(&mut self, now: Instant) {
+        if self.acceptor.as_mut().is_some_and(|a| a.take_retry(now)) {
+            for i in 0..self.acceptor.as_ref().map_or(0, Acceptor::count) {
+                self.accept(i, now);
+            }
+        }
+        // Collected first: a session that re-arms at or before `now` waits for the next
+        // turn instead of spinning here.
+        let mut expired = Vec::new();
+        while let Some(key) = self.timers.pop_expired(now) {
+            expired.push(key);
+        }
+        for key in expired {
+            let Some(conn) = self.conns.get_mut(key) else {
+                continue;
+            };
+            conn.timer = None;
+            let pump = conn.on_timeout(now, &mut self.buf, &self.jobs);
+            self.settle(key, pump);
+        }
+    }
+
+    fn run_ready(&mut self, now: Instant) {
+        for (key, generation) in std::mem::take(&mut self.ready) {
+            let Some(conn) = self
+                .conns
+                .get_mut(key)
+                .filter(|c| c.generation() == generation)
+            else {
+                continue;
+            };
+            conn.queued = false;
+            let pump = conn.pump(now, &mut self.buf, &self.jobs);
+            self.settle(key, pump);
+        }
+    }
+}

@@ -1,0 +1,465 @@
+//! One connection task: drives a session over a non-blocking socket.
+//!
+//! The task alternates between a *turn* (all work possible without waiting: due
+//! timers, arrived replies, writing, one read) and a *wait* for whichever comes first:
+//! readable (only while the session wants input), writable (only while output is
+//! pending), a store reply, the session's deadline, or the shutdown cut.
+//!
+//! Cancellation safety: the wait only observes readiness. Bytes are read and written
+//! by non-blocking calls in the turn, which is synchronous: read bytes reach
+//! `handle_input` before the next `.await`, and unwritten bytes stay in the
+//! connection's output queue. Dropping the wait (a branch lost a race, or the task was
+//! cancelled) therefore never loses data. The read buffer is a stack array for the
+//! same reason: no read byte is ever held across an `.await`, so idle connections do
+//! not each keep a [`MAX_READ`] buffer.
+
+use std::io::{self, Read as _};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use async_channel::{Receiver, Sender};
+use async_io::{Async, Timer};
+use futures_lite::{StreamExt as _, future};
+use tidegate_core::{Action, Failure, MAX_READ, Peer, Reply, Request, RequestId};
+use tidegate_store::service::BoxedSession;
+
+use crate::accept::{Shared, Slot};
+use crate::output::Output;
+use crate::signal::Waiter;
+
+/// How long a closing connection may take to flush its last bytes to a slow client.
+const CLOSE_FLUSH: Duration = Duration::from_secs(5);
+/// After the final flush and half-close, how long unread client input is discarded
+/// before the socket is closed (see [`Conn::linger`]).
+const LINGER: Duration = Duration::from_secs(2);
+/// Most bytes discarded while lingering.
+const LINGER_BYTES: usize = 64 * 1024;
+/// Hard cap on pending output. Sessions stay far below it (POP3 stops at 256 KiB); a
+/// session that does not is closed rather than allowed to exhaust memory.
+const MAX_PENDING_OUTPUT: usize = 16 * 1024 * 1024;
+/// Turns in a row without waiting before the task yields to others on its thread.
+const BUDGET: u32 = 32;
+
+/// A store reply on its way back to the session.
+type Answer = (RequestId, Reply);
+
+/// Runs one accepted connection to its end. `slot` keeps it counted until then.
+pub(crate) async fn run(
+    shared: Arc<Shared>,
+    slot: Slot,
+    stream: Async<TcpStream>,
+    peer: SocketAddr,
+    listener: usize,
+    busy: bool,
+) {
+    let now = Instant::now();
+    let session = if busy {
+        shared.factory.busy(listener, peer, now)
+    } else {
+        shared.factory.open(listener, peer, now)
+    };
+    let mut conn = Conn::new(&shared, stream, peer, session);
+    let end = conn.drive().await;
+    log::debug!("{peer}: connection ended: {end:?}");
+    if end == End::Closed {
+        conn.linger().await;
+    }
+    drop(slot);
+}
+
+/// Why a connection ended.
+#[derive(Debug, PartialEq, Eq)]
+enum End {
+    /// The session closed and its output was flushed.
+    Closed,
+    /// The session closed after the socket broke; its output was discarded.
+    PeerGone,
+    /// The client did not read the final output in time.
+    FlushTimeout,
+    /// The shutdown grace period ended.
+    Cut,
+}
+
+/// What ended a wait.
+#[derive(Default)]
+struct Wake {
+    cut: bool,
+    readable: bool,
+    writable: bool,
+    timer: bool,
+    answer: Option<Answer>,
+}
+
+/// One connection's socket, session and buffers.
+struct Conn {
+    peer: SocketAddr,
+    stream: Async<TcpStream>,
+    session: BoxedSession,
+    executor: Arc<dyn tidegate_store::Executor>,
+    /// Bytes owed to the client, in order.
+    out: Output,
+    /// Cloned into every request; the channel holds at most one reply per outstanding
+    /// request, which the session bounds.
+    answers_tx: Sender<Answer>,
+    answers: Pin<Box<Receiver<Answer>>>,
+    /// Fires at `armed`, the deadline currently set.
+    timer: Timer,
+    armed: Option<Instant>,
+    cut: Waiter,
+    /// The last read did not return `WouldBlock` (or readiness was reported since).
+    can_read: bool,
+    /// The last write did not return `WouldBlock` (or readiness was reported since).
+    can_write: bool,
+    /// `handle_eof` was delivered: no more reads.
+    eof: bool,
+    /// A write failed: output is discarded from now on.
+    dead: bool,
+    /// The session closed: flush until this deadline, then end.
+    closing: Option<Instant>,
+}
+
+impl Conn {
+    fn new(
+        shared: &Shared,
+        stream: Async<TcpStream>,
+        peer: SocketAddr,
+        session: BoxedSession,
+    ) -> Self {
+        let (answers_tx, answers) = async_channel::unbounded();
+        Conn {
+            peer,
+            stream,
+            session,
+            executor: shared.executor.clone(),
+            out: Output::default(),
+            answers_tx,
+            answers: Box::pin(answers),
+            timer: Timer::never(),
+            armed: None,
+            cut: Waiter::new(shared.cut.clone()),
+            can_read: true,
+            can_write: true,
+            eof: false,
+            dead: false,
+            closing: None,
+        }
+    }
+
+    /// Runs turns and waits until the connection ends.
+    async fn drive(&mut self) -> End {
+        // The greeting (or busy reply) is queued by the session's constructor.
+        self.drain_actions(Instant::now());
+        let mut budget = BUDGET;
+        loop {
+            match self.turn() {
+                Err(end) => return end,
+                Ok(true) => {
+                    budget -= 1;
+                    if budget == 0 {
+                        budget = BUDGET;
+                        future::yield_now().await;
+                    }
+                    continue;
+                }
+                Ok(false) => budget = BUDGET,
+            }
+            let wake = self.wait().await;
+            if wake.cut {
+                return End::Cut;
+            }
+            self.can_read |= wake.readable;
+            self.can_write |= wake.writable;
+            if wake.timer {
+                // A fired timer must be set again even for the same deadline.
+                self.armed = None;
+            }
+            if let Some((id, reply)) = wake.answer {
+                let now = Instant::now();
+                self.session.handle_reply(now, id, reply);
+                self.drain_actions(now);
+            }
+        }
+    }
+
+    /// Does everything possible without waiting. `Ok(true)`: something happened, so
+    /// there may be more to do; `Ok(false)`: wait for an event.
+    fn turn(&mut self) -> Result<bool, End> {
+        let now = Instant::now();
+        if let Some(deadline) = self.closing {
+            if self.out.is_empty() || self.dead {
+                return Err(if self.dead {
+                    End::PeerGone
+                } else {
+                    End::Closed
+                });
+            }
+            if now >= deadline {
+                log::debug!("{}: client did not read its last output", self.peer);
+                return Err(End::FlushTimeout);
+            }
+        }
+        let mut progress = false;
+        // Deadlines: compare with the clock ourselves; a timer may fire early or late.
+        if self.closing.is_none() && self.session.poll_timeout().is_some_and(|d| d <= now) {
+            self.session.handle_timeout(now);
+            self.drain_actions(now);
+            progress = true;
+        }
+        while self.closing.is_none() {
+            let Ok((id, reply)) = self.answers.try_recv() else {
+                break;
+            };
+            self.session.handle_reply(now, id, reply);
+            self.drain_actions(now);
+            progress = true;
+        }
+        progress |= self.write(now);
+        progress |= self.read(now);
+        Ok(progress)
+    }
+
+    /// Writes pending output. After the queue empties the session hears
+    /// `handle_drained`, which may produce more. Returns true on progress.
+    fn write(&mut self, now: Instant) -> bool {
+        if self.out.is_empty() || !self.can_write || self.dead {
+            return false;
+        }
+        match self.out.write_to(self.stream.get_ref()) {
+            Ok(_) if self.out.is_empty() => {
+                if self.closing.is_none() {
+                    self.session.handle_drained(now, Peer::Client);
+                    self.drain_actions(now);
+                }
+                true
+            }
+            Ok(_) => {
+                // Partial: the socket buffer is full.
+                self.can_write = false;
+                true
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                self.can_write = false;
+                false
+            }
+            Err(e) => {
+                log::debug!("{}: write failed: {e}", self.peer);
+                self.dead = true;
+                self.out.clear();
+                self.deliver_eof(now);
+                true
+            }
+        }
+    }
+
+    /// Reads once (at most [`MAX_READ`] bytes) if the session wants input. Returns true
+    /// on progress.
+    fn read(&mut self, now: Instant) -> bool {
+        if !self.can_read || !self.wants_input() {
+            return false;
+        }
+        let mut input = [0u8; MAX_READ];
+        match self.stream.get_ref().read(&mut input) {
+            Ok(0) => self.deliver_eof(now),
+            Ok(n) => {
+                self.session.handle_input(now, Peer::Client, &input[..n]);
+                self.drain_actions(now);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                self.can_read = false;
+                return false;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                log::debug!("{}: read failed: {e}", self.peer);
+                self.deliver_eof(now);
+            }
+        }
+        true
+    }
+
+    /// Whether bytes from the client would be handed to the session now.
+    fn wants_input(&self) -> bool {
+        self.closing.is_none() && !self.eof && !self.dead && self.session.wants_read(Peer::Client)
+    }
+
+    /// Tells the session the client is gone (once).
+    fn deliver_eof(&mut self, now: Instant) {
+        if !self.eof && self.closing.is_none() {
+            self.eof = true;
+            self.session.handle_eof(now, Peer::Client);
+            self.drain_actions(now);
+        }
+        self.eof = true;
+    }
+
+    /// Drains the session's actions until `None` (the single-mutation rule).
+    fn drain_actions(&mut self, now: Instant) {
+        while let Some(action) = self.session.poll_action() {
+            match action {
+                Action::Write {
+                    to: Peer::Client,
+                    bytes,
+                } => {
+                    if self.dead || self.closing.is_some() {
+                        continue;
+                    }
+                    self.out.push(bytes);
+                    if self.out.len() > MAX_PENDING_OUTPUT {
+                        log::error!(
+                            "{}: session queued over {MAX_PENDING_OUTPUT} bytes without waiting for \
+                             the client; closing",
+                            self.peer
+                        );
+                        self.begin_close(now);
+                    }
+                }
+                Action::Request { id, request } => self.spawn_request(id, request),
+                Action::Close { to: Peer::Client } => self.begin_close(now),
+                Action::StartTls { with } => {
+                    log::error!(
+                        "{}: session asked the shell to start TLS with {with:?}; sessions must \
+                         be wrapped in tls::Secured. Closing",
+                        self.peer
+                    );
+                    self.begin_close(now);
+                }
+                Action::Write {
+                    to: Peer::Backend, ..
+                }
+                | Action::Close { to: Peer::Backend } => {
+                    log::error!(
+                        "{}: this shell has no back-end connections; closing",
+                        self.peer
+                    );
+                    self.begin_close(now);
+                }
+            }
+        }
+    }
+
+    fn begin_close(&mut self, now: Instant) {
+        if self.closing.is_none() {
+            self.closing = Some(now + CLOSE_FLUSH);
+        }
+    }
+
+    /// Runs a request on the blocking pool; the reply comes back through the channel.
+    ///
+    /// The request is detached: if the connection ends first it still completes (a
+    /// half-applied store operation would be worse than a wasted one) and the reply is
+    /// dropped with the channel.
+    fn spawn_request(&self, id: RequestId, request: Request) {
+        let executor = self.executor.clone();
+        let answers = self.answers_tx.clone();
+        blocking::unblock(move || {
+            let reply = catch_unwind(AssertUnwindSafe(|| executor.execute(request)))
+                .unwrap_or_else(|_| {
+                    log::error!("request executor panicked; answering a temporary failure");
+                    Reply::Failed(Failure::Temporary("internal error".into()))
+                });
+            // Fails only if the connection is gone, and then nobody needs the reply.
+            let _ = answers.try_send((id, reply));
+        })
+        .detach();
+    }
+
+    /// Waits for the next event the connection can act on.
+    async fn wait(&mut self) -> Wake {
+        let deadline = self.closing.or_else(|| self.session.poll_timeout());
+        if deadline != self.armed {
+            match deadline {
+                Some(at) => self.timer.set_at(at),
+                None => self.timer.clear(),
+            }
+            self.armed = deadline;
+        }
+        let want_read = !self.can_read && self.wants_input();
+        let want_write = !self.can_write && !self.out.is_empty() && !self.dead;
+        let want_answers = self.closing.is_none();
+        let Conn {
+            stream,
+            answers,
+            timer,
+            armed,
+            cut,
+            ..
+        } = self;
+        future::poll_fn(|cx| {
+            let mut wake = Wake {
+                cut: cut.poll_fired(cx).is_ready(),
+                // An error counts as ready: the next read or write reports it.
+                readable: want_read && stream.poll_readable(cx).is_ready(),
+                writable: want_write && stream.poll_writable(cx).is_ready(),
+                timer: armed.is_some() && Pin::new(&mut *timer).poll(cx).is_ready(),
+                answer: None,
+            };
+            if want_answers && let Poll::Ready(Some(answer)) = answers.as_mut().poll_next(cx) {
+                wake.answer = Some(answer);
+            }
+            let any = wake.cut || wake.readable || wake.writable || wake.timer;
+            if any || wake.answer.is_some() {
+                Poll::Ready(wake)
+            } else {
+                Poll::Pending
+            }
+        })
+        .await
+    }
+
+    /// Lingering close: half-close so the client sees EOF right after our last byte,
+    /// then discard what it still sends until it closes, [`LINGER`] passes or
+    /// [`LINGER_BYTES`] were discarded. Closing a socket with unread input makes the
+    /// kernel send a reset, which can destroy our final reply before the client reads it
+    /// (a client that pipelined past QUIT, or one refused by the busy session).
+    async fn linger(&mut self) {
+        if self.stream.get_ref().shutdown(Shutdown::Write).is_err() {
+            return;
+        }
+        let mut timer = Timer::after(LINGER);
+        let mut discarded = 0;
+        loop {
+            match self.discard_input() {
+                Ok(Some(n)) => {
+                    discarded += n;
+                    if discarded > LINGER_BYTES {
+                        return;
+                    }
+                    continue;
+                }
+                Ok(None) => {}
+                Err(_) => return,
+            }
+            let (stream, cut) = (&self.stream, &mut self.cut);
+            let readable = future::poll_fn(|cx| {
+                if cut.poll_fired(cx).is_ready() || Pin::new(&mut timer).poll(cx).is_ready() {
+                    Poll::Ready(false)
+                } else if stream.poll_readable(cx).is_ready() {
+                    Poll::Ready(true)
+                } else {
+                    Poll::Pending
+                }
+            })
+            .await;
+            if !readable {
+                return;
+            }
+        }
+    }
+
+    /// One non-blocking read whose bytes are thrown away: `Some(n)` bytes discarded,
+    /// `None` nothing to read now; EOF is reported as an error (the linger is over).
+    fn discard_input(&self) -> io::Result<Option<usize>> {
+        let mut scratch = [0u8; MAX_READ];
+        match self.stream.get_ref().read(&mut scratch) {
+            Ok(0) => Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => Ok(Some(n)),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(Some(0)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
