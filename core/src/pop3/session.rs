@@ -161,7 +161,13 @@ impl Pop3Session {
                     }
                     break;
                 }
-                Some(LineEvent::TooLong) => self.bad_command("-ERR Command line too long"),
+                Some(LineEvent::TooLong) => {
+                    if matches!(self.state, State::SaslResponse) {
+                        // The overlong line was the SASL response: the exchange is over.
+                        self.state = State::Authorization { user: None };
+                    }
+                    self.bad_command("-ERR Command line too long");
+                }
                 Some(LineEvent::Line(line)) => {
                     self.timers.set(Timer::Idle, now + self.cfg.idle_timeout);
                     self.on_line(now, line);
@@ -220,13 +226,12 @@ impl Pop3Session {
         self.out.extend_from_slice(
             b"+OK Capability list follows\r\nTOP\r\nUIDL\r\nRESP-CODES\r\nAUTH-RESP-CODE\r\nPIPELINING\r\n",
         );
-        if !matches!(self.state, State::Transaction(_)) {
-            if self.login_allowed() {
-                self.out.extend_from_slice(b"USER\r\nSASL PLAIN\r\n");
-            }
-            if self.stls_available() {
-                self.out.extend_from_slice(b"STLS\r\n");
-            }
+        // RFC 2449 §5: capabilities of the AUTHORIZATION state are announced in both states.
+        if self.login_allowed() {
+            self.out.extend_from_slice(b"USER\r\nSASL PLAIN\r\n");
+        }
+        if self.stls_available() {
+            self.out.extend_from_slice(b"STLS\r\n");
         }
         self.out
             .extend_from_slice(b"IMPLEMENTATION tidegate\r\n.\r\n");
@@ -273,8 +278,13 @@ impl Pop3Session {
     fn on_timer(&mut self, now: Instant, timer: Timer) {
         match timer {
             Timer::Idle => {
-                // RFC 1939 §3 autologout: close without entering UPDATE.
-                self.reply("-ERR Autologout: idle for too long");
+                // RFC 1939 §3 autologout: close without entering UPDATE. In the middle of
+                // a message transfer an error line would read as message text, so the
+                // close alone says it.
+                let mid_transfer = matches!(&self.waiting, Some(Waiting::Read(s)) if s.started);
+                if !mid_transfer {
+                    self.reply("-ERR Autologout: idle for too long");
+                }
                 self.close();
             }
             Timer::StoreReply => self.store_timed_out(now),
