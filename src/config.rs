@@ -250,7 +250,11 @@ impl Config {
                 );
             }
         }
-        if let Some(tls) = self.tls.as_ref().filter(|t| t.cert.is_some() != t.key.is_some()) {
+        if let Some(tls) = self
+            .tls
+            .as_ref()
+            .filter(|t| t.cert.is_some() != t.key.is_some())
+        {
             return Err(format!(
                 "tls.cert and tls.key go together (only {} is set)",
                 if tls.cert.is_some() { "cert" } else { "key" }

@@ -65,6 +65,8 @@
 //! // session.poll_timeout() gives the next deadline for session.handle_timeout(now).
 //! ```
 
+#[cfg(any(fuzzing, test, feature = "fuzzing"))]
+pub mod fuzzing;
 pub mod io;
 pub mod maildir;
 pub mod net;

@@ -21,8 +21,12 @@ impl Cidr {
             v4 => v4,
         };
         match (self.network, addr) {
-            (IpAddr::V4(net), IpAddr::V4(a)) => prefix_match(&net.octets(), &a.octets(), self.prefix),
-            (IpAddr::V6(net), IpAddr::V6(a)) => prefix_match(&net.octets(), &a.octets(), self.prefix),
+            (IpAddr::V4(net), IpAddr::V4(a)) => {
+                prefix_match(&net.octets(), &a.octets(), self.prefix)
+            }
+            (IpAddr::V6(net), IpAddr::V6(a)) => {
+                prefix_match(&net.octets(), &a.octets(), self.prefix)
+            }
             _ => false,
         }
     }
@@ -47,7 +51,11 @@ pub struct CidrError(pub String);
 
 impl fmt::Display for CidrError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid network {:?}: expected ADDRESS or ADDRESS/PREFIX", self.0)
+        write!(
+            f,
+            "invalid network {:?}: expected ADDRESS or ADDRESS/PREFIX",
+            self.0
+        )
     }
 }
 
@@ -64,7 +72,12 @@ impl FromStr for Cidr {
         let network: IpAddr = addr.trim().parse().map_err(|_| err())?;
         let max = if network.is_ipv4() { 32 } else { 128 };
         let prefix = match prefix {
-            Some(p) => p.trim().parse::<u8>().ok().filter(|&p| p <= max).ok_or_else(err)?,
+            Some(p) => p
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|&p| p <= max)
+                .ok_or_else(err)?,
             None => max,
         };
         Ok(Cidr { network, prefix })

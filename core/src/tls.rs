@@ -10,7 +10,7 @@ use std::io::{Read as _, Write as _};
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::Bytes;
+use bytes::{Buf as _, Bytes, BytesMut};
 use rustls::{ServerConfig, ServerConnection};
 
 use crate::io::{Action, MAX_READ, Peer, RequestId, Session};
@@ -28,6 +28,10 @@ pub struct Secured<S> {
     ready: std::collections::VecDeque<Action>,
     /// A TLS error or close ended the connection; only the final flush remains.
     failed: bool,
+    /// Decrypted bytes the inner session did not want yet. One ciphertext read can
+    /// complete an earlier record and carry several more, so this holds at most about
+    /// two reads' worth; while it is not empty `wants_read` is false.
+    pending_plain: BytesMut,
 }
 
 impl<S: std::fmt::Debug> std::fmt::Debug for Secured<S> {
@@ -53,6 +57,7 @@ impl<S: Session> Secured<S> {
             tls: None,
             ready: Default::default(),
             failed: false,
+            pending_plain: BytesMut::new(),
         }
     }
 
@@ -65,6 +70,7 @@ impl<S: Session> Secured<S> {
             tls: Some(Box::new(conn)),
             ready: Default::default(),
             failed: false,
+            pending_plain: BytesMut::new(),
         })
     }
 
@@ -136,6 +142,18 @@ impl<S: Session> Secured<S> {
         }
     }
 
+    /// Hands buffered plaintext to the inner session, at most [`MAX_READ`] bytes a call
+    /// and only while it wants input, so the session's own limits hold under TLS too.
+    fn feed_pending(&mut self, now: Instant) {
+        while !self.pending_plain.is_empty() && !self.failed && self.inner.wants_read(Peer::Client)
+        {
+            let n = self.pending_plain.len().min(MAX_READ);
+            self.inner
+                .handle_input(now, Peer::Client, &self.pending_plain[..n]);
+            self.pending_plain.advance(n);
+        }
+    }
+
     fn start_tls(&mut self) {
         let conn = self
             .config
@@ -170,30 +188,35 @@ impl<S: Session> Session for Secured<S> {
             loop {
                 match tls.reader().read(&mut plain) {
                     Ok(0) => break,
-                    Ok(n) => self.inner.handle_input(now, from, &plain[..n]),
-                    // WouldBlock: no more plaintext yet. Other errors: peer closed uncleanly,
-                    // reported as EOF below by the shell's next read.
+                    Ok(n) => self.pending_plain.extend_from_slice(&plain[..n]),
+                    // WouldBlock: no more plaintext yet. Other errors: the peer closed
+                    // uncleanly, which the shell's next read reports as EOF.
                     Err(_) => break,
                 }
             }
         }
         self.collect_tls_output();
+        self.feed_pending(now);
     }
 
     fn handle_eof(&mut self, now: Instant, from: Peer) {
+        self.pending_plain.clear();
         self.inner.handle_eof(now, from)
     }
 
     fn handle_reply(&mut self, now: Instant, id: RequestId, reply: Reply) {
-        self.inner.handle_reply(now, id, reply)
+        self.inner.handle_reply(now, id, reply);
+        self.feed_pending(now);
     }
 
     fn handle_timeout(&mut self, now: Instant) {
-        self.inner.handle_timeout(now)
+        self.inner.handle_timeout(now);
+        self.feed_pending(now);
     }
 
     fn handle_drained(&mut self, now: Instant, to: Peer) {
-        self.inner.handle_drained(now, to)
+        self.inner.handle_drained(now, to);
+        self.feed_pending(now);
     }
 
     fn poll_action(&mut self) -> Option<Action> {
@@ -210,10 +233,13 @@ impl<S: Session> Session for Secured<S> {
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
+        if self.failed {
+            return None;
+        }
         self.inner.poll_timeout()
     }
 
     fn wants_read(&self, from: Peer) -> bool {
-        !self.failed && self.inner.wants_read(from)
+        !self.failed && self.pending_plain.is_empty() && self.inner.wants_read(from)
     }
 }

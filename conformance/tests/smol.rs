@@ -1,0 +1,34 @@
+//! The POP3 conformance scripts against the smol shell over loopback, plus the
+//! shell-level bad-input checks (a client that never reads, a disconnect mid-RETR,
+//! a 10 MiB line, the connection cap).
+
+use tidegate_conformance::{ShellDriver, assert_suite, checks};
+
+fn driver() -> ShellDriver {
+    ShellDriver::new("smol", tidegate_shell_smol::serve)
+}
+
+#[test]
+fn pop3_scripts() {
+    assert_suite(&driver(), "pop3");
+}
+
+#[test]
+fn client_that_never_reads_is_bounded() {
+    checks::shell_never_reading_client(&driver()).unwrap();
+}
+
+#[test]
+fn disconnect_mid_retr_keeps_serving() {
+    checks::shell_disconnect_mid_retr(&driver()).unwrap();
+}
+
+#[test]
+fn ten_mib_line_is_discarded() {
+    checks::shell_ten_mib_line(&driver()).unwrap();
+}
+
+#[test]
+fn connection_cap_answers_busy() {
+    checks::shell_connection_cap(&driver()).unwrap();
+}

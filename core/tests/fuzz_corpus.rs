@@ -1,0 +1,192 @@
+//! Replays the committed fuzz inputs through the harnesses of `tidegate_core::fuzzing`
+//! on stable, so every `cargo test` checks them: the seeds `fuzz/corpus/<target>/seed-*`
+//! and every file under `fuzz/regressions/<target>/` (inputs that once found a bug).
+//!
+//! To replay one input by hand:
+//! `cargo test -p tidegate-core --test fuzz_corpus -- --nocapture`, or run the fuzz target
+//! on it: `cd fuzz && cargo +nightly fuzz run <target> <file>`.
+
+// Test code reads the corpus files and takes one clock reading as the sessions' epoch;
+// the core itself never does either.
+#![allow(clippy::disallowed_types, clippy::disallowed_methods)]
+
+use std::fs;
+use std::panic;
+use std::path::{Path, PathBuf};
+use std::sync::LazyLock;
+use std::time::Instant;
+
+use tidegate_core::fuzzing::{self, FuzzTls};
+
+/// The TLS configs of the `pop3_tls_session` target, built once.
+static TLS: LazyLock<FuzzTls> = LazyLock::new(FuzzTls::new);
+
+/// A harness: runs one input, panics when an invariant breaks.
+type Harness = fn(&[u8]);
+
+/// Every fuzz target and the harness it runs; must match `fuzz/fuzz_targets/`.
+const TARGETS: &[(&str, Harness)] = &[
+    ("pop3_command", fuzzing::pop3_command),
+    ("line_framer", fuzzing::line_framer),
+    ("dot_stuffing", fuzzing::dot_stuffing),
+    ("pop3_session", |data| {
+        fuzzing::pop3_session(Instant::now(), data)
+    }),
+    ("pop3_tls_session", |data| {
+        fuzzing::pop3_tls_session(Instant::now(), &TLS, data)
+    }),
+];
+
+fn fuzz_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz")
+}
+
+/// Files in `dir` whose names pass `keep`, sorted; none if `dir` does not exist.
+fn files(dir: &Path, keep: impl Fn(&str) -> bool) -> Vec<PathBuf> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut files: Vec<PathBuf> = entries
+        .map(|e| e.expect("readable directory entry").path())
+        .filter(|p| p.is_file())
+        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(&keep))
+        .collect();
+    files.sort();
+    files
+}
+
+/// Runs `target`'s seeds and regressions; fails listing every input that panicked.
+///
+/// A regression named `open-*` reproduces a bug that is not fixed yet (see
+/// `fuzz/regressions/README.md`): it is expected to fail, is reported on stderr, and
+/// fails the test once it passes, so that the fix renames it into a plain regression.
+fn replay(target: &str) {
+    let harness = TARGETS
+        .iter()
+        .find(|(name, _)| *name == target)
+        .map(|(_, h)| *h)
+        .expect("known target");
+    let seeds = files(&fuzz_dir().join("corpus").join(target), |n| {
+        n.starts_with("seed-")
+    });
+    assert!(
+        !seeds.is_empty(),
+        "no seeds in fuzz/corpus/{target}/ (committed seeds are named seed-*)"
+    );
+    let regressions = files(&fuzz_dir().join("regressions").join(target), |n| {
+        !n.starts_with('.')
+    });
+    let mut failures = Vec::new();
+    let mut fixed = Vec::new();
+    for path in seeds.iter().chain(&regressions) {
+        let data = fs::read(path).expect("readable corpus file");
+        let failed = panic::catch_unwind(|| harness(&data)).is_err();
+        let open = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("open-"));
+        match (open, failed) {
+            (false, true) => failures.push(path.display().to_string()),
+            (true, true) => eprintln!("known open bug still reproduces: {}", path.display()),
+            (true, false) => fixed.push(path.display().to_string()),
+            (false, false) => {}
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{target}: {} of {} inputs failed: {failures:#?}",
+        failures.len(),
+        seeds.len() + regressions.len()
+    );
+    assert!(
+        fixed.is_empty(),
+        "{target}: these known-bug inputs pass now; drop their `open-` prefix so they \
+         guard the fix: {fixed:#?}"
+    );
+}
+
+#[test]
+fn pop3_command_corpus() {
+    replay("pop3_command");
+}
+
+#[test]
+fn line_framer_corpus() {
+    replay("line_framer");
+}
+
+#[test]
+fn dot_stuffing_corpus() {
+    replay("dot_stuffing");
+}
+
+#[test]
+fn pop3_session_corpus() {
+    replay("pop3_session");
+}
+
+#[test]
+fn pop3_tls_session_corpus() {
+    replay("pop3_tls_session");
+}
+
+/// Every corpus or regression directory belongs to a target this file replays, so a new
+/// fuzz target cannot be forgotten here.
+#[test]
+fn every_target_is_replayed() {
+    for kind in ["corpus", "regressions"] {
+        let Ok(entries) = fs::read_dir(fuzz_dir().join(kind)) else {
+            continue;
+        };
+        for entry in entries {
+            let path = entry.expect("readable directory entry").path();
+            if !path.is_dir() {
+                continue;
+            }
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            assert!(
+                TARGETS.iter().any(|(t, _)| *t == name),
+                "fuzz/{kind}/{name} has no harness in tests/fuzz_corpus.rs"
+            );
+        }
+    }
+    for entry in fs::read_dir(fuzz_dir().join("fuzz_targets")).expect("fuzz/fuzz_targets") {
+        let path = entry.expect("readable directory entry").path();
+        let name = path.file_stem().and_then(|n| n.to_str()).unwrap_or("");
+        assert!(
+            TARGETS.iter().any(|(t, _)| *t == name),
+            "fuzz target {name} is not replayed by tests/fuzz_corpus.rs"
+        );
+    }
+}
+
+/// Prints what each session seed does, event by event (`cargo test -p tidegate-core
+/// --test fuzz_corpus -- --ignored --nocapture show_session_seeds`), for writing and
+/// checking seeds. `FUZZ_SEED=substring` limits it to matching file names.
+#[test]
+#[ignore = "prints transcripts; run by hand"]
+fn show_session_seeds() {
+    let only = std::env::var("FUZZ_SEED").unwrap_or_default();
+    for (target, tls) in [("pop3_session", None), ("pop3_tls_session", Some(&*TLS))] {
+        let dir = fuzz_dir().join("corpus").join(target);
+        let mut inputs = files(&dir, |n| n.starts_with("seed-"));
+        inputs.extend(files(&fuzz_dir().join("regressions").join(target), |_| {
+            true
+        }));
+        for path in inputs {
+            if !path.to_string_lossy().contains(&only) {
+                continue;
+            }
+            println!("==== {}", path.display());
+            let data = fs::read(&path).expect("readable corpus file");
+            let run = panic::catch_unwind(panic::AssertUnwindSafe(|| {
+                fuzzing::pop3_session_trace(Instant::now(), tls, &data, &mut |line| {
+                    println!("{line}")
+                })
+            }));
+            if run.is_err() {
+                println!("==== FAILED");
+            }
+        }
+    }
+}
