@@ -23,6 +23,12 @@ pub struct Config {
     /// POP3 listeners.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pop3: Option<Pop3>,
+    /// SMTP listeners: inbound (MX) and submission.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub smtp: Option<Smtp>,
+    /// LMTP listeners (delivery from trusted front-ends).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lmtp: Option<Lmtp>,
     /// TLS certificate and the plaintext-login policy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<Tls>,
@@ -80,6 +86,33 @@ pub struct Pop3 {
     /// Delay before a failed login is answered, in milliseconds.
     #[serde(default = "default_auth_delay")]
     pub auth_failure_delay_ms: u64,
+}
+
+/// `[smtp]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Smtp {
+    /// Inbound listeners (port 25 style): mail for local recipients only, no AUTH.
+    #[serde(default)]
+    pub listen: Vec<SocketAddr>,
+    /// Submission listeners (port 587 style): AUTH required before MAIL.
+    #[serde(default)]
+    pub submission: Vec<SocketAddr>,
+    /// Largest message accepted, in bytes (advertised as SIZE, RFC 1870).
+    #[serde(default = "default_max_message_size")]
+    pub max_message_size: u64,
+    /// Delay before the first failed AUTH is answered (doubles per failure), in ms.
+    #[serde(default = "default_smtp_auth_delay")]
+    pub auth_failure_delay_ms: u64,
+}
+
+/// `[lmtp]`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Lmtp {
+    /// LMTP listeners; only loopback and `[trust] networks` clients are served.
+    #[serde(default)]
+    pub listen: Vec<SocketAddr>,
 }
 
 /// `[tls]`.
@@ -148,6 +181,12 @@ fn default_pop3_idle() -> u64 {
 fn default_auth_delay() -> u64 {
     2000
 }
+fn default_max_message_size() -> u64 {
+    50 * 1024 * 1024
+}
+fn default_smtp_auth_delay() -> u64 {
+    1000
+}
 fn default_plaintext_auth() -> String {
     "trusted".into()
 }
@@ -191,9 +230,7 @@ impl Default for Server {
 
 /// Sections of the contract that later versions implement; naming one is an error
 /// rather than a silently ignored listener.
-const NOT_YET: &[&str] = &[
-    "smtp", "lmtp", "imap", "proxy", "authd", "relay", "control", "metrics",
-];
+const NOT_YET: &[&str] = &["imap", "proxy", "authd", "relay", "control", "metrics"];
 
 impl Config {
     /// Parses and validates config text. Relative paths are resolved against `base`
@@ -259,6 +296,13 @@ impl Config {
                 "tls.cert and tls.key go together (only {} is set)",
                 if tls.cert.is_some() { "cert" } else { "key" }
             ));
+        }
+        if self
+            .smtp
+            .as_ref()
+            .is_some_and(|s| s.max_message_size < 1024)
+        {
+            return Err("smtp.max_message_size must be at least 1024 bytes".into());
         }
         self.plaintext_auth()?;
         if self.server.max_connections == 0 {

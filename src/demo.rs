@@ -18,11 +18,12 @@ const USERS: [&str; 2] = ["alice@demo.test", "bob@demo.test"];
 
 /// Creates (first run) and serves the demo until Ctrl-C.
 pub fn run(dir: &Path, port: u16) -> Result<(), String> {
-    let tls_port = port.checked_add(1).ok_or("--port must be below 65535")?;
+    let last = port.checked_add(3).ok_or("--port must be below 65533")?;
+    let (tls_port, smtp_port, submission_port) = (port + 1, port + 2, last);
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let config_path = dir.join("config.toml");
     let text = format!(
-        "# Written by `tidegate demo`.\nhostname = \"demo.tidegate.test\"\n\n[storage]\nmailbox_path = \"mail\"\nworkarea = \"work\"\n\n[users]\nfile = \"users\"\n\n[pop3]\nlisten = [\"127.0.0.1:{port}\"]\nlisten_tls = [\"127.0.0.1:{tls_port}\"]\nauth_failure_delay_ms = 500\n\n[server]\nthreads = 0\n"
+        "# Written by `tidegate demo`.\nhostname = \"demo.tidegate.test\"\n\n[storage]\nmailbox_path = \"mail\"\nworkarea = \"work\"\n\n[users]\nfile = \"users\"\n\n[pop3]\nlisten = [\"127.0.0.1:{port}\"]\nlisten_tls = [\"127.0.0.1:{tls_port}\"]\nauth_failure_delay_ms = 500\n\n[smtp]\nlisten = [\"127.0.0.1:{smtp_port}\"]\nsubmission = [\"127.0.0.1:{submission_port}\"]\nauth_failure_delay_ms = 500\n\n[server]\nthreads = 0\n"
     );
     std::fs::write(&config_path, text).map_err(|e| format!("{}: {e}", config_path.display()))?;
     let config = Config::load(&config_path)?;
@@ -104,6 +105,24 @@ fn print_banner(dir: &Path, bound: &[wiring::Bound]) {
     }
     if let Some(addr) = tls {
         println!("  curl -k pop3s://{addr}/1 -u {user}:{PASSWORD}             # implicit TLS");
+    }
+    if let Some(addr) = bound.iter().find(|b| b.scheme == "smtp").map(|b| b.addr) {
+        println!("\nSend mail to a demo user, then read it back with the POP3 commands above:");
+        println!(
+            "  python3 -c 'import smtplib; s=smtplib.SMTP(\"{}\",{}); s.sendmail(\"friend@example.org\",[\"{user}\"],\"Subject: hello\\r\\n\\r\\nSent over SMTP.\\r\\n\"); s.quit()'",
+            addr.ip(),
+            addr.port()
+        );
+        println!("  swaks --server {addr} --from friend@example.org --to {user}");
+    }
+    if let Some(addr) = bound
+        .iter()
+        .find(|b| b.scheme == "submission")
+        .map(|b| b.addr)
+    {
+        println!(
+            "  swaks --server {addr} -tls --auth PLAIN --auth-user {user} --auth-password {PASSWORD} --from {user} --to bob@demo.test   # submission"
+        );
     }
     println!("\nThe certificate is self-signed (hence -k). Ctrl-C stops the server.");
 }

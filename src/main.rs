@@ -15,7 +15,7 @@ use clap::{Parser, Subcommand};
 
 use crate::config::Config;
 
-/// A scalable POP3 (and soon SMTP/IMAP) mail server on maildir.
+/// A scalable SMTP/POP3 (and soon IMAP) mail server on maildir.
 #[derive(Parser)]
 #[command(name = "tidegate", version, about)]
 struct Cli {
@@ -56,7 +56,8 @@ enum Command {
         /// Directory for the demo's config, users and mail (default: ./demo-data).
         #[arg(long, default_value = "demo-data")]
         dir: PathBuf,
-        /// First port to use (POP3 on PORT, POP3S on PORT+1).
+        /// First port to use: POP3 on PORT, POP3S on PORT+1, SMTP on PORT+2,
+        /// submission on PORT+3.
         #[arg(long, default_value_t = 11110)]
         port: u16,
     },

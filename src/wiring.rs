@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tidegate_core::pop3::{Pop3Config, Pop3Listener};
+use tidegate_core::smtp::{SmtpConfig, SmtpListener, SmtpRole};
 use tidegate_store::local::LocalStore;
 use tidegate_store::maildir::MaildirStore;
 use tidegate_store::users::UsersFile;
@@ -16,7 +17,7 @@ use crate::config::Config;
 /// A bound listener, for the log and the demo's printout.
 #[derive(Debug, Clone)]
 pub struct Bound {
-    /// `pop3` or `pop3s`.
+    /// `pop3`, `pop3s`, `smtp`, `submission` or `lmtp`.
     pub scheme: &'static str,
     /// The address clients connect to.
     pub addr: SocketAddr,
@@ -45,6 +46,33 @@ fn bind(addr: SocketAddr) -> Result<TcpListener, String> {
     Ok(listener)
 }
 
+/// Bound sockets and their listeners, in the same order.
+#[derive(Default)]
+struct Listening {
+    sockets: Vec<TcpListener>,
+    listeners: Vec<Listener>,
+    bound: Vec<Bound>,
+}
+
+impl Listening {
+    fn add(
+        &mut self,
+        scheme: &'static str,
+        addr: SocketAddr,
+        listener: Listener,
+    ) -> Result<(), String> {
+        let socket = bind(addr)?;
+        let local = socket.local_addr().map_err(|e| e.to_string())?;
+        self.bound.push(Bound {
+            scheme,
+            addr: local,
+        });
+        self.sockets.push(socket);
+        self.listeners.push(listener);
+        Ok(())
+    }
+}
+
 /// Builds the listeners, TLS config and store from `config`.
 pub fn prepare(config: &Config) -> Result<Prepared, String> {
     let tls_section = config.tls.clone().unwrap_or_default();
@@ -55,9 +83,8 @@ pub fn prepare(config: &Config) -> Result<Prepared, String> {
         &config.hostname,
     )?;
     let plaintext_auth = config.plaintext_auth()?;
-    let mut listeners = Vec::new();
-    let mut sockets = Vec::new();
-    let mut bound = Vec::new();
+    let trusted = config.trusted_networks()?;
+    let mut listeners = Listening::default();
     if let Some(pop3) = &config.pop3 {
         let pop3_config = Arc::new(Pop3Config {
             hostname: config.hostname.clone(),
@@ -68,23 +95,60 @@ pub fn prepare(config: &Config) -> Result<Prepared, String> {
         let plain = pop3.listen.iter().map(|a| (a, false));
         let implicit = pop3.listen_tls.iter().map(|a| (a, true));
         for (addr, implicit_tls) in plain.chain(implicit) {
-            let socket = bind(*addr)?;
-            let local = socket.local_addr().map_err(|e| e.to_string())?;
-            bound.push(Bound {
-                scheme: if implicit_tls { "pop3s" } else { "pop3" },
-                addr: local,
-            });
-            sockets.push(socket);
-            listeners.push(Listener::Pop3(Pop3Listener {
+            let listener = Listener::Pop3(Pop3Listener {
                 config: pop3_config.clone(),
                 tls: Some(tls.clone()),
                 implicit_tls,
                 plaintext_auth: plaintext_auth.clone(),
-            }));
+            });
+            listeners.add(if implicit_tls { "pop3s" } else { "pop3" }, *addr, listener)?;
         }
     }
+    let smtp_config = |role: SmtpRole, max_message_size: u64, auth_delay_ms: u64| {
+        Arc::new(SmtpConfig {
+            hostname: config.hostname.clone(),
+            role,
+            max_message_size,
+            auth_failure_delay: Duration::from_millis(auth_delay_ms),
+            ..SmtpConfig::default()
+        })
+    };
+    let smtp_listener = |config: Arc<SmtpConfig>| {
+        Listener::Smtp(SmtpListener {
+            config,
+            tls: Some(tls.clone()),
+            plaintext_auth: plaintext_auth.clone(),
+            trusted: trusted.clone(),
+        })
+    };
+    if let Some(smtp) = &config.smtp {
+        let (size, delay) = (smtp.max_message_size, smtp.auth_failure_delay_ms);
+        let inbound = smtp_config(SmtpRole::Inbound, size, delay);
+        let submission = smtp_config(SmtpRole::Submission, size, delay);
+        for addr in &smtp.listen {
+            listeners.add("smtp", *addr, smtp_listener(inbound.clone()))?;
+        }
+        for addr in &smtp.submission {
+            listeners.add("submission", *addr, smtp_listener(submission.clone()))?;
+        }
+    }
+    if let Some(lmtp) = &config.lmtp {
+        let size = config
+            .smtp
+            .as_ref()
+            .map_or(50 * 1024 * 1024, |s| s.max_message_size);
+        let lmtp_config = smtp_config(SmtpRole::Lmtp, size, 1000);
+        for addr in &lmtp.listen {
+            listeners.add("lmtp", *addr, smtp_listener(lmtp_config.clone()))?;
+        }
+    }
+    let Listening {
+        sockets,
+        listeners,
+        bound,
+    } = listeners;
     if sockets.is_empty() {
-        return Err("the config names no listener: add [pop3] listen or listen_tls".into());
+        return Err("the config names no listener: add [pop3], [smtp] or [lmtp] listeners".into());
     }
     let users = UsersFile::open(&config.users.file).map_err(|e| e.to_string())?;
     let maildir = MaildirStore::new(

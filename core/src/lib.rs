@@ -74,10 +74,13 @@ pub mod pop3;
 pub mod refusal;
 pub mod request;
 pub mod secret;
+pub mod smtp;
 pub mod timer;
 pub mod tls;
 pub mod wire;
 
 pub use io::{Action, MAX_READ, Peer, RequestId, Session};
-pub use request::{Account, Failure, MessageInfo, MessageRef, Reply, Request};
+pub use request::{
+    Account, DeliveryId, Failure, MessageInfo, MessageRef, RecipientCheck, Reply, Request,
+};
 pub use secret::Secret;

@@ -19,6 +19,25 @@ pub struct Account(pub String);
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct MessageRef(pub String);
 
+/// A message being received (SMTP DATA/BDAT, LMTP), named by the store when it opened
+/// the message's temporary file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct DeliveryId(pub u64);
+
+/// What the store knows about an SMTP recipient address (RFC 5321 §3.3 RCPT).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RecipientCheck {
+    /// A local user; deliver to this account.
+    Local(Account),
+    /// A local domain without such a user (`550 5.1.1`).
+    Unknown,
+    /// A domain this server does not receive mail for.
+    NotLocal,
+    /// A local user whose mailbox is over its `quota=` (`552 5.2.2`).
+    OverQuota,
+}
+
 /// One message of a mailbox listing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MessageInfo {
@@ -72,6 +91,48 @@ pub enum Request {
         /// Messages retrieved and not deleted.
         seen: Vec<MessageRef>,
     },
+    /// Look up an SMTP/LMTP recipient. Answered by [`Reply::Recipient`].
+    CheckRecipient {
+        /// The address from `RCPT TO:<…>`, without the angle brackets.
+        address: String,
+        /// The `SIZE=` the client declared, for an early quota check.
+        size_hint: Option<u64>,
+    },
+    /// Open a temporary file for a message about to be received and write `header`
+    /// (the trace fields: `Return-Path:`, `Received:`) at its start. Answered by
+    /// [`Reply::DeliveryStarted`].
+    BeginDelivery {
+        /// Bytes that precede the message.
+        header: bytes::Bytes,
+    },
+    /// Append message bytes (already unstuffed, CRLF line ends). Answered by
+    /// [`Reply::Done`].
+    AppendDelivery {
+        /// The message.
+        delivery: DeliveryId,
+        /// The next bytes.
+        bytes: Bytes,
+    },
+    /// Make the message durable and visible: fsync it, link it into every recipient's
+    /// `new/`, fsync those directories. Answered by [`Reply::Delivered`] with one result
+    /// per recipient, in order. With `all_or_nothing` (SMTP), a failure for any
+    /// recipient means no recipient gets the message; without it (LMTP, RFC 2033 §4.2)
+    /// each recipient succeeds or fails on its own. The temporary file is removed either
+    /// way.
+    CommitDelivery {
+        /// The message.
+        delivery: DeliveryId,
+        /// Where it goes.
+        recipients: Vec<Account>,
+        /// SMTP semantics: every recipient or none.
+        all_or_nothing: bool,
+    },
+    /// Discard a message being received (too large, client gone). Answered by
+    /// [`Reply::Done`].
+    AbortDelivery {
+        /// The message.
+        delivery: DeliveryId,
+    },
 }
 
 /// The answer to one [`Request`].
@@ -91,6 +152,12 @@ pub enum Reply {
     },
     /// The request was carried out.
     Done,
+    /// The answer to [`Request::CheckRecipient`].
+    Recipient(RecipientCheck),
+    /// A message file was opened: [`Request::BeginDelivery`].
+    DeliveryStarted(DeliveryId),
+    /// One result per recipient of [`Request::CommitDelivery`], in order.
+    Delivered(Vec<Result<(), Failure>>),
     /// The request failed.
     Failed(Failure),
 }
@@ -107,6 +174,8 @@ pub enum Failure {
     Gone,
     /// The mailbox is in use by another session (RFC 2449 `[IN-USE]`).
     InUse,
+    /// The recipient's mailbox would exceed its quota (RFC 3463 `5.2.2`).
+    OverQuota,
     /// A temporary problem (storage or user database unreachable); try again later.
     Temporary(String),
     /// A permanent problem that retrying will not fix.

@@ -1,11 +1,19 @@
 //! The store of a back-end that owns its users: the users file for authentication and
-//! the maildirs for mail. Carries out core [`Request`]s as an [`Executor`].
+//! the maildirs for mail. Carries out core [`Request`]s as an [`Executor`]: POP3 access,
+//! and SMTP/LMTP recipient checks and streaming delivery (`receive`, with the messages
+//! being received kept by `deliveries`).
+
+mod deliveries;
+mod receive;
 
 use std::net::IpAddr;
+use std::time::Duration;
 
 use tidegate_core::{Account, Failure, Reply, Request};
 
-use crate::maildir::{MaildirStore, StoreError};
+pub use deliveries::{DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_PENDING};
+
+use crate::maildir::{MaildirStore, STALE_AFTER, StoreError};
 use crate::password::{self, Verification};
 use crate::service::Executor;
 use crate::users::{UsersFile, normalize_address};
@@ -18,12 +26,36 @@ const TEMPORARY_TEXT: &str = "mailbox temporarily unavailable";
 pub struct LocalStore {
     users: UsersFile,
     maildir: MaildirStore,
+    deliveries: deliveries::Deliveries,
 }
 
 impl LocalStore {
-    /// A store over these users and maildirs.
+    /// A store over these users and maildirs. Spool files older than
+    /// [`STALE_AFTER`] (left by a crash) are removed now.
     pub fn new(users: UsersFile, maildir: MaildirStore) -> LocalStore {
-        LocalStore { users, maildir }
+        match maildir.clean_spool(STALE_AFTER) {
+            Ok(0) => {}
+            Ok(n) => log::info!("removed {n} stale temporary files from the spool"),
+            Err(e) => log::warn!("cleaning the spool {}: {e}", maildir.spool_dir().display()),
+        }
+        LocalStore {
+            users,
+            maildir,
+            deliveries: deliveries::Deliveries::new(DEFAULT_MAX_PENDING, DEFAULT_IDLE_TIMEOUT),
+        }
+    }
+
+    /// Sets the most messages received at once (default [`DEFAULT_MAX_PENDING`]) and
+    /// the time after which a message nobody appended to or committed is discarded
+    /// (default [`DEFAULT_IDLE_TIMEOUT`]).
+    pub fn with_delivery_limits(mut self, max_pending: usize, idle_timeout: Duration) -> Self {
+        self.deliveries = deliveries::Deliveries::new(max_pending, idle_timeout);
+        self
+    }
+
+    /// The number of messages being received now.
+    pub fn pending_deliveries(&self) -> usize {
+        self.deliveries.len()
     }
 
     /// The users file (for `reload`).
@@ -82,7 +114,7 @@ impl Executor for LocalStore {
             } => self.authenticate(&user, password.expose(), client),
             Request::ListMailbox { account } => match self.maildir.list(&account) {
                 Ok(listing) => Reply::Listing(listing),
-                Err(e) => failure(&account, "list", e),
+                Err(e) => failure(&account.0, "list", e),
             },
             Request::ReadMessage {
                 account,
@@ -91,7 +123,7 @@ impl Executor for LocalStore {
                 max_len,
             } => match self.maildir.read_chunk(&account, &file, offset, max_len) {
                 Ok((bytes, end)) => Reply::Chunk { bytes, end },
-                Err(e) => failure(&account, "read", e),
+                Err(e) => failure(&account.0, "read", e),
             },
             Request::CommitPop3 {
                 account,
@@ -99,8 +131,26 @@ impl Executor for LocalStore {
                 seen,
             } => match self.maildir.commit_pop3(&account, &delete, &seen) {
                 Ok(()) => Reply::Done,
-                Err(e) => failure(&account, "commit", e),
+                Err(e) => failure(&account.0, "commit", e),
             },
+            Request::CheckRecipient { address, size_hint } => {
+                self.check_recipient(&address, size_hint)
+            }
+            Request::BeginDelivery { header } => self.begin_delivery(&header),
+            Request::AppendDelivery { delivery, bytes } => self.append_delivery(delivery, &bytes),
+            Request::CommitDelivery {
+                delivery,
+                recipients,
+                all_or_nothing,
+            } => self.commit_delivery(delivery, recipients, all_or_nothing),
+            Request::AbortDelivery { delivery } => {
+                // A busy message is aborted by the request working on it when that
+                // finds the slot gone; an unknown one is already gone.
+                if let Ok(message) = self.deliveries.remove(delivery) {
+                    message.abort();
+                }
+                Reply::Done
+            }
             other => {
                 log::error!("local store cannot carry out {other:?}");
                 Reply::Failed(Failure::Permanent("unsupported request".into()))
@@ -110,16 +160,28 @@ impl Executor for LocalStore {
 }
 
 /// Maps a store error to a reply, logging the details the client must not see.
-fn failure(account: &Account, action: &str, error: StoreError) -> Reply {
+fn failure(subject: &str, action: &str, error: StoreError) -> Reply {
+    Reply::Failed(to_failure(subject, action, error))
+}
+
+/// Maps a store error to what a client may learn; the details go to the log.
+fn to_failure(subject: &str, action: &str, error: StoreError) -> Failure {
     match error {
-        StoreError::Gone => Reply::Failed(Failure::Gone),
+        StoreError::Gone => Failure::Gone,
         StoreError::InvalidAccount => {
-            log::error!("{action} for {:?}: not a valid mailbox name", account.0);
-            Reply::Failed(Failure::Permanent("invalid mailbox".into()))
+            log::error!("{action} for {subject:?}: not a valid mailbox name");
+            Failure::Permanent("invalid mailbox".into())
+        }
+        StoreError::OverQuota => {
+            log::info!("{action} for {subject}: mailbox over quota");
+            Failure::OverQuota
+        }
+        StoreError::NotDelivered => {
+            Failure::Temporary("not delivered: delivery to another recipient failed".into())
         }
         StoreError::Io(e) => {
-            log::error!("{action} for {}: {e}", account.0);
-            Reply::Failed(Failure::Temporary(TEMPORARY_TEXT.into()))
+            log::error!("{action} for {subject}: {e}");
+            Failure::Temporary(TEMPORARY_TEXT.into())
         }
     }
 }

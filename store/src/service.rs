@@ -116,6 +116,8 @@ impl Shutdown {
 pub enum Listener {
     /// POP3, plain (with optional STLS) or implicit TLS.
     Pop3(tidegate_core::pop3::Pop3Listener),
+    /// SMTP (inbound or submission) or LMTP, with optional STARTTLS.
+    Smtp(tidegate_core::smtp::SmtpListener),
 }
 
 /// A [`SessionFactory`] for a list of listeners, indexed like `ServerSpec::listeners`.
@@ -126,6 +128,7 @@ impl SessionFactory for Listeners {
     fn open(&self, listener: usize, peer: SocketAddr, now: Instant) -> BoxedSession {
         match self.0.get(listener) {
             Some(Listener::Pop3(pop3)) => pop3.open(peer, now),
+            Some(Listener::Smtp(smtp)) => smtp.open(peer, std::time::SystemTime::now(), now),
             None => Box::new(tidegate_core::refusal::Refusal::new(b"")),
         }
     }
@@ -133,6 +136,7 @@ impl SessionFactory for Listeners {
     fn busy(&self, listener: usize, _peer: SocketAddr, _now: Instant) -> BoxedSession {
         match self.0.get(listener) {
             Some(Listener::Pop3(pop3)) => pop3.busy(),
+            Some(Listener::Smtp(smtp)) => smtp.busy(),
             None => Box::new(tidegate_core::refusal::Refusal::new(b"")),
         }
     }

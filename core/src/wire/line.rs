@@ -1,6 +1,6 @@
 //! CRLF-terminated command lines with a maximum length (RFC 1939 §3, RFC 5321 §2.3.8).
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf as _, Bytes, BytesMut};
 
 /// What [`LineBuffer::next_line`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,6 +95,25 @@ impl LineBuffer {
         self.buf.len()
     }
 
+    /// The buffered bytes not taken as lines yet, for a protocol that switches to raw
+    /// data after a command line (SMTP DATA and BDAT: RFC 5321 §4.1.1.4, RFC 3030 §2).
+    ///
+    /// Raw access is for the moment right after [`LineBuffer::next_line`] returned a
+    /// line: nothing is being discarded then, so these are exactly the bytes that
+    /// followed that line. While an overlong line is being discarded it is empty.
+    pub fn raw(&self) -> &[u8] {
+        if self.discarding { &[] } else { &self.buf }
+    }
+
+    /// Removes the first `n` bytes of [`LineBuffer::raw`] (all of them if `n` is larger),
+    /// after the caller used them as raw data. The scan position moves with them, so the
+    /// next [`LineBuffer::next_line`] neither rescans nor skips a byte.
+    pub fn consume(&mut self, n: usize) {
+        let n = n.min(self.buf.len());
+        self.buf.advance(n);
+        self.scanned = self.scanned.saturating_sub(n);
+    }
+
     /// Drops all buffered input (used when TLS starts: RFC 2595 §4 / CVE-2011-0411).
     pub fn clear(&mut self) {
         self.buf.clear();
@@ -155,6 +174,36 @@ mod tests {
             lines(4, &[b"ABCDE\r\nOK\r\n"]),
             vec![LineEvent::TooLong, line("OK")]
         );
+    }
+
+    #[test]
+    fn raw_data_between_lines_keeps_the_scan_position() {
+        let mut lb = LineBuffer::new(100);
+        lb.push(b"BDAT 5\r\nab");
+        assert_eq!(lb.next_line(), Some(line("BDAT 5")));
+        assert_eq!(lb.raw(), b"ab");
+        lb.consume(2);
+        lb.push(b"c\nd");
+        assert_eq!(lb.raw(), b"c\nd");
+        lb.consume(2);
+        // "d" has no LF yet: it is scanned once, then the rest of its line arrives.
+        assert_eq!(lb.next_line(), None);
+        lb.push(b"ATA\r\nrest");
+        assert_eq!(lb.next_line(), Some(line("dATA")));
+        lb.consume(99);
+        assert_eq!(lb.raw(), b"");
+        assert_eq!(lb.buffered(), 0);
+    }
+
+    #[test]
+    fn consume_after_a_partial_scan_does_not_skip_bytes() {
+        let mut lb = LineBuffer::new(100);
+        lb.push(b"xyz");
+        assert_eq!(lb.next_line(), None);
+        lb.consume(1);
+        lb.push(b"\nNEXT\r\n");
+        assert_eq!(lb.next_line(), Some(line("yz")));
+        assert_eq!(lb.next_line(), Some(line("NEXT")));
     }
 
     #[test]

@@ -6,9 +6,20 @@
 //! here holds a lock: every change is a single `rename`, `link` or `unlink`, and a
 //! message that another session moved (new/ → cur/, a flag change) is found again under
 //! its unique name, which never changes for the life of the message.
+//!
+//! Delivery streams: [`MaildirStore::begin`] opens a temporary file in the spool
+//! directory `<root>/.tidegate-tmp/` ([`SPOOL_DIR`]; why there: the `spool` module),
+//! [`PendingMessage::append`] writes to it, and [`PendingMessage::commit`] fsyncs it and
+//! links it into each recipient's `new/`, all or nothing (crash safety: the `stream`
+//! module). Concurrent commits into one `new/` share its fsync (group commit: the `sync`
+//! module). [`MaildirStore::deliver`] is the same path for a whole message from a reader.
 
 mod commit;
 mod deliver;
+mod quota;
+mod spool;
+mod stream;
+mod sync;
 
 use std::collections::HashSet;
 use std::fmt;
@@ -16,12 +27,15 @@ use std::fs::{self, File};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use tidegate_core::maildir::{parse_name, pop3_uid, sanitize_host};
 use tidegate_core::{Account, MessageInfo, MessageRef};
 
 pub use deliver::LfToCrlf;
+pub use spool::{SPOOL_DIR, STALE_AFTER};
+pub use stream::{PendingMessage, Recipient};
 
 /// The most bytes one [`MaildirStore::read_chunk`] returns, whatever the caller asks, so a
 /// single request never allocates more than this.
@@ -38,6 +52,25 @@ pub enum StoreError {
     InvalidAccount,
     /// The filesystem failed.
     Io(io::Error),
+    /// Delivering the message would take the recipient's mailbox over its `quota=`.
+    OverQuota,
+    /// An all-or-nothing delivery failed for another recipient, so this recipient did
+    /// not get the message either.
+    NotDelivered,
+}
+
+impl StoreError {
+    /// A copy of this error, for reporting one failure against several recipients
+    /// (`io::Error` is not `Clone`: the copy keeps its kind and text).
+    pub fn duplicate(&self) -> StoreError {
+        match self {
+            StoreError::Gone => StoreError::Gone,
+            StoreError::InvalidAccount => StoreError::InvalidAccount,
+            StoreError::Io(e) => StoreError::Io(io::Error::new(e.kind(), e.to_string())),
+            StoreError::OverQuota => StoreError::OverQuota,
+            StoreError::NotDelivered => StoreError::NotDelivered,
+        }
+    }
 }
 
 impl fmt::Display for StoreError {
@@ -46,6 +79,10 @@ impl fmt::Display for StoreError {
             StoreError::Gone => f.write_str("message no longer exists"),
             StoreError::InvalidAccount => f.write_str("invalid mailbox name"),
             StoreError::Io(e) => write!(f, "maildir I/O error: {e}"),
+            StoreError::OverQuota => f.write_str("mailbox over quota"),
+            StoreError::NotDelivered => {
+                f.write_str("not delivered: delivery to another recipient failed")
+            }
         }
     }
 }
@@ -87,6 +124,8 @@ pub struct MaildirStore {
     root: PathBuf,
     fsync: bool,
     host: String,
+    /// Shared by clones, so concurrent deliveries share directory fsyncs.
+    syncs: Arc<sync::DirSyncs>,
 }
 
 impl MaildirStore {
@@ -98,6 +137,7 @@ impl MaildirStore {
             root: root.as_ref().to_path_buf(),
             fsync,
             host: sanitize_host(host),
+            syncs: Arc::default(),
         }
     }
 

@@ -1,0 +1,437 @@
+//! The SMTP/LMTP session state machine: buffering, dispatch and the request cycle.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::{Bytes, BytesMut};
+
+use super::auth::Sasl;
+use super::command::{self, Command, ParseError};
+use super::config::{SmtpConfig, SmtpConnInfo, SmtpRole};
+use super::data::{Chunk, CommitPlan};
+use super::envelope::Envelope;
+use super::reply;
+use crate::io::{Action, MAX_READ, Peer, RequestId, Session};
+use crate::request::{Account, Reply, Request};
+use crate::timer::{Timer, TimerTable};
+use crate::wire::{DotUnstuffer, LineBuffer, LineEvent};
+
+/// What the bytes from the client are, right now.
+#[derive(Debug)]
+pub(super) enum Phase {
+    /// Command lines.
+    Command,
+    /// The next line answers an AUTH challenge (RFC 4954 §4).
+    Sasl(Sasl),
+    /// DATA: raw dot-stuffed bytes up to `CRLF.CRLF` (RFC 5321 §4.1.1.4).
+    Data(DotUnstuffer),
+    /// BDAT: the raw octets of one chunk (RFC 3030 §2).
+    Chunk(Chunk),
+    /// QUIT, EOF, a timeout or a fatal error: nothing more is processed.
+    Closed,
+}
+
+/// What the session waits for before it reads further input.
+#[derive(Debug)]
+pub(super) enum Waiting {
+    /// The password check.
+    Authenticate { id: RequestId },
+    /// A failed AUTH, answered when [`Timer::AuthDelay`] fires.
+    AuthDelay { close_after: bool },
+    /// The lookup of a RCPT address.
+    Recipient { id: RequestId, address: String },
+    /// BeginDelivery, for DATA (`354` follows) or for the first BDAT chunk.
+    Begin { id: RequestId, for_data: bool },
+    /// One AppendDelivery.
+    Append { id: RequestId },
+    /// The CommitDelivery at the end of the message.
+    Commit { id: RequestId, plan: CommitPlan },
+    /// An AbortDelivery; `reply` (complete lines) goes out once it is done.
+    Abort { id: RequestId, reply: String },
+}
+
+impl Waiting {
+    fn request_id(&self) -> Option<RequestId> {
+        match self {
+            Waiting::Authenticate { id }
+            | Waiting::Recipient { id, .. }
+            | Waiting::Begin { id, .. }
+            | Waiting::Append { id }
+            | Waiting::Commit { id, .. }
+            | Waiting::Abort { id, .. } => Some(*id),
+            Waiting::AuthDelay { .. } => None,
+        }
+    }
+}
+
+/// The client's HELO/EHLO/LHLO.
+#[derive(Debug, Clone)]
+pub(super) struct Greeted {
+    /// The name it gave.
+    pub(super) name: String,
+    /// EHLO or LHLO (service extensions), not HELO.
+    pub(super) extended: bool,
+}
+
+/// An SMTP (RFC 5321) or LMTP (RFC 2033) server session for one client connection.
+///
+/// The listener role ([`SmtpRole`]) decides what it accepts. See the module documentation
+/// for the request sequences and the crate documentation for the driving contract.
+#[derive(Debug)]
+pub struct SmtpSession {
+    pub(super) cfg: Arc<SmtpConfig>,
+    pub(super) conn: SmtpConnInfo,
+    /// `now` at creation, to turn later instants into wall-clock time.
+    start: Instant,
+    /// TLS is active (after STARTTLS).
+    pub(super) secure: bool,
+    pub(super) phase: Phase,
+    pub(super) waiting: Option<Waiting>,
+    pub(super) greeted: Option<Greeted>,
+    pub(super) account: Option<Account>,
+    /// The mail transaction, from MAIL until its end or RSET.
+    pub(super) tx: Option<Envelope>,
+    pub(super) input: LineBuffer,
+    out: BytesMut,
+    actions: VecDeque<Action>,
+    pub(super) timers: TimerTable,
+    next_id: u64,
+    /// Messages begun, for their ids.
+    pub(super) messages: u64,
+    /// BeginDelivery requests given up on: a late success is aborted at once.
+    pub(super) orphans: Vec<RequestId>,
+    /// Bytes handed out since the shell last reported the client drained.
+    unflushed: usize,
+    bad_commands: u32,
+    pub(super) auth_failures: u32,
+    /// The client will send nothing more; close once buffered input is handled.
+    peer_eof: bool,
+}
+
+impl SmtpSession {
+    /// A session for a connection accepted at `now`; the greeting is queued at once.
+    pub fn new(cfg: Arc<SmtpConfig>, conn: SmtpConnInfo, now: Instant) -> Self {
+        let greeting = reply::greeting(&cfg.hostname, cfg.role == SmtpRole::Lmtp);
+        let mut session = Self::blank(cfg, conn, now);
+        session.reply(&greeting);
+        session
+            .timers
+            .set(Timer::Idle, now + session.cfg.idle_timeout);
+        session
+    }
+
+    /// A session that answers `line` instead of a greeting and closes (RFC 5321 §3.1:
+    /// a `554` greeting refuses the connection).
+    pub(super) fn refused(
+        cfg: Arc<SmtpConfig>,
+        conn: SmtpConnInfo,
+        now: Instant,
+        line: &str,
+    ) -> Self {
+        let mut session = Self::blank(cfg, conn, now);
+        session.reply(line);
+        session.close();
+        session
+    }
+
+    fn blank(cfg: Arc<SmtpConfig>, conn: SmtpConnInfo, now: Instant) -> Self {
+        let limits = &cfg.limits;
+        // One framer for command lines and SASL responses; the session applies the
+        // (smaller) command limit itself, so the framer's limit is the larger one.
+        let max_line = limits
+            .max_command_line
+            .max(limits.max_auth_line)
+            .saturating_sub(2);
+        SmtpSession {
+            input: LineBuffer::new(max_line),
+            cfg,
+            conn,
+            start: now,
+            secure: false,
+            phase: Phase::Command,
+            waiting: None,
+            greeted: None,
+            account: None,
+            tx: None,
+            out: BytesMut::with_capacity(256),
+            actions: VecDeque::new(),
+            timers: TimerTable::default(),
+            next_id: 0,
+            messages: 0,
+            orphans: Vec::new(),
+            unflushed: 0,
+            bad_commands: 0,
+            auth_failures: 0,
+            peer_eof: false,
+        }
+    }
+
+    /// True once the session has queued its `Close`.
+    pub fn is_closed(&self) -> bool {
+        matches!(self.phase, Phase::Closed)
+    }
+
+    pub(super) fn lmtp(&self) -> bool {
+        self.cfg.role == SmtpRole::Lmtp
+    }
+
+    /// Appends one reply line (text without CRLF).
+    pub(super) fn reply(&mut self, line: &str) {
+        self.out.extend_from_slice(line.as_bytes());
+        self.out.extend_from_slice(b"\r\n");
+    }
+
+    /// Appends complete reply lines (CRLFs included).
+    pub(super) fn reply_raw(&mut self, lines: &str) {
+        self.out.extend_from_slice(lines.as_bytes());
+    }
+
+    /// A reply to a bad command; too many of them end the session.
+    pub(super) fn bad_command(&mut self, line: &str) {
+        self.reply(line);
+        self.bad_commands += 1;
+        if self.bad_commands >= self.cfg.limits.max_bad_commands {
+            let line = reply::too_many_errors(&self.cfg.hostname);
+            self.reply(&line);
+            self.close();
+        }
+    }
+
+    /// Queues a request and arms its reply deadline.
+    pub(super) fn request(&mut self, now: Instant, request: Request) -> RequestId {
+        let id = self.fire(request);
+        self.timers
+            .set(Timer::StoreReply, now + self.cfg.store_timeout);
+        id
+    }
+
+    /// Queues a request whose reply the session will not wait for (an abort on the way
+    /// out); its reply is ignored by id.
+    pub(super) fn fire(&mut self, request: Request) -> RequestId {
+        self.next_id += 1;
+        let id = RequestId(self.next_id);
+        self.push_action(Action::Request { id, request });
+        id
+    }
+
+    /// Queues a non-write action after every reply byte produced so far.
+    pub(super) fn push_action(&mut self, action: Action) {
+        self.flush_out();
+        self.actions.push_back(action);
+    }
+
+    fn flush_out(&mut self) {
+        if !self.out.is_empty() {
+            let bytes = self.out.split().freeze();
+            self.unflushed += bytes.len();
+            self.actions.push_back(Action::Write {
+                to: Peer::Client,
+                bytes,
+            });
+        }
+    }
+
+    /// Queues the final flush and close; the phase becomes [`Phase::Closed`] for good.
+    /// A message file the store holds open is aborted first, so nothing is left behind.
+    pub(super) fn close(&mut self) {
+        if self.is_closed() {
+            return;
+        }
+        let open = self
+            .tx
+            .take()
+            .and_then(|tx| tx.message)
+            .and_then(|message| message.delivery);
+        if let Some(delivery) = open {
+            self.fire(Request::AbortDelivery { delivery });
+        }
+        self.phase = Phase::Closed;
+        self.waiting = None;
+        self.timers = TimerTable::default();
+        self.input.clear();
+        self.push_action(Action::Close { to: Peer::Client });
+    }
+
+    /// True while handed-out output the client has not read exceeds the high-water mark.
+    fn output_blocked(&self) -> bool {
+        self.unflushed + self.out.len() >= self.cfg.limits.output_high_water
+    }
+
+    /// Wall-clock time at `now`: the accept time plus the monotonic time since.
+    pub(super) fn unix_time(&self, now: Instant) -> Duration {
+        let wall: SystemTime = self.conn.accepted_at + now.saturating_duration_since(self.start);
+        wall.duration_since(UNIX_EPOCH).unwrap_or_default()
+    }
+
+    /// Input arrived or was used: the client is alive.
+    pub(super) fn touch(&mut self, now: Instant) {
+        self.timers.set(Timer::Idle, now + self.cfg.idle_timeout);
+    }
+
+    /// Processes buffered input until a request is outstanding, output backs up, or
+    /// input runs out.
+    pub(super) fn resume(&mut self, now: Instant) {
+        while self.waiting.is_none() && !self.is_closed() && !self.output_blocked() {
+            let progressed = match self.phase {
+                Phase::Data(_) | Phase::Chunk(_) => self.pump(now),
+                _ => self.next_line(now),
+            };
+            if !progressed {
+                if self.peer_eof {
+                    // Everything the client sent before its EOF has been handled; a
+                    // message in progress is aborted by close().
+                    self.close();
+                }
+                break;
+            }
+        }
+        self.flush_out();
+    }
+
+    fn next_line(&mut self, now: Instant) -> bool {
+        match self.input.next_line() {
+            None => false,
+            Some(LineEvent::TooLong) => {
+                if matches!(self.phase, Phase::Sasl(_)) {
+                    // The overlong line was the SASL response: the exchange is over.
+                    self.phase = Phase::Command;
+                    self.bad_command(reply::AUTH_LINE_TOO_LONG);
+                } else {
+                    self.bad_command(reply::LINE_TOO_LONG);
+                }
+                true
+            }
+            Some(LineEvent::Line(line)) => {
+                self.touch(now);
+                self.on_line(now, line);
+                true
+            }
+        }
+    }
+
+    fn on_line(&mut self, now: Instant, line: Bytes) {
+        if let Phase::Sasl(step) = std::mem::replace(&mut self.phase, Phase::Command) {
+            if line.len() + 2 > self.cfg.limits.max_auth_line {
+                return self.bad_command(reply::AUTH_LINE_TOO_LONG);
+            }
+            return self.sasl_response(now, step, &line);
+        }
+        if line.len() + 2 > self.cfg.limits.max_command_line {
+            return self.bad_command(reply::LINE_TOO_LONG);
+        }
+        match command::parse(&line) {
+            Ok(command) => self.dispatch(now, command),
+            Err(ParseError::Unknown) => self.bad_command(reply::UNKNOWN_COMMAND),
+            Err(ParseError::Syntax(why)) => self.bad_command(&reply::syntax(why)),
+            Err(ParseError::Address(super::address::AddressError::TooLong)) => {
+                self.bad_command(reply::ADDRESS_TOO_LONG)
+            }
+            Err(ParseError::Address(_)) => self.bad_command(reply::BAD_ADDRESS),
+        }
+    }
+
+    fn dispatch(&mut self, now: Instant, command: Command) {
+        match command {
+            Command::Helo(name) => self.hello(now, name, false, false),
+            Command::Ehlo(name) => self.hello(now, name, true, false),
+            Command::Lhlo(name) => self.hello(now, name, true, true),
+            Command::Mail { path, params } => self.mail(path, params),
+            Command::Rcpt { path, params } => self.rcpt(now, path, params),
+            Command::Data => self.data(now),
+            Command::Bdat { size, last } => self.bdat(now, size, last),
+            Command::Rset => self.reset_then(now, reply::OK),
+            Command::Noop => self.reply(reply::OK),
+            Command::Quit => {
+                let line = reply::closing(&self.cfg.hostname);
+                self.reply(&line);
+                self.close();
+            }
+            Command::Vrfy => self.reply(reply::VRFY),
+            Command::Expn => self.reply(reply::EXPN),
+            Command::Help => self.reply(reply::help(self.cfg.role)),
+            Command::StartTls => self.starttls(),
+            Command::Auth {
+                mechanism,
+                initial_response,
+            } => self.auth(now, &mechanism, initial_response),
+        }
+    }
+}
+
+impl Session for SmtpSession {
+    fn handle_input(&mut self, now: Instant, _from: Peer, bytes: &[u8]) {
+        if self.is_closed() {
+            return;
+        }
+        let limit = self.cfg.limits.max_buffered_input + MAX_READ;
+        if self.input.buffered() + bytes.len() > limit {
+            // Only a shell that ignores wants_read gets here.
+            let line = reply::input_overflow(&self.cfg.hostname);
+            self.reply(&line);
+            self.close();
+            return;
+        }
+        self.input.push(bytes);
+        self.resume(now);
+    }
+
+    fn handle_eof(&mut self, now: Instant, _from: Peer) {
+        // A client may pipeline its last commands (QUIT included) and shut its sending
+        // side: answer what is buffered first. A message cut short is aborted.
+        self.peer_eof = true;
+        self.resume(now);
+    }
+
+    fn handle_reply(&mut self, now: Instant, id: RequestId, reply: Reply) {
+        if self.is_closed() {
+            return;
+        }
+        if self.waiting.as_ref().and_then(Waiting::request_id) != Some(id) {
+            self.stray_reply(id, reply);
+            self.flush_out();
+            return;
+        }
+        self.timers.stop(Timer::StoreReply);
+        match self.waiting.take() {
+            Some(Waiting::Authenticate { .. }) => self.on_authenticated(now, reply),
+            Some(Waiting::Recipient { address, .. }) => self.on_recipient(address, reply),
+            Some(Waiting::Begin { for_data, .. }) => self.on_delivery_started(for_data, reply),
+            Some(Waiting::Append { .. }) => self.on_appended(now, reply),
+            Some(Waiting::Commit { plan, .. }) => self.on_committed(plan, reply),
+            Some(Waiting::Abort { reply, .. }) => self.reply_raw(&reply),
+            Some(Waiting::AuthDelay { .. }) | None => {}
+        }
+        self.resume(now);
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        while let Some(timer) = self.timers.take_expired(now) {
+            self.on_timer(now, timer);
+        }
+        self.flush_out();
+    }
+
+    fn handle_drained(&mut self, now: Instant, _to: Peer) {
+        self.unflushed = 0;
+        if !self.is_closed() {
+            self.resume(now);
+        }
+    }
+
+    fn poll_action(&mut self) -> Option<Action> {
+        self.flush_out();
+        self.actions.pop_front()
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.next_deadline()
+    }
+
+    fn wants_read(&self, _from: Peer) -> bool {
+        !self.is_closed()
+            && !self.peer_eof
+            && self.input.buffered() < self.cfg.limits.max_buffered_input
+            && !self.output_blocked()
+    }
+}

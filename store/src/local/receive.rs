@@ -1,0 +1,140 @@
+//! SMTP/LMTP requests: recipient checks and streaming delivery into the maildirs.
+
+use tidegate_core::{Account, DeliveryId, Failure, RecipientCheck, Reply};
+
+use super::{LocalStore, TEMPORARY_TEXT, failure, to_failure};
+use crate::maildir::{PendingMessage, Recipient};
+use crate::users::normalize_address;
+
+impl LocalStore {
+    /// `RCPT TO`: a local user (also a `nologin` one: it still receives mail), a local
+    /// domain without such a user, a foreign domain, or a mailbox already full (usage
+    /// plus the declared `SIZE=`, or plus one octet without it, above `quota=`).
+    pub(super) fn check_recipient(&self, address: &str, size_hint: Option<u64>) -> Reply {
+        self.users.reload_if_changed();
+        let table = self.users.current();
+        let address = normalize_address(address);
+        let Some((_, domain)) = address.rsplit_once('@') else {
+            return Reply::Recipient(RecipientCheck::Unknown);
+        };
+        if !table.is_local_domain(domain) {
+            return Reply::Recipient(RecipientCheck::NotLocal);
+        }
+        let Some(record) = table.lookup(&address) else {
+            log::info!("recipient {address:?}: no such user");
+            return Reply::Recipient(RecipientCheck::Unknown);
+        };
+        let account = Account(record.address.clone());
+        if let Some(quota) = record.quota() {
+            let size = size_hint.unwrap_or(0).max(1);
+            match self.maildir.usage(&account) {
+                Ok(usage) if usage.saturating_add(size) > quota => {
+                    log::info!("recipient {address}: over quota ({usage} of {quota} octets used)");
+                    return Reply::Recipient(RecipientCheck::OverQuota);
+                }
+                Ok(_) => {}
+                Err(e) => return failure(&account.0, "quota check", e),
+            }
+        }
+        Reply::Recipient(RecipientCheck::Local(account))
+    }
+
+    /// Opens a spool file and writes the trace header. Abandoned deliveries are swept
+    /// first; beyond the pending bound the answer is a temporary failure.
+    pub(super) fn begin_delivery(&self, header: &[u8]) -> Reply {
+        for (id, message) in self.deliveries.expired() {
+            log::warn!(
+                "delivery {} abandoned ({} octets received); discarding it",
+                id.0,
+                message.size()
+            );
+            message.abort();
+        }
+        let Some(id) = self.deliveries.reserve() else {
+            log::warn!("too many messages being received; refusing another for now");
+            return Reply::Failed(Failure::Temporary("too many messages in progress".into()));
+        };
+        let opened = self.maildir.begin().and_then(|mut message| {
+            message.append(header)?;
+            Ok(message)
+        });
+        match opened {
+            Ok(message) => {
+                self.put_back(id, message);
+                Reply::DeliveryStarted(id)
+            }
+            Err(e) => {
+                let _ = self.deliveries.remove(id);
+                failure("a new message", "begin delivery", e)
+            }
+        }
+    }
+
+    /// Appends to a message; the map lock is not held while writing.
+    pub(super) fn append_delivery(&self, id: DeliveryId, bytes: &[u8]) -> Reply {
+        let mut message = match self.deliveries.take(id) {
+            Ok(message) => message,
+            Err(missing) => {
+                log::error!("append to {missing:?} delivery {}", id.0);
+                return Reply::Failed(Failure::Permanent("no such message in progress".into()));
+            }
+        };
+        let appended = message.append(bytes);
+        self.put_back(id, message);
+        match appended {
+            Ok(()) => Reply::Done,
+            Err(e) => failure(&format!("delivery {}", id.0), "append", e),
+        }
+    }
+
+    /// Commits a message to its recipients, with their current quotas.
+    pub(super) fn commit_delivery(
+        &self,
+        id: DeliveryId,
+        recipients: Vec<Account>,
+        all_or_nothing: bool,
+    ) -> Reply {
+        let message = match self.deliveries.remove(id) {
+            Ok(message) => message,
+            Err(missing) => {
+                // Answered as temporary: the client keeps the message and retries.
+                log::error!("commit of {missing:?} delivery {}", id.0);
+                return Reply::Failed(Failure::Temporary(TEMPORARY_TEXT.into()));
+            }
+        };
+        self.users.reload_if_changed();
+        let table = self.users.current();
+        let recipients: Vec<Recipient> = recipients
+            .into_iter()
+            .map(|account| {
+                let quota = table.lookup(&account.0).and_then(|record| record.quota());
+                Recipient { account, quota }
+            })
+            .collect();
+        let name = message.final_name();
+        let results = message.commit(&recipients, all_or_nothing);
+        let mut delivered = Vec::new();
+        let replies = results
+            .into_iter()
+            .zip(&recipients)
+            .map(|(result, recipient)| match result {
+                Ok(()) => {
+                    delivered.push(recipient.account.0.as_str());
+                    Ok(())
+                }
+                Err(e) => Err(to_failure(&recipient.account.0, "delivery", e)),
+            })
+            .collect();
+        if !delivered.is_empty() {
+            log::info!("delivered {name} to {}", delivered.join(", "));
+        }
+        Reply::Delivered(replies)
+    }
+
+    /// Returns a message to its slot, or aborts it if the delivery was aborted meanwhile.
+    fn put_back(&self, id: DeliveryId, message: PendingMessage) {
+        if let Some(message) = self.deliveries.put_back(id, message) {
+            message.abort();
+        }
+    }
+}
