@@ -322,8 +322,10 @@ impl PendingMessage {
                 "message file closed twice",
             )));
         };
+        // fdatasync: the data and the size (needed to read it back) reach the disk; the
+        // timestamps fsync would also write are not needed for durability.
         if self.store.fsync
-            && let Err(e) = file.sync_all()
+            && let Err(e) = file.sync_data()
         {
             return Err(self.fail(e));
         }
@@ -397,7 +399,7 @@ impl MaildirStore {
         let mut dest = new_file(to)?;
         io::copy(&mut source, &mut dest)?;
         if self.fsync {
-            dest.sync_all()?;
+            dest.sync_data()?;
         }
         Ok(())
     }
