@@ -8,12 +8,13 @@ use std::cell::Cell;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use proptest::test_runner::{Config as ProptestConfig, TestCaseError, TestError, TestRunner};
-use tidegate_core::pop3::Pop3Listener;
+use tidegate_store::Listener;
 
 use crate::Driver;
+use crate::config::Protocol;
 use crate::core_conn::CoreConn;
 use crate::interp::{self, Conn, Failure, Server, Transcript};
 use crate::memstore::MemStore;
@@ -75,8 +76,8 @@ impl CoreDriver {
         self.run_recorded(script, chunking, None)
     }
 
-    /// The first connection of a whole-write run of `script` as a `pop3_session` fuzz
-    /// script (see [`crate::seeds`]).
+    /// The first connection of a whole-write run of a POP3 `script` as a `pop3_session`
+    /// fuzz script (see [`crate::seeds`]).
     pub fn seed(&self, script: &Script) -> Result<Vec<u8>, Failure> {
         let seed = self.seed_log(script);
         self.run_recorded(script, Chunking::Whole, Some(seed.clone()))?;
@@ -101,7 +102,11 @@ impl CoreDriver {
         let store = Arc::new(MemStore::new());
         let label = format!("core, {}", chunking.label());
         let mut server = CoreServer {
-            listener: crate::listener_for(&script.config, &self.pki, Duration::from_secs(2)),
+            listeners: crate::listeners::all_listeners(
+                &script.config,
+                &self.pki,
+                Duration::from_secs(2),
+            ),
             client: SocketAddr::new(
                 script
                     .config
@@ -120,6 +125,10 @@ impl CoreDriver {
     }
 }
 
+/// The wall-clock time of every accept in the core driver (Tue, 14 Nov 2023 22:13:20
+/// UTC), so `Received:` dates and message ids are the same in every run of a script.
+pub const ACCEPTED_AT_UNIX: u64 = 1_700_000_000;
+
 /// One fixed starting point; virtual time only moves forward from it.
 fn base_instant() -> Instant {
     static BASE: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
@@ -136,7 +145,8 @@ impl Driver for CoreDriver {
     }
 
     fn run(&self, script: &Script) -> Result<(), Failure> {
-        let seed = seeds::enabled().then(|| self.seed_log(script));
+        let pop3 = script.config.protocol == Protocol::Pop3;
+        let seed = (pop3 && seeds::enabled()).then(|| self.seed_log(script));
         let whole = self.run_recorded(script, Chunking::Whole, seed.clone());
         if let Some(seed) = seed {
             // Written even when the script fails: the seed replays up to the failure.
@@ -203,7 +213,8 @@ fn compare(want: &Transcript, got: &Transcript) -> Result<(), String> {
 }
 
 struct CoreServer {
-    listener: Pop3Listener,
+    /// One per protocol, in [`Protocol::ALL`] order.
+    listeners: Vec<Listener>,
     client: SocketAddr,
     store: Arc<MemStore>,
     clock: Rc<Cell<Instant>>,
@@ -215,8 +226,14 @@ struct CoreServer {
 }
 
 impl Server for CoreServer {
-    fn connect(&mut self, raw: bool) -> Result<Box<dyn Conn>, String> {
-        let session = self.listener.open(self.client, self.clock.get());
+    fn connect(&mut self, raw: bool, protocol: Protocol) -> Result<Box<dyn Conn>, String> {
+        let now = self.clock.get();
+        let accepted_at = SystemTime::UNIX_EPOCH + Duration::from_secs(ACCEPTED_AT_UNIX);
+        let session = match self.listeners.get(protocol.index()) {
+            Some(Listener::Pop3(pop3)) => pop3.open(self.client, now),
+            Some(Listener::Smtp(smtp)) => smtp.open(self.client, accepted_at, now),
+            _ => return Err(format!("no {protocol} listener")),
+        };
         let mut conn = CoreConn::new(
             session,
             self.store.clone(),
@@ -227,7 +244,7 @@ impl Server for CoreServer {
         if let Some(seed) = self.seed.take() {
             conn.record_seed(seed);
         }
-        if self.implicit_tls && !raw {
+        if self.implicit_tls && protocol == Protocol::Pop3 && !raw {
             conn.start_tls()?;
         }
         Ok(Box::new(conn))

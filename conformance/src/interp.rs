@@ -2,13 +2,15 @@
 //! transcript for failure reports and for comparing runs.
 
 use std::collections::BTreeMap;
-use std::fmt;
-use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::config::Protocol;
 use crate::memstore::MemStore;
 use crate::pattern::{Pattern, escape};
-use crate::script::{Script, Step, StepKind};
+use crate::script::{Script, Step, StepKind, big_message, dot_stuff};
+use crate::store_steps;
+use crate::transcript::Dir;
+pub use crate::transcript::{Failure, Transcript};
 
 /// What the client read next.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +41,9 @@ pub trait Conn {
     }
     /// The next server line or the close; an error if nothing arrives in time.
     fn read_line(&mut self) -> Result<Received, String>;
+    /// An error if the server sends anything now (core: without time passing; real
+    /// time: within a short wait).
+    fn expect_quiet(&mut self) -> Result<(), String>;
     /// Runs the client side of a TLS handshake; later bytes are encrypted.
     fn start_tls(&mut self) -> Result<(), String>;
     /// Closes the client's sending side (EOF for the server).
@@ -51,97 +56,21 @@ pub trait Conn {
 
 /// A target that accepts connections for the duration of one script run.
 pub trait Server {
-    /// Opens a connection; `raw` skips the handshake on an implicit-TLS listener.
-    fn connect(&mut self, raw: bool) -> Result<Box<dyn Conn>, String>;
-}
-
-#[derive(Debug, Clone)]
-enum Dir {
-    Client,
-    Server,
-    Note,
-}
-
-/// Everything a run sent and received, for reports and chunking comparisons.
-#[derive(Debug, Clone, Default)]
-pub struct Transcript {
-    events: Vec<(usize, Dir, Vec<u8>)>,
-    /// All server plaintext the client read, with connection and close markers: two runs
-    /// of one script must produce the same.
-    pub server_bytes: Vec<u8>,
-}
-
-impl Transcript {
-    fn push(&mut self, line: usize, dir: Dir, bytes: &[u8]) {
-        self.events.push((line, dir, bytes.to_vec()));
-    }
-
-    fn note(&mut self, line: usize, text: String) {
-        self.events.push((line, Dir::Note, text.into_bytes()));
-    }
-
-    /// The last `max` events, one per line: `  12 C: USER alice\r\n`.
-    pub fn render(&self, max: usize) -> String {
-        let skip = self.events.len().saturating_sub(max);
-        let mut out = String::new();
-        if skip > 0 {
-            out.push_str(&format!("  ... {skip} earlier events\n"));
-        }
-        for (line, dir, bytes) in &self.events[skip..] {
-            let tag = match dir {
-                Dir::Client => "C:",
-                Dir::Server => "S:",
-                Dir::Note => "--",
-            };
-            let mut text = match dir {
-                Dir::Note => String::from_utf8_lossy(bytes).into_owned(),
-                _ => escape(bytes),
-            };
-            if text.len() > 160 {
-                let mut cut = 150;
-                while !text.is_char_boundary(cut) {
-                    cut -= 1;
-                }
-                text = format!("{}... ({} bytes)", &text[..cut], bytes.len());
-            }
-            out.push_str(&format!("  {line:>4} {tag} {text}\n"));
-        }
-        out
-    }
-}
-
-/// A script that did not pass: where, why, and what happened before.
-#[derive(Debug, Clone)]
-pub struct Failure {
-    /// The script file.
-    pub path: PathBuf,
-    /// The script line of the failing step (0: not tied to a line).
-    pub line: usize,
-    /// Which driver (and chunking) ran it.
-    pub driver: String,
-    /// What went wrong.
-    pub message: String,
-    /// The end of the transcript.
-    pub transcript: String,
-}
-
-impl fmt::Display for Failure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(
-            f,
-            "{}:{}: [{}] {}",
-            self.path.display(),
-            self.line,
-            self.driver,
-            self.message
-        )?;
-        write!(f, "{}", self.transcript)
+    /// Opens a connection to the `protocol` listener; `raw` skips the handshake on an
+    /// implicit-TLS listener.
+    fn connect(&mut self, raw: bool, protocol: Protocol) -> Result<Box<dyn Conn>, String>;
+    /// How long store effects of a closed connection may take to show (a shell runs the
+    /// abort of a dropped delivery after the socket closed); zero for the core driver.
+    fn patience(&self) -> Duration {
+        Duration::ZERO
     }
 }
 
 /// Runs `script` against `server`, setting up `store` as the script says.
 ///
-/// Returns the transcript; a failure carries the failing line and the transcript so far.
+/// After the last step the connection is closed, and no delivery may be left open in
+/// the store. Returns the transcript; a failure carries the failing line and the
+/// transcript so far.
 pub fn execute(
     script: &Script,
     driver: &str,
@@ -151,6 +80,7 @@ pub fn execute(
     let mut run = Run {
         transcript: Transcript::default(),
         conn: None,
+        protocol: script.config.protocol,
         added: BTreeMap::new(),
     };
     let mut last_line = 0;
@@ -170,12 +100,18 @@ pub fn execute(
             return Err(run.failure(script, driver, last_line, message));
         }
     }
+    run.conn = None; // the client goes away
+    if let Err(message) = store_steps::settled(store, server.patience()) {
+        return Err(run.failure(script, driver, last_line, message));
+    }
     Ok(run.transcript)
 }
 
 struct Run {
     transcript: Transcript,
     conn: Option<Box<dyn Conn>>,
+    /// The script's protocol: where a connection goes unless `@connect` names another.
+    protocol: Protocol,
     /// Each user's scripted messages, for `@expect-message`.
     added: BTreeMap<String, Vec<Vec<u8>>>,
 }
@@ -193,19 +129,27 @@ impl Run {
 
     fn conn(&mut self, line: usize, server: &mut dyn Server) -> Result<&mut dyn Conn, String> {
         if self.conn.is_none() {
-            self.connect(line, server, false)?;
+            self.connect(line, server, false, self.protocol)?;
         }
         Ok(self.conn.as_deref_mut().expect("connected above"))
     }
 
-    fn connect(&mut self, line: usize, server: &mut dyn Server, raw: bool) -> Result<(), String> {
+    fn connect(
+        &mut self,
+        line: usize,
+        server: &mut dyn Server,
+        raw: bool,
+        protocol: Protocol,
+    ) -> Result<(), String> {
         self.conn = None; // dropping the old connection closes it
-        self.transcript
-            .note(line, format!("connect{}", if raw { " raw" } else { "" }));
+        self.transcript.note(
+            line,
+            format!("connect {protocol}{}", if raw { " raw" } else { "" }),
+        );
         self.transcript
             .server_bytes
             .extend_from_slice(b"[connect]\n");
-        self.conn = Some(server.connect(raw)?);
+        self.conn = Some(server.connect(raw, protocol)?);
         Ok(())
     }
 
@@ -229,12 +173,16 @@ impl Run {
                     .or_default()
                     .push(bytes.clone());
             }
+            StepKind::Quota { user, bytes } => store.set_quota(user, *bytes),
+            StepKind::StoreFail(kind) => store.fail_next(*kind),
             StepKind::Vanish { user, number } => {
                 store.vanish(user.as_deref(), *number)?;
                 self.transcript
                     .note(line, format!("message {number} vanished"));
             }
-            StepKind::Connect { raw } => self.connect(line, server, *raw)?,
+            StepKind::Connect { raw, protocol } => {
+                self.connect(line, server, *raw, protocol.unwrap_or(self.protocol))?
+            }
             StepKind::Send(bytes) => {
                 self.transcript.push(line, Dir::Client, bytes);
                 self.conn(line, server)?.send(bytes)?;
@@ -244,7 +192,19 @@ impl Run {
                     .note(line, format!("client sends {len} x {}", escape(&[*byte])));
                 self.conn(line, server)?.send_bulk(*len, *byte)?;
             }
+            StepKind::SendData(size) => {
+                let data = dot_stuff(&big_message(*size));
+                self.transcript.note(
+                    line,
+                    format!("client sends a {size}-byte message, dot-stuffed"),
+                );
+                self.conn(line, server)?.send(&data)?;
+            }
             StepKind::Expect(pattern) => self.expect_line(line, server, pattern)?,
+            StepKind::ExpectQuiet => {
+                self.transcript.note(line, "expecting silence".into());
+                self.conn(line, server)?.expect_quiet()?;
+            }
             StepKind::ExpectMessage { user, number } => {
                 let message = self
                     .added
@@ -252,48 +212,27 @@ impl Run {
                     .and_then(|m| m.get(number - 1))
                     .ok_or_else(|| format!("the script added no message {number} for {user}"))?
                     .clone();
-                let expected = stuffed_lines(&message);
-                self.transcript.note(
-                    line,
-                    format!(
-                        "expecting {user}'s message {number}: {} lines",
-                        expected.len()
-                    ),
-                );
-                for (i, want) in expected.iter().enumerate() {
-                    let got = self.read(line, server, false)?;
-                    if &got != want {
-                        return Err(format!(
-                            "message line {} differs: expected {}, got {}",
-                            i + 1,
-                            escape(want),
-                            escape(&got)
-                        ));
-                    }
-                }
+                self.expect_retr(line, server, user, *number, &message)?;
             }
-            StepKind::ExpectClose { any } => {
-                let received = self.conn(line, server)?.read_line()?;
-                match received {
-                    Received::Closed { leftover } if leftover.is_empty() || *any => {
-                        self.transcript.note(line, "server closed".into());
-                        self.transcript.server_bytes.extend_from_slice(b"[close]\n");
-                    }
-                    Received::Closed { leftover } => {
-                        return Err(format!(
-                            "expected the server to close; it sent an unterminated line first: {}",
-                            escape(&leftover)
-                        ));
-                    }
-                    Received::Line(l) => {
-                        self.transcript.push(line, Dir::Server, &l);
-                        return Err(format!(
-                            "expected the server to close; it sent {}",
-                            escape(&l)
-                        ));
-                    }
-                }
+            StepKind::ExpectRetr { user, number } => {
+                let message = store_steps::stored(store, user, *number)?;
+                self.expect_retr(line, server, user, *number, &message)?;
             }
+            StepKind::ExpectStored {
+                user,
+                number,
+                pattern,
+            } => store_steps::expect_stored(store, user, *number, pattern)?,
+            StepKind::ExpectStoredBig { user, number, size } => {
+                store_steps::expect_stored_big(store, user, *number, *size)?
+            }
+            StepKind::ExpectMailbox { user, count } => {
+                store_steps::expect_mailbox(store, user, *count)?
+            }
+            StepKind::ExpectAborted(count) => {
+                store_steps::expect_aborted(store, *count, server.patience())?
+            }
+            StepKind::ExpectClose { any } => self.expect_close(line, server, *any)?,
             StepKind::StartTls => {
                 self.transcript.note(line, "client starts TLS".into());
                 self.conn(line, server)?.start_tls()?;
@@ -308,6 +247,63 @@ impl Run {
             }
         }
         Ok(())
+    }
+
+    /// The lines of a RETR of `message`: dot-stuffed, then `.`.
+    fn expect_retr(
+        &mut self,
+        line: usize,
+        server: &mut dyn Server,
+        user: &str,
+        number: usize,
+        message: &[u8],
+    ) -> Result<(), String> {
+        let expected = stuffed_lines(message);
+        self.transcript.note(
+            line,
+            format!(
+                "expecting {user}'s message {number}: {} lines",
+                expected.len()
+            ),
+        );
+        for (i, want) in expected.iter().enumerate() {
+            let got = self.read(line, server, false)?;
+            if &got != want {
+                return Err(format!(
+                    "message line {} differs: expected {}, got {}",
+                    i + 1,
+                    escape(want),
+                    escape(&got)
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn expect_close(
+        &mut self,
+        line: usize,
+        server: &mut dyn Server,
+        any: bool,
+    ) -> Result<(), String> {
+        match self.conn(line, server)?.read_line()? {
+            Received::Closed { leftover } if leftover.is_empty() || any => {
+                self.transcript.note(line, "server closed".into());
+                self.transcript.server_bytes.extend_from_slice(b"[close]\n");
+                Ok(())
+            }
+            Received::Closed { leftover } => Err(format!(
+                "expected the server to close; it sent an unterminated line first: {}",
+                escape(&leftover)
+            )),
+            Received::Line(l) => {
+                self.transcript.push(line, Dir::Server, &l);
+                Err(format!(
+                    "expected the server to close; it sent {}",
+                    escape(&l)
+                ))
+            }
+        }
     }
 
     /// Reads one line (with its line end), recording it; a close is an error.

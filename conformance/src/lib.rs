@@ -1,43 +1,49 @@
-//! # tidegate-conformance: one POP3 suite, three drivers
+//! # tidegate-conformance: one suite, four protocols, three drivers
 //!
-//! Scripted sessions in `scripts/pop3/*.txt` (format: [`script`]) run unchanged against
-//! the sans-IO core ([`CoreDriver`]: virtual time, an in-memory [`MemStore`], whole,
-//! byte-by-byte and randomly split input) and against each runtime shell over loopback
-//! ([`ShellDriver`], given the shell's `serve` function). `tests/real_clients.rs` adds
-//! real third-party clients (Python `poplib`, `curl`) against both shells.
+//! Scripted sessions in `scripts/<protocol>/*.txt` (format: [`script`]; `pop3`, `smtp`,
+//! `submission`, `lmtp`) run unchanged against the sans-IO core ([`CoreDriver`]: virtual
+//! time, an in-memory [`MemStore`], whole, byte-by-byte and randomly split input) and
+//! against each runtime shell over loopback ([`ShellDriver`], given the shell's `serve`
+//! function). Every driver serves one listener per [`Protocol`] from one store, so a
+//! script can deliver over SMTP and read the message back over POP3.
+//! `tests/real_clients.rs`, `tests/real_smtp.rs` and `tests/real_smtp_tools.rs` add real
+//! third-party clients (Python `poplib` and `smtplib`, `curl`, `swaks`) against both
+//! shells on a real maildir.
 //!
 //! ```no_run
 //! use tidegate_conformance::{CoreDriver, assert_suite};
 //! assert_suite(&CoreDriver::new(), "pop3");
+//! assert_suite(&CoreDriver::new(), "smtp");
 //! ```
 //!
-//! With `TIDEGATE_WRITE_SEEDS=1` the core driver also writes each script's client bytes
-//! to `fuzz/corpus/pop3_session/seed-<script>`.
+//! With `TIDEGATE_WRITE_SEEDS=1` the core driver also writes each POP3 script's first
+//! connection to `fuzz/corpus/pop3_session/seed-conf-<script>`.
 
 pub mod checks;
 pub mod config;
 pub mod core_conn;
 pub mod core_driver;
 pub mod interp;
+pub mod listeners;
 pub mod memstore;
 pub mod pattern;
 pub mod pki;
 pub mod script;
 pub mod seeds;
 pub mod shell_driver;
+pub mod step;
+pub mod store_steps;
+pub mod transcript;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-use tidegate_core::net::PlaintextAuth;
-use tidegate_core::pop3::{Pop3Config, Pop3Limits, Pop3Listener};
+use std::time::Instant;
 
 pub use core_driver::CoreDriver;
 pub use interp::Failure;
+pub use listeners::{listener_for, smtp_listener_for};
 pub use memstore::MemStore;
 pub use pki::TestPki;
-pub use script::{Script, ScriptConfig};
+pub use script::{Protocol, Script, ScriptConfig};
 pub use shell_driver::{ServeFn, ShellDriver};
 
 /// A target the scripts run against.
@@ -81,8 +87,9 @@ pub fn load_scripts(proto: &str) -> Result<Vec<Script>, Vec<String>> {
     }
 }
 
-/// Runs every script of `proto` with `driver` and panics with every failure (file:line,
-/// message and transcript) if any script fails. `TIDEGATE_SCRIPT=name` runs one script.
+/// Runs every script of `proto` (a directory of `scripts/`) with `driver` and panics
+/// with every failure (file:line, message and transcript) if any script fails.
+/// `TIDEGATE_SCRIPT=name` runs one script.
 pub fn assert_suite(driver: &dyn Driver, proto: &str) {
     let scripts = load_scripts(proto).unwrap_or_else(|errors| {
         panic!("scripts do not parse:\n{}", errors.join("\n"));
@@ -126,37 +133,5 @@ pub fn assert_suite(driver: &dyn Driver, proto: &str) {
             driver.name(),
             report.join("\n")
         );
-    }
-}
-
-/// The POP3 listener a script describes; `auth_failure_delay` is short for real-time
-/// drivers so failed logins do not slow the suite.
-pub fn listener_for(
-    config: &ScriptConfig,
-    pki: &TestPki,
-    auth_failure_delay: Duration,
-) -> Pop3Listener {
-    let mut limits = Pop3Limits::default();
-    if let Some(n) = config.max_bad_commands {
-        limits.max_bad_commands = n;
-    }
-    if let Some(n) = config.max_auth_failures {
-        limits.max_auth_failures = n;
-    }
-    let pop3 = Pop3Config {
-        hostname: config.hostname.clone(),
-        limits,
-        auth_failure_delay,
-        ..Pop3Config::default()
-    };
-    Pop3Listener {
-        config: Arc::new(pop3),
-        tls: (config.starttls || config.implicit_tls).then(|| pki.server.clone()),
-        implicit_tls: config.implicit_tls,
-        plaintext_auth: match config.plaintext_auth {
-            script::PlaintextSetting::Never => PlaintextAuth::Never,
-            script::PlaintextSetting::Trusted => PlaintextAuth::Trusted(Vec::new()),
-            script::PlaintextSetting::Always => PlaintextAuth::Always,
-        },
     }
 }

@@ -1,4 +1,7 @@
-//! An in-memory mailbox store that answers core requests, shared by every driver.
+//! An in-memory mailbox store that answers core requests, shared by every driver:
+//! POP3 access here, SMTP/LMTP recipient checks and deliveries in `memstore/smtp.rs`.
+
+mod smtp;
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -6,6 +9,8 @@ use std::sync::Mutex;
 use bytes::Bytes;
 use tidegate_core::{Account, Failure, MessageInfo, Reply, Request};
 use tidegate_store::Executor;
+
+use crate::step::FailKind;
 
 #[derive(Debug, Clone)]
 struct Message {
@@ -35,10 +40,22 @@ struct Inner {
     last_login: Option<String>,
     bytes_served: u64,
     commits: u64,
+    /// Mailbox limits in octets (`@quota`).
+    quotas: BTreeMap<String, u64>,
+    /// Messages being received: delivery id → trace header and data so far.
+    pending: BTreeMap<u64, Vec<u8>>,
+    deliveries_begun: u64,
+    deliveries_aborted: u64,
+    /// Store requests that fail once, next time their kind comes (`@store-fail`).
+    fail_next: Vec<FailKind>,
 }
 
 /// Users and maildir-like inboxes in memory. Implements [`Executor`], so the core
 /// driver calls it directly and the shells run it on their workers.
+///
+/// For SMTP, the local domains are the domains of the `local@domain` user names; a
+/// delivered message is appended to each recipient's inbox like [`MemStore::add_message`],
+/// so a later POP3 session reads it.
 ///
 /// Message files are named like maildir files (`new/UID`, `cur/UID:2,S`) and are found
 /// again by their unique part, as the real store does.
@@ -69,7 +86,10 @@ impl MemStore {
     /// Appends a message to `user`'s inbox (in `new/`) and returns its unique name.
     /// Names are deterministic (`1700000001.M1P1.test`, ...) so scripts can expect UIDLs.
     pub fn add_message(&self, user: &str, bytes: impl Into<Bytes>) -> String {
-        let mut inner = self.lock();
+        Self::append(&mut self.lock(), user, bytes.into())
+    }
+
+    fn append(inner: &mut Inner, user: &str, bytes: Bytes) -> String {
         inner.added += 1;
         let n = inner.added;
         let uid = format!("{}.M{n}P1.test", 1_700_000_000 + n);
@@ -80,9 +100,18 @@ impl MemStore {
             .push(Message {
                 uid: uid.clone(),
                 seen: false,
-                bytes: bytes.into(),
+                bytes,
             });
         uid
+    }
+
+    /// The bytes of `user`'s messages, in inbox order.
+    pub fn messages(&self, user: &str) -> Vec<Bytes> {
+        self.lock()
+            .boxes
+            .get(user)
+            .map(|b| b.iter().map(|m| m.bytes.clone()).collect())
+            .unwrap_or_default()
     }
 
     /// Deletes message `number` (1-based, current inbox order) of `user`, or of the last
@@ -206,7 +235,7 @@ impl Executor for MemStore {
                 }
                 Reply::Done
             }
-            other => Reply::Failed(Failure::Permanent(format!("MemStore cannot do {other:?}"))),
+            other => self::smtp::execute(&mut inner, other),
         }
     }
 }

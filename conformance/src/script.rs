@@ -1,98 +1,48 @@
 //! The script format and its parser.
 //!
-//! One line per step; blank lines and lines starting with `#` are ignored.
+//! One line per step; blank lines and lines starting with `#` are ignored. The
+//! directory a script is in (`scripts/pop3/`, `scripts/smtp/`, `scripts/submission/`,
+//! `scripts/lmtp/`) chooses the listener its connections go to; `@protocol` overrides it.
 //!
 //! | Line | Meaning |
 //! |---|---|
 //! | `C: text` | the client sends `text` and CRLF (escapes: see [`crate::pattern`]) |
 //! | `C<: text` | the client sends `text` without CRLF |
 //! | `S: pattern` | the server's next line matches `pattern` (`*` is a wildcard; `S: .` is the end of a multi-line reply) |
-//! | `@user NAME PASSWORD [nologin]` | an account in the store |
+//! | `@protocol NAME` | `pop3`, `smtp`, `submission` or `lmtp`: the default listener (before the first exchange) |
+//! | `@config key=value` | listener settings, before the first exchange (see [`ScriptConfig`]) |
+//! | `@user NAME PASSWORD [nologin]` | an account in the store; for SMTP a `local@domain` name, whose domain becomes local |
+//! | `@quota USER BYTES` | USER's mailbox limit (RCPT answers `552 5.2.2` when full; a commit over it fails) |
 //! | `@message USER TEXT` | a message (escaped text) appended to USER's inbox |
 //! | `@big-message USER SIZE` | a generated message of about SIZE bytes (`200KiB`), with dot-led lines |
 //! | `@expect-message USER N` | the next lines are USER's N-th scripted message, dot-stuffed, then `.` |
-//! | `@config key=value` | listener settings, before the first exchange (see [`ScriptConfig`]) |
-//! | `@connect [raw]` | close the current connection and open a new one (`raw`: no implicit TLS handshake) |
-//! | `@starttls` | the client starts its TLS handshake now (after `+OK` to STLS) |
+//! | `@expect-retr USER N` | the next lines are USER's N-th message as stored now, dot-stuffed, then `.` |
+//! | `@expect-stored USER N PATTERN` | USER's N-th stored message matches PATTERN (escapes, `*`) |
+//! | `@expect-stored-big USER N SIZE` | USER's N-th stored message is trace fields, then exactly what `@send-data SIZE` sent |
+//! | `@expect-mailbox USER COUNT` | USER's inbox holds COUNT messages |
+//! | `@expect-aborted COUNT` | COUNT deliveries were aborted so far and none is open (shells: waits for it) |
+//! | `@store-fail KIND` | the next `recipient`, `begin`, `append` or `commit` store request fails temporarily |
+//! | `@connect [raw] [PROTOCOL]` | close the current connection and open a new one (`raw`: no implicit TLS handshake; PROTOCOL: another listener, e.g. `pop3` to read what SMTP delivered) |
+//! | `@starttls` | the client starts its TLS handshake now (after `+OK` to STLS, `220` to STARTTLS) |
 //! | `@eof` | the client closes its sending side (no QUIT) |
 //! | `@tick 601s` | advance virtual time (core driver only; needs `@skip-shell`) |
 //! | `@expect close` | the server closes the connection with nothing more; `@expect close any` allows non-line bytes first (a TLS alert) |
+//! | `@expect quiet` | the server sends nothing now (core: no time passes; shells: nothing within 100 ms) |
 //! | `@send-bytes N BYTE` | the client sends N copies of BYTE (a character or `\xHH`) |
+//! | `@send-data SIZE` | the client sends a generated message of about SIZE bytes, dot-stuffed (then `C: .`) |
 //! | `@vanish [USER] N` | message N of USER's inbox (default: the last user who logged in) disappears from the store |
 //! | `@skip-shell` | shell drivers do not run this script |
 //! | `@no-split` | the core driver delivers each write whole only (the split itself would change the meaning, e.g. plaintext pipelined behind STLS) |
 //!
-//! The first exchange opens a connection if none is open.
+//! The first exchange opens a connection if none is open. After the last step the
+//! connection is closed and no delivery may be left open in the store.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use crate::config::parse_config;
-pub use crate::config::{PlaintextSetting, ScriptConfig};
-use crate::pattern::{Pattern, unescape};
-
-/// What one script line asks for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StepKind {
-    /// Client bytes to send.
-    Send(Vec<u8>),
-    /// `len` copies of `byte`.
-    SendBulk {
-        /// How many bytes.
-        len: usize,
-        /// The byte repeated.
-        byte: u8,
-    },
-    /// One server line.
-    Expect(Pattern),
-    /// A scripted message, dot-stuffed, then the `.` line.
-    ExpectMessage {
-        /// Whose message.
-        user: String,
-        /// 1-based, in the order the script added that user's messages.
-        number: usize,
-    },
-    /// The server closes; `any` tolerates bytes that are not a line first.
-    ExpectClose {
-        /// Accept leftover non-line bytes (a TLS alert) before the close.
-        any: bool,
-    },
-    /// Start client TLS.
-    StartTls,
-    /// Half-close from the client.
-    Eof,
-    /// New connection.
-    Connect {
-        /// Skip the implicit-TLS handshake.
-        raw: bool,
-    },
-    /// Advance virtual time.
-    Tick(Duration),
-    /// Remove a message file from the store.
-    Vanish {
-        /// Whose inbox; `None` is the last user who logged in.
-        user: Option<String>,
-        /// 1-based position in the inbox.
-        number: usize,
-    },
-    /// Create an account.
-    AddUser {
-        /// Login name.
-        name: String,
-        /// Password.
-        password: String,
-        /// The account exists but may not log in.
-        nologin: bool,
-    },
-    /// Append a message to an inbox.
-    AddMessage {
-        /// Owner.
-        user: String,
-        /// Message bytes as stored.
-        bytes: Vec<u8>,
-    },
-}
+pub use crate::config::{PlaintextSetting, Protocol, ScriptConfig};
+pub use crate::step::{FailKind, StepKind, parse_duration, parse_size};
 
 /// A step with the script line it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -150,14 +100,20 @@ impl Script {
         Script::parse(path, &text)
     }
 
-    /// Parses script text; `path` names it in errors.
+    /// Parses script text; `path` names it in errors, and its directory
+    /// (`…/smtp/x.txt`) chooses the default protocol (POP3 otherwise).
     pub fn parse(path: &Path, text: &str) -> Result<Script, ParseError> {
+        let dir_protocol = path
+            .parent()
+            .and_then(Path::file_name)
+            .and_then(|d| Protocol::from_name(&d.to_string_lossy()))
+            .unwrap_or(Protocol::Pop3);
         let mut script = Script {
             name: path
                 .file_stem()
                 .map_or_else(|| "script".into(), |s| s.to_string_lossy().into_owned()),
             path: path.to_owned(),
-            config: ScriptConfig::default(),
+            config: ScriptConfig::for_protocol(dir_protocol),
             skip_shell: false,
             no_split: false,
             steps: Vec::new(),
@@ -175,20 +131,30 @@ impl Script {
             if trimmed.is_empty() || trimmed.starts_with('#') {
                 continue;
             }
-            if let Some(rest) = trimmed.strip_prefix("@config") {
+            let setting = ["@config", "@protocol"]
+                .into_iter()
+                .find_map(|d| trimmed.strip_prefix(d).map(|rest| (d, rest.trim())));
+            if let Some((directive, rest)) = setting {
                 if exchanged {
-                    return Err(err("@config must come before the first exchange".into()));
+                    return Err(err(format!(
+                        "{directive} must come before the first exchange"
+                    )));
                 }
-                parse_config(&mut script.config, rest.trim()).map_err(err)?;
+                if directive == "@config" {
+                    parse_config(&mut script.config, rest).map_err(err)?;
+                } else {
+                    let protocol = Protocol::from_name(rest)
+                        .ok_or_else(|| err("usage: @protocol pop3|smtp|submission|lmtp".into()))?;
+                    script.config.set_protocol(protocol);
+                }
                 continue;
             }
             match trimmed {
                 "@skip-shell" => script.skip_shell = true,
                 "@no-split" => script.no_split = true,
                 _ => {
-                    let kind = parse_step(trimmed).map_err(err)?;
-                    exchanged |=
-                        !matches!(kind, StepKind::AddUser { .. } | StepKind::AddMessage { .. });
+                    let kind = crate::step::parse_step(trimmed).map_err(err)?;
+                    exchanged |= !kind.is_setup();
                     if matches!(kind, StepKind::Tick(_)) {
                         tick_line.get_or_insert(line);
                     }
@@ -210,157 +176,6 @@ impl Script {
     }
 }
 
-fn parse_step(line: &str) -> Result<StepKind, String> {
-    if let Some(text) = strip_tag(line, "C:") {
-        let mut bytes = unescape(text)?;
-        bytes.extend_from_slice(b"\r\n");
-        return Ok(StepKind::Send(bytes));
-    }
-    if let Some(text) = strip_tag(line, "C<:") {
-        return Ok(StepKind::Send(unescape(text)?));
-    }
-    if let Some(text) = strip_tag(line, "S:") {
-        return Ok(StepKind::Expect(Pattern::parse(text)?));
-    }
-    let mut words = line.split_whitespace();
-    let directive = words.next().unwrap_or_default();
-    let args: Vec<&str> = words.collect();
-    let want = |n: usize, usage: &str| {
-        if args.len() == n {
-            Ok(())
-        } else {
-            Err(format!("usage: {directive} {usage}"))
-        }
-    };
-    let kind = match directive {
-        "@user" => {
-            let nologin = args.get(2) == Some(&"nologin");
-            if !(args.len() == 2 || (args.len() == 3 && nologin)) {
-                return Err("usage: @user NAME PASSWORD [nologin]".into());
-            }
-            StepKind::AddUser {
-                name: args[0].into(),
-                password: args[1].into(),
-                nologin,
-            }
-        }
-        "@message" => {
-            let rest = line["@message".len()..].trim_start();
-            let (user, text) = rest
-                .split_once(' ')
-                .ok_or("usage: @message USER TEXT-WITH-ESCAPES")?;
-            StepKind::AddMessage {
-                user: user.into(),
-                bytes: unescape(text)?,
-            }
-        }
-        "@big-message" => {
-            want(2, "USER SIZE")?;
-            StepKind::AddMessage {
-                user: args[0].into(),
-                bytes: big_message(parse_size(args[1])?),
-            }
-        }
-        "@expect-message" => {
-            want(2, "USER N")?;
-            StepKind::ExpectMessage {
-                user: args[0].into(),
-                number: parse_number(args[1])?,
-            }
-        }
-        "@connect" => match args.as_slice() {
-            [] => StepKind::Connect { raw: false },
-            ["raw"] => StepKind::Connect { raw: true },
-            _ => return Err("usage: @connect [raw]".into()),
-        },
-        "@starttls" => want(0, "").map(|_| StepKind::StartTls)?,
-        "@eof" => want(0, "").map(|_| StepKind::Eof)?,
-        "@tick" => {
-            want(1, "DURATION (e.g. 601s, 500ms, 10m)")?;
-            StepKind::Tick(parse_duration(args[0])?)
-        }
-        "@expect" => match args.as_slice() {
-            ["close"] => StepKind::ExpectClose { any: false },
-            ["close", "any"] => StepKind::ExpectClose { any: true },
-            _ => return Err("usage: @expect close [any]".into()),
-        },
-        "@send-bytes" => {
-            want(2, "N BYTE")?;
-            let byte = match unescape(args[1])?.as_slice() {
-                [b] => *b,
-                _ => return Err("BYTE must be one character or \\xHH".into()),
-            };
-            StepKind::SendBulk {
-                len: parse_size(args[0])?,
-                byte,
-            }
-        }
-        "@vanish" => match args.as_slice() {
-            [n] => StepKind::Vanish {
-                user: None,
-                number: parse_number(n)?,
-            },
-            [user, n] => StepKind::Vanish {
-                user: Some((*user).into()),
-                number: parse_number(n)?,
-            },
-            _ => return Err("usage: @vanish [USER] N".into()),
-        },
-        _ => {
-            return Err(format!(
-                "unknown line {line:?} (C:, C<:, S:, or a known @directive)"
-            ));
-        }
-    };
-    Ok(kind)
-}
-
-/// `C: text` → `text`: the tag, then one optional space, then the text verbatim.
-fn strip_tag<'a>(line: &'a str, tag: &str) -> Option<&'a str> {
-    let rest = line.strip_prefix(tag)?;
-    Some(rest.strip_prefix(' ').unwrap_or(rest))
-}
-
-fn parse_number(s: &str) -> Result<usize, String> {
-    s.parse::<usize>()
-        .ok()
-        .filter(|&n| n > 0)
-        .ok_or_else(|| format!("expected a positive number, got {s:?}"))
-}
-
-/// `3000`, `100KiB`, `10MiB`.
-pub fn parse_size(s: &str) -> Result<usize, String> {
-    let (digits, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
-        Some(i) => s.split_at(i),
-        None => (s, ""),
-    };
-    let mult = match unit {
-        "" => 1,
-        "KiB" => 1024,
-        "MiB" => 1024 * 1024,
-        _ => return Err(format!("size unit is KiB or MiB, got {s:?}")),
-    };
-    digits
-        .parse::<usize>()
-        .ok()
-        .and_then(|n| n.checked_mul(mult))
-        .ok_or_else(|| format!("expected a size like 3000 or 100KiB, got {s:?}"))
-}
-
-/// `601s`, `500ms`, `10m`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let bad = || format!("expected a duration like 601s, 500ms or 10m, got {s:?}");
-    let split = s.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
-    let (digits, unit) = s.split_at(split);
-    let n: u64 = digits.parse().map_err(|_| bad())?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        _ => Err(bad()),
-    }
-}
-
 /// A deterministic message of at least `size` bytes: a header, then numbered CRLF lines,
 /// every seventh starting with a dot so dot-stuffing crosses read-chunk boundaries.
 pub fn big_message(size: usize) -> Vec<u8> {
@@ -374,4 +189,19 @@ pub fn big_message(size: usize) -> Vec<u8> {
         );
     }
     m
+}
+
+/// `message` dot-stuffed for DATA (RFC 5321 §4.5.2): a dot is added at the start of
+/// every line that starts with one. Lines are CRLF-terminated; no `.` line is added.
+pub fn dot_stuff(message: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(message.len() + message.len() / 32);
+    let mut at_line_start = true;
+    for &b in message {
+        if at_line_start && b == b'.' {
+            out.push(b'.');
+        }
+        out.push(b);
+        at_line_start = b == b'\n' && out.ends_with(b"\r\n");
+    }
+    out
 }

@@ -1,8 +1,9 @@
 //! Runs scripts against a real runtime shell over loopback.
 //!
-//! The shell's `serve` runs in a thread on `127.0.0.1:0` with the script's listener and a
-//! [`MemStore`]; a blocking `TcpStream` client (with rustls for STLS and implicit TLS)
-//! plays the script, with a deadline on every expectation. Scripts marked `@skip-shell`
+//! The shell's `serve` runs in a thread with the script's listeners (one per protocol,
+//! each on `127.0.0.1:0`) and a [`MemStore`]; a blocking `TcpStream` client (with rustls
+//! for STLS/STARTTLS and implicit TLS) plays the script, with a deadline on every
+//! expectation. Scripts marked `@skip-shell`
 //! (virtual time, fake client addresses) are skipped.
 
 use std::io::{self, Read as _, Write as _};
@@ -13,11 +14,12 @@ use std::time::{Duration, Instant};
 
 use tidegate_store::{Executor, Listener, Listeners, ServerSpec, Shutdown};
 
+use crate::Driver;
+use crate::config::Protocol;
 use crate::interp::{self, Conn, Failure, Received, Server};
 use crate::memstore::MemStore;
 use crate::pki::TestPki;
 use crate::script::Script;
-use crate::{Driver, listener_for};
 
 /// A shell's entry point: `tidegate_shell_mio::serve` or `tidegate_shell_smol::serve`.
 pub type ServeFn = fn(ServerSpec, Shutdown) -> io::Result<()>;
@@ -144,12 +146,13 @@ impl Driver for ShellDriver {
             transcript: String::new(),
         };
         let store = Arc::new(MemStore::new());
-        let listener = listener_for(&script.config, &self.pki, Duration::from_millis(50));
+        let listeners =
+            crate::listeners::all_listeners(&script.config, &self.pki, Duration::from_millis(50));
         let running = self
-            .start(vec![Listener::Pop3(listener)], store.clone())
+            .start(listeners, store.clone())
             .map_err(|e| fail(format!("cannot start the shell: {e}")))?;
         let mut server = TcpServer {
-            addr: running.addrs[0],
+            addrs: running.addrs.clone(),
             implicit_tls: script.config.implicit_tls,
             pki: self.pki.clone(),
             timeout: self.timeout,
@@ -162,20 +165,26 @@ impl Driver for ShellDriver {
 }
 
 struct TcpServer {
-    addr: SocketAddr,
+    /// One per protocol, in [`Protocol::ALL`] order.
+    addrs: Vec<SocketAddr>,
     implicit_tls: bool,
     pki: Arc<TestPki>,
     timeout: Duration,
 }
 
 impl Server for TcpServer {
-    fn connect(&mut self, raw: bool) -> Result<Box<dyn Conn>, String> {
-        let mut conn = TcpConn::connect(self.addr, self.pki.clone(), self.timeout)
-            .map_err(|e| format!("cannot connect to {}: {e}", self.addr))?;
-        if self.implicit_tls && !raw {
+    fn connect(&mut self, raw: bool, protocol: Protocol) -> Result<Box<dyn Conn>, String> {
+        let addr = self.addrs[protocol.index()];
+        let mut conn = TcpConn::connect(addr, self.pki.clone(), self.timeout)
+            .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+        if self.implicit_tls && protocol == Protocol::Pop3 && !raw {
             conn.start_tls()?;
         }
         Ok(Box::new(conn))
+    }
+
+    fn patience(&self) -> Duration {
+        self.timeout
     }
 }
 
@@ -250,6 +259,9 @@ impl TcpConn {
     }
 }
 
+/// How long `@expect quiet` listens on a real connection.
+const QUIET: Duration = Duration::from_millis(100);
+
 /// A reset counts as a close; a timeout is a failure.
 fn read_error(e: io::Error, timeout: Duration) -> Result<bool, String> {
     match e.kind() {
@@ -301,6 +313,25 @@ impl Conn for TcpConn {
                 });
             }
         }
+    }
+
+    fn expect_quiet(&mut self) -> Result<(), String> {
+        if self.buf.is_empty() && !self.eof {
+            let deadline = Instant::now() + QUIET;
+            match self.fill(deadline) {
+                Ok(true) => {}
+                Ok(false) => self.eof = true,
+                Err(e) if e.starts_with("no reply") => return Ok(()), // nothing came
+                Err(e) => return Err(e),
+            }
+        }
+        if self.eof && self.buf.is_empty() {
+            return Err("expected silence; the server closed the connection".into());
+        }
+        Err(format!(
+            "expected silence; the server sent {}",
+            crate::pattern::escape(&self.buf[..self.buf.len().min(200)])
+        ))
     }
 
     fn start_tls(&mut self) -> Result<(), String> {

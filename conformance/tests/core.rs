@@ -1,11 +1,26 @@
-//! The POP3 conformance scripts against the sans-IO core (whole, byte-by-byte and
-//! randomly split input), plus the core-level bad-input checks.
+//! The POP3, SMTP, submission and LMTP conformance scripts against the sans-IO core
+//! (whole, byte-by-byte and randomly split input), plus the core-level bad-input checks.
 
 use tidegate_conformance::{CoreDriver, assert_suite, checks};
 
 #[test]
 fn pop3_scripts() {
     assert_suite(&CoreDriver::new(), "pop3");
+}
+
+#[test]
+fn smtp_scripts() {
+    assert_suite(&CoreDriver::new(), "smtp");
+}
+
+#[test]
+fn submission_scripts() {
+    assert_suite(&CoreDriver::new(), "submission");
+}
+
+#[test]
+fn lmtp_scripts() {
+    assert_suite(&CoreDriver::new(), "lmtp");
 }
 
 #[test]

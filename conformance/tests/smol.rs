@@ -1,6 +1,6 @@
-//! The POP3 conformance scripts against the smol shell over loopback, plus the
-//! shell-level bad-input checks (a client that never reads, a disconnect mid-RETR,
-//! a 10 MiB line, the connection cap).
+//! The POP3, SMTP, submission and LMTP conformance scripts against the smol shell over
+//! loopback, plus the shell-level bad-input checks (a client that never reads, a
+//! disconnect mid-RETR, a 10 MiB line, the connection cap).
 
 use tidegate_conformance::{ShellDriver, assert_suite, checks};
 
@@ -11,6 +11,21 @@ fn driver() -> ShellDriver {
 #[test]
 fn pop3_scripts() {
     assert_suite(&driver(), "pop3");
+}
+
+#[test]
+fn smtp_scripts() {
+    assert_suite(&driver(), "smtp");
+}
+
+#[test]
+fn submission_scripts() {
+    assert_suite(&driver(), "submission");
+}
+
+#[test]
+fn lmtp_scripts() {
+    assert_suite(&driver(), "lmtp");
 }
 
 #[test]

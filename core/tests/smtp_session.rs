@@ -620,7 +620,8 @@ fn sequence_syntax_and_limit_errors() {
         c.send(b"MAIL FROM:<a@b>\r\n"),
         "503 5.5.1 Sender already given\r\n"
     );
-    assert_eq!(c.send(b"DATA\r\n"), "554 5.5.1 No valid recipients\r\n");
+    // No RCPT at all is a bad sequence; RCPTs that were all refused are 554 (below).
+    assert_eq!(c.send(b"DATA\r\n"), "503 5.5.1 Need RCPT command first\r\n");
     assert_eq!(
         c.send(b"RCPT TO:<alice@local.test> NOTIFY=NEVER\r\n"),
         "555 5.5.4 Unsupported parameter\r\n"

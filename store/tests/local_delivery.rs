@@ -323,3 +323,26 @@ fn abandoned_deliveries_expire() {
         [b"new!".to_vec()]
     );
 }
+
+#[test]
+fn postmaster_without_a_domain_goes_to_a_local_postmaster() {
+    let (dir, store) = setup();
+    assert_eq!(
+        check(&store, "Postmaster", None),
+        RecipientCheck::Unknown,
+        "no postmaster@ user yet"
+    );
+    let users = dir.path().join("users");
+    let mut text = fs::read_to_string(&users).unwrap();
+    text.push_str("postmaster@example.org {PLAIN}p\n");
+    fs::write(&users, text).unwrap();
+    store.users().reload().unwrap();
+    assert_eq!(
+        check(&store, "Postmaster", None),
+        RecipientCheck::Local(account("postmaster@example.org"))
+    );
+    assert_eq!(
+        check(&store, "postmaster", None),
+        check(&store, "POSTMASTER", None)
+    );
+}

@@ -45,6 +45,9 @@ impl SmtpSession {
         if tx.message.is_some() {
             return self.bad_command(reply::DATA_AFTER_BDAT);
         }
+        if !tx.rcpt_tried {
+            return self.bad_command(reply::NEED_RCPT);
+        }
         if tx.recipients.is_empty() {
             // Normal with pipelining when every RCPT was refused (RFC 2920 §3.1).
             return self.reply(reply::NO_VALID_RECIPIENTS);
@@ -117,7 +120,13 @@ impl SmtpSession {
             helo,
             client: self.conn.client.ip(),
             host: &self.cfg.hostname,
-            protocol: trace::protocol(self.lmtp(), extended, self.secure, self.account.is_some()),
+            protocol: trace::protocol(
+                self.lmtp(),
+                extended,
+                self.secure,
+                self.account.is_some(),
+                tx.smtputf8,
+            ),
             id: &id,
             recipient: single,
             unix_time: unix.as_secs(),

@@ -42,6 +42,9 @@ pub(super) struct Envelope {
     pub(super) size_hint: Option<u64>,
     /// Accepted recipients, in RCPT order.
     pub(super) recipients: Vec<Recipient>,
+    /// Whether any RCPT reached the store, accepted or not: DATA with none at all is a
+    /// bad sequence (`503`), with every one refused it is `554` (RFC 5321 §3.3).
+    pub(super) rcpt_tried: bool,
     /// The message, from DATA or the first BDAT.
     pub(super) message: Option<Message>,
 }
@@ -207,6 +210,7 @@ impl SmtpSession {
             body: params.body,
             size_hint: params.size,
             recipients: Vec::new(),
+            rcpt_tried: false,
             message: None,
         });
         self.reply(reply::SENDER_OK);
@@ -235,6 +239,9 @@ impl SmtpSession {
             address: path.address.clone(),
             size_hint: tx.size_hint,
         };
+        if let Some(tx) = self.tx.as_mut() {
+            tx.rcpt_tried = true;
+        }
         let id = self.request(now, request);
         self.waiting = Some(Waiting::Recipient {
             id,

@@ -71,20 +71,30 @@ pub(super) fn address_literal(ip: IpAddr) -> String {
     }
 }
 
-/// The RFC 3848 `with` keyword: LMTP or ESMTP (SMTP after HELO), `S` when TLS is
-/// active, `A` after AUTH.
-pub(super) fn protocol(lmtp: bool, extended: bool, tls: bool, authenticated: bool) -> &'static str {
-    match (lmtp, extended || tls || authenticated, tls, authenticated) {
-        (true, _, false, false) => "LMTP",
-        (true, _, true, false) => "LMTPS",
-        (true, _, false, true) => "LMTPA",
-        (true, _, true, true) => "LMTPSA",
-        (false, false, _, _) => "SMTP",
-        (false, true, false, false) => "ESMTP",
-        (false, true, true, false) => "ESMTPS",
-        (false, true, false, true) => "ESMTPA",
-        (false, true, true, true) => "ESMTPSA",
-    }
+/// The `with` keyword of the `Received:` field: RFC 3848 (ESMTP, ESMTPS, ESMTPA,
+/// ESMTPSA, LMTP…) and, when the client gave `SMTPUTF8` on MAIL, RFC 6531 §4.3
+/// (UTF8SMTP, UTF8SMTPS, UTF8SMTPA, UTF8SMTPSA, UTF8LMTP…).
+pub(super) fn protocol(
+    lmtp: bool,
+    extended: bool,
+    tls: bool,
+    authenticated: bool,
+    utf8: bool,
+) -> &'static str {
+    let suffix = match (tls, authenticated) {
+        (false, false) => 0,
+        (true, false) => 1,
+        (false, true) => 2,
+        (true, true) => 3,
+    };
+    let names: [&str; 4] = match (lmtp, utf8, extended || tls || authenticated) {
+        (true, false, _) => ["LMTP", "LMTPS", "LMTPA", "LMTPSA"],
+        (true, true, _) => ["UTF8LMTP", "UTF8LMTPS", "UTF8LMTPA", "UTF8LMTPSA"],
+        (false, true, _) => ["UTF8SMTP", "UTF8SMTPS", "UTF8SMTPA", "UTF8SMTPSA"],
+        (false, false, true) => ["ESMTP", "ESMTPS", "ESMTPA", "ESMTPSA"],
+        (false, false, false) => ["SMTP", "SMTP", "SMTP", "SMTP"],
+    };
+    names[suffix]
 }
 
 /// Formats a Unix time as an RFC 5322 §3.3 date-time in UTC:
@@ -228,11 +238,14 @@ mod tests {
             address_literal("2001:db8::1".parse().unwrap()),
             "[IPv6:2001:db8::1]"
         );
-        assert_eq!(protocol(false, false, false, false), "SMTP");
-        assert_eq!(protocol(false, true, false, false), "ESMTP");
-        assert_eq!(protocol(false, true, true, true), "ESMTPSA");
-        assert_eq!(protocol(false, true, false, true), "ESMTPA");
-        assert_eq!(protocol(true, true, true, false), "LMTPS");
-        assert_eq!(protocol(true, true, false, false), "LMTP");
+        assert_eq!(protocol(false, false, false, false, false), "SMTP");
+        assert_eq!(protocol(false, true, false, false, false), "ESMTP");
+        assert_eq!(protocol(false, true, true, true, false), "ESMTPSA");
+        assert_eq!(protocol(false, true, false, true, false), "ESMTPA");
+        assert_eq!(protocol(true, true, true, false, false), "LMTPS");
+        assert_eq!(protocol(true, true, false, false, false), "LMTP");
+        assert_eq!(protocol(false, true, false, false, true), "UTF8SMTP");
+        assert_eq!(protocol(false, true, true, true, true), "UTF8SMTPSA");
+        assert_eq!(protocol(true, true, true, false, true), "UTF8LMTPS");
     }
 }

@@ -13,7 +13,25 @@ impl LocalStore {
     pub(super) fn check_recipient(&self, address: &str, size_hint: Option<u64>) -> Reply {
         self.users.reload_if_changed();
         let table = self.users.current();
-        let address = normalize_address(address);
+        let mut address = normalize_address(address);
+        if address.eq_ignore_ascii_case("postmaster") {
+            // RFC 5321 §4.1.1.3: `<Postmaster>` without a domain must be accepted; it goes
+            // to the postmaster of the first local domain that has one.
+            match table
+                .local_domains()
+                .iter()
+                .map(|d| format!("postmaster@{d}"))
+                .find(|a| table.lookup(a).is_some())
+            {
+                Some(postmaster) => address = postmaster,
+                None => {
+                    log::warn!(
+                        "mail for <Postmaster> refused: no postmaster@ user in any local domain"
+                    );
+                    return Reply::Recipient(RecipientCheck::Unknown);
+                }
+            }
+        }
         let Some((_, domain)) = address.rsplit_once('@') else {
             return Reply::Recipient(RecipientCheck::Unknown);
         };
