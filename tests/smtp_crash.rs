@@ -81,9 +81,7 @@ fn send_until_killed(port: u16, first_seq: u64, acked: Arc<Mutex<BTreeSet<u64>>>
         for seq in first_seq.. {
             let body = message(seq, (seq as usize * 37) % 3000);
             let command = b"MAIL FROM:<load@crash.test>\r\nRCPT TO:<keeper@crash.test>\r\nDATA\r\n";
-            writer
-                .write_all(command.as_bytes())
-                .map_err(|e| e.to_string())?;
+            writer.write_all(command).map_err(|e| e.to_string())?;
             expect(&mut reader, "250")?;
             expect(&mut reader, "250")?;
             expect(&mut reader, "354")?;
