@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Runs every fuzz target for N seconds each (N = $1, default 20), with the POP3
-# dictionary and the corpus in corpus/<target>/ (the committed seed-* files plus whatever
-# earlier local runs found). Exits non-zero if any target crashes or fails to build;
-# the crashing input is in artifacts/<target>/ (copy it to regressions/<target>/ so
-# `cargo test` replays it once the bug is fixed).
+# Runs every fuzz target for N seconds each (N = $1, default 20), with its protocol's
+# dictionary (dicts/smtp.dict for smtp_*, dicts/pop3.dict for the others) and the
+# corpus in corpus/<target>/ (the committed seed-* files plus whatever earlier local
+# runs found). Exits non-zero if any target crashes or fails to build; the crashing
+# input is in artifacts/<target>/ (copy it to regressions/<target>/ so `cargo test`
+# replays it once the bug is fixed).
 #
 # Needs cargo-fuzz (`cargo install cargo-fuzz --locked`). libFuzzer instrumentation needs
 # nightly -Z flags; RUSTC_BOOTSTRAP=1 lets the stable toolchain accept them, so no
@@ -39,9 +40,13 @@ for target in $targets; do
   echo "=== fuzzing $target for ${seconds}s"
   mkdir -p "corpus/$target"
   log="$logs/$target.log"
+  case "$target" in
+    smtp_*) dict=dicts/smtp.dict ;;
+    *) dict=dicts/pop3.dict ;;
+  esac
   # -max_len: session scripts need room for several commands and replies.
   cargo fuzz run "$target" "corpus/$target" -- \
-    -max_total_time="$seconds" -dict=dicts/pop3.dict -max_len=8192 \
+    -max_total_time="$seconds" -dict="$dict" -max_len=8192 \
     -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 >"$log" 2>&1
   status=$?
   execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log")

@@ -32,6 +32,9 @@ pub struct Secured<S> {
     /// complete an earlier record and carry several more, so this holds at most about
     /// two reads' worth; while it is not empty `wants_read` is false.
     pending_plain: BytesMut,
+    /// The time of the latest event, for telling the inner session about a TLS failure
+    /// found while polling.
+    last_now: Option<Instant>,
 }
 
 impl<S: std::fmt::Debug> std::fmt::Debug for Secured<S> {
@@ -58,6 +61,7 @@ impl<S: Session> Secured<S> {
             ready: Default::default(),
             failed: false,
             pending_plain: BytesMut::new(),
+            last_now: None,
         }
     }
 
@@ -71,6 +75,7 @@ impl<S: Session> Secured<S> {
             ready: Default::default(),
             failed: false,
             pending_plain: BytesMut::new(),
+            last_now: None,
         })
     }
 
@@ -105,10 +110,22 @@ impl<S: Session> Secured<S> {
     /// Ends the connection after a TLS error: flush the alert, then close.
     fn fail(&mut self) {
         self.collect_tls_output();
-        if !self.failed {
-            self.failed = true;
-            self.ready.push_back(Action::Close { to: Peer::Client });
+        if self.failed {
+            return;
         }
+        self.failed = true;
+        // The protocol session must learn that the connection is gone so it can release
+        // what it holds (an SMTP message file being received): its requests still go
+        // out, its replies cannot.
+        if let Some(now) = self.last_now {
+            self.inner.handle_eof(now, Peer::Client);
+            while let Some(action) = self.inner.poll_action() {
+                if matches!(action, Action::Request { .. }) {
+                    self.ready.push_back(action);
+                }
+            }
+        }
+        self.ready.push_back(Action::Close { to: Peer::Client });
     }
 
     /// Takes the inner session's next action and turns it into what the shell must do.
@@ -170,6 +187,7 @@ impl<S: Session> Secured<S> {
 
 impl<S: Session> Session for Secured<S> {
     fn handle_input(&mut self, now: Instant, from: Peer, mut bytes: &[u8]) {
+        self.last_now = Some(now);
         if self.failed {
             return;
         }
@@ -200,21 +218,25 @@ impl<S: Session> Session for Secured<S> {
     }
 
     fn handle_eof(&mut self, now: Instant, from: Peer) {
+        self.last_now = Some(now);
         self.pending_plain.clear();
         self.inner.handle_eof(now, from)
     }
 
     fn handle_reply(&mut self, now: Instant, id: RequestId, reply: Reply) {
+        self.last_now = Some(now);
         self.inner.handle_reply(now, id, reply);
         self.feed_pending(now);
     }
 
     fn handle_timeout(&mut self, now: Instant) {
+        self.last_now = Some(now);
         self.inner.handle_timeout(now);
         self.feed_pending(now);
     }
 
     fn handle_drained(&mut self, now: Instant, to: Peer) {
+        self.last_now = Some(now);
         self.inner.handle_drained(now, to);
         self.feed_pending(now);
     }

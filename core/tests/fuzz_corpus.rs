@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use tidegate_core::fuzzing::{self, FuzzTls};
 
-/// The TLS configs of the `pop3_tls_session` target, built once.
+/// The TLS configs of the `pop3_tls_session` and `smtp_tls_session` targets, built once.
 static TLS: LazyLock<FuzzTls> = LazyLock::new(FuzzTls::new);
 
 /// A harness: runs one input, panics when an invariant breaks.
@@ -34,6 +34,14 @@ const TARGETS: &[(&str, Harness)] = &[
     }),
     ("pop3_tls_session", |data| {
         fuzzing::pop3_tls_session(Instant::now(), &TLS, data)
+    }),
+    ("smtp_command", fuzzing::smtp_command),
+    ("smtp_data", fuzzing::smtp_data),
+    ("smtp_session", |data| {
+        fuzzing::smtp_session(Instant::now(), data)
+    }),
+    ("smtp_tls_session", |data| {
+        fuzzing::smtp_tls_session(Instant::now(), &TLS, data)
     }),
 ];
 
@@ -130,6 +138,26 @@ fn pop3_tls_session_corpus() {
     replay("pop3_tls_session");
 }
 
+#[test]
+fn smtp_command_corpus() {
+    replay("smtp_command");
+}
+
+#[test]
+fn smtp_data_corpus() {
+    replay("smtp_data");
+}
+
+#[test]
+fn smtp_session_corpus() {
+    replay("smtp_session");
+}
+
+#[test]
+fn smtp_tls_session_corpus() {
+    replay("smtp_tls_session");
+}
+
 /// Every corpus or regression directory belongs to a target this file replays, so a new
 /// fuzz target cannot be forgotten here.
 #[test]
@@ -162,12 +190,20 @@ fn every_target_is_replayed() {
 
 /// Prints what each session seed does, event by event (`cargo test -p tidegate-core
 /// --test fuzz_corpus -- --ignored --nocapture show_session_seeds`), for writing and
-/// checking seeds. `FUZZ_SEED=substring` limits it to matching file names.
+/// checking seeds. `FUZZ_SEED=substring` limits it to matching paths (a target name
+/// works too, e.g. `FUZZ_SEED=smtp_tls`).
 #[test]
 #[ignore = "prints transcripts; run by hand"]
 fn show_session_seeds() {
+    type Trace = fn(Instant, Option<&FuzzTls>, &[u8], &mut dyn FnMut(&str));
     let only = std::env::var("FUZZ_SEED").unwrap_or_default();
-    for (target, tls) in [("pop3_session", None), ("pop3_tls_session", Some(&*TLS))] {
+    let sessions: [(&str, Option<&FuzzTls>, Trace); 4] = [
+        ("pop3_session", None, fuzzing::pop3_session_trace),
+        ("pop3_tls_session", Some(&*TLS), fuzzing::pop3_session_trace),
+        ("smtp_session", None, fuzzing::smtp_session_trace),
+        ("smtp_tls_session", Some(&*TLS), fuzzing::smtp_session_trace),
+    ];
+    for (target, tls, trace) in sessions {
         let dir = fuzz_dir().join("corpus").join(target);
         let mut inputs = files(&dir, |n| n.starts_with("seed-"));
         inputs.extend(files(&fuzz_dir().join("regressions").join(target), |_| {
@@ -180,9 +216,7 @@ fn show_session_seeds() {
             println!("==== {}", path.display());
             let data = fs::read(&path).expect("readable corpus file");
             let run = panic::catch_unwind(panic::AssertUnwindSafe(|| {
-                fuzzing::pop3_session_trace(Instant::now(), tls, &data, &mut |line| {
-                    println!("{line}")
-                })
+                trace(Instant::now(), tls, &data, &mut |line| println!("{line}"))
             }));
             if run.is_err() {
                 println!("==== FAILED");

@@ -9,7 +9,7 @@ use crate::io::RequestId;
 use crate::request::{Failure, Reply, Request};
 use crate::timer::Timer;
 
-/// At most this many abandoned BeginDelivery ids are remembered.
+/// Abandoned BeginDelivery ids remembered per session; at this many the session closes.
 const MAX_ORPHANS: usize = 8;
 
 impl SmtpSession {
@@ -36,11 +36,15 @@ impl SmtpSession {
                 self.reply(&reply::recipient_temporary(&address))
             }
             Some(Waiting::Begin { id, for_data }) => {
-                if self.orphans.len() >= MAX_ORPHANS {
-                    self.orphans.remove(0);
-                }
                 self.orphans.push(id);
                 self.begin_failed(for_data, failure);
+                if self.orphans.len() >= MAX_ORPHANS {
+                    // Forgetting an id would leave its file to the store's sweep; a store
+                    // this slow serves no one, so the session ends instead.
+                    let line = reply::store_unresponsive(&self.cfg.hostname);
+                    self.reply(&line);
+                    self.close();
+                }
             }
             Some(Waiting::Append { .. }) => self.append_failed(now, failure),
             Some(Waiting::Commit { plan, .. }) => self.on_committed(plan, Reply::Failed(failure)),

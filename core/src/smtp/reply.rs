@@ -225,6 +225,11 @@ pub(super) fn input_overflow(host: &str) -> String {
     format!("421 4.7.0 {host} Input buffer overflow, closing connection")
 }
 
+/// The store missed too many deadlines in one session (RFC 3463 X.3.0: mail system).
+pub(super) fn store_unresponsive(host: &str) -> String {
+    format!("421 4.3.0 {host} Storage is not responding, closing connection")
+}
+
 /// An LMTP listener refuses clients outside the trusted networks (RFC 2033 §5).
 pub(super) fn lmtp_untrusted(host: &str) -> String {
     format!("554 5.7.1 {host} LMTP is only for trusted networks")
