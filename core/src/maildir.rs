@@ -1,7 +1,8 @@
 //! Maildir naming rules (the Maildir convention and Maildir++ size fields): pure
 //! functions the store uses to create and read file names.
 //!
-//! A delivered file is `TIME.M<usec>P<pid>Q<counter>.<host>,S=<size>`, which is unique
+//! A delivered file is `TIME.M<usec>P<pid>Q<counter>.<host>,S=<size>` (microseconds
+//! zero-padded to six digits, so names of one second sort in delivery order), which is unique
 //! across hosts sharing one maildir (NFS) because the host name is part of it, and
 //! unique within a host because of pid and counter. Flags follow `:2,` in ASCII order.
 
@@ -28,7 +29,7 @@ impl UniqueName {
         let mut name = String::with_capacity(64);
         let _ = write!(
             name,
-            "{}.M{}P{}Q{}.{},S={}",
+            "{}.M{:06}P{}Q{}.{},S={}",
             self.seconds, self.micros, self.pid, self.counter, self.host, size
         );
         name
@@ -89,6 +90,28 @@ pub fn parse_name(name: &str) -> Option<ParsedName<'_>> {
     })
 }
 
+/// A key that sorts delivered names in arrival order: seconds, then microseconds, then
+/// the per-process counter of `SECONDS.M<usec>P<pid>Q<counter>.<host>` names. Names in
+/// other formats sort by their leading seconds, after all timed names if they have none;
+/// ties fall back to the name.
+pub fn arrival_key(unique: &str) -> (u64, u64, u64) {
+    fn number_after(text: &str, marker: char) -> (u64, &str) {
+        let Some(rest) = text.strip_prefix(marker) else {
+            return (0, text);
+        };
+        let end = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        (rest[..end].parse().unwrap_or(0), &rest[end..])
+    }
+    let (seconds, rest) = unique.split_once('.').unwrap_or((unique, ""));
+    let seconds = seconds.parse().unwrap_or(u64::MAX);
+    let (micros, rest) = number_after(rest, 'M');
+    let (_pid, rest) = number_after(rest, 'P');
+    let (counter, _) = number_after(rest, 'Q');
+    (seconds, micros, counter)
+}
+
 /// The POP3 UIDL of a message (RFC 1939 §7: 1 to 70 characters in 0x21..=0x7E).
 /// The unique name is used as is when it fits; otherwise a stable 64-bit FNV-1a hash of
 /// it, so the id never changes between sessions.
@@ -138,9 +161,9 @@ mod tests {
             host: sanitize_host("mx1.example.com"),
         }
         .file_name(4096);
-        assert_eq!(name, "1790000000.M42P77Q3.mx1.example.com,S=4096");
+        assert_eq!(name, "1790000000.M000042P77Q3.mx1.example.com,S=4096");
         let parsed = parse_name(&name).unwrap();
-        assert_eq!(parsed.unique, "1790000000.M42P77Q3.mx1.example.com");
+        assert_eq!(parsed.unique, "1790000000.M000042P77Q3.mx1.example.com");
         assert_eq!(parsed.size, Some(4096));
         assert_eq!(parsed.flags, "");
     }
@@ -157,6 +180,28 @@ mod tests {
         assert_eq!(with_flag("x:2,S", 'S'), "x:2,S");
         assert_eq!(parse_name(".hidden"), None);
         assert_eq!(parse_name(""), None);
+    }
+
+    #[test]
+    fn arrival_order_follows_time_then_counter() {
+        let mut names = vec![
+            "100.M99999P1Q3.h",
+            "100.M100000P1Q2.h",
+            "99.M5P1Q1.h",
+            "100.M99999P1Q10.h",
+            "other-tool-name",
+        ];
+        names.sort_by_key(|n| (arrival_key(n), n.to_string()));
+        assert_eq!(
+            names,
+            [
+                "99.M5P1Q1.h",
+                "100.M99999P1Q3.h",
+                "100.M99999P1Q10.h",
+                "100.M100000P1Q2.h",
+                "other-tool-name"
+            ]
+        );
     }
 
     #[test]

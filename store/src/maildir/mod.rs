@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tidegate_core::maildir::{parse_name, pop3_uid, sanitize_host};
+use tidegate_core::maildir::{arrival_key, parse_name, pop3_uid, sanitize_host};
 use tidegate_core::{Account, MessageInfo, MessageRef};
 
 pub use deliver::LfToCrlf;
@@ -202,11 +202,7 @@ impl MaildirStore {
                     uid: pop3_uid(parsed.unique),
                     size,
                 };
-                found.push((
-                    leading_seconds(parsed.unique),
-                    parsed.unique.to_owned(),
-                    info,
-                ));
+                found.push((arrival_key(parsed.unique), parsed.unique.to_owned(), info));
             }
         }
         found.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
@@ -274,11 +270,6 @@ fn split_ref(file: &MessageRef) -> Option<(Sub, &str)> {
 
 fn unique_of(name: &str) -> &str {
     parse_name(name).map_or(name, |p| p.unique)
-}
-
-fn leading_seconds(unique: &str) -> u64 {
-    let digits = unique.split('.').next().unwrap_or_default();
-    digits.parse().unwrap_or(u64::MAX)
 }
 
 /// Finds the message with this unique name in new/ or cur/, whatever its flags.
@@ -382,11 +373,5 @@ mod tests {
         ] {
             assert!(!ok(bad), "{bad}");
         }
-    }
-
-    #[test]
-    fn seconds_order_before_names() {
-        assert!(leading_seconds("99.x") < leading_seconds("100.x"));
-        assert_eq!(leading_seconds("junk"), u64::MAX);
     }
 }
