@@ -70,6 +70,7 @@ pub mod fuzzing;
 pub mod io;
 pub mod maildir;
 pub mod net;
+mod outbox;
 pub mod pop3;
 pub mod refusal;
 pub mod request;

@@ -45,7 +45,7 @@ impl Pop3Session {
             return self.reply(PLAINTEXT_REFUSED);
         }
         match mechanism.as_deref() {
-            None => self.out.extend_from_slice(b"+OK\r\nPLAIN\r\n.\r\n"),
+            None => self.io.out.extend_from_slice(b"+OK\r\nPLAIN\r\n.\r\n"),
             Some("PLAIN") => match initial {
                 // RFC 5034 §4: "=" is an empty initial response.
                 Some(response) => self.sasl_response(now, &response),

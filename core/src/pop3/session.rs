@@ -1,11 +1,11 @@
 //! The POP3 session state machine: buffering, dispatch, timers and the request cycle.
 
-use std::collections::VecDeque;
+use crate::outbox::Outbox;
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 use super::command::{self, Command, ParseError};
 use super::config::{ConnInfo, Pop3Config};
@@ -55,13 +55,9 @@ pub struct Pop3Session {
     pub(super) state: State,
     pub(super) waiting: Option<Waiting>,
     input: LineBuffer,
-    /// Reply bytes not yet handed out as a `Write`.
-    pub(super) out: BytesMut,
-    actions: VecDeque<Action>,
+    /// Replies, actions and request ids, in order.
+    pub(super) io: Outbox,
     pub(super) timers: TimerTable,
-    next_id: u64,
-    /// Bytes handed out since the shell last reported the client drained.
-    unflushed: usize,
     bad_commands: u32,
     pub(super) auth_failures: u32,
     /// The client will send nothing more; close once buffered commands are answered.
@@ -79,16 +75,17 @@ impl Pop3Session {
             secure,
             state: State::Authorization { user: None },
             waiting: None,
-            out: BytesMut::with_capacity(256),
-            actions: VecDeque::new(),
+            io: Outbox::new(),
             timers: TimerTable::default(),
-            next_id: 0,
-            unflushed: 0,
             bad_commands: 0,
             auth_failures: 0,
             peer_eof: false,
         };
-        let _ = write!(session.out, "+OK {} POP3 ready\r\n", session.cfg.hostname);
+        let _ = write!(
+            session.io.out,
+            "+OK {} POP3 ready\r\n",
+            session.cfg.hostname
+        );
         session
             .timers
             .set(Timer::Idle, now + session.cfg.idle_timeout);
@@ -102,35 +99,15 @@ impl Pop3Session {
 
     /// Appends one reply line (text without CRLF).
     pub(super) fn reply(&mut self, line: &str) {
-        self.out.extend_from_slice(line.as_bytes());
-        self.out.extend_from_slice(b"\r\n");
+        self.io.line(line);
     }
 
     /// Queues a request and arms its reply deadline.
     pub(super) fn request(&mut self, now: Instant, request: Request) -> RequestId {
-        self.next_id += 1;
-        let id = RequestId(self.next_id);
-        self.push_action(Action::Request { id, request });
+        let id = self.io.request(request);
         self.timers
             .set(Timer::StoreReply, now + self.cfg.store_timeout);
         id
-    }
-
-    /// Queues a non-write action after every reply byte produced so far.
-    pub(super) fn push_action(&mut self, action: Action) {
-        self.flush_out();
-        self.actions.push_back(action);
-    }
-
-    fn flush_out(&mut self) {
-        if !self.out.is_empty() {
-            let bytes = self.out.split().freeze();
-            self.unflushed += bytes.len();
-            self.actions.push_back(Action::Write {
-                to: Peer::Client,
-                bytes,
-            });
-        }
     }
 
     /// Queues the final flush and close; the state becomes [`State::Closed`] for good.
@@ -140,13 +117,13 @@ impl Pop3Session {
             self.waiting = None;
             self.timers = TimerTable::default();
             self.input.clear();
-            self.push_action(Action::Close { to: Peer::Client });
+            self.io.push(Action::Close { to: Peer::Client });
         }
     }
 
     /// True while handed-out output the client has not read exceeds the high-water mark.
     pub(super) fn output_blocked(&self) -> bool {
-        self.unflushed + self.out.len() >= self.cfg.limits.output_high_water
+        self.io.backlog() >= self.cfg.limits.output_high_water
     }
 
     /// Processes buffered command lines until one needs a request, output backs up, or
@@ -174,7 +151,7 @@ impl Pop3Session {
                 }
             }
         }
-        self.flush_out();
+        self.io.flush();
     }
 
     fn on_line(&mut self, now: Instant, line: Bytes) {
@@ -223,17 +200,18 @@ impl Pop3Session {
     }
 
     fn capa(&mut self) {
-        self.out.extend_from_slice(
+        self.io.out.extend_from_slice(
             b"+OK Capability list follows\r\nTOP\r\nUIDL\r\nRESP-CODES\r\nAUTH-RESP-CODE\r\nPIPELINING\r\n",
         );
         // RFC 2449 §5: capabilities of the AUTHORIZATION state are announced in both states.
         if self.login_allowed() {
-            self.out.extend_from_slice(b"USER\r\nSASL PLAIN\r\n");
+            self.io.out.extend_from_slice(b"USER\r\nSASL PLAIN\r\n");
         }
         if self.stls_available() {
-            self.out.extend_from_slice(b"STLS\r\n");
+            self.io.out.extend_from_slice(b"STLS\r\n");
         }
-        self.out
+        self.io
+            .out
             .extend_from_slice(b"IMPLEMENTATION tidegate\r\n.\r\n");
     }
 
@@ -256,7 +234,7 @@ impl Pop3Session {
             return self.reply(&format!("-ERR {why}"));
         }
         self.reply("+OK Begin TLS negotiation");
-        self.push_action(Action::StartTls { with: Peer::Client });
+        self.io.push(Action::StartTls { with: Peer::Client });
         // RFC 2595 §4: forget everything before TLS; pipelined plaintext after STLS is
         // discarded so it cannot be injected into the TLS session (CVE-2011-0411).
         self.input.clear();
@@ -355,11 +333,11 @@ impl Session for Pop3Session {
         while let Some(timer) = self.timers.take_expired(now) {
             self.on_timer(now, timer);
         }
-        self.flush_out();
+        self.io.flush();
     }
 
     fn handle_drained(&mut self, now: Instant, _to: Peer) {
-        self.unflushed = 0;
+        self.io.drained();
         if self.is_closed() {
             return;
         }
@@ -368,8 +346,7 @@ impl Session for Pop3Session {
     }
 
     fn poll_action(&mut self) -> Option<Action> {
-        self.flush_out();
-        self.actions.pop_front()
+        self.io.poll()
     }
 
     fn poll_timeout(&self) -> Option<Instant> {

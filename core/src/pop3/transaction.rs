@@ -134,7 +134,7 @@ impl Pop3Session {
                 out.extend_from_slice(b".\r\n");
             }
         }
-        self.out.extend_from_slice(&out);
+        self.io.out.extend_from_slice(&out);
     }
 
     pub(super) fn dele(&mut self, number: MessageNumber) {
@@ -225,10 +225,10 @@ impl Pop3Session {
             };
             self.reply(&line);
         }
-        streaming.stuffer.stuff(&bytes, &mut self.out);
+        streaming.stuffer.stuff(&bytes, &mut self.io.out);
         streaming.offset += bytes.len() as u64;
         if end || streaming.stuffer.is_done() {
-            streaming.stuffer.finish(&mut self.out);
+            streaming.stuffer.finish(&mut self.io.out);
             if let Some(mailbox) = self.mailbox_mut().filter(|_| !streaming.is_top) {
                 mailbox.retrieved[streaming.index] = true;
             }

@@ -50,7 +50,7 @@ impl SmtpSession {
             return self.bad_command(reply::STARTTLS_IN_TRANSACTION);
         }
         self.reply(reply::STARTTLS_GO);
-        self.push_action(Action::StartTls { with: Peer::Client });
+        self.io.push(Action::StartTls { with: Peer::Client });
         // RFC 3207 §4.2: forget what the client said before TLS. Pipelined plaintext
         // after STARTTLS is discarded so it cannot be injected into the TLS session
         // (CVE-2011-0411).

@@ -1,10 +1,10 @@
 //! The SMTP/LMTP session state machine: buffering, dispatch and the request cycle.
 
-use std::collections::VecDeque;
+use crate::outbox::Outbox;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 use super::auth::Sasl;
 use super::command::{self, Command, ParseError};
@@ -93,16 +93,13 @@ pub struct SmtpSession {
     /// The mail transaction, from MAIL until its end or RSET.
     pub(super) tx: Option<Envelope>,
     pub(super) input: LineBuffer,
-    out: BytesMut,
-    actions: VecDeque<Action>,
+    /// Replies, actions and request ids, in order.
+    pub(super) io: Outbox,
     pub(super) timers: TimerTable,
-    next_id: u64,
     /// Messages begun, for their ids.
     pub(super) messages: u64,
     /// BeginDelivery requests given up on: a late success is aborted at once.
     pub(super) orphans: Vec<RequestId>,
-    /// Bytes handed out since the shell last reported the client drained.
-    unflushed: usize,
     bad_commands: u32,
     pub(super) auth_failures: u32,
     /// The client will send nothing more; close once buffered input is handled.
@@ -154,13 +151,10 @@ impl SmtpSession {
             greeted: None,
             account: None,
             tx: None,
-            out: BytesMut::with_capacity(256),
-            actions: VecDeque::new(),
+            io: Outbox::new(),
             timers: TimerTable::default(),
-            next_id: 0,
             messages: 0,
             orphans: Vec::new(),
-            unflushed: 0,
             bad_commands: 0,
             auth_failures: 0,
             peer_eof: false,
@@ -178,13 +172,12 @@ impl SmtpSession {
 
     /// Appends one reply line (text without CRLF).
     pub(super) fn reply(&mut self, line: &str) {
-        self.out.extend_from_slice(line.as_bytes());
-        self.out.extend_from_slice(b"\r\n");
+        self.io.line(line);
     }
 
     /// Appends complete reply lines (CRLFs included).
     pub(super) fn reply_raw(&mut self, lines: &str) {
-        self.out.extend_from_slice(lines.as_bytes());
+        self.io.out.extend_from_slice(lines.as_bytes());
     }
 
     /// A reply to a bad command; too many of them end the session.
@@ -209,27 +202,7 @@ impl SmtpSession {
     /// Queues a request whose reply the session will not wait for (an abort on the way
     /// out); its reply is ignored by id.
     pub(super) fn fire(&mut self, request: Request) -> RequestId {
-        self.next_id += 1;
-        let id = RequestId(self.next_id);
-        self.push_action(Action::Request { id, request });
-        id
-    }
-
-    /// Queues a non-write action after every reply byte produced so far.
-    pub(super) fn push_action(&mut self, action: Action) {
-        self.flush_out();
-        self.actions.push_back(action);
-    }
-
-    fn flush_out(&mut self) {
-        if !self.out.is_empty() {
-            let bytes = self.out.split().freeze();
-            self.unflushed += bytes.len();
-            self.actions.push_back(Action::Write {
-                to: Peer::Client,
-                bytes,
-            });
-        }
+        self.io.request(request)
     }
 
     /// Queues the final flush and close; the phase becomes [`Phase::Closed`] for good.
@@ -250,12 +223,12 @@ impl SmtpSession {
         self.waiting = None;
         self.timers = TimerTable::default();
         self.input.clear();
-        self.push_action(Action::Close { to: Peer::Client });
+        self.io.push(Action::Close { to: Peer::Client });
     }
 
     /// True while handed-out output the client has not read exceeds the high-water mark.
     fn output_blocked(&self) -> bool {
-        self.unflushed + self.out.len() >= self.cfg.limits.output_high_water
+        self.io.backlog() >= self.cfg.limits.output_high_water
     }
 
     /// Wall-clock time at `now`: the accept time plus the monotonic time since.
@@ -286,7 +259,7 @@ impl SmtpSession {
                 break;
             }
         }
-        self.flush_out();
+        self.io.flush();
     }
 
     fn next_line(&mut self, now: Instant) -> bool {
@@ -389,7 +362,7 @@ impl Session for SmtpSession {
         }
         if self.waiting.as_ref().and_then(Waiting::request_id) != Some(id) {
             self.stray_reply(id, reply);
-            self.flush_out();
+            self.io.flush();
             return;
         }
         self.timers.stop(Timer::StoreReply);
@@ -409,19 +382,18 @@ impl Session for SmtpSession {
         while let Some(timer) = self.timers.take_expired(now) {
             self.on_timer(now, timer);
         }
-        self.flush_out();
+        self.io.flush();
     }
 
     fn handle_drained(&mut self, now: Instant, _to: Peer) {
-        self.unflushed = 0;
+        self.io.drained();
         if !self.is_closed() {
             self.resume(now);
         }
     }
 
     fn poll_action(&mut self) -> Option<Action> {
-        self.flush_out();
-        self.actions.pop_front()
+        self.io.poll()
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
