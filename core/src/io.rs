@@ -2,7 +2,8 @@
 //!
 //! See the crate documentation for the run loop a shell implements.
 
-use std::time::Instant;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -56,9 +57,35 @@ pub enum Action {
         with: Peer,
     },
     /// Flush what was written, then close the connection. Nothing follows for that peer.
+    /// Closing a peer whose [`Action::Connect`] has not completed cancels the attempt.
     Close {
         /// Connection to close.
         to: Peer,
+    },
+    /// Open a TCP connection to `addr` for `to` (a proxy's [`Peer::Backend`]). The shell
+    /// answers with exactly one [`Session::handle_connected`]. The session owns the
+    /// connect deadline: on timeout it emits [`Action::Close`] for the peer.
+    Connect {
+        /// Which connection this becomes.
+        to: Peer,
+        /// Where to connect.
+        addr: SocketAddr,
+        /// Local address to bind first (several source addresses let one front-end open
+        /// more than 64k connections to one back-end); `None` lets the kernel choose.
+        source: Option<IpAddr>,
+    },
+    /// Hand both connections over to the shell: write `to_client` to the client and
+    /// `to_backend` to the back-end (bytes the session had read but not yet relayed),
+    /// then copy bytes both ways with bounded buffers until both sides are closed,
+    /// passing a half-close on. The session is finished: the shell drops it. Only
+    /// emitted when neither leg carries TLS the session terminates.
+    Splice {
+        /// Bytes for the client before the copying starts.
+        to_client: Bytes,
+        /// Bytes for the back-end before the copying starts.
+        to_backend: Bytes,
+        /// Close both connections when neither has carried a byte for this long.
+        idle_timeout: Duration,
     },
 }
 
@@ -90,6 +117,13 @@ pub trait Session {
     /// (its buffer is full, a request is outstanding with input queued, or output
     /// is waiting for the client to read).
     fn wants_read(&self, from: Peer) -> bool;
+
+    /// The outcome of an [`Action::Connect`]: `Ok` once the connection is established,
+    /// `Err` with the reason (for the log) when it could not be. Sessions that never
+    /// connect anywhere keep the default, which ignores it.
+    fn handle_connected(&mut self, now: Instant, to: Peer, result: Result<(), String>) {
+        let _ = (now, to, result);
+    }
 }
 
 /// The most bytes a shell passes to one [`Session::handle_input`] call.
@@ -122,5 +156,8 @@ impl<S: Session + ?Sized> Session for Box<S> {
     }
     fn wants_read(&self, from: Peer) -> bool {
         (**self).wants_read(from)
+    }
+    fn handle_connected(&mut self, now: Instant, to: Peer, result: Result<(), String>) {
+        (**self).handle_connected(now, to, result)
     }
 }

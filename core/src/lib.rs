@@ -58,6 +58,8 @@
 //!         }
 //!         Action::Close { .. } => break, // flush, then close the socket
 //!         Action::StartTls { .. } => unreachable!("consumed by tls::Secured"),
+//!         // Only proxy front-ends open back-end connections.
+//!         Action::Connect { .. } | Action::Splice { .. } => unreachable!(),
 //!     }
 //! }
 //! assert!(sent.starts_with(b"+OK"));
@@ -78,10 +80,12 @@ pub mod secret;
 pub mod smtp;
 pub mod timer;
 pub mod tls;
+pub mod user;
 pub mod wire;
 
 pub use io::{Action, MAX_READ, Peer, RequestId, Session};
 pub use request::{
-    Account, DeliveryId, Failure, MessageInfo, MessageRef, RecipientCheck, Reply, Request,
+    Account, Backend, DeliveryId, Failure, MessageInfo, MessageRef, RecipientCheck, Reply, Request,
+    Route, Service,
 };
 pub use secret::Secret;

@@ -4,11 +4,12 @@
 //! [`Request`] to the store (a worker thread, a blocking task) and feeds the answer back
 //! with [`crate::Session::handle_reply`]. Each request has exactly one reply.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use bytes::Bytes;
 
 use crate::secret::Secret;
+use crate::user::{AuthOutcome, Lookup};
 
 /// A mailbox owner: the canonical address (`local@domain`) returned by authentication.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -48,6 +49,42 @@ pub struct MessageInfo {
     pub uid: String,
     /// Size in octets as stored (CRLF line ends).
     pub size: u64,
+}
+
+/// The protocols a user can be routed for (design.md `[proxy] backend_ports`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Service {
+    /// POP3 (RFC 1939).
+    Pop3,
+    /// IMAP (RFC 3501).
+    Imap,
+    /// Message submission (RFC 6409).
+    Submission,
+    /// LMTP delivery from a front-end (RFC 2033).
+    Lmtp,
+}
+
+/// A back-end a proxy front-end connects to for one user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backend {
+    /// The host name as the user database gave it (`tohost`, or `default_host`), for logs.
+    pub host: String,
+    /// Its addresses with the service's port, in the order to try them.
+    pub addrs: Vec<SocketAddr>,
+}
+
+/// Where a proxy front-end sends a user (design.md §1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// Serve the user on this node: its `tohost` names this node.
+    Local(Account),
+    /// Relay the user's connection to a back-end, logging in there as `account`.
+    Remote {
+        /// The canonical account name to log in with.
+        account: Account,
+        /// Where the account lives.
+        backend: Backend,
+    },
 }
 
 /// Something a session needs done outside the core.
@@ -133,6 +170,34 @@ pub enum Request {
         /// The message.
         delivery: DeliveryId,
     },
+    /// Proxy mode: check a password and decide where the user is served. Answered by
+    /// [`Reply::Routed`], or [`Reply::Failed`] with [`Failure::Denied`],
+    /// [`Failure::Disabled`] or [`Failure::Temporary`].
+    Route {
+        /// The name the client gave (not yet normalised).
+        user: String,
+        /// The password.
+        password: Secret,
+        /// The client's address, for logging and login penalties.
+        client: IpAddr,
+        /// The protocol, which picks the back-end port.
+        service: Service,
+    },
+    /// Look a user up without a password (authd `LOOKUP`). Answered by [`Reply::User`].
+    LookupUser {
+        /// The address (not yet normalised).
+        address: String,
+    },
+    /// Check a password and return the user's record (authd `VERIFY`). Answered by
+    /// [`Reply::Verified`].
+    VerifyUser {
+        /// The name the client gave (not yet normalised).
+        user: String,
+        /// The password.
+        password: Secret,
+        /// The address of the end client on whose behalf the check is made.
+        client: IpAddr,
+    },
 }
 
 /// The answer to one [`Request`].
@@ -160,6 +225,12 @@ pub enum Reply {
     Delivered(Vec<Result<(), Failure>>),
     /// The request failed.
     Failed(Failure),
+    /// Where to serve a user: [`Request::Route`].
+    Routed(Route),
+    /// The answer to [`Request::LookupUser`].
+    User(Lookup),
+    /// The answer to [`Request::VerifyUser`].
+    Verified(AuthOutcome),
 }
 
 /// Why a request failed. Each protocol maps these to its own reply codes.

@@ -147,6 +147,8 @@ impl<S: Session> Secured<S> {
                 }
             },
             Action::StartTls { with: Peer::Client } => self.start_tls(),
+            // Raw bytes cannot be spliced past a TLS session that ends here.
+            Action::Splice { .. } if self.tls.is_some() => self.fail(),
             Action::Close { to: Peer::Client } => {
                 if let Some(tls) = self.tls.as_mut() {
                     tls.send_close_notify();
@@ -191,7 +193,8 @@ impl<S: Session> Session for Secured<S> {
         if self.failed {
             return;
         }
-        let Some(tls) = self.tls.as_mut() else {
+        // Only the client leg is secured here; a proxy's back-end leg has its own TLS.
+        let Some(tls) = self.tls.as_mut().filter(|_| from == Peer::Client) else {
             return self.inner.handle_input(now, from, bytes);
         };
         let mut plain = [0u8; MAX_READ];
@@ -219,7 +222,9 @@ impl<S: Session> Session for Secured<S> {
 
     fn handle_eof(&mut self, now: Instant, from: Peer) {
         self.last_now = Some(now);
-        self.pending_plain.clear();
+        if from == Peer::Client {
+            self.pending_plain.clear();
+        }
         self.inner.handle_eof(now, from)
     }
 
@@ -262,6 +267,13 @@ impl<S: Session> Session for Secured<S> {
     }
 
     fn wants_read(&self, from: Peer) -> bool {
-        !self.failed && self.pending_plain.is_empty() && self.inner.wants_read(from)
+        let drained = from != Peer::Client || self.pending_plain.is_empty();
+        !self.failed && drained && self.inner.wants_read(from)
+    }
+
+    fn handle_connected(&mut self, now: Instant, to: Peer, result: Result<(), String>) {
+        self.last_now = Some(now);
+        self.inner.handle_connected(now, to, result);
+        self.feed_pending(now);
     }
 }

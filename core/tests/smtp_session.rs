@@ -205,6 +205,7 @@ impl<S: Session> Client<S> {
                     }
                     Action::Close { .. } => self.closed = true,
                     Action::StartTls { .. } => self.starttls = true,
+                    other => panic!("an SMTP session never asks for {other:?}"),
                 }
             }
             match replies.pop_front() {
@@ -892,6 +893,7 @@ fn pump(tls: &mut ClientConnection, c: &mut Client<Secured<SmtpSession>>) -> Str
                     }
                     Action::Close { .. } => c.closed = true,
                     Action::StartTls { .. } => panic!("consumed by Secured"),
+                    other => panic!("an SMTP session never asks for {other:?}"),
                 }
             }
             match replies.pop_front() {

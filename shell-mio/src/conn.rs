@@ -297,7 +297,9 @@ impl Conn {
             }
             | Action::Close {
                 to: Peer::Backend, ..
-            } => {
+            }
+            | Action::Connect { .. }
+            | Action::Splice { .. } => {
                 log::error!(
                     "{}: server session addressed a back-end; closing",
                     self.peer

@@ -330,7 +330,9 @@ impl Conn {
                 Action::Write {
                     to: Peer::Backend, ..
                 }
-                | Action::Close { to: Peer::Backend } => {
+                | Action::Close { to: Peer::Backend }
+                | Action::Connect { .. }
+                | Action::Splice { .. } => {
                     log::error!(
                         "{}: this shell has no back-end connections; closing",
                         self.peer

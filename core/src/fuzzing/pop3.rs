@@ -691,6 +691,9 @@ impl<'log, S: Driven> SessionHarness<'log, S> {
                 assert_eq!(*to, Peer::Client);
                 self.closed = true;
             }
+            Action::Connect { .. } | Action::Splice { .. } => {
+                panic!("a POP3 server session never connects anywhere: {action:?}")
+            }
         }
     }
 

@@ -1512,6 +1512,9 @@ impl<'log, S: SmtpDriven> SmtpHarness<'log, S> {
                     self.unanswered.push(pending);
                 }
             }
+            Action::Connect { .. } | Action::Splice { .. } => {
+                panic!("an SMTP server session never connects anywhere: {action:?}")
+            }
         }
     }
 

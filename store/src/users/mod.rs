@@ -16,17 +16,7 @@ use std::io;
 pub use edit::{add_user, delete_user, list_users, set_password};
 pub use file::UsersFile;
 pub use table::{UserRecord, UserTable, UsersFileError};
-
-/// The canonical form of an address, used for every lookup and stored in the file:
-/// surrounding whitespace removed and everything lowercased.
-///
-/// The domain is case-insensitive (RFC 5321 §2.4). The local part is lowercased too, for
-/// now: RFC 5321 lets servers treat it case-sensitively, but in practice users type
-/// their address in any case and expect it to work. A server that needs case-sensitive
-/// local parts must change this one function.
-pub fn normalize_address(address: &str) -> String {
-    address.trim().to_lowercase()
-}
+pub use tidegate_core::user::normalize_address;
 
 /// Why loading or editing a users file failed.
 #[derive(Debug)]

@@ -3,6 +3,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 
+pub use tidegate_core::user::UserRecord;
+
 use crate::maildir::split_address;
 use crate::password::{self, Params, Scheme};
 
@@ -24,58 +26,6 @@ impl fmt::Display for UsersFileError {
 }
 
 impl std::error::Error for UsersFileError {}
-
-/// One user of the users file. `Debug` does not show the password.
-#[derive(Clone, PartialEq, Eq)]
-pub struct UserRecord {
-    /// The normalised address ([`normalize_address`]): the account name.
-    pub address: String,
-    /// The stored password, `{SCHEME}DATA` (see [`crate::password`]).
-    pub password: String,
-    /// The `KEY=VALUE` fields (keys lowercased); a bare `KEY` has an empty value.
-    pub fields: BTreeMap<String, String>,
-}
-
-impl fmt::Debug for UserRecord {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("UserRecord")
-            .field("address", &self.address)
-            .field("password", &"..")
-            .field("fields", &self.fields)
-            .finish()
-    }
-}
-
-impl UserRecord {
-    /// `tohost=HOST`: the back-end that owns this user (proxy mode).
-    pub fn tohost(&self) -> Option<&str> {
-        self.fields.get("tohost").map(String::as_str)
-    }
-
-    /// `nologin`: the account exists but may not log in.
-    pub fn nologin(&self) -> bool {
-        self.fields.contains_key("nologin")
-    }
-
-    /// `quota=BYTES`: the mailbox size limit.
-    pub fn quota(&self) -> Option<u64> {
-        self.fields.get("quota").and_then(|q| q.parse().ok())
-    }
-
-    /// The record as a users file line (without a line end).
-    pub fn to_line(&self) -> String {
-        let mut line = format!("{} {}", self.address, self.password);
-        for (key, value) in &self.fields {
-            line.push(' ');
-            line.push_str(key);
-            if !value.is_empty() {
-                line.push('=');
-                line.push_str(value);
-            }
-        }
-        line
-    }
-}
 
 /// A parsed users file: users by normalised address, and the local domains.
 #[derive(Debug, Default, Clone)]
