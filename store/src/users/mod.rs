@@ -6,6 +6,7 @@
 //! [`list_users`] edit a file for `tidegate user …`, atomically and keeping every other
 //! line as it was.
 
+mod directory;
 mod edit;
 mod file;
 mod table;
@@ -13,6 +14,7 @@ mod table;
 use std::fmt;
 use std::io;
 
+pub use directory::UserDirectory;
 pub use edit::{add_user, delete_user, list_users, set_password};
 pub use file::UsersFile;
 pub use table::{UserRecord, UserTable, UsersFileError};

@@ -1,0 +1,25 @@
+//! The interface every user database backend implements: the users file, the authd
+//! client, LDAP. The executors (local store, proxy router, authd server) only see this.
+
+use std::fmt;
+use std::net::IpAddr;
+
+use tidegate_core::user::{AuthOutcome, Lookup};
+
+/// A user database. Calls block (disk, network) and run on worker threads; every call
+/// answers, mapping an unreachable database to `TempFail`.
+pub trait UserDirectory: Send + Sync + fmt::Debug + 'static {
+    /// Who is `address` (normalised by the directory)?
+    fn lookup(&self, address: &str) -> Lookup;
+
+    /// Is `password` the password of `user`? An unknown user and a wrong password give
+    /// [`AuthOutcome::Denied`] after the same work; `nologin` is only revealed to someone
+    /// who knows the password. `client` is for logging.
+    fn verify(&self, user: &str, password: &[u8], client: IpAddr) -> AuthOutcome;
+
+    /// Re-reads the database's source now (`tidegate ctl reload`, SIGHUP). Backends
+    /// without local state return `Ok`. On error the old state stays in use.
+    fn reload(&self) -> Result<(), String> {
+        Ok(())
+    }
+}
