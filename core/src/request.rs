@@ -239,6 +239,10 @@ pub enum Reply {
 pub enum Failure {
     /// Unknown user or wrong password: the two are indistinguishable on purpose.
     Denied,
+    /// Like [`Failure::Denied`], and the client's address has failed to log in often
+    /// recently (the login penalty): the session answers as for `Denied`, but no earlier
+    /// than this long after the attempt.
+    Throttled(std::time::Duration),
     /// The account exists but may not log in (`nologin`).
     Disabled,
     /// The message or mailbox no longer exists (another session deleted it).

@@ -101,12 +101,19 @@ impl Pop3Session {
                 );
                 self.waiting = Some(Waiting::Listing { id, account });
             }
-            Reply::Failed(Failure::Denied) => {
+            Reply::Failed(failure @ (Failure::Denied | Failure::Throttled(_))) => {
                 self.auth_failures += 1;
                 let close_after = self.auth_failures >= self.cfg.limits.max_auth_failures;
                 self.waiting = Some(Waiting::AuthDelay { close_after });
-                self.timers
-                    .set(Timer::AuthDelay, now + self.cfg.auth_failure_delay);
+                let delay = match failure {
+                    Failure::Throttled(penalty) => penalty.max(self.cfg.auth_failure_delay),
+                    _ => self.cfg.auth_failure_delay,
+                };
+                let at = now.checked_add(delay);
+                self.timers.set(
+                    Timer::AuthDelay,
+                    at.unwrap_or(now + self.cfg.auth_failure_delay),
+                );
             }
             Reply::Failed(Failure::Disabled) => {
                 self.reply("-ERR [AUTH] Login is disabled for this account")

@@ -143,11 +143,16 @@ impl SmtpSession {
                 self.reply(reply::AUTH_OK);
             }
             // A disabled account is answered like a wrong password: nothing is disclosed.
-            Reply::Failed(Failure::Denied | Failure::Disabled) => {
+            Reply::Failed(
+                failure @ (Failure::Denied | Failure::Disabled | Failure::Throttled(_)),
+            ) => {
                 self.auth_failures += 1;
                 let close_after = self.auth_failures >= self.cfg.limits.max_auth_failures;
                 self.waiting = Some(Waiting::AuthDelay { close_after });
-                let delay = failure_delay(self.cfg.auth_failure_delay, self.auth_failures);
+                let mut delay = failure_delay(self.cfg.auth_failure_delay, self.auth_failures);
+                if let Failure::Throttled(penalty) = failure {
+                    delay = delay.max(penalty);
+                }
                 let at = now.checked_add(delay);
                 self.timers.set(
                     Timer::AuthDelay,
