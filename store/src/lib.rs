@@ -8,12 +8,14 @@
 
 pub mod local;
 pub mod maildir;
+pub mod node;
 pub mod password;
+pub mod router;
 pub mod service;
 pub mod tls;
 pub mod users;
 
 pub use local::LocalStore;
 pub use maildir::{MaildirStore, StoreError};
-pub use service::{Executor, Listener, Listeners, ServerSpec, SessionFactory, Shutdown};
+pub use service::{Accept, Executor, Listener, Listeners, ServerSpec, SessionFactory, Shutdown};
 pub use users::{UserRecord, UserTable, UsersFile};

@@ -118,6 +118,22 @@ pub enum Listener {
     Pop3(tidegate_core::pop3::Pop3Listener),
     /// SMTP (inbound or submission) or LMTP, with optional STARTTLS.
     Smtp(tidegate_core::smtp::SmtpListener),
+    /// Any other kind of session (IMAP, proxy front-ends, authd).
+    Custom(Arc<dyn Accept>),
+}
+
+/// A kind of listener: makes the session for each connection it accepts.
+pub trait Accept: Send + Sync + 'static {
+    /// The session for a connection from `peer`.
+    fn open(&self, peer: SocketAddr, now: Instant) -> BoxedSession;
+    /// A session that tells the client the server is full and closes.
+    fn busy(&self, peer: SocketAddr, now: Instant) -> BoxedSession;
+}
+
+impl std::fmt::Debug for dyn Accept {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Accept")
+    }
 }
 
 /// A [`SessionFactory`] for a list of listeners, indexed like `ServerSpec::listeners`.
@@ -129,14 +145,16 @@ impl SessionFactory for Listeners {
         match self.0.get(listener) {
             Some(Listener::Pop3(pop3)) => pop3.open(peer, now),
             Some(Listener::Smtp(smtp)) => smtp.open(peer, std::time::SystemTime::now(), now),
+            Some(Listener::Custom(accept)) => accept.open(peer, now),
             None => Box::new(tidegate_core::refusal::Refusal::new(b"")),
         }
     }
 
-    fn busy(&self, listener: usize, _peer: SocketAddr, _now: Instant) -> BoxedSession {
+    fn busy(&self, listener: usize, peer: SocketAddr, now: Instant) -> BoxedSession {
         match self.0.get(listener) {
             Some(Listener::Pop3(pop3)) => pop3.busy(),
             Some(Listener::Smtp(smtp)) => smtp.busy(),
+            Some(Listener::Custom(accept)) => accept.busy(peer, now),
             None => Box::new(tidegate_core::refusal::Refusal::new(b"")),
         }
     }

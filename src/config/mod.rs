@@ -7,6 +7,10 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use tidegate_core::net::{Cidr, PlaintextAuth};
 
+mod proxy;
+
+pub use proxy::Proxy;
+
 /// The whole config file.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -32,9 +36,12 @@ pub struct Config {
     /// TLS certificate and the plaintext-login policy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<Tls>,
-    /// Networks trusted for plaintext login (and, later, client-address forwarding).
+    /// Networks trusted for plaintext login and client-address forwarding.
     #[serde(default)]
     pub trust: Trust,
+    /// Front-end (proxy) mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<Proxy>,
     /// Process settings.
     #[serde(default)]
     pub server: Server,
@@ -230,7 +237,7 @@ impl Default for Server {
 
 /// Sections of the contract that later versions implement; naming one is an error
 /// rather than a silently ignored listener.
-const NOT_YET: &[&str] = &["imap", "proxy", "authd", "relay", "control", "metrics"];
+const NOT_YET: &[&str] = &["imap", "authd", "relay", "control", "metrics"];
 
 impl Config {
     /// Parses and validates config text. Relative paths are resolved against `base`
@@ -264,6 +271,9 @@ impl Config {
         fix(&mut self.storage.mailbox_path);
         fix(&mut self.storage.workarea);
         fix(&mut self.users.file);
+        if let Some(ca) = self.proxy.as_mut().and_then(|p| p.backend_ca.as_mut()) {
+            fix(ca);
+        }
         if let Some(tls) = self.tls.as_mut() {
             tls.cert.as_mut().map(fix);
             tls.key.as_mut().map(fix);
@@ -305,6 +315,9 @@ impl Config {
             return Err("smtp.max_message_size must be at least 1024 bytes".into());
         }
         self.plaintext_auth()?;
+        if let Some(proxy) = &self.proxy {
+            proxy.validate()?;
+        }
         if self.server.max_connections == 0 {
             return Err("server.max_connections must be at least 1".into());
         }
@@ -392,5 +405,29 @@ mod tests {
         assert!(Config::parse("[trust]\nnetworks = [\"10.0.0.0/99\"]\n", Path::new(".")).is_err());
         assert!(Config::parse("[tls]\ncert = \"c.pem\"\n", Path::new(".")).is_err());
         assert!(Config::parse("[pop3]\nidle_timeout_secs = 5\n", Path::new(".")).is_err());
+    }
+
+    #[test]
+    fn proxy_section_gets_defaults_and_checks_its_values() {
+        let config = Config::parse(
+            "[proxy]\ndefault_host = \"127.0.0.2\"\nbackend_ports = { pop3 = 1110 }\n",
+            Path::new("."),
+        )
+        .unwrap();
+        let proxy = config.proxy.unwrap();
+        assert!(proxy.enabled);
+        assert_eq!(proxy.default_host.as_deref(), Some("127.0.0.2"));
+        assert_eq!(proxy.backend_ports.pop3, 1110);
+        assert_eq!(proxy.backend_ports.imap, 143);
+        assert_eq!(proxy.client_address, "proxy-v2");
+        for bad in [
+            "backend_tls = \"maybe\"",
+            "client_address = \"header\"",
+            "max_hops = 0",
+            "backend_port = {}",
+        ] {
+            let err = Config::parse(&format!("[proxy]\n{bad}\n"), Path::new(".")).unwrap_err();
+            assert!(err.contains(bad.split(' ').next().unwrap()), "{bad}: {err}");
+        }
     }
 }

@@ -1,0 +1,353 @@
+//! Where a proxy front-end sends each user (design.md §1, `[proxy]`): the host side of
+//! [`Request::Route`].
+//!
+//! The user database checks the password; the user's `tohost` field names the back-end,
+//! else `default_host` does (so a single server becomes a cluster without touching any
+//! account), else the login is refused. A `tohost` that names this node means "serve
+//! locally". Back-end names are resolved here (DNS is I/O, so not in core), with the
+//! protocol's port from `backend_ports`. A back-end that failed recently is skipped for
+//! a while (the circuit breaker), so one dead back-end does not slow every login.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tidegate_core::user::{AuthOutcome, UserRecord};
+use tidegate_core::{Account, Backend, Failure, Reply, Route, Service};
+
+use crate::users::UserDirectory;
+
+/// The back-end port of each protocol (`[proxy] backend_ports`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BackendPorts {
+    /// POP3, default 110.
+    pub pop3: u16,
+    /// IMAP, default 143.
+    pub imap: u16,
+    /// Submission, default 587.
+    pub submission: u16,
+    /// LMTP, default 24.
+    pub lmtp: u16,
+}
+
+impl Default for BackendPorts {
+    fn default() -> Self {
+        BackendPorts {
+            pop3: 110,
+            imap: 143,
+            submission: 587,
+            lmtp: 24,
+        }
+    }
+}
+
+impl BackendPorts {
+    /// The port for `service`.
+    pub fn port(&self, service: Service) -> u16 {
+        match service {
+            Service::Pop3 => self.pop3,
+            Service::Imap => self.imap,
+            Service::Submission => self.submission,
+            Service::Lmtp => self.lmtp,
+        }
+    }
+}
+
+/// Routing rules of one front-end.
+#[derive(Debug, Clone, Default)]
+pub struct RouterConfig {
+    /// The back-end of users without `tohost` (SurgeMail's `g_proxy_default`); `None`
+    /// refuses them.
+    pub default_host: Option<String>,
+    /// Ports per protocol.
+    pub ports: BackendPorts,
+    /// Names and addresses that mean this node: a `tohost` equal to one of them is
+    /// served locally.
+    pub local_names: Vec<String>,
+    /// How long a back-end that failed is skipped (0: never skipped).
+    pub down_for: Duration,
+}
+
+/// What a user's record says about where to serve them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostChoice {
+    /// This node.
+    Local,
+    /// The named back-end.
+    Remote(String),
+    /// Nowhere: no `tohost` and no default.
+    Unroutable,
+}
+
+/// The routing rule: `tohost`, else `default_host`; a name of this node means local.
+pub fn choose_host(record: &UserRecord, config: &RouterConfig) -> HostChoice {
+    let host = record.tohost().or(config.default_host.as_deref());
+    match host {
+        None => HostChoice::Unroutable,
+        Some(host) if is_local(host, &config.local_names) => HostChoice::Local,
+        Some(host) => HostChoice::Remote(host.to_owned()),
+    }
+}
+
+fn is_local(host: &str, local_names: &[String]) -> bool {
+    local_names
+        .iter()
+        .any(|name| name.eq_ignore_ascii_case(host))
+}
+
+/// The host side of proxy routing: password check, host choice, resolution, breaker.
+#[derive(Debug)]
+pub struct Router {
+    directory: Arc<dyn UserDirectory>,
+    config: RouterConfig,
+    down: Mutex<HashMap<SocketAddr, Instant>>,
+}
+
+/// The most back-ends remembered as down; more are forgotten oldest first (a bound on
+/// memory when a misconfiguration names many hosts).
+const MAX_DOWN: usize = 4096;
+
+impl Router {
+    /// A router over a user database.
+    pub fn new(directory: Arc<dyn UserDirectory>, config: RouterConfig) -> Router {
+        Router {
+            directory,
+            config,
+            down: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The user database.
+    pub fn directory(&self) -> &Arc<dyn UserDirectory> {
+        &self.directory
+    }
+
+    /// Answers [`tidegate_core::Request::Route`].
+    pub fn route(&self, user: &str, password: &[u8], client: IpAddr, service: Service) -> Reply {
+        let record = match self.directory.verify(user, password, client) {
+            AuthOutcome::Accepted(record) => record,
+            AuthOutcome::Denied => return Reply::Failed(Failure::Denied),
+            AuthOutcome::Disabled => return Reply::Failed(Failure::Disabled),
+            AuthOutcome::TempFail(reason) => {
+                log::warn!("route for {user:?} from {client}: user database: {reason}");
+                return Reply::Failed(Failure::Temporary("user database unavailable".into()));
+            }
+        };
+        let account = Account(record.address.clone());
+        let host = match choose_host(&record, &self.config) {
+            HostChoice::Local => return Reply::Routed(Route::Local(account)),
+            HostChoice::Remote(host) => host,
+            HostChoice::Unroutable => {
+                log::warn!(
+                    "route for {} from {client}: no tohost and no [proxy] default_host",
+                    record.address
+                );
+                return Reply::Failed(Failure::Temporary("no server for this account".into()));
+            }
+        };
+        let port = self.config.ports.port(service);
+        let addrs = match resolve(&host, port) {
+            Ok(addrs) if !addrs.is_empty() => addrs,
+            Ok(_) | Err(_) => {
+                log::error!(
+                    "route for {}: cannot resolve back-end {host:?}",
+                    record.address
+                );
+                return Reply::Failed(Failure::Temporary("server unavailable".into()));
+            }
+        };
+        let addrs = self.without_down(addrs);
+        if addrs.is_empty() {
+            log::warn!(
+                "route for {}: back-end {host} is marked down",
+                record.address
+            );
+            return Reply::Failed(Failure::Temporary("server unavailable".into()));
+        }
+        log::info!(
+            "route {} from {client}: {service:?} -> {host} ({})",
+            record.address,
+            addrs[0]
+        );
+        Reply::Routed(Route::Remote {
+            account,
+            backend: Backend { host, addrs },
+        })
+    }
+
+    /// The circuit breaker: `addr` failed (refused, timed out); skip it for
+    /// `down_for`.
+    pub fn mark_down(&self, addr: SocketAddr, now: Instant) {
+        if self.config.down_for.is_zero() {
+            return;
+        }
+        let Ok(mut down) = self.down.lock() else {
+            return;
+        };
+        if down.len() >= MAX_DOWN {
+            down.retain(|_, until| *until > now);
+            if down.len() >= MAX_DOWN
+                && let Some(oldest) = down
+                    .iter()
+                    .min_by_key(|(_, until)| **until)
+                    .map(|(a, _)| *a)
+            {
+                down.remove(&oldest);
+            }
+        }
+        log::warn!(
+            "back-end {addr} marked down for {} s",
+            self.config.down_for.as_secs()
+        );
+        down.insert(addr, now + self.config.down_for);
+    }
+
+    fn without_down(&self, addrs: Vec<SocketAddr>) -> Vec<SocketAddr> {
+        let Ok(mut down) = self.down.lock() else {
+            return addrs;
+        };
+        if down.is_empty() {
+            return addrs;
+        }
+        let now = Instant::now();
+        down.retain(|_, until| *until > now);
+        addrs
+            .into_iter()
+            .filter(|addr| !down.contains_key(addr))
+            .collect()
+    }
+}
+
+/// Resolves `host` (a name, an IPv4 address or an IPv6 address with or without
+/// brackets) with `port`.
+fn resolve(host: &str, port: u16) -> std::io::Result<Vec<SocketAddr>> {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = bare.parse::<IpAddr>() {
+        return Ok(vec![SocketAddr::new(ip, port)]);
+    }
+    Ok((bare, port).to_socket_addrs()?.collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tidegate_core::user::Lookup;
+
+    #[derive(Debug)]
+    struct OneUser(UserRecord);
+
+    impl UserDirectory for OneUser {
+        fn lookup(&self, _address: &str) -> Lookup {
+            Lookup::Found(self.0.clone())
+        }
+        fn verify(&self, user: &str, password: &[u8], _client: IpAddr) -> AuthOutcome {
+            if user == self.0.address && password == b"right" {
+                AuthOutcome::Accepted(self.0.clone())
+            } else {
+                AuthOutcome::Denied
+            }
+        }
+    }
+
+    fn router(tohost: Option<&str>, config: RouterConfig) -> Router {
+        let mut user = UserRecord::new("alice@example.com");
+        if let Some(host) = tohost {
+            user.fields.insert("tohost".into(), host.into());
+        }
+        Router::new(Arc::new(OneUser(user)), config)
+    }
+
+    fn client() -> IpAddr {
+        IpAddr::from([192, 0, 2, 7])
+    }
+
+    #[test]
+    fn tohost_wins_over_default_and_gets_the_service_port() {
+        let config = RouterConfig {
+            default_host: Some("127.0.0.9".into()),
+            ..RouterConfig::default()
+        };
+        let reply = router(Some("127.0.0.2"), config).route(
+            "alice@example.com",
+            b"right",
+            client(),
+            Service::Imap,
+        );
+        let Reply::Routed(Route::Remote { account, backend }) = reply else {
+            panic!("{reply:?}");
+        };
+        assert_eq!(account.0, "alice@example.com");
+        assert_eq!(backend.host, "127.0.0.2");
+        assert_eq!(backend.addrs, ["127.0.0.2:143".parse().unwrap()]);
+    }
+
+    #[test]
+    fn default_host_serves_users_without_tohost_and_none_refuses() {
+        let config = RouterConfig {
+            default_host: Some("[::1]".into()),
+            ..RouterConfig::default()
+        };
+        let reply =
+            router(None, config).route("alice@example.com", b"right", client(), Service::Pop3);
+        let Reply::Routed(Route::Remote { backend, .. }) = reply else {
+            panic!("{reply:?}");
+        };
+        assert_eq!(backend.addrs, ["[::1]:110".parse().unwrap()]);
+        let reply = router(None, RouterConfig::default()).route(
+            "alice@example.com",
+            b"right",
+            client(),
+            Service::Pop3,
+        );
+        assert!(
+            matches!(reply, Reply::Failed(Failure::Temporary(_))),
+            "{reply:?}"
+        );
+    }
+
+    #[test]
+    fn a_tohost_naming_this_node_is_local_and_wrong_passwords_are_denied() {
+        let config = RouterConfig {
+            local_names: vec!["Node1.example.com".into()],
+            ..RouterConfig::default()
+        };
+        let r = router(Some("node1.EXAMPLE.com"), config);
+        let reply = r.route("alice@example.com", b"right", client(), Service::Pop3);
+        assert!(
+            matches!(reply, Reply::Routed(Route::Local(Account(ref a))) if a == "alice@example.com")
+        );
+        let reply = r.route("alice@example.com", b"wrong", client(), Service::Pop3);
+        assert!(matches!(reply, Reply::Failed(Failure::Denied)), "{reply:?}");
+    }
+
+    #[test]
+    fn a_backend_marked_down_is_skipped_until_its_time_is_up() {
+        let config = RouterConfig {
+            down_for: Duration::from_secs(30),
+            ..RouterConfig::default()
+        };
+        let r = router(Some("127.0.0.2"), config);
+        let now = Instant::now();
+        r.mark_down("127.0.0.2:110".parse().unwrap(), now);
+        let reply = r.route("alice@example.com", b"right", client(), Service::Pop3);
+        assert!(
+            matches!(reply, Reply::Failed(Failure::Temporary(_))),
+            "{reply:?}"
+        );
+        let imap = r.route("alice@example.com", b"right", client(), Service::Imap);
+        assert!(
+            matches!(imap, Reply::Routed(Route::Remote { .. })),
+            "{imap:?}"
+        );
+        r.mark_down(
+            "127.0.0.2:110".parse().unwrap(),
+            now - Duration::from_secs(60),
+        );
+        let reply = r.route("alice@example.com", b"right", client(), Service::Pop3);
+        assert!(
+            matches!(reply, Reply::Routed(Route::Remote { .. })),
+            "{reply:?}"
+        );
+    }
+}
