@@ -30,7 +30,7 @@ pub fn run(dir: &Path, port: u16) -> Result<(), String> {
     if !config.users.file.exists() {
         populate(&config)?;
     }
-    let prepared = wiring::prepare(&config).map_err(|e| {
+    let prepared = wiring::prepare(&config, Some(&config_path)).map_err(|e| {
         format!("{e}\n(another program may use the port: try `tidegate demo --port 21110`)")
     })?;
     print_banner(dir, &prepared.bound);

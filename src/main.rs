@@ -1,6 +1,7 @@
 //! `tidegate`: one binary for every role of the mail server (see docs/cli.md).
 
 mod config;
+mod control;
 mod demo;
 mod logger;
 mod runtime;
@@ -61,6 +62,25 @@ enum Command {
         #[arg(long, default_value_t = 11110)]
         port: u16,
     },
+    /// Talk to a running server through its control socket.
+    Ctl {
+        /// What to do.
+        #[command(subcommand)]
+        action: CtlAction,
+        /// The running server's config file (it names the control socket).
+        #[arg(long, global = true, default_value = "tidegate.toml")]
+        config: PathBuf,
+    },
+}
+
+/// `tidegate ctl` commands.
+#[derive(Subcommand)]
+enum CtlAction {
+    /// Re-read the config file and the user database without dropping connections
+    /// (like SIGHUP). A config that fails validation is refused and the old one stays.
+    Reload,
+    /// Print the version, uptime and listeners.
+    Status,
 }
 
 fn main() -> ExitCode {
@@ -72,6 +92,7 @@ fn main() -> ExitCode {
         Command::User { action } => user_cmd::run(action),
         Command::Deliver { config, recipients } => return user_cmd::deliver(&config, &recipients),
         Command::Demo { dir, port } => demo::run(&dir, port),
+        Command::Ctl { action, config } => ctl(&config, action),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -84,11 +105,42 @@ fn main() -> ExitCode {
 
 fn serve(path: &std::path::Path) -> Result<(), String> {
     let config = Config::load(path)?;
-    let prepared = wiring::prepare(&config)?;
+    let prepared = wiring::prepare(&config, Some(path))?;
+    let socket = config.control_socket();
+    control::serve(
+        &socket,
+        prepared.reloader.clone(),
+        control::StatusInfo {
+            started: std::time::Instant::now(),
+            bound: prepared.bound.clone(),
+        },
+    )?;
+    if config.control.watch {
+        let files = vec![path.to_path_buf(), config.users.file.clone()];
+        control::watch(
+            files,
+            prepared.reloader.clone(),
+            std::time::Duration::from_secs(2),
+        );
+    }
     if let Some(user) = &config.server.user {
         wiring::drop_privileges(user)?;
     }
     let shutdown = tidegate_store::Shutdown::new();
     signals::install(shutdown.clone())?;
-    wiring::run(prepared, shutdown)
+    signals::install_reload(prepared.reloader.clone())?;
+    let result = wiring::run(prepared, shutdown);
+    let _ = std::fs::remove_file(&socket);
+    result
+}
+
+fn ctl(config: &std::path::Path, action: CtlAction) -> Result<(), String> {
+    let config = Config::load(config)?;
+    let command = match action {
+        CtlAction::Reload => "reload",
+        CtlAction::Status => "status",
+    };
+    let answer = control::send(&config.control_socket(), command)?;
+    print!("{answer}");
+    Ok(())
 }

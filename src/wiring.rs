@@ -2,15 +2,18 @@
 //! builds the store and hands everything to the runtime shell chosen at build time.
 
 use std::net::{SocketAddr, TcpListener};
-use std::sync::Arc;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use tidegate_core::pop3::{Pop3Config, Pop3Listener};
 use tidegate_core::smtp::{SmtpConfig, SmtpListener, SmtpRole};
 use tidegate_store::local::LocalStore;
 use tidegate_store::maildir::MaildirStore;
+use tidegate_store::node::Node;
+use tidegate_store::service::BoxedSession;
 use tidegate_store::users::UsersFile;
-use tidegate_store::{Listener, Listeners, ServerSpec, Shutdown};
+use tidegate_store::{Listener, Listeners, ServerSpec, SessionFactory, Shutdown};
 
 use crate::config::Config;
 
@@ -29,6 +32,8 @@ pub struct Prepared {
     pub spec: ServerSpec,
     /// What is listening where.
     pub bound: Vec<Bound>,
+    /// Applies a changed config to the running server.
+    pub reloader: Arc<Reloader>,
 }
 
 /// Backlog for listening sockets: std's default (128) drops SYNs under a burst of
@@ -46,35 +51,15 @@ fn bind(addr: SocketAddr) -> Result<TcpListener, String> {
     Ok(listener)
 }
 
-/// Bound sockets and their listeners, in the same order.
-#[derive(Default)]
-struct Listening {
-    sockets: Vec<TcpListener>,
-    listeners: Vec<Listener>,
-    bound: Vec<Bound>,
+/// A listener the config asks for, not yet bound.
+struct Planned {
+    scheme: &'static str,
+    addr: SocketAddr,
+    listener: Listener,
 }
 
-impl Listening {
-    fn add(
-        &mut self,
-        scheme: &'static str,
-        addr: SocketAddr,
-        listener: Listener,
-    ) -> Result<(), String> {
-        let socket = bind(addr)?;
-        let local = socket.local_addr().map_err(|e| e.to_string())?;
-        self.bound.push(Bound {
-            scheme,
-            addr: local,
-        });
-        self.sockets.push(socket);
-        self.listeners.push(listener);
-        Ok(())
-    }
-}
-
-/// Builds the listeners, TLS config and store from `config`.
-pub fn prepare(config: &Config) -> Result<Prepared, String> {
+/// The listeners `config` names, in a fixed order, with their TLS and limits.
+fn plan_listeners(config: &Config) -> Result<Vec<Planned>, String> {
     let tls_section = config.tls.clone().unwrap_or_default();
     let tls = tidegate_store::tls::server_config(
         tls_section.cert.as_deref(),
@@ -84,7 +69,14 @@ pub fn prepare(config: &Config) -> Result<Prepared, String> {
     )?;
     let plaintext_auth = config.plaintext_auth()?;
     let trusted = config.trusted_networks()?;
-    let mut listeners = Listening::default();
+    let mut planned = Vec::new();
+    let mut add = |scheme, addr: &SocketAddr, listener| {
+        planned.push(Planned {
+            scheme,
+            addr: *addr,
+            listener,
+        })
+    };
     if let Some(pop3) = &config.pop3 {
         let pop3_config = Arc::new(Pop3Config {
             hostname: config.hostname.clone(),
@@ -101,7 +93,7 @@ pub fn prepare(config: &Config) -> Result<Prepared, String> {
                 implicit_tls,
                 plaintext_auth: plaintext_auth.clone(),
             });
-            listeners.add(if implicit_tls { "pop3s" } else { "pop3" }, *addr, listener)?;
+            add(if implicit_tls { "pop3s" } else { "pop3" }, addr, listener);
         }
     }
     let smtp_config = |role: SmtpRole, max_message_size: u64, auth_delay_ms: u64| {
@@ -126,10 +118,10 @@ pub fn prepare(config: &Config) -> Result<Prepared, String> {
         let inbound = smtp_config(SmtpRole::Inbound, size, delay);
         let submission = smtp_config(SmtpRole::Submission, size, delay);
         for addr in &smtp.listen {
-            listeners.add("smtp", *addr, smtp_listener(inbound.clone()))?;
+            add("smtp", addr, smtp_listener(inbound.clone()));
         }
         for addr in &smtp.submission {
-            listeners.add("submission", *addr, smtp_listener(submission.clone()))?;
+            add("submission", addr, smtp_listener(submission.clone()));
         }
     }
     if let Some(lmtp) = &config.lmtp {
@@ -139,16 +131,37 @@ pub fn prepare(config: &Config) -> Result<Prepared, String> {
             .map_or(50 * 1024 * 1024, |s| s.max_message_size);
         let lmtp_config = smtp_config(SmtpRole::Lmtp, size, 1000);
         for addr in &lmtp.listen {
-            listeners.add("lmtp", *addr, smtp_listener(lmtp_config.clone()))?;
+            add("lmtp", addr, smtp_listener(lmtp_config.clone()));
         }
     }
-    let Listening {
-        sockets,
-        listeners,
-        bound,
-    } = listeners;
-    if sockets.is_empty() {
+    if planned.is_empty() {
         return Err("the config names no listener: add [pop3], [smtp] or [lmtp] listeners".into());
+    }
+    Ok(planned)
+}
+
+/// Builds the listeners, TLS config and store from `config`, and binds the ports.
+pub fn prepare(config: &Config, config_path: Option<&Path>) -> Result<Prepared, String> {
+    let planned = plan_listeners(config)?;
+    let mut sockets = Vec::new();
+    let mut listeners = Vec::new();
+    let mut bound = Vec::new();
+    let mut configured = Vec::new();
+    for Planned {
+        scheme,
+        addr,
+        listener,
+    } in planned
+    {
+        let socket = bind(addr)?;
+        let local = socket.local_addr().map_err(|e| e.to_string())?;
+        bound.push(Bound {
+            scheme,
+            addr: local,
+        });
+        configured.push((scheme, addr));
+        sockets.push(socket);
+        listeners.push(listener);
     }
     let users = UsersFile::open(&config.users.file).map_err(|e| e.to_string())?;
     let maildir = MaildirStore::new(
@@ -156,16 +169,133 @@ pub fn prepare(config: &Config) -> Result<Prepared, String> {
         config.storage.fsync,
         &config.hostname,
     );
+    let node = Arc::new(Node::new(None, LocalStore::new(users, maildir)));
+    let factory = Arc::new(SwappableFactory::new(Listeners(listeners)));
+    let reloader = Reloader {
+        config_path: config_path.map(Path::to_path_buf),
+        configured,
+        factory: factory.clone(),
+        node: node.clone(),
+    };
     let spec = ServerSpec {
         listeners: sockets,
-        factory: Arc::new(Listeners(listeners)),
-        executor: Arc::new(LocalStore::new(users, maildir)),
+        factory,
+        executor: node,
         max_connections: config.server.max_connections,
         shutdown_grace: Duration::from_secs(config.server.shutdown_grace_secs),
         threads: config.server.threads,
         workers: config.server.workers,
     };
-    Ok(Prepared { spec, bound })
+    Ok(Prepared {
+        spec,
+        bound,
+        reloader: Arc::new(reloader),
+    })
+}
+
+/// A [`SessionFactory`] whose listeners a reload replaces: new connections get the new
+/// settings, open sessions keep theirs.
+pub struct SwappableFactory {
+    current: RwLock<Arc<Listeners>>,
+}
+
+impl SwappableFactory {
+    fn new(listeners: Listeners) -> SwappableFactory {
+        SwappableFactory {
+            current: RwLock::new(Arc::new(listeners)),
+        }
+    }
+
+    fn current(&self) -> Arc<Listeners> {
+        match self.current.read() {
+            Ok(current) => current.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    fn replace(&self, listeners: Listeners) {
+        match self.current.write() {
+            Ok(mut current) => *current = Arc::new(listeners),
+            Err(poisoned) => *poisoned.into_inner() = Arc::new(listeners),
+        }
+    }
+}
+
+impl SessionFactory for SwappableFactory {
+    fn open(&self, listener: usize, peer: SocketAddr, now: Instant) -> BoxedSession {
+        self.current().open(listener, peer, now)
+    }
+
+    fn busy(&self, listener: usize, peer: SocketAddr, now: Instant) -> BoxedSession {
+        self.current().busy(listener, peer, now)
+    }
+}
+
+/// Re-reads the config file and the user database of a running server
+/// (`tidegate ctl reload`, SIGHUP, `[control] watch`).
+pub struct Reloader {
+    config_path: Option<PathBuf>,
+    configured: Vec<(&'static str, SocketAddr)>,
+    factory: Arc<SwappableFactory>,
+    node: Arc<Node<LocalStore>>,
+}
+
+impl Reloader {
+    /// Applies the config file as it is now. A config that fails validation, or that
+    /// adds or removes listeners, is refused with the reason and the running
+    /// settings stay; otherwise new connections get the new TLS certificate, limits,
+    /// policies and proxy routes, and the user database is re-read. Open sessions
+    /// keep what they started with.
+    pub fn reload(&self) -> Result<String, String> {
+        let reload_users = || {
+            self.node
+                .local()
+                .users()
+                .reload()
+                .map_err(|e| e.to_string())
+        };
+        let Some(path) = &self.config_path else {
+            reload_users()?;
+            return Ok("users reloaded".into());
+        };
+        let config = Config::load(path)?;
+        let planned = plan_listeners(&config)?;
+        let wanted: Vec<_> = planned.iter().map(|p| (p.scheme, p.addr)).collect();
+        if wanted != self.configured {
+            return Err(format!(
+                "the listeners changed ({}); this version applies listener changes on restart only",
+                describe_change(&self.configured, &wanted)
+            ));
+        }
+        reload_users()?;
+        self.factory
+            .replace(Listeners(planned.into_iter().map(|p| p.listener).collect()));
+        Ok(format!("reloaded {}", path.display()))
+    }
+
+    /// The config file this server was started from, if any.
+    pub fn config_path(&self) -> Option<&Path> {
+        self.config_path.as_deref()
+    }
+}
+
+fn describe_change(old: &[(&str, SocketAddr)], new: &[(&str, SocketAddr)]) -> String {
+    let added: Vec<_> = new
+        .iter()
+        .filter(|l| !old.contains(l))
+        .map(|(s, a)| format!("+{s}://{a}"))
+        .collect();
+    let removed: Vec<_> = old
+        .iter()
+        .filter(|l| !new.contains(l))
+        .map(|(s, a)| format!("-{s}://{a}"))
+        .collect();
+    let all = [added, removed].concat();
+    if all.is_empty() {
+        "their order".into()
+    } else {
+        all.join(" ")
+    }
 }
 
 /// Runs the prepared server until `shutdown` fires and every session ended.

@@ -42,6 +42,9 @@ pub struct Config {
     /// Front-end (proxy) mode.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proxy: Option<Proxy>,
+    /// The control socket and automatic reload.
+    #[serde(default)]
+    pub control: Control,
     /// Process settings.
     #[serde(default)]
     pub server: Server,
@@ -144,6 +147,18 @@ pub struct Trust {
     pub networks: Vec<String>,
 }
 
+/// `[control]`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Control {
+    /// The control socket for `tidegate ctl`; default `<workarea>/control.sock`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub socket: Option<PathBuf>,
+    /// Reload when the config file or the users file changes.
+    #[serde(default)]
+    pub watch: bool,
+}
+
 /// `[server]`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -237,7 +252,7 @@ impl Default for Server {
 
 /// Sections of the contract that later versions implement; naming one is an error
 /// rather than a silently ignored listener.
-const NOT_YET: &[&str] = &["imap", "authd", "relay", "control", "metrics"];
+const NOT_YET: &[&str] = &["imap", "authd", "relay", "metrics"];
 
 impl Config {
     /// Parses and validates config text. Relative paths are resolved against `base`
@@ -271,6 +286,9 @@ impl Config {
         fix(&mut self.storage.mailbox_path);
         fix(&mut self.storage.workarea);
         fix(&mut self.users.file);
+        if let Some(socket) = self.control.socket.as_mut() {
+            fix(socket);
+        }
         if let Some(ca) = self.proxy.as_mut().and_then(|p| p.backend_ca.as_mut()) {
             fix(ca);
         }
@@ -322,6 +340,14 @@ impl Config {
             return Err("server.max_connections must be at least 1".into());
         }
         Ok(())
+    }
+
+    /// The control socket's path.
+    pub fn control_socket(&self) -> PathBuf {
+        self.control
+            .socket
+            .clone()
+            .unwrap_or_else(|| self.storage.workarea.join("control.sock"))
     }
 
     /// The trusted networks, parsed.

@@ -1,0 +1,157 @@
+//! The control socket (`tidegate ctl`): a Unix socket in the workarea, readable only by
+//! the server's user, taking one command a connection.
+//!
+//! Protocol: the client sends one line (`reload` or `status`); the server answers
+//! lines and closes. The first answer line is `ok` or `error: REASON`.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::wiring::{Bound, Reloader};
+
+/// The longest command line accepted.
+const MAX_COMMAND: u64 = 256;
+
+/// What `status` reports besides the listeners.
+pub struct StatusInfo {
+    /// When the server started.
+    pub started: Instant,
+    /// What is listening where.
+    pub bound: Vec<Bound>,
+}
+
+/// Serves the control socket at `path` on a thread of its own. A stale socket file
+/// (left by a crash) is replaced; a socket another running server answers on is not.
+pub fn serve(path: &Path, reloader: Arc<Reloader>, status: StatusInfo) -> Result<(), String> {
+    if path.exists() {
+        if UnixStream::connect(path).is_ok() {
+            return Err(format!(
+                "control socket {} is in use: is another tidegate running with this workarea?",
+                path.display()
+            ));
+        }
+        let _ = std::fs::remove_file(path);
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    let listener =
+        UnixListener::bind(path).map_err(|e| format!("control socket {}: {e}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| format!("control socket {}: {e}", path.display()))?;
+    std::thread::Builder::new()
+        .name("control".into())
+        .spawn(move || {
+            for stream in listener.incoming().flatten() {
+                if let Err(e) = answer(stream, &reloader, &status) {
+                    log::warn!("control socket: {e}");
+                }
+            }
+        })
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+fn answer(stream: UnixStream, reloader: &Reloader, status: &StatusInfo) -> std::io::Result<()> {
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut line = String::new();
+    BufReader::new((&stream).take(MAX_COMMAND)).read_line(&mut line)?;
+    let reply = match line.trim() {
+        "reload" => match reloader.reload() {
+            Ok(what) => {
+                log::info!("control: {what}");
+                format!("ok\n{what}\n")
+            }
+            Err(reason) => {
+                log::error!("control: reload refused, the running config stays: {reason}");
+                format!("error: {reason}\n")
+            }
+        },
+        "status" => status_text(status, reloader),
+        other => format!("error: unknown command {other:?} (try reload or status)\n"),
+    };
+    (&stream).write_all(reply.as_bytes())
+}
+
+fn status_text(status: &StatusInfo, reloader: &Reloader) -> String {
+    let mut text = format!(
+        "ok\nversion {}\nruntime {}\nuptime_seconds {}\n",
+        env!("CARGO_PKG_VERSION"),
+        crate::runtime::NAME,
+        status.started.elapsed().as_secs()
+    );
+    if let Some(path) = reloader.config_path() {
+        text.push_str(&format!("config {}\n", path.display()));
+    }
+    for b in &status.bound {
+        text.push_str(&format!("listener {}://{}\n", b.scheme, b.addr));
+    }
+    text
+}
+
+/// `tidegate ctl COMMAND`: sends the command and prints the answer. Fails when the
+/// answer starts with `error:`.
+pub fn send(path: &Path, command: &str) -> Result<String, String> {
+    let mut stream = UnixStream::connect(path).map_err(|e| {
+        format!(
+            "cannot reach the server's control socket {}: {e} (is tidegate serve running with this config?)",
+            path.display()
+        )
+    })?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .map_err(|e| e.to_string())?;
+    stream
+        .write_all(format!("{command}\n").as_bytes())
+        .map_err(|e| e.to_string())?;
+    let mut answer = String::new();
+    stream
+        .take(64 * 1024)
+        .read_to_string(&mut answer)
+        .map_err(|e| e.to_string())?;
+    match answer.strip_prefix("ok\n") {
+        Some(rest) => Ok(rest.to_owned()),
+        None => Err(answer
+            .trim_end()
+            .strip_prefix("error: ")
+            .unwrap_or(answer.trim_end())
+            .to_owned()),
+    }
+}
+
+/// `[control] watch`: reloads when the config file or the users file changes, looking
+/// every `interval`. A change that fails to apply is logged once per change.
+pub fn watch(files: Vec<PathBuf>, reloader: Arc<Reloader>, interval: Duration) {
+    let stamp = move || -> Vec<Option<SystemTime>> {
+        files
+            .iter()
+            .map(|f| std::fs::metadata(f).and_then(|m| m.modified()).ok())
+            .collect()
+    };
+    let spawned = std::thread::Builder::new()
+        .name("config-watch".into())
+        .spawn(move || {
+            let mut last = stamp();
+            loop {
+                std::thread::sleep(interval);
+                let now = stamp();
+                if now == last {
+                    continue;
+                }
+                last = now;
+                match reloader.reload() {
+                    Ok(what) => log::info!("config watch: {what}"),
+                    Err(reason) => log::error!(
+                        "config watch: reload refused, the running config stays: {reason}"
+                    ),
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        log::error!("cannot start the config watcher: {e}");
+    }
+}
