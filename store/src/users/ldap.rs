@@ -249,6 +249,11 @@ impl LdapDirectory {
 
     /// Searches the entry of a normalised address.
     fn find(&self, address: &str) -> Result<Found, String> {
+        if address.is_empty() || address.chars().any(char::is_control) {
+            // No address has them, and servers may match a value cut at a NUL
+            // (slapd finds "a@b" for "a@b\0"): never send them.
+            return Ok(Found::Nothing);
+        }
         if !self.domains.is_empty() {
             let domain = address.rsplit_once('@').map(|(_, d)| d);
             if !domain.is_some_and(|d| self.domains.iter().any(|ours| ours == d)) {
