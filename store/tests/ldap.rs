@@ -560,3 +560,73 @@ fn garbage_answers_are_tempfail() {
         );
     }
 }
+
+/// A test CA and a server certificate for localhost/127.0.0.1 it signed, as PEM:
+/// `(ca, cert, key)`.
+fn test_pki() -> (String, String, String) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "tidegate test CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let params =
+        rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+            .unwrap();
+    let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+    (ca.pem(), cert.pem(), key.serialize_pem())
+}
+
+#[test]
+fn ldaps_and_starttls_verify_the_server() {
+    let (ca, cert, key) = test_pki();
+    let Some(slapd) = Slapd::start_with(Some((&cert, &key))) else {
+        return;
+    };
+    let files = tempfile::tempdir().unwrap();
+    let ca_file = files.path().join("ca.pem");
+    fs::write(&ca_file, ca).unwrap();
+    let (other_ca, _, _) = test_pki();
+    let other_ca_file = files.path().join("other-ca.pem");
+    fs::write(&other_ca_file, other_ca).unwrap();
+    let tls_port = slapd.tls_port.unwrap();
+
+    let mut ldaps = slapd.config();
+    ldaps.url = format!("ldaps://127.0.0.1:{tls_port}");
+    ldaps.ca_file = Some(ca_file.clone());
+    let directory = LdapDirectory::new(ldaps.clone()).unwrap();
+    assert_eq!(
+        found(directory.lookup("alice@example.com")).tohost(),
+        Some("10.0.0.2")
+    );
+    assert!(matches!(
+        directory.verify("diane@example.org", b"dianepw", CLIENT),
+        AuthOutcome::Accepted(_)
+    ));
+
+    let mut starttls = slapd.config();
+    starttls.starttls = true;
+    starttls.auth = LdapAuth::Bind;
+    starttls.ca_file = Some(ca_file);
+    let directory = LdapDirectory::new(starttls.clone()).unwrap();
+    assert!(matches!(
+        directory.verify("bob@example.com", b"bobpw", CLIENT),
+        AuthOutcome::Accepted(_)
+    ));
+    assert_eq!(
+        directory.verify("bob@example.com", b"wrong", CLIENT),
+        AuthOutcome::Denied
+    );
+
+    // A server whose certificate the configured CA did not sign is never talked to.
+    for mut config in [ldaps, starttls] {
+        config.ca_file = Some(other_ca_file.clone());
+        let directory = LdapDirectory::new(config).unwrap();
+        assert!(matches!(
+            directory.lookup("alice@example.com"),
+            Lookup::TempFail(_)
+        ));
+    }
+}
