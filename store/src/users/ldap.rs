@@ -344,7 +344,7 @@ impl LdapDirectory {
         let hashes = self.stored_passwords(entry);
         if hashes.is_empty() {
             log::warn!(
-                "LDAP entry {} has no readable {} (does bind_dn may read it?)",
+                "LDAP entry {} has no readable {} (may bind_dn read it?)",
                 entry.dn,
                 self.config.password_attribute
             );
