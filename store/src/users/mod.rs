@@ -9,6 +9,7 @@
 mod directory;
 mod edit;
 mod file;
+pub mod ldap;
 mod table;
 
 use std::fmt;
@@ -17,6 +18,7 @@ use std::io;
 pub use directory::UserDirectory;
 pub use edit::{add_user, delete_user, list_users, set_password};
 pub use file::UsersFile;
+pub use ldap::{LdapAuth, LdapConfig, LdapDirectory};
 pub use table::{UserRecord, UserTable, UsersFileError};
 pub use tidegate_core::user::normalize_address;
 
