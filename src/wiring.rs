@@ -163,6 +163,12 @@ pub fn prepare(config: &Config, config_path: Option<&Path>) -> Result<Prepared, 
         sockets.push(socket);
         listeners.push(listener);
     }
+    if config.users.backend != "file" {
+        return Err(format!(
+            "users.backend = {:?} is checked but not yet served by this build",
+            config.users.backend
+        ));
+    }
     let users = UsersFile::open(&config.users.file).map_err(|e| e.to_string())?;
     let maildir = MaildirStore::new(
         &config.storage.mailbox_path,

@@ -8,8 +8,10 @@ use serde::{Deserialize, Serialize};
 use tidegate_core::net::{Cidr, PlaintextAuth};
 
 mod proxy;
+mod users;
 
 pub use proxy::Proxy;
+pub use users::Users;
 
 /// The whole config file.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -63,18 +65,6 @@ pub struct Storage {
     /// fsync message files and directories before acknowledging a delivery.
     #[serde(default = "yes")]
     pub fsync: bool,
-}
-
-/// `[users]`.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct Users {
-    /// Only `"file"` in this version.
-    #[serde(default = "default_backend")]
-    pub backend: String,
-    /// The users file for `backend = "file"`.
-    #[serde(default = "default_users_file")]
-    pub file: PathBuf,
 }
 
 /// `[pop3]`.
@@ -191,12 +181,6 @@ fn default_mailbox_path() -> PathBuf {
 fn default_workarea() -> PathBuf {
     "data/work".into()
 }
-fn default_backend() -> String {
-    "file".into()
-}
-fn default_users_file() -> PathBuf {
-    "data/users".into()
-}
 fn default_pop3_idle() -> u64 {
     600
 }
@@ -225,15 +209,6 @@ impl Default for Storage {
             mailbox_path: default_mailbox_path(),
             workarea: default_workarea(),
             fsync: true,
-        }
-    }
-}
-
-impl Default for Users {
-    fn default() -> Self {
-        Users {
-            backend: default_backend(),
-            file: default_users_file(),
         }
     }
 }
@@ -286,6 +261,9 @@ impl Config {
         fix(&mut self.storage.mailbox_path);
         fix(&mut self.storage.workarea);
         fix(&mut self.users.file);
+        if let Some(ca) = self.users.ldap.as_mut().and_then(|l| l.ca_file.as_mut()) {
+            fix(ca);
+        }
         if let Some(socket) = self.control.socket.as_mut() {
             fix(socket);
         }
@@ -299,12 +277,7 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), String> {
-        if self.users.backend != "file" {
-            return Err(format!(
-                "users.backend = {:?}: only \"file\" is implemented in this version",
-                self.users.backend
-            ));
-        }
+        self.users.validate()?;
         if let Some(pop3) = &self.pop3 {
             if pop3.lock {
                 return Err("pop3.lock = true: the cluster-wide POP3 lock is not implemented in this version".into());
@@ -454,6 +427,34 @@ mod tests {
         ] {
             let err = Config::parse(&format!("[proxy]\n{bad}\n"), Path::new(".")).unwrap_err();
             assert!(err.contains(bad.split(' ').next().unwrap()), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn ldap_users_are_a_sub_table_checked_at_load() {
+        let config = Config::parse(
+            "[users]\nbackend = \"ldap\"\n[users.ldap]\nurl = \"ldap://127.0.0.1:3389\"\nbase = \"dc=example,dc=com\"\ntohost_attribute = \"mailHost\"\nfields = { quota = \"mailQuota\" }\n",
+            Path::new("/etc/tg"),
+        )
+        .unwrap();
+        let ldap = config.users.ldap.unwrap().to_store().unwrap();
+        assert_eq!(ldap.filter, "(mail=%u)");
+        assert_eq!(ldap.tohost_attribute.as_deref(), Some("mailHost"));
+        assert_eq!(ldap.fields, [("quota".to_owned(), "mailQuota".to_owned())]);
+        for (bad, needle) in [
+            ("[users]\nbackend = \"ldap\"\n", "[users.ldap]"),
+            ("[users]\nbackend = \"nis\"\n", "nis"),
+            (
+                "[users]\nbackend = \"ldap\"\n[users.ldap]\nurl = \"http://x\"\nbase = \"dc=x\"\n",
+                "url",
+            ),
+            (
+                "[users]\nbackend = \"ldap\"\n[users.ldap]\nurl = \"ldap://x\"\nbase = \"dc=x\"\nauth = \"guess\"\n",
+                "guess",
+            ),
+        ] {
+            let err = Config::parse(bad, Path::new(".")).unwrap_err();
+            assert!(err.contains(needle), "{bad}: {err}");
         }
     }
 }
