@@ -36,7 +36,7 @@ pub fn add_user(
         password: password_hash.to_owned(),
         fields: fields.clone(),
     };
-    if table.lookup(&record.address).is_some() {
+    if table.contains(&record.address) {
         return Err(UsersError::Exists(record.address));
     }
     let line = checked_line(&record)?;
@@ -65,7 +65,7 @@ pub fn delete_user(path: &Path, address: &str) -> Result<(), UsersError> {
 /// Every user of the file, in file order.
 pub fn list_users(path: &Path) -> Result<Vec<UserRecord>, UsersError> {
     let text = fs::read_to_string(path)?;
-    Ok(UserTable::parse(&text)?.users().to_vec())
+    Ok(UserTable::parse(&text)?.users().collect())
 }
 
 /// Replaces the line of `address` by what `change` makes of its record (`None` deletes

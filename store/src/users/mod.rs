@@ -6,6 +6,7 @@
 //! [`list_users`] edit a file for `tidegate user …`, atomically and keeping every other
 //! line as it was.
 
+mod cache;
 mod directory;
 mod edit;
 mod file;
@@ -14,10 +15,11 @@ mod table;
 use std::fmt;
 use std::io;
 
+pub use cache::{CacheConfig, CachedDirectory};
 pub use directory::UserDirectory;
 pub use edit::{add_user, delete_user, list_users, set_password};
 pub use file::UsersFile;
-pub use table::{UserRecord, UserTable, UsersFileError};
+pub use table::{MAX_LINE, UserRecord, UserTable, UsersFileError};
 pub use tidegate_core::user::normalize_address;
 
 /// Why loading or editing a users file failed.
