@@ -157,7 +157,7 @@ impl UsersFile {
 fn read(path: &Path) -> Result<(UserTable, Stamp), UsersError> {
     let file = fs::File::open(path)?;
     let stamp = Stamp::of(&file.metadata()?);
-    let table = UserTable::read(BufReader::with_capacity(64 * 1024, file))?;
+    let table = UserTable::read_sized(BufReader::with_capacity(64 * 1024, file), stamp.len)?;
     Ok((table, stamp))
 }
 

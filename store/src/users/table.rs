@@ -95,8 +95,15 @@ impl UserTable {
     /// Reads and parses a users file line by line, never holding more than one line
     /// ([`MAX_LINE`]) besides the table. A line that is not UTF-8 or is too long is a
     /// syntax error naming it.
-    pub fn read(mut reader: impl BufRead) -> Result<UserTable, UsersError> {
+    pub fn read(reader: impl BufRead) -> Result<UserTable, UsersError> {
+        UserTable::read_sized(reader, 0)
+    }
+
+    /// [`UserTable::read`] with the file's size, so the arena is allocated once.
+    pub fn read_sized(mut reader: impl BufRead, size_hint: u64) -> Result<UserTable, UsersError> {
         let mut builder = Builder::default();
+        let hint = usize::try_from(size_hint).unwrap_or(0).min(MAX_TABLE_BYTES);
+        builder.table.arena.reserve(hint);
         let mut buf = Vec::with_capacity(256);
         loop {
             buf.clear();
