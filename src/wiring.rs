@@ -11,6 +11,7 @@ use tidegate_store::local::LocalStore;
 use tidegate_store::maildir::MaildirStore;
 use tidegate_store::users::UsersFile;
 use tidegate_store::{Listener, Listeners, ServerSpec, Shutdown};
+use tidegate_store::{LoginPenalty, PenaltyConfig};
 
 use crate::config::Config;
 
@@ -151,6 +152,11 @@ pub fn prepare(config: &Config) -> Result<Prepared, String> {
         return Err("the config names no listener: add [pop3], [smtp] or [lmtp] listeners".into());
     }
     let users = UsersFile::open(&config.users.file).map_err(|e| e.to_string())?;
+    // Proxies and webmail in `[trust] networks` log in for many users: never penalised.
+    let penalty = LoginPenalty::new(PenaltyConfig {
+        exempt: trusted.clone(),
+        ..PenaltyConfig::default()
+    });
     let maildir = MaildirStore::new(
         &config.storage.mailbox_path,
         config.storage.fsync,
@@ -159,7 +165,7 @@ pub fn prepare(config: &Config) -> Result<Prepared, String> {
     let spec = ServerSpec {
         listeners: sockets,
         factory: Arc::new(Listeners(listeners)),
-        executor: Arc::new(LocalStore::new(users, maildir)),
+        executor: Arc::new(LocalStore::new(users, maildir).with_penalty(penalty)),
         max_connections: config.server.max_connections,
         shutdown_grace: Duration::from_secs(config.server.shutdown_grace_secs),
         threads: config.server.threads,
