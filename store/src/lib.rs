@@ -19,4 +19,4 @@ pub use local::LocalStore;
 pub use maildir::{MaildirStore, StoreError};
 pub use penalty::{LoginPenalty, PenaltyConfig};
 pub use service::{Executor, Listener, Listeners, ServerSpec, SessionFactory, Shutdown};
-pub use users::{CachedDirectory, UserDirectory, UserRecord, UserTable, UsersFile};
+pub use users::{CacheConfig, CachedDirectory, UserDirectory, UserRecord, UserTable, UsersFile};
