@@ -38,7 +38,8 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
-    /// Edit a users file; passwords are read from stdin and stored as argon2id.
+    /// Edit a users file (add, passwd, set, del, list, import a Dovecot passwd-file);
+    /// passwords are read from stdin and stored as argon2id.
     User {
         #[command(subcommand)]
         action: user_cmd::UserAction,

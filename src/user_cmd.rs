@@ -12,30 +12,76 @@ use tidegate_store::{password, users};
 
 use crate::config::Config;
 
+/// Fields every user command that writes a user accepts.
+#[derive(clap::Args)]
+pub struct FieldArgs {
+    /// The back-end that holds this user's mailbox (proxy mode): `tohost=HOST`.
+    #[arg(long)]
+    tohost: Option<String>,
+    /// The mailbox size limit in bytes: `quota=BYTES`.
+    #[arg(long, value_name = "BYTES")]
+    quota: Option<u64>,
+    /// The account exists and receives mail but may not log in: `nologin`.
+    #[arg(long)]
+    nologin: bool,
+    /// Any other field, `KEY=VALUE` or a bare `KEY` (repeatable).
+    #[arg(long = "field", value_name = "KEY=VALUE")]
+    fields: Vec<String>,
+}
+
+impl FieldArgs {
+    /// The fields to write.
+    fn to_map(&self) -> Result<BTreeMap<String, String>, String> {
+        let mut map = parse_fields(&self.fields)?;
+        if let Some(host) = &self.tohost {
+            map.insert("tohost".into(), host.clone());
+        }
+        if let Some(quota) = self.quota {
+            map.insert("quota".into(), quota.to_string());
+        }
+        if self.nologin {
+            map.insert("nologin".into(), String::new());
+        }
+        Ok(map)
+    }
+}
+
 /// `tidegate user` sub-commands.
 #[derive(Subcommand)]
 pub enum UserAction {
-    /// Add a user; the password is read from stdin.
+    /// Add a user; the password is read from stdin and stored as argon2id.
     Add {
         /// The users file.
         #[arg(long)]
         users: PathBuf,
         /// The user's address (`local@domain`).
         address: String,
-        /// The back-end that holds this user's mailbox (proxy mode).
-        #[arg(long)]
-        tohost: Option<String>,
-        /// Any other field, `KEY=VALUE` (repeatable).
-        #[arg(long = "field", value_name = "KEY=VALUE")]
-        fields: Vec<String>,
+        #[command(flatten)]
+        fields: FieldArgs,
     },
-    /// Change a user's password (read from stdin).
+    /// Change a user's password (read from stdin, stored as argon2id).
     Passwd {
         /// The users file.
         #[arg(long)]
         users: PathBuf,
         /// The user's address.
         address: String,
+    },
+    /// Change a user's fields, keeping the password and the other fields.
+    Set {
+        /// The users file.
+        #[arg(long)]
+        users: PathBuf,
+        /// The user's address.
+        address: String,
+        #[command(flatten)]
+        fields: FieldArgs,
+        /// Allow logins again (removes `nologin`).
+        #[arg(long, conflicts_with = "nologin")]
+        login: bool,
+        /// Remove a field (repeatable).
+        #[arg(long, value_name = "KEY")]
+        unset: Vec<String>,
     },
     /// Remove a user (the mailbox is left on disk).
     Del {
@@ -51,6 +97,18 @@ pub enum UserAction {
         #[arg(long)]
         users: PathBuf,
     },
+    /// Import a Dovecot passwd-file (`user:{SCHEME}hash:uid:gid:gecos:home:shell:extra`),
+    /// keeping the hashes; users already in the file are skipped. One atomic write.
+    Import {
+        /// The users file to add to (created if missing).
+        #[arg(long)]
+        users: PathBuf,
+        /// The domain of names without `@`.
+        #[arg(long)]
+        domain: Option<String>,
+        /// The passwd-file to read.
+        passwd_file: PathBuf,
+    },
 }
 
 /// Runs one `tidegate user` action.
@@ -59,13 +117,9 @@ pub fn run(action: UserAction) -> Result<(), String> {
         UserAction::Add {
             users: path,
             address,
-            tohost,
             fields,
         } => {
-            let mut map = parse_fields(&fields)?;
-            if let Some(host) = tohost {
-                map.insert("tohost".into(), host);
-            }
+            let map = fields.to_map()?;
             let hash = password::hash_argon2id(&read_password()?);
             users::add_user(&path, &address, &hash, &map).map_err(|e| e.to_string())?;
             eprintln!("added {address}");
@@ -77,6 +131,23 @@ pub fn run(action: UserAction) -> Result<(), String> {
             let hash = password::hash_argon2id(&read_password()?);
             users::set_password(&path, &address, &hash).map_err(|e| e.to_string())?;
             eprintln!("password changed for {address}");
+        }
+        UserAction::Set {
+            users: path,
+            address,
+            fields,
+            login,
+            mut unset,
+        } => {
+            let map = fields.to_map()?;
+            if login {
+                unset.push("nologin".into());
+            }
+            if map.is_empty() && unset.is_empty() {
+                return Err("nothing to change: give --field, --tohost, --quota, --nologin, --login or --unset".into());
+            }
+            users::set_fields(&path, &address, &map, &unset).map_err(|e| e.to_string())?;
+            eprintln!("changed {address}");
         }
         UserAction::Del {
             users: path,
@@ -100,6 +171,32 @@ pub fn run(action: UserAction) -> Result<(), String> {
                     .collect();
                 println!("{} {}", user.address, fields.join(" "));
             }
+        }
+        UserAction::Import {
+            users: path,
+            domain,
+            passwd_file,
+        } => {
+            let text = std::fs::read_to_string(&passwd_file)
+                .map_err(|e| format!("{}: {e}", passwd_file.display()))?;
+            let imported = users::parse_passwd_file(&text, domain.as_deref());
+            for line in &imported.report {
+                eprintln!("{}: {line}", passwd_file.display());
+            }
+            let existing = users::add_users(&path, &imported.users).map_err(|e| e.to_string())?;
+            for address in &existing {
+                eprintln!("{address}: already in {}, skipped", path.display());
+            }
+            eprintln!(
+                "imported {} users, {} already present, {} lines not imported",
+                imported.users.len() - existing.len(),
+                existing.len(),
+                imported
+                    .report
+                    .iter()
+                    .filter(|line| line.contains("skipped"))
+                    .count()
+            );
         }
     }
     Ok(())

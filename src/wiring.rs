@@ -11,9 +11,13 @@ use tidegate_core::smtp::{SmtpConfig, SmtpListener, SmtpRole};
 use tidegate_store::local::LocalStore;
 use tidegate_store::maildir::MaildirStore;
 use tidegate_store::node::Node;
+use tidegate_store::router::{BackendPorts, Router, RouterConfig};
 use tidegate_store::service::BoxedSession;
-use tidegate_store::users::UsersFile;
+use tidegate_store::users::{
+    CacheConfig, CachedDirectory, LdapDirectory, UserDirectory, UsersFile,
+};
 use tidegate_store::{Listener, Listeners, ServerSpec, SessionFactory, Shutdown};
+use tidegate_store::{LoginPenalty, PenaltyConfig};
 
 use crate::config::Config;
 
@@ -140,6 +144,48 @@ fn plan_listeners(config: &Config) -> Result<Vec<Planned>, String> {
     Ok(planned)
 }
 
+/// The proxy router of a front-end config; `None` when `[proxy]` is off.
+fn router(config: &Config, directory: Arc<dyn UserDirectory>) -> Option<Arc<Router>> {
+    let proxy = config.proxy.as_ref().filter(|p| p.enabled)?;
+    let ports = &proxy.backend_ports;
+    Some(Arc::new(Router::new(
+        directory,
+        RouterConfig {
+            default_host: proxy.default_host.clone(),
+            ports: BackendPorts {
+                pop3: ports.pop3,
+                imap: ports.imap,
+                submission: ports.submission,
+                lmtp: ports.lmtp,
+            },
+            local_names: proxy.local_names.clone(),
+            down_for: Duration::from_secs(proxy.backend_down_secs),
+        },
+    )))
+}
+
+/// The user database `[users]` names, behind the authentication cache when
+/// `cache_ttl_secs` is set.
+fn user_directory(config: &Config) -> Result<Arc<dyn UserDirectory>, String> {
+    let users = &config.users;
+    let directory: Arc<dyn UserDirectory> = match (users.backend.as_str(), &users.ldap) {
+        ("ldap", Some(ldap)) => {
+            Arc::new(LdapDirectory::new(ldap.to_store()?).map_err(|e| format!("users.ldap: {e}"))?)
+        }
+        _ => Arc::new(UsersFile::open(&users.file).map_err(|e| e.to_string())?),
+    };
+    if users.cache_ttl_secs == 0 {
+        return Ok(directory);
+    }
+    Ok(Arc::new(CachedDirectory::new(
+        directory,
+        CacheConfig {
+            ttl: Duration::from_secs(users.cache_ttl_secs),
+            capacity: users.cache_size,
+        },
+    )))
+}
+
 /// Builds the listeners, TLS config and store from `config`, and binds the ports.
 pub fn prepare(config: &Config, config_path: Option<&Path>) -> Result<Prepared, String> {
     let planned = plan_listeners(config)?;
@@ -163,19 +209,19 @@ pub fn prepare(config: &Config, config_path: Option<&Path>) -> Result<Prepared, 
         sockets.push(socket);
         listeners.push(listener);
     }
-    if config.users.backend != "file" {
-        return Err(format!(
-            "users.backend = {:?} is checked but not yet served by this build",
-            config.users.backend
-        ));
-    }
-    let users = UsersFile::open(&config.users.file).map_err(|e| e.to_string())?;
+    let directory = user_directory(config)?;
+    // Proxies and webmail in `[trust] networks` log in for many users: never penalised.
+    let penalty = LoginPenalty::new(PenaltyConfig {
+        exempt: config.trusted_networks()?,
+        ..PenaltyConfig::default()
+    });
     let maildir = MaildirStore::new(
         &config.storage.mailbox_path,
         config.storage.fsync,
         &config.hostname,
     );
-    let node = Arc::new(Node::new(None, LocalStore::new(users, maildir)));
+    let local = LocalStore::new(directory.clone(), maildir).with_penalty(penalty);
+    let node = Arc::new(Node::new(router(config, directory), local));
     let factory = Arc::new(SwappableFactory::new(Listeners(listeners)));
     let reloader = Reloader {
         config_path: config_path.map(Path::to_path_buf),
@@ -276,6 +322,8 @@ impl Reloader {
         reload_users()?;
         self.factory
             .replace(Listeners(planned.into_iter().map(|p| p.listener).collect()));
+        let directory = self.node.local().users().clone();
+        self.node.set_router(router(&config, directory));
         Ok(format!("reloaded {}", path.display()))
     }
 

@@ -283,3 +283,158 @@ fn deliver_then_retrieve_over_pop3_then_graceful_stop() {
         std::fs::read_dir(new_dir).unwrap().count() + std::fs::read_dir(cur_dir).unwrap().count();
     assert_eq!(remaining, 0, "DELE + QUIT removed the message");
 }
+
+fn ok(out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn user_set_and_passwd_change_one_user_and_keep_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users");
+    std::fs::write(&users, "# keep me\nother@x.example {PLAIN}o # note\n").unwrap();
+    let mut add = tidegate();
+    add.args(["user", "add", "--users"]).arg(&users).args([
+        "carol@x.example",
+        "--quota",
+        "5000",
+        "--nologin",
+        "--field",
+        "plan=gold",
+    ]);
+    ok(&run_with_stdin(add, "first\n"));
+    let line = |text: &str| {
+        text.lines()
+            .find(|l| l.starts_with("carol@"))
+            .unwrap()
+            .to_owned()
+    };
+    let text = std::fs::read_to_string(&users).unwrap();
+    assert!(
+        line(&text).ends_with(" nologin plan=gold quota=5000"),
+        "{text}"
+    );
+    let hash_before = line(&text).split(' ').nth(1).unwrap().to_owned();
+
+    let set = tidegate()
+        .args(["user", "set", "--users"])
+        .arg(&users)
+        .args(["CAROL@x.example", "--login", "--tohost", "10.0.0.9"])
+        .args(["--unset", "plan", "--quota", "7000"])
+        .output()
+        .unwrap();
+    ok(&set);
+    let text = std::fs::read_to_string(&users).unwrap();
+    assert_eq!(
+        line(&text),
+        format!("carol@x.example {hash_before} quota=7000 tohost=10.0.0.9")
+    );
+    assert!(text.starts_with("# keep me\nother@x.example {PLAIN}o # note\n"));
+
+    let mut passwd = tidegate();
+    passwd
+        .args(["user", "passwd", "--users"])
+        .arg(&users)
+        .arg("carol@x.example");
+    ok(&run_with_stdin(passwd, "second\n"));
+    let text = std::fs::read_to_string(&users).unwrap();
+    let new_hash = line(&text).split(' ').nth(1).unwrap().to_owned();
+    assert_ne!(new_hash, hash_before);
+    assert_eq!(
+        tidegate_store::password::verify(&new_hash, b"second"),
+        tidegate_store::password::Verification::Match
+    );
+    assert!(
+        line(&text).ends_with(" quota=7000 tohost=10.0.0.9"),
+        "fields kept"
+    );
+
+    let nothing = tidegate()
+        .args(["user", "set", "--users"])
+        .arg(&users)
+        .arg("carol@x.example")
+        .output()
+        .unwrap();
+    assert!(!nothing.status.success());
+    let missing = tidegate()
+        .args(["user", "set", "--users"])
+        .arg(&users)
+        .args(["nobody@x.example", "--nologin"])
+        .output()
+        .unwrap();
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no user nobody@x.example"));
+}
+
+#[test]
+fn import_a_dovecot_passwd_file_then_log_in_with_the_old_passwords() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = write_config(dir.path(), port, "");
+    let users = dir.path().join("users");
+    std::fs::write(&users, "kept@test.example {PLAIN}mine\n").unwrap();
+    // Hashes of `Tr0ub4dor&3` made by `doveadm pw -s SHA512-CRYPT`, `htpasswd -nbB`
+    // and `doveadm pw -s SSHA`.
+    let passwd = dir.path().join("dovecot.passwd");
+    std::fs::write(
+        &passwd,
+        "# exported from dovecot\n\
+         ann@test.example:{SHA512-CRYPT}$6$CcQf.8l/6DPKv2xE$CYe2GIkXQXQFCVAO3C8/xCq3pd7yjcaynbTa25qCXiyF0xCzCSqd.g2nwcd3s13jjx8WIs.2kQTAhmUURh3fS/:1000:1000::/home/ann::userdb_quota_rule=*:bytes=1000000\n\
+         ben:$2y$05$/AlNH9Cq43mBUlpVOgZImu8cY.7rV3LPCIYAPumf4lYat7.MjEPQe::::::proxy host=10.1.1.1\n\
+         cy@test.example:{SSHA}plmn6UMApu7E0Wve+5OLm6r2GXfyHERm::::::nologin\n\
+         kept@test.example:{PLAIN}theirs\n\
+         bad@test.example:{MD5}x\n",
+    )
+    .unwrap();
+    let out = tidegate()
+        .args(["user", "import", "--users"])
+        .arg(&users)
+        .args(["--domain", "test.example"])
+        .arg(&passwd)
+        .output()
+        .unwrap();
+    let report = ok(&out);
+    assert!(
+        report.contains("line 6: skipped: bad@test.example"),
+        "{report}"
+    );
+    assert!(report.contains("kept@test.example: already in"), "{report}");
+    assert!(
+        report.contains("imported 3 users, 1 already present, 1 lines not imported"),
+        "{report}"
+    );
+    let text = std::fs::read_to_string(&users).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 4, "{text}");
+    assert_eq!(lines[0], "kept@test.example {PLAIN}mine");
+    assert!(
+        lines[1].starts_with("ann@test.example {SHA512-CRYPT}$6$")
+            && lines[1].ends_with(" quota=1000000")
+    );
+    assert!(
+        lines[2].starts_with("ben@test.example {CRYPT}$2y$05$")
+            && lines[2].ends_with(" tohost=10.1.1.1")
+    );
+    assert!(lines[3].starts_with("cy@test.example {SSHA}") && lines[3].ends_with(" nologin"));
+    assert!(!dir.path().join(".users.tmp").exists());
+
+    let _server = Server::start(&config, port);
+    for (user, password, answer) in [
+        ("ann@test.example", "Tr0ub4dor&3", "+OK Logged in"),
+        ("ben@test.example", "Tr0ub4dor&3", "+OK Logged in"),
+        ("kept@test.example", "mine", "+OK Logged in"),
+        ("cy@test.example", "Tr0ub4dor&3", "-ERR"),
+        ("ann@test.example", "wrong", "-ERR"),
+    ] {
+        let mut client = Client::connect(port);
+        assert!(client.line().starts_with("+OK"));
+        assert_eq!(client.command(&format!("USER {user}")), "+OK\r\n");
+        let reply = client.command(&format!("PASS {password}"));
+        assert!(reply.starts_with(answer), "{user}: {reply}");
+    }
+}

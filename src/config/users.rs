@@ -18,6 +18,13 @@ pub struct Users {
     /// The users file for `backend = "file"` (and what `[authd]` serves).
     #[serde(default = "default_users_file")]
     pub file: PathBuf,
+    /// Seconds a successful login is remembered (the authentication cache; 0 = off).
+    /// A changed password takes effect at once only after `tidegate ctl reload`.
+    #[serde(default)]
+    pub cache_ttl_secs: u64,
+    /// The most logins the cache remembers.
+    #[serde(default = "default_cache_size")]
+    pub cache_size: usize,
     /// `backend = "ldap"`: `[users.ldap]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ldap: Option<Ldap>,
@@ -28,6 +35,8 @@ impl Default for Users {
         Users {
             backend: default_backend(),
             file: default_users_file(),
+            cache_ttl_secs: 0,
+            cache_size: default_cache_size(),
             ldap: None,
         }
     }
@@ -139,6 +148,9 @@ fn default_backend() -> String {
 }
 fn default_users_file() -> PathBuf {
     "data/users".into()
+}
+fn default_cache_size() -> usize {
+    100_000
 }
 fn default_filter() -> String {
     "(mail=%u)".into()

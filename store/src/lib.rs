@@ -1,7 +1,8 @@
 //! # tidegate-store: the host services both shells share
 //!
 //! Blocking implementations of what core sessions ask for ([`tidegate_core::Request`]):
-//! maildir access on a possibly shared filesystem, the users file and password checks,
+//! maildir access on a possibly shared filesystem, user directories (the users file, an
+//! authentication cache), password schemes, the login penalty,
 //! TLS material. No protocol knowledge lives here. [`service`] holds the small contract
 //! between the `tidegate` binary and a shell: which listeners to serve, how to make a
 //! session for an accepted connection, who runs requests, and how to stop.
@@ -10,6 +11,7 @@ pub mod local;
 pub mod maildir;
 pub mod node;
 pub mod password;
+pub mod penalty;
 pub mod router;
 pub mod service;
 pub mod tls;
@@ -17,5 +19,6 @@ pub mod users;
 
 pub use local::LocalStore;
 pub use maildir::{MaildirStore, StoreError};
+pub use penalty::{LoginPenalty, PenaltyConfig};
 pub use service::{Accept, Executor, Listener, Listeners, ServerSpec, SessionFactory, Shutdown};
-pub use users::{UserRecord, UserTable, UsersFile};
+pub use users::{CacheConfig, CachedDirectory, UserDirectory, UserRecord, UserTable, UsersFile};

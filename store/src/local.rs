@@ -1,48 +1,67 @@
-//! The store of a back-end that owns its users: the users file for authentication and
-//! the maildirs for mail. Carries out core [`Request`]s as an [`Executor`]: POP3 access,
-//! and SMTP/LMTP recipient checks and streaming delivery (`receive`, with the messages
-//! being received kept by `deliveries`).
+//! The store of a back-end that owns its users: a user directory (the users file, or
+//! any other [`UserDirectory`]) for authentication and recipients, and the maildirs for
+//! mail. Carries out core [`Request`]s as an [`Executor`]: logins (with the
+//! [`LoginPenalty`]), user lookups for authd, POP3 access, and SMTP/LMTP recipient
+//! checks and streaming delivery (`receive`, with the messages being received kept by
+//! `deliveries`).
 
 mod deliveries;
 mod receive;
 
 use std::net::IpAddr;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use tidegate_core::user::AuthOutcome;
 use tidegate_core::{Account, Failure, Reply, Request};
 
 pub use deliveries::{DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_PENDING};
 
 use crate::maildir::{MaildirStore, STALE_AFTER, StoreError};
-use crate::password::{self, Verification};
+use crate::penalty::{Admission, LoginPenalty};
 use crate::service::Executor;
-use crate::users::{UsersFile, normalize_address};
+use crate::users::{UserDirectory, normalize_address};
 
 /// The text clients may see for a storage problem; the real error goes to the log only.
 const TEMPORARY_TEXT: &str = "mailbox temporarily unavailable";
 
-/// Users file + maildirs: the request executor of a standalone server or back-end.
+/// The text clients may see when the user database cannot be asked.
+const DIRECTORY_TEXT: &str = "user database temporarily unavailable";
+
+/// The text clients see when the login penalty refuses an attempt.
+const PENALTY_TEXT: &str = "too many failed logins";
+
+/// User directory + maildirs: the request executor of a standalone server or back-end.
 #[derive(Debug)]
 pub struct LocalStore {
-    users: UsersFile,
+    users: Arc<dyn UserDirectory>,
+    penalty: LoginPenalty,
     maildir: MaildirStore,
     deliveries: deliveries::Deliveries,
 }
 
 impl LocalStore {
-    /// A store over these users and maildirs. Spool files older than
-    /// [`STALE_AFTER`] (left by a crash) are removed now.
-    pub fn new(users: UsersFile, maildir: MaildirStore) -> LocalStore {
+    /// A store over these users (a [`crate::UsersFile`] or any `Arc<dyn
+    /// UserDirectory>`) and maildirs, with the default [`LoginPenalty`]. Spool files
+    /// older than [`STALE_AFTER`] (left by a crash) are removed now.
+    pub fn new(users: impl Into<Arc<dyn UserDirectory>>, maildir: MaildirStore) -> LocalStore {
         match maildir.clean_spool(STALE_AFTER) {
             Ok(0) => {}
             Ok(n) => log::info!("removed {n} stale temporary files from the spool"),
             Err(e) => log::warn!("cleaning the spool {}: {e}", maildir.spool_dir().display()),
         }
         LocalStore {
-            users,
+            users: users.into(),
+            penalty: LoginPenalty::default(),
             maildir,
             deliveries: deliveries::Deliveries::new(DEFAULT_MAX_PENDING, DEFAULT_IDLE_TIMEOUT),
         }
+    }
+
+    /// Replaces the login penalty (its rules come from the config).
+    pub fn with_penalty(mut self, penalty: LoginPenalty) -> Self {
+        self.penalty = penalty;
+        self
     }
 
     /// Sets the most messages received at once (default [`DEFAULT_MAX_PENDING`]) and
@@ -58,9 +77,14 @@ impl LocalStore {
         self.deliveries.len()
     }
 
-    /// The users file (for `reload`).
-    pub fn users(&self) -> &UsersFile {
+    /// The user directory (for `reload`).
+    pub fn users(&self) -> &Arc<dyn UserDirectory> {
         &self.users
+    }
+
+    /// The login penalty.
+    pub fn penalty(&self) -> &LoginPenalty {
+        &self.penalty
     }
 
     /// The maildirs.
@@ -68,37 +92,64 @@ impl LocalStore {
         &self.maildir
     }
 
-    /// Checks a password. Unknown user and wrong password get the same answer after the
-    /// same work (a dummy Argon2id check with the file's parameters); `nologin` is only
-    /// revealed to someone who knows the password.
+    /// Checks a password through the directory and the login penalty: an address with
+    /// too many recent failures is refused without a check; a wrong password from an
+    /// address that failed before is [`Failure::Throttled`] by the penalty's delay.
     fn authenticate(&self, user: &str, password: &[u8], client: IpAddr) -> Reply {
-        self.users.reload_if_changed();
-        let table = self.users.current();
-        let address = normalize_address(user);
-        let Some(record) = table.lookup(&address) else {
-            match table.dummy_params() {
-                Some(params) => password::verify_dummy_with(params, password),
-                None => password::verify_dummy(password),
-            }
-            log::info!("authentication failed from {client}: unknown user {address:?}");
-            return Reply::Failed(Failure::Denied);
+        match self.check_login(user, password, client, Instant::now()) {
+            Ok(record) => Reply::Authenticated(Account(record.address)),
+            Err(failure) => Reply::Failed(failure),
+        }
+    }
+
+    /// `VerifyUser` (authd): the same checks, answered as an [`AuthOutcome`].
+    fn verify_user(&self, user: &str, password: &[u8], client: IpAddr) -> Reply {
+        let outcome = match self.check_login(user, password, client, Instant::now()) {
+            Ok(record) => AuthOutcome::Accepted(record),
+            Err(Failure::Disabled) => AuthOutcome::Disabled,
+            Err(Failure::Temporary(reason)) => AuthOutcome::TempFail(reason),
+            Err(_) => AuthOutcome::Denied,
         };
-        match password::verify(&record.password, password) {
-            Verification::Match if record.nologin() => {
-                log::info!("authentication refused from {client}: {address} has nologin");
-                Reply::Failed(Failure::Disabled)
+        Reply::Verified(outcome)
+    }
+
+    fn check_login(
+        &self,
+        user: &str,
+        password: &[u8],
+        client: IpAddr,
+        now: Instant,
+    ) -> Result<tidegate_core::user::UserRecord, Failure> {
+        let address = normalize_address(user);
+        if self.penalty.admit(client, now) == Admission::Refuse {
+            log::warn!(
+                "login refused from {client} for {address:?}: too many failed logins \
+                 from this address; the password was not checked"
+            );
+            return Err(Failure::Temporary(PENALTY_TEXT.into()));
+        }
+        match self.users.verify(&address, password, client) {
+            AuthOutcome::Accepted(record) => {
+                self.penalty.success(client);
+                Ok(record)
             }
-            Verification::Match => Reply::Authenticated(Account(record.address.clone())),
-            Verification::Mismatch => {
-                log::info!("authentication failed from {client}: wrong password for {address}");
-                Reply::Failed(Failure::Denied)
+            AuthOutcome::Disabled => Err(Failure::Disabled),
+            AuthOutcome::Denied => {
+                let delay = self.penalty.failure(client, now);
+                if delay.is_zero() {
+                    Err(Failure::Denied)
+                } else {
+                    log::info!(
+                        "login failed from {client} for {address:?}: answered after {} s \
+                         (login penalty)",
+                        delay.as_secs()
+                    );
+                    Err(Failure::Throttled(delay))
+                }
             }
-            Verification::Unsupported => {
-                log::warn!(
-                    "authentication failed from {client}: the password of {address} uses \
-                     a scheme this build cannot check"
-                );
-                Reply::Failed(Failure::Denied)
+            AuthOutcome::TempFail(reason) => {
+                log::warn!("login from {client} for {address:?}: user database: {reason}");
+                Err(Failure::Temporary(DIRECTORY_TEXT.into()))
             }
         }
     }
@@ -151,6 +202,12 @@ impl Executor for LocalStore {
                 }
                 Reply::Done
             }
+            Request::LookupUser { address } => Reply::User(self.users.lookup(&address)),
+            Request::VerifyUser {
+                user,
+                password,
+                client,
+            } => self.verify_user(&user, password.expose(), client),
             other => {
                 log::error!("local store cannot carry out {other:?}");
                 Reply::Failed(Failure::Permanent("unsupported request".into()))

@@ -177,3 +177,239 @@ fn edits_refuse_a_broken_file() {
     }
     assert_eq!(fs::read_to_string(&path).unwrap(), broken, "untouched");
 }
+
+mod directory {
+    use std::fs;
+    use std::net::IpAddr;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use tidegate_core::user::{AuthOutcome, Lookup};
+    use tidegate_core::{Account, Failure, RecipientCheck, Reply, Request, Secret};
+    use tidegate_store::Executor;
+    use tidegate_store::local::LocalStore;
+    use tidegate_store::maildir::MaildirStore;
+    use tidegate_store::users::{CacheConfig, CachedDirectory, UserDirectory, UsersFile};
+
+    const CLIENT: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 1));
+    /// `openssl passwd -6 -salt 8DqW2pXv 'Tr0ub4dor&3'`.
+    const SHA512: &str = "{SHA512-CRYPT}$6$8DqW2pXv$QDPMcKF3oa8VMMncr3qPUyjLB2i6FLoSPunQIlwb9GZRSFFCYfK.XDv/uB/y4PJfLBWvzV.tsn10hDo936f0C1";
+    const PASSWORD: &[u8] = b"Tr0ub4dor&3";
+
+    fn users_file(dir: &std::path::Path) -> (std::path::PathBuf, UsersFile) {
+        let path = dir.join("users");
+        fs::write(
+            &path,
+            format!(
+                "ann@a.example {SHA512} quota=100 tohost=10.0.0.1\n\
+                 off@a.example {SHA512} nologin\n\
+                 postmaster@b.example {{PLAIN}}pm\n"
+            ),
+        )
+        .unwrap();
+        let file = UsersFile::open(&path)
+            .unwrap()
+            .with_check_interval(Duration::ZERO);
+        (path, file)
+    }
+
+    #[test]
+    fn lookup_answers_found_not_found_and_unknown_domain() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, users) = users_file(dir.path());
+        match users.lookup(" ANN@a.example") {
+            Lookup::Found(record) => {
+                assert_eq!(record.address, "ann@a.example");
+                assert_eq!(record.quota(), Some(100));
+                assert_eq!(record.tohost(), Some("10.0.0.1"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(users.lookup("bob@a.example"), Lookup::NotFound);
+        assert_eq!(users.lookup("bob@elsewhere.example"), Lookup::UnknownDomain);
+        assert_eq!(users.lookup("no-at-sign"), Lookup::UnknownDomain);
+        match users.lookup("Postmaster") {
+            Lookup::Found(record) => assert_eq!(record.address, "postmaster@b.example"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn verify_reveals_nologin_only_with_the_right_password() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, users) = users_file(dir.path());
+        assert!(matches!(
+            users.verify("ann@a.example", PASSWORD, CLIENT),
+            AuthOutcome::Accepted(ref r) if r.address == "ann@a.example"
+        ));
+        assert_eq!(
+            users.verify("ann@a.example", b"wrong", CLIENT),
+            AuthOutcome::Denied
+        );
+        assert_eq!(
+            users.verify("nobody@a.example", PASSWORD, CLIENT),
+            AuthOutcome::Denied
+        );
+        assert_eq!(
+            users.verify("off@a.example", b"wrong", CLIENT),
+            AuthOutcome::Denied
+        );
+        assert_eq!(
+            users.verify("off@a.example", PASSWORD, CLIENT),
+            AuthOutcome::Disabled
+        );
+    }
+
+    #[test]
+    fn reload_now_and_keep_the_old_table_on_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, users) = users_file(dir.path());
+        let users = users.with_check_interval(Duration::from_secs(3600));
+        fs::write(&path, "new@a.example {PLAIN}n\nbroken\n").unwrap();
+        let error = UserDirectory::reload(&users).unwrap_err();
+        assert!(error.contains("line 2"), "{error}");
+        assert!(matches!(users.lookup("ann@a.example"), Lookup::Found(_)));
+        fs::write(&path, "new@a.example {PLAIN}n\n").unwrap();
+        UserDirectory::reload(&users).unwrap();
+        assert_eq!(users.lookup("ann@a.example"), Lookup::NotFound);
+        assert!(matches!(users.lookup("new@a.example"), Lookup::Found(_)));
+    }
+
+    fn login(store: &LocalStore, user: &str, password: &[u8], client: IpAddr) -> Reply {
+        store.execute(Request::Authenticate {
+            user: user.into(),
+            password: Secret::new(password.to_vec()),
+            client,
+        })
+    }
+
+    #[test]
+    fn local_store_applies_the_login_penalty() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, users) = users_file(dir.path());
+        let maildir = MaildirStore::new(dir.path().join("mail"), false, "h.test");
+        let store = LocalStore::new(users, maildir);
+        let attacker: IpAddr = "203.0.113.9".parse().unwrap();
+        let mut delays = Vec::new();
+        for _ in 0..10 {
+            match login(&store, "ann@a.example", b"guess", attacker) {
+                Reply::Failed(Failure::Denied) => delays.push(0),
+                Reply::Failed(Failure::Throttled(d)) => delays.push(d.as_secs()),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(delays, [0, 1, 2, 4, 8, 15, 15, 15, 15, 15]);
+        // Refused now, even with the right password, which is not even checked.
+        assert!(matches!(
+            login(&store, "ann@a.example", PASSWORD, attacker),
+            Reply::Failed(Failure::Temporary(ref t)) if t == "too many failed logins"
+        ));
+        // Another client is unaffected, and its success clears only itself.
+        assert!(matches!(
+            login(&store, "ann@a.example", PASSWORD, CLIENT),
+            Reply::Authenticated(Account(ref a)) if a == "ann@a.example"
+        ));
+        assert!(matches!(
+            login(&store, "ann@a.example", b"guess", CLIENT),
+            Reply::Failed(Failure::Denied)
+        ));
+    }
+
+    #[test]
+    fn local_store_answers_lookups_verifications_and_recipients_from_any_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, users) = users_file(dir.path());
+        let cached: Arc<dyn UserDirectory> = Arc::new(CachedDirectory::new(
+            Arc::new(users),
+            CacheConfig::default(),
+        ));
+        let maildir = MaildirStore::new(dir.path().join("mail"), false, "h.test");
+        let store = LocalStore::new(cached, maildir);
+        match store.execute(Request::LookupUser {
+            address: "Ann@A.example".into(),
+        }) {
+            Reply::User(Lookup::Found(record)) => assert_eq!(record.tohost(), Some("10.0.0.1")),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            store.execute(Request::LookupUser {
+                address: "x@a.example".into()
+            }),
+            Reply::User(Lookup::NotFound)
+        ));
+        let verify = |user: &str, password: &[u8]| {
+            store.execute(Request::VerifyUser {
+                user: user.into(),
+                password: Secret::new(password.to_vec()),
+                client: CLIENT,
+            })
+        };
+        for _ in 0..2 {
+            assert!(matches!(
+                verify("ann@a.example", PASSWORD),
+                Reply::Verified(AuthOutcome::Accepted(_))
+            ));
+        }
+        assert!(matches!(
+            verify("ann@a.example", b"wrong"),
+            Reply::Verified(AuthOutcome::Denied)
+        ));
+        assert!(matches!(
+            verify("off@a.example", PASSWORD),
+            Reply::Verified(AuthOutcome::Disabled)
+        ));
+        let rcpt = |address: &str| match store.execute(Request::CheckRecipient {
+            address: address.into(),
+            size_hint: None,
+        }) {
+            Reply::Recipient(check) => check,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            rcpt("ann@a.example"),
+            RecipientCheck::Local(Account("ann@a.example".into()))
+        );
+        assert_eq!(rcpt("zed@a.example"), RecipientCheck::Unknown);
+        assert_eq!(rcpt("zed@other.example"), RecipientCheck::NotLocal);
+        assert_eq!(
+            rcpt("postmaster"),
+            RecipientCheck::Local(Account("postmaster@b.example".into()))
+        );
+    }
+
+    /// A directory that cannot be reached.
+    #[derive(Debug)]
+    struct Down;
+
+    impl UserDirectory for Down {
+        fn lookup(&self, _: &str) -> Lookup {
+            Lookup::TempFail("connection refused".into())
+        }
+        fn verify(&self, _: &str, _: &[u8], _: IpAddr) -> AuthOutcome {
+            AuthOutcome::TempFail("connection refused".into())
+        }
+    }
+
+    #[test]
+    fn an_unreachable_directory_is_a_temporary_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let maildir = MaildirStore::new(dir.path().join("mail"), false, "h.test");
+        let down: Arc<dyn UserDirectory> = Arc::new(Down);
+        let store = LocalStore::new(down, maildir);
+        assert!(matches!(
+            login(&store, "ann@a.example", PASSWORD, CLIENT),
+            Reply::Failed(Failure::Temporary(_))
+        ));
+        assert!(matches!(
+            store.execute(Request::CheckRecipient {
+                address: "ann@a.example".into(),
+                size_hint: None
+            }),
+            Reply::Failed(Failure::Temporary(_))
+        ));
+        assert!(
+            store.penalty().is_empty(),
+            "a database outage is not the client's failure"
+        );
+    }
+}

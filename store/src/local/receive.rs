@@ -1,46 +1,38 @@
 //! SMTP/LMTP requests: recipient checks and streaming delivery into the maildirs.
 
+use tidegate_core::user::Lookup;
 use tidegate_core::{Account, DeliveryId, Failure, RecipientCheck, Reply};
 
-use super::{LocalStore, TEMPORARY_TEXT, failure, to_failure};
+use super::{DIRECTORY_TEXT, LocalStore, TEMPORARY_TEXT, failure, to_failure};
 use crate::maildir::{PendingMessage, Recipient};
 use crate::users::normalize_address;
 
 impl LocalStore {
     /// `RCPT TO`: a local user (also a `nologin` one: it still receives mail), a local
     /// domain without such a user, a foreign domain, or a mailbox already full (usage
-    /// plus the declared `SIZE=`, or plus one octet without it, above `quota=`).
+    /// plus the declared `SIZE=`, or plus one octet without it, above `quota=`). An
+    /// unreachable user database is a temporary failure.
     pub(super) fn check_recipient(&self, address: &str, size_hint: Option<u64>) -> Reply {
-        self.users.reload_if_changed();
-        let table = self.users.current();
-        let mut address = normalize_address(address);
-        if address.eq_ignore_ascii_case("postmaster") {
-            // RFC 5321 §4.1.1.3: `<Postmaster>` without a domain must be accepted; it goes
-            // to the postmaster of the first local domain that has one.
-            match table
-                .local_domains()
-                .iter()
-                .map(|d| format!("postmaster@{d}"))
-                .find(|a| table.lookup(a).is_some())
-            {
-                Some(postmaster) => address = postmaster,
-                None => {
-                    log::warn!(
-                        "mail for <Postmaster> refused: no postmaster@ user in any local domain"
-                    );
-                    return Reply::Recipient(RecipientCheck::Unknown);
-                }
+        let address = normalize_address(address);
+        let record = match self.users.lookup(&address) {
+            Lookup::Found(record) => record,
+            Lookup::NotFound if address == "postmaster" => {
+                // RFC 5321 §4.1.1.3: `<Postmaster>` without a domain must be accepted;
+                // the directory resolves it to a local domain's postmaster.
+                log::warn!(
+                    "mail for <Postmaster> refused: no postmaster@ user in any local domain"
+                );
+                return Reply::Recipient(RecipientCheck::Unknown);
             }
-        }
-        let Some((_, domain)) = address.rsplit_once('@') else {
-            return Reply::Recipient(RecipientCheck::Unknown);
-        };
-        if !table.is_local_domain(domain) {
-            return Reply::Recipient(RecipientCheck::NotLocal);
-        }
-        let Some(record) = table.lookup(&address) else {
-            log::info!("recipient {address:?}: no such user");
-            return Reply::Recipient(RecipientCheck::Unknown);
+            Lookup::NotFound => {
+                log::info!("recipient {address:?}: no such user");
+                return Reply::Recipient(RecipientCheck::Unknown);
+            }
+            Lookup::UnknownDomain => return Reply::Recipient(RecipientCheck::NotLocal),
+            Lookup::TempFail(reason) => {
+                log::warn!("recipient {address:?}: user database: {reason}");
+                return Reply::Failed(Failure::Temporary(DIRECTORY_TEXT.into()));
+            }
         };
         let account = Account(record.address.clone());
         if let Some(quota) = record.quota() {
@@ -120,12 +112,18 @@ impl LocalStore {
                 return Reply::Failed(Failure::Temporary(TEMPORARY_TEXT.into()));
             }
         };
-        self.users.reload_if_changed();
-        let table = self.users.current();
         let recipients: Vec<Recipient> = recipients
             .into_iter()
             .map(|account| {
-                let quota = table.lookup(&account.0).and_then(|record| record.quota());
+                let quota = match self.users.lookup(&account.0) {
+                    Lookup::Found(record) => record.quota(),
+                    Lookup::TempFail(reason) => {
+                        // RCPT already checked the quota; deliver rather than bounce.
+                        log::warn!("quota of {}: user database: {reason}", account.0);
+                        None
+                    }
+                    Lookup::NotFound | Lookup::UnknownDomain => None,
+                };
                 Recipient { account, quota }
             })
             .collect();

@@ -1,4 +1,4 @@
-//! Editing a users file for `tidegate user add|passwd|del|list`.
+//! Editing a users file for `tidegate user add|passwd|set|del|list|import`.
 //!
 //! Every edit reads the whole file, checks it parses, changes only the one line it is
 //! about (comments, blank lines and other users stay byte for byte), checks the result
@@ -36,7 +36,7 @@ pub fn add_user(
         password: password_hash.to_owned(),
         fields: fields.clone(),
     };
-    if table.lookup(&record.address).is_some() {
+    if table.contains(&record.address) {
         return Err(UsersError::Exists(record.address));
     }
     let line = checked_line(&record)?;
@@ -47,6 +47,55 @@ pub fn add_user(
     new_text.push_str(&line);
     new_text.push('\n');
     write_atomically(path, &new_text)
+}
+
+/// Adds many users in one atomic rewrite (`tidegate user import`): users whose address
+/// is already in the file are left out and returned; the others are appended in order.
+/// Either all of the rest are added or, on any error, none.
+pub fn add_users(path: &Path, users: &[UserRecord]) -> Result<Vec<String>, UsersError> {
+    let text = match fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(e.into()),
+    };
+    let table = UserTable::parse(&text)?;
+    let mut existing = Vec::new();
+    let mut new_text = text;
+    if !new_text.is_empty() && !new_text.ends_with('\n') {
+        new_text.push('\n');
+    }
+    for record in users {
+        if table.contains(&record.address) {
+            existing.push(record.address.clone());
+            continue;
+        }
+        new_text.push_str(&checked_line(record)?);
+        new_text.push('\n');
+    }
+    UserTable::parse(&new_text)?;
+    write_atomically(path, &new_text)?;
+    Ok(existing)
+}
+
+/// Sets fields of a user (an empty value writes a bare `KEY`) and removes the `unset`
+/// ones, keeping the password and every other field.
+pub fn set_fields(
+    path: &Path,
+    address: &str,
+    set: &BTreeMap<String, String>,
+    unset: &[String],
+) -> Result<(), UsersError> {
+    rewrite_user(path, address, |mut record| {
+        for key in unset {
+            record.fields.remove(&key.to_ascii_lowercase());
+        }
+        for (key, value) in set {
+            record
+                .fields
+                .insert(key.to_ascii_lowercase(), value.clone());
+        }
+        Some(record)
+    })
 }
 
 /// Replaces a user's password with an already hashed one, keeping the user's fields.
@@ -65,7 +114,7 @@ pub fn delete_user(path: &Path, address: &str) -> Result<(), UsersError> {
 /// Every user of the file, in file order.
 pub fn list_users(path: &Path) -> Result<Vec<UserRecord>, UsersError> {
     let text = fs::read_to_string(path)?;
-    Ok(UserTable::parse(&text)?.users().to_vec())
+    Ok(UserTable::parse(&text)?.users().collect())
 }
 
 /// Replaces the line of `address` by what `change` makes of its record (`None` deletes

@@ -1,12 +1,18 @@
-//! The users file of a running server: loaded at start, reloaded when it changes.
+//! The users file of a running server: loaded at start, reloaded when it changes, and
+//! answering as a [`UserDirectory`].
 
 use std::fs;
+use std::io::BufReader;
+use std::net::IpAddr;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
-use super::{UserTable, UsersError};
+use tidegate_core::user::{AuthOutcome, Lookup};
+
+use super::{UserDirectory, UserTable, UsersError, normalize_address};
+use crate::password::{self, Verification};
 
 /// How often [`UsersFile::reload_if_changed`] looks at the file by default.
 const CHECK_INTERVAL: Duration = Duration::from_secs(1);
@@ -146,10 +152,85 @@ impl UsersFile {
     }
 }
 
-/// Reads and parses the file, with the stamp of the version read.
+/// Reads and parses the file, with the stamp of the version read. Edits replace the
+/// file by rename, so the open file is one whole version.
 fn read(path: &Path) -> Result<(UserTable, Stamp), UsersError> {
     let file = fs::File::open(path)?;
     let stamp = Stamp::of(&file.metadata()?);
-    let text = std::io::read_to_string(file)?;
-    Ok((UserTable::parse(&text)?, stamp))
+    let table = UserTable::read_sized(BufReader::with_capacity(64 * 1024, file), stamp.len)?;
+    Ok((table, stamp))
+}
+
+impl UsersFile {
+    /// `lookup` on the current table, after a [`UsersFile::reload_if_changed`].
+    ///
+    /// A bare `postmaster` (RFC 5321 §4.1.1.3) is the `postmaster@` user of the first
+    /// local domain that has one.
+    fn lookup_now(&self, address: &str) -> Lookup {
+        self.reload_if_changed();
+        let table = self.current();
+        let address = normalize_address(address);
+        if address == "postmaster" {
+            return table
+                .local_domains()
+                .iter()
+                .find_map(|domain| table.lookup(&format!("postmaster@{domain}")))
+                .map_or(Lookup::NotFound, Lookup::Found);
+        }
+        if let Some(record) = table.lookup(&address) {
+            return Lookup::Found(record);
+        }
+        match address.rsplit_once('@') {
+            Some((_, domain)) if table.is_local_domain(domain) => Lookup::NotFound,
+            _ => Lookup::UnknownDomain,
+        }
+    }
+}
+
+impl UserDirectory for UsersFile {
+    fn lookup(&self, address: &str) -> Lookup {
+        self.lookup_now(address)
+    }
+
+    /// An unknown user costs one check against the file's first hashed password (same
+    /// scheme and cost as a real user), then `Denied`, like a wrong password.
+    fn verify(&self, user: &str, password: &[u8], client: IpAddr) -> AuthOutcome {
+        self.reload_if_changed();
+        let table = self.current();
+        let address = normalize_address(user);
+        let Some(record) = table.lookup(&address) else {
+            password::verify_dummy(table.dummy_hash(), password);
+            log::info!("authentication failed from {client}: unknown user {address:?}");
+            return AuthOutcome::Denied;
+        };
+        match password::verify(&record.password, password) {
+            Verification::Match if record.nologin() => {
+                log::info!("authentication refused from {client}: {address} has nologin");
+                AuthOutcome::Disabled
+            }
+            Verification::Match => AuthOutcome::Accepted(record),
+            Verification::Mismatch => {
+                log::info!("authentication failed from {client}: wrong password for {address}");
+                AuthOutcome::Denied
+            }
+            Verification::Unsupported => {
+                log::warn!(
+                    "authentication failed from {client}: the password of {address} uses \
+                     a scheme or cost this build cannot check"
+                );
+                AuthOutcome::Denied
+            }
+        }
+    }
+
+    fn reload(&self) -> Result<(), String> {
+        UsersFile::reload(self).map_err(|e| e.to_string())
+    }
+}
+
+/// Lets `LocalStore::new` take a users file directly.
+impl From<UsersFile> for Arc<dyn UserDirectory> {
+    fn from(file: UsersFile) -> Self {
+        Arc::new(file)
+    }
 }

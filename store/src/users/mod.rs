@@ -1,25 +1,32 @@
 //! The users file (design.md §4, "Users file"): one user a line,
 //! `ADDRESS PASSWORD [KEY=VALUE | KEY ...]`, `#` comments, blank lines.
 //!
-//! [`UserTable`] is one parsed file; [`UsersFile`] keeps the current table of a path and
-//! reloads it when the file changes; [`add_user`], [`set_password`], [`delete_user`] and
-//! [`list_users`] edit a file for `tidegate user …`, atomically and keeping every other
-//! line as it was.
+//! [`UserTable`] is one parsed file; [`UsersFile`] keeps the current table of a path,
+//! reloads it when the file changes and answers as a [`UserDirectory`], the interface of
+//! every user database; [`CachedDirectory`] remembers successful logins of any
+//! directory. [`add_user`], [`add_users`], [`set_password`], [`set_fields`],
+//! [`delete_user`] and [`list_users`] edit a file for `tidegate user …`, atomically and
+//! keeping every other line as it was; [`parse_passwd_file`] reads a Dovecot
+//! passwd-file for `tidegate user import`. docs/users.md is the operator's guide.
 
+mod cache;
 mod directory;
 mod edit;
 mod file;
+mod import;
 pub mod ldap;
 mod table;
 
 use std::fmt;
 use std::io;
 
+pub use cache::{CacheConfig, CachedDirectory};
 pub use directory::UserDirectory;
-pub use edit::{add_user, delete_user, list_users, set_password};
+pub use edit::{add_user, add_users, delete_user, list_users, set_fields, set_password};
 pub use file::UsersFile;
+pub use import::{Imported, parse_passwd_file};
 pub use ldap::{LdapAuth, LdapConfig, LdapDirectory};
-pub use table::{UserRecord, UserTable, UsersFileError};
+pub use table::{MAX_LINE, UserRecord, UserTable, UsersFileError};
 pub use tidegate_core::user::normalize_address;
 
 /// Why loading or editing a users file failed.
