@@ -62,7 +62,12 @@
 
 mod accept;
 mod conn;
+mod connect;
 mod event_loop;
+mod outq;
+mod pipes;
+mod sock;
+mod splice;
 mod timers;
 mod workers;
 
