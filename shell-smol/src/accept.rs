@@ -76,6 +76,12 @@ impl Slot {
         let before = shared.open.fetch_add(1, Ordering::SeqCst);
         (Slot(shared.clone()), before)
     }
+
+    /// Counts a back-end socket a connection opened, so `max_connections` and shutdown
+    /// see it too. Never refused: the connection that opens it was admitted already.
+    pub(crate) fn backend(shared: &Arc<Shared>) -> Slot {
+        Slot::take(shared).0
+    }
 }
 
 impl Drop for Slot {

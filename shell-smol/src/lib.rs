@@ -63,8 +63,10 @@ use tidegate_store::{ServerSpec, Shutdown};
 
 mod accept;
 mod conn;
+mod connect;
 mod output;
 mod signal;
+mod splice;
 
 use accept::Shared;
 use signal::Signal;
