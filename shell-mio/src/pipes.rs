@@ -12,6 +12,11 @@ use std::os::fd::OwnedFd;
 
 /// Most empty pipes a loop keeps (2 descriptors each).
 const POOL_MAX: usize = 64;
+/// The capacity asked for each pipe: bytes in flight per direction, in kernel pages,
+/// only while a transfer is under way. Four times the default, so a bulk transfer
+/// needs a quarter of the `splice(2)` calls; if the system refuses (its
+/// `pipe-max-size` or per-user pipe quota), the default 64 KiB is kept.
+pub(crate) const PIPE_SIZE: usize = 256 * 1024;
 
 /// One pipe: bytes spliced into `write` come out of `read`.
 pub(crate) struct Pipe {
@@ -28,6 +33,7 @@ impl Pipe {
         {
             use rustix::pipe::PipeFlags;
             let (read, write) = rustix::pipe::pipe_with(PipeFlags::CLOEXEC | PipeFlags::NONBLOCK)?;
+            let _ = rustix::pipe::fcntl_setpipe_size(&write, PIPE_SIZE);
             Ok(Pipe { read, write })
         }
         #[cfg(not(target_os = "linux"))]

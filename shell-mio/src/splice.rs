@@ -23,14 +23,14 @@ use tidegate_core::{MAX_READ, Peer};
 use crate::conn::Pump;
 use crate::event_loop::SocketCount;
 use crate::outq::OutQueue;
-use crate::pipes::{Pipe, PipePool};
+use crate::pipes::{PIPE_SIZE, Pipe, PipePool};
 use crate::sock::{self, Sock};
 
 /// Bytes one direction moves per turn before other connections get theirs (as the
 /// session phase's read budget: 16 × 16 KiB).
 const TURN_BUDGET: usize = 256 * 1024;
-/// Most bytes asked of one `splice(2)` call (the default pipe holds 64 KiB).
-const SPLICE_CHUNK: usize = 64 * 1024;
+/// Most bytes asked of one `splice(2)` call: what a pipe holds.
+const SPLICE_CHUNK: usize = PIPE_SIZE;
 
 /// Two sockets joined after the session ended.
 pub(crate) struct Spliced {
