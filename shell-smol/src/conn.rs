@@ -50,9 +50,13 @@ const BUDGET: u32 = 32;
 /// A store reply on its way back to the session.
 type Answer = (RequestId, Reply);
 
-/// Runs one accepted connection to its end. `slot` keeps it counted until then.
+/// Runs one accepted connection to its end. `slot` keeps it counted until then. A
+/// splice continues in a task of its own on `tasks`, which takes the slot along: this
+/// task's future is sized for the session phase, and an idle spliced connection
+/// should not keep that much memory.
 pub(crate) async fn run(
     shared: Arc<Shared>,
+    tasks: Arc<async_executor::Executor<'static>>,
     slot: Slot,
     stream: Async<TcpStream>,
     peer: SocketAddr,
@@ -71,8 +75,15 @@ pub(crate) async fn run(
     match end {
         End::Closed => conn.linger().await,
         End::Spliced => {
-            let end = conn.splice().await;
-            log::debug!("{peer}: splice ended: {end:?}");
+            if let Some(job) = conn.into_splice() {
+                let task = async move {
+                    let end = job.run().await;
+                    log::debug!("{peer}: splice ended: {end:?}");
+                    drop(slot);
+                };
+                tasks.spawn(crate::contained("splice", task)).detach();
+                return;
+            }
         }
         End::PeerGone | End::FlushTimeout | End::Cut => {}
     }
@@ -423,32 +434,38 @@ impl Conn {
         open && self.session.wants_read(peer)
     }
 
-    /// Hands both sockets to the splice and drops the session; returns when the splice
-    /// ends.
-    async fn splice(self) -> splice::SpliceEnd {
+    /// Takes both sockets for the splice and drops everything else, the session first;
+    /// `None` (logged) when the session asked for a splice without a connected back-end.
+    fn into_splice(self) -> Option<splice::Job> {
         let Conn {
             peer,
             stream,
             session,
+            executor,
             mut out,
+            answers_tx,
+            answers,
+            timer,
             eof,
             backend,
             splice,
-            mut cut,
+            cut,
             ..
         } = self;
-        drop(session);
+        // Nothing of the session phase outlives it: a spliced connection may sit idle
+        // for a long time, and every byte it holds is multiplied by their number.
+        drop((session, executor, answers_tx, answers, timer));
         let (Some(request), Some(backend)) =
             (splice, backend.filter(|b| b.state == BackendState::Open))
         else {
             log::error!("{peer}: splice asked for without a connected back-end; closing");
-            return splice::SpliceEnd::Broken;
+            return None;
         };
         let Backend {
             stream: backend_stream,
             out: mut backend_out,
             eof: backend_eof,
-            slot: _backend_slot,
+            slot: backend_slot,
             ..
         } = backend;
         out.push(request.to_client);
@@ -463,7 +480,14 @@ impl Conn {
             head: backend_out,
             eof: backend_eof,
         };
-        splice::run(peer, client, backend, request.idle, &mut cut).await
+        Some(splice::Job {
+            peer,
+            client,
+            backend,
+            idle: request.idle,
+            cut,
+            backend_slot,
+        })
     }
 
     /// Writes pending output. After the queue empties the session hears

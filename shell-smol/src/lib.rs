@@ -50,8 +50,9 @@
 //! buffer. EOF is passed on with `shutdown(Write)` after the bytes before it; when both
 //! directions have passed their EOF, either socket fails, neither carried a byte for
 //! the action's `idle_timeout`, or the shutdown grace period ends, both sockets are
-//! closed. A spliced connection is still its connection's task, so shutdown waits for
-//! it like for a session.
+//! closed. The splice runs in a task of its own, sized for just the two sockets and
+//! their heads (the connection task's future, sized for the session phase, is freed);
+//! it keeps the connection counted, so shutdown waits for it like for a session.
 //!
 //! ## Memory bounds
 //!

@@ -22,6 +22,7 @@ use async_io::{Async, Timer};
 use bytes::Bytes;
 use futures_lite::future;
 
+use crate::accept::Slot;
 use crate::output::Output;
 use crate::signal::Waiter;
 
@@ -53,8 +54,41 @@ pub(crate) enum SpliceEnd {
     Cut,
 }
 
+/// A splice ready to run: both sides, its idle timeout, the shutdown cut.
+pub(crate) struct Job {
+    /// The client's address, for the log.
+    pub(crate) peer: SocketAddr,
+    /// The accepted connection.
+    pub(crate) client: Side,
+    /// The connection the session opened.
+    pub(crate) backend: Side,
+    /// Close both when neither carried a byte for this long.
+    pub(crate) idle: Duration,
+    /// Fired when the shutdown grace period ends.
+    pub(crate) cut: Waiter,
+    /// Keeps the back-end socket counted.
+    pub(crate) backend_slot: Slot,
+}
+
+impl Job {
+    /// Copies both ways until the splice ends; both sockets are closed on return.
+    pub(crate) async fn run(self) -> SpliceEnd {
+        let Job {
+            peer,
+            client,
+            backend,
+            idle,
+            mut cut,
+            backend_slot,
+        } = self;
+        let end = run(peer, client, backend, idle, &mut cut).await;
+        drop(backend_slot);
+        end
+    }
+}
+
 /// Copies both ways until the splice ends; dropping the sockets then closes both.
-pub(crate) async fn run(
+async fn run(
     peer: SocketAddr,
     client: Side,
     backend: Side,
