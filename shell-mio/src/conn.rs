@@ -1,19 +1,24 @@
-//! One accepted connection: its socket, its session and the bytes between them.
+//! One accepted connection: its socket, its session and the bytes between them, and
+//! the back-end socket a proxy session opens.
 //!
 //! Everything here runs on the owning event loop; the loop only adds the registry, the
 //! timer table and removal around [`Conn::pump`].
 
-use std::collections::VecDeque;
-use std::io::{self, IoSlice, Read as _, Write as _};
+use std::io::{self, Read as _};
 use std::net::{Shutdown, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Buf as _, Bytes};
-use mio::Interest;
 use mio::net::TcpStream;
+use mio::{Interest, Registry};
 use tidegate_core::{Action, MAX_READ, Peer, Reply, RequestId};
 use tidegate_store::service::BoxedSession;
 
+use crate::connect;
+use crate::event_loop::{Shared, SocketCount};
+use crate::outq::{MAX_PENDING, OutQueue};
+use crate::sock::{self, Sock};
+use crate::splice::{Handover, Spliced};
 use crate::workers::Submitter;
 
 /// Reads per [`Conn::pump`] before other connections get a turn: 16 × 16 KiB = 256 KiB.
@@ -25,11 +30,9 @@ const CLOSE_FLUSH: Duration = Duration::from_secs(5);
 const LINGER: Duration = Duration::from_secs(2);
 /// Most bytes discarded while lingering before the socket is simply dropped.
 const LINGER_DISCARD: usize = 256 * 1024;
-/// Most buffers handed to one `writev`.
-const MAX_IOVECS: usize = 64;
 
 /// Where a connection is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Phase {
     /// The session is running.
     Open,
@@ -40,6 +43,13 @@ enum Phase {
     /// client reads it; so the client's bytes are read and discarded until it closes
     /// too (or `until`). A client that sent nothing more is not waited for.
     Lingering { until: Instant, discarded: usize },
+    /// The session handed both sockets over (`Action::Splice`): the loop turns this
+    /// connection into a [`Spliced`] one and drops the session.
+    Spliced {
+        to_client: bytes::Bytes,
+        to_backend: bytes::Bytes,
+        idle: Duration,
+    },
 }
 
 /// What the event loop must do with a connection after driving it.
@@ -51,20 +61,45 @@ pub(crate) enum Pump {
     MoreInput,
     /// Finished or broken: drop it.
     Remove,
+    /// The session asked for a splice: replace it with [`Conn::into_spliced`].
+    Splice,
+}
+
+/// Where the back-end socket is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BackendState {
+    /// `connect` is in progress; output is queued until it completes.
+    Connecting,
+    /// Connected: read and written like the client.
+    Open,
+    /// The session closed it: flush, then drop the socket.
+    Closing,
+}
+
+/// The connection a proxy session opened (`Action::Connect`).
+struct Backend {
+    sock: Sock,
+    state: BackendState,
+    out: OutQueue,
+    /// False after EOF or a read error: the session has been told.
+    read_open: bool,
+    /// The socket may hold unread input (as [`Conn`]'s flag for the client).
+    unread: bool,
+    /// Keeps the socket counted as an open connection.
+    count: SocketCount,
 }
 
 /// A connection and its session (the `Conn` of the module docs).
 pub(crate) struct Conn {
-    socket: TcpStream,
+    client: Sock,
     peer: SocketAddr,
     session: BoxedSession,
     /// This connection's slot and generation, quoted in its requests.
     key: usize,
     generation: u64,
-    /// Output the kernel has not taken yet, bounded by the session's high-water mark.
-    out: VecDeque<Bytes>,
-    /// `out` received bytes since the last `handle_drained`.
-    wrote: bool,
+    /// Output to the client the kernel has not taken yet, bounded by the session's
+    /// high-water mark (and [`MAX_PENDING`]).
+    out: OutQueue,
     /// False after EOF or a read error: the session has been told, nothing more is read.
     read_open: bool,
     /// The socket may hold unread input: set by every readable event, cleared only by
@@ -74,39 +109,61 @@ pub(crate) struct Conn {
     phase: Phase,
     /// Immediate replies (job queue full) to deliver once the current drain ends.
     deferred: Vec<(RequestId, Reply)>,
-    /// The deadline this connection has in the loop's timer table.
-    pub(crate) timer: Option<Instant>,
-    /// The interest the socket is registered with.
-    pub(crate) registered: Interest,
-    /// Already waiting in the loop's queue of connections with input left.
-    pub(crate) queued: bool,
+    /// A connect outcome known at once (the socket could not even be started), to
+    /// deliver once the current drain ends.
+    connected: Option<Result<(), String>>,
+    backend: Option<Backend>,
+    /// For counting back-end sockets as open connections of this loop.
+    shared: Arc<Shared>,
+    loop_index: usize,
+}
+
+/// What one non-blocking read gave.
+enum Read {
+    Data(usize),
+    Eof,
+    Blocked,
+    Interrupted,
+    Failed(io::Error),
+}
+
+fn read_socket(mut socket: &TcpStream, buf: &mut [u8; MAX_READ]) -> Read {
+    match socket.read(buf) {
+        Ok(0) => Read::Eof,
+        Ok(n) => Read::Data(n),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Read::Blocked,
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => Read::Interrupted,
+        Err(e) => Read::Failed(e),
+    }
 }
 
 impl Conn {
-    /// A connection registered with `Interest::READABLE` under token `key`.
+    /// A connection whose socket is registered with `Interest::READABLE` under its key.
     pub(crate) fn new(
-        socket: TcpStream,
+        client: Sock,
         peer: SocketAddr,
         session: BoxedSession,
         key: usize,
         generation: u64,
+        shared: Arc<Shared>,
+        loop_index: usize,
     ) -> Self {
         Conn {
-            socket,
+            client,
             peer,
             session,
             key,
             generation,
-            out: VecDeque::new(),
-            wrote: false,
+            out: OutQueue::default(),
             read_open: true,
             // The client may have written before the socket was registered.
             unread: true,
             phase: Phase::Open,
             deferred: Vec::new(),
-            timer: None,
-            registered: Interest::READABLE,
-            queued: false,
+            connected: None,
+            backend: None,
+            shared,
+            loop_index,
         }
     }
 
@@ -115,24 +172,41 @@ impl Conn {
         self.generation
     }
 
-    /// The socket, for (re/de)registration.
-    pub(crate) fn socket(&mut self) -> &mut TcpStream {
-        &mut self.socket
-    }
-
-    /// A readable (or closed, or error) event arrived.
-    pub(crate) fn mark_readable(&mut self) {
-        self.unread = true;
-    }
-
-    /// The interest the socket needs now: always readable (an edge costs nothing while
-    /// the session does not want input), writable only while output is queued.
-    pub(crate) fn interest(&self) -> Interest {
-        if self.out.is_empty() {
-            Interest::READABLE
-        } else {
-            Interest::READABLE | Interest::WRITABLE
+    /// A readable (or closed, or error) event arrived on `peer`'s socket.
+    pub(crate) fn mark_readable(&mut self, peer: Peer) {
+        match peer {
+            Peer::Client => self.unread = true,
+            Peer::Backend => {
+                if let Some(backend) = &mut self.backend {
+                    backend.unread = true;
+                }
+            }
         }
+    }
+
+    /// Brings both sockets' registrations up to date: always readable (an edge costs
+    /// nothing while the session does not want input), writable only while output is
+    /// queued, and a connecting back-end writable only (that is how completion shows).
+    pub(crate) fn sync_interest(&mut self, registry: &Registry, key: usize) -> io::Result<()> {
+        let want = |out: &OutQueue| {
+            if out.is_empty() {
+                Interest::READABLE
+            } else {
+                Interest::READABLE | Interest::WRITABLE
+            }
+        };
+        self.client
+            .sync(registry, sock::token(key, Peer::Client), want(&self.out))?;
+        if let Some(backend) = &mut self.backend {
+            let interest = match backend.state {
+                BackendState::Connecting => Interest::WRITABLE,
+                BackendState::Open | BackendState::Closing => want(&backend.out),
+            };
+            backend
+                .sock
+                .sync(registry, sock::token(key, Peer::Backend), interest)?;
+        }
+        Ok(())
     }
 
     /// The deadline the loop must wake this connection at.
@@ -140,6 +214,7 @@ impl Conn {
         match self.phase {
             Phase::Open => self.session.poll_timeout(),
             Phase::Closing { until } | Phase::Lingering { until, .. } => Some(until),
+            Phase::Spliced { .. } => None,
         }
     }
 
@@ -172,14 +247,15 @@ impl Conn {
                 log::debug!("{}: closing timed out, dropping the connection", self.peer);
                 return Pump::Remove;
             }
-            Phase::Closing { .. } | Phase::Lingering { .. } => {}
+            Phase::Closing { .. } | Phase::Lingering { .. } | Phase::Spliced { .. } => {}
         }
         self.pump(now, buf, jobs)
     }
 
     /// Drives the connection as far as it goes without blocking: carries out the
-    /// session's actions, reads while the session wants input (up to [`READ_BUDGET`]),
-    /// writes until the kernel pushes back, reports drains, and walks the close phases.
+    /// session's actions, reads both sockets while the session wants their input (up
+    /// to [`READ_BUDGET`] reads in all), writes until the kernel pushes back, reports
+    /// connects and drains, and walks the close phases.
     pub(crate) fn pump(
         &mut self,
         now: Instant,
@@ -189,63 +265,195 @@ impl Conn {
         self.drain(now, jobs);
         let mut budget = READ_BUDGET;
         loop {
-            let mut progressed = false;
-            if self.may_read() {
-                if budget == 0 {
-                    return self.settle(now, buf, Pump::MoreInput);
+            let mut progressed = self.check_connect(now, jobs);
+            for peer in [Peer::Client, Peer::Backend] {
+                if self.may_read(peer) {
+                    if budget == 0 {
+                        return self.settle(now, buf, Pump::MoreInput);
+                    }
+                    budget -= 1;
+                    progressed |= self.read(now, peer, buf, jobs);
                 }
-                budget -= 1;
-                progressed = self.read(now, buf, jobs);
             }
-            if let Err(e) = self.flush() {
+            if let Err(e) = self.out.flush(&self.client.stream) {
                 // The client is gone. The session is dropped with the connection: nothing
                 // it could still do (even after a `handle_eof`) would reach anyone, and a
                 // reply to its outstanding request is dropped by generation.
                 log::debug!("{}: write failed: {e}", self.peer);
                 return Pump::Remove;
             }
-            if self.out.is_empty() && self.wrote {
-                self.wrote = false;
+            if self.out.is_empty() && self.out.wrote {
+                self.out.wrote = false;
                 if self.phase == Phase::Open {
                     self.session.handle_drained(now, Peer::Client);
                     self.drain(now, jobs);
                     progressed = true;
                 }
             }
+            progressed |= self.flush_backend(now, jobs);
             if !progressed {
                 return self.settle(now, buf, Pump::Idle);
             }
         }
     }
 
-    fn may_read(&self) -> bool {
-        self.phase == Phase::Open
-            && self.read_open
-            && self.unread
-            && self.session.wants_read(Peer::Client)
+    /// Turns a connection whose session asked for a splice into a spliced one, dropping
+    /// the session. Output still queued for either socket goes before the residuals.
+    pub(crate) fn into_spliced(self, now: Instant, generation: u64) -> Result<Spliced, String> {
+        let Phase::Spliced {
+            to_client,
+            to_backend,
+            idle,
+        } = self.phase
+        else {
+            return Err("no splice was asked for".into());
+        };
+        let Some(backend) = self.backend.filter(|b| b.state == BackendState::Open) else {
+            return Err("splice asked for without a connected back-end".into());
+        };
+        let (mut client_head, mut backend_head) = (self.out, backend.out);
+        if !client_head.push(to_client) || !backend_head.push(to_backend) {
+            return Err("splice residuals over the output limit".into());
+        }
+        let client = Handover {
+            sock: self.client,
+            head: client_head,
+            eof: !self.read_open,
+        };
+        let backend_side = Handover {
+            sock: backend.sock,
+            head: backend_head,
+            eof: !backend.read_open,
+        };
+        Ok(Spliced::new(
+            self.peer,
+            client,
+            backend_side,
+            backend.count,
+            idle,
+            generation,
+            now,
+        ))
     }
 
-    /// One read into the session. Returns whether anything happened.
-    fn read(&mut self, now: Instant, buf: &mut [u8; MAX_READ], jobs: &Submitter) -> bool {
-        match self.socket.read(buf) {
-            Ok(n) if n > 0 => self.session.handle_input(now, Peer::Client, &buf[..n]),
-            Ok(_) => {
-                self.read_open = false;
-                self.session.handle_eof(now, Peer::Client);
+    fn may_read(&self, peer: Peer) -> bool {
+        if self.phase != Phase::Open {
+            return false;
+        }
+        let ready = match peer {
+            Peer::Client => self.read_open && self.unread,
+            Peer::Backend => self
+                .backend
+                .as_ref()
+                .is_some_and(|b| b.state == BackendState::Open && b.read_open && b.unread),
+        };
+        ready && self.session.wants_read(peer)
+    }
+
+    /// One read from `peer` into the session. Returns whether anything happened.
+    fn read(
+        &mut self,
+        now: Instant,
+        peer: Peer,
+        buf: &mut [u8; MAX_READ],
+        jobs: &Submitter,
+    ) -> bool {
+        let (socket, read_open, unread) = match peer {
+            Peer::Client => (&self.client.stream, &mut self.read_open, &mut self.unread),
+            Peer::Backend => match &mut self.backend {
+                Some(b) => (&b.sock.stream, &mut b.read_open, &mut b.unread),
+                None => return false,
+            },
+        };
+        match read_socket(socket, buf) {
+            Read::Data(n) => {
+                let input = buf.get(..n).unwrap_or_default();
+                self.session.handle_input(now, peer, input);
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                self.unread = false;
+            Read::Eof => {
+                *read_open = false;
+                self.session.handle_eof(now, peer);
+            }
+            Read::Blocked => {
+                *unread = false;
                 return false;
             }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => return true,
-            Err(e) => {
-                log::debug!("{}: read failed: {e}", self.peer);
-                self.read_open = false;
-                self.session.handle_eof(now, Peer::Client);
+            Read::Interrupted => return true,
+            Read::Failed(e) => {
+                log::debug!("{}: read from {peer:?} failed: {e}", self.peer);
+                *read_open = false;
+                self.session.handle_eof(now, peer);
             }
         }
         self.drain(now, jobs);
         true
+    }
+
+    /// Reports a finished back-end connect. Returns whether anything happened.
+    fn check_connect(&mut self, now: Instant, jobs: &Submitter) -> bool {
+        let Some(backend) = self
+            .backend
+            .as_mut()
+            .filter(|b| b.state == BackendState::Connecting)
+        else {
+            return false;
+        };
+        let result = match connect::outcome(&backend.sock.stream) {
+            Ok(false) => return false,
+            Ok(true) => {
+                backend.state = BackendState::Open;
+                Ok(())
+            }
+            Err(e) => {
+                self.backend = None;
+                Err(format!("connect failed: {e}"))
+            }
+        };
+        if self.phase == Phase::Open {
+            self.session.handle_connected(now, Peer::Backend, result);
+            self.drain(now, jobs);
+        }
+        true
+    }
+
+    /// Writes queued back-end output, reports its drain, finishes its close. Returns
+    /// whether anything happened.
+    fn flush_backend(&mut self, now: Instant, jobs: &Submitter) -> bool {
+        let Some(backend) = self
+            .backend
+            .as_mut()
+            .filter(|b| b.state != BackendState::Connecting)
+        else {
+            return false;
+        };
+        if let Err(e) = backend.out.flush(&backend.sock.stream) {
+            // A broken back-end is an EOF to the session; the socket is of no more use.
+            log::debug!("{}: write to the back-end failed: {e}", self.peer);
+            let told = !backend.read_open || backend.state == BackendState::Closing;
+            self.backend = None;
+            if !told && self.phase == Phase::Open {
+                self.session.handle_eof(now, Peer::Backend);
+                self.drain(now, jobs);
+            }
+            return true;
+        }
+        if !backend.out.is_empty() {
+            return false;
+        }
+        if backend.state == BackendState::Closing {
+            let _ = backend.sock.stream.shutdown(Shutdown::Write);
+            self.backend = None;
+            return true;
+        }
+        if backend.out.wrote {
+            backend.out.wrote = false;
+            if self.phase == Phase::Open {
+                self.session.handle_drained(now, Peer::Backend);
+                self.drain(now, jobs);
+                return true;
+            }
+        }
+        false
     }
 
     /// Carries out the session's actions until it has none (the single-mutation rule).
@@ -253,6 +461,12 @@ impl Conn {
         loop {
             while let Some(action) = self.session.poll_action() {
                 self.carry_out(now, action, jobs);
+            }
+            if let Some(result) = self.connected.take() {
+                if self.phase == Phase::Open {
+                    self.session.handle_connected(now, Peer::Backend, result);
+                }
+                continue;
             }
             if self.deferred.is_empty() {
                 return;
@@ -266,46 +480,94 @@ impl Conn {
     }
 
     fn carry_out(&mut self, now: Instant, action: Action, jobs: &Submitter) {
+        // Nothing follows Close or Splice; a session that acts anyway is not obeyed.
+        if self.phase != Phase::Open {
+            return;
+        }
         match action {
-            Action::Write {
-                to: Peer::Client,
-                bytes,
-            } => {
-                // Nothing follows Close; a session that writes anyway is not obeyed.
-                if self.phase == Phase::Open && !bytes.is_empty() {
-                    self.out.push_back(bytes);
-                    self.wrote = true;
+            Action::Write { to, bytes } => {
+                let queue = match to {
+                    Peer::Client => Some(&mut self.out),
+                    Peer::Backend => self
+                        .backend
+                        .as_mut()
+                        .filter(|b| b.state != BackendState::Closing)
+                        .map(|b| &mut b.out),
+                };
+                let Some(queue) = queue else {
+                    log::debug!("{}: write to a closed back-end dropped", self.peer);
+                    return;
+                };
+                if !queue.push(bytes) {
+                    log::error!(
+                        "{}: session queued over {MAX_PENDING} bytes for {to:?} without waiting \
+                         for a drain; closing",
+                        self.peer
+                    );
+                    self.start_close(now);
                 }
             }
             Action::Request { id, request } => {
-                if self.phase == Phase::Open
-                    && let Err(reply) = jobs.submit(self.key, self.generation, id, request)
-                {
+                if let Err(reply) = jobs.submit(self.key, self.generation, id, request) {
                     self.deferred.push((id, reply));
                 }
             }
             Action::Close { to: Peer::Client } => self.start_close(now),
-            Action::StartTls { .. } => {
+            Action::Close { to: Peer::Backend } => match &mut self.backend {
+                // Closing a connect in progress cancels it.
+                Some(b) if b.state == BackendState::Connecting => self.backend = None,
+                Some(b) => b.state = BackendState::Closing,
+                None => {}
+            },
+            Action::Connect {
+                to: Peer::Backend,
+                addr,
+                source,
+            } => self.connect(addr, source),
+            Action::Splice {
+                to_client,
+                to_backend,
+                idle_timeout,
+            } => {
+                self.phase = Phase::Spliced {
+                    to_client,
+                    to_backend,
+                    idle: idle_timeout,
+                }
+            }
+            Action::StartTls { .. }
+            | Action::Connect {
+                to: Peer::Client, ..
+            } => {
                 log::error!(
-                    "{}: session asked the shell for StartTls; closing",
+                    "{}: session asked the shell for {action:?}; closing",
                     self.peer
                 );
                 self.start_close(now);
             }
-            Action::Write {
-                to: Peer::Backend, ..
+        }
+    }
+
+    /// Starts a back-end connection; its outcome reaches the session as
+    /// `handle_connected`, at once if the socket cannot even be started.
+    fn connect(&mut self, addr: SocketAddr, source: Option<std::net::IpAddr>) {
+        if self.backend.is_some() {
+            self.connected = Some(Err("a back-end connection is already open".into()));
+            return;
+        }
+        match connect::start(addr, source) {
+            Ok(stream) => {
+                log::debug!("{}: connecting to back-end {addr}", self.peer);
+                self.backend = Some(Backend {
+                    sock: Sock::new(stream),
+                    state: BackendState::Connecting,
+                    out: OutQueue::default(),
+                    read_open: true,
+                    unread: true,
+                    count: SocketCount::new(&self.shared, self.loop_index),
+                });
             }
-            | Action::Close {
-                to: Peer::Backend, ..
-            }
-            | Action::Connect { .. }
-            | Action::Splice { .. } => {
-                log::error!(
-                    "{}: server session addressed a back-end; closing",
-                    self.peer
-                );
-                self.start_close(now);
-            }
+            Err(e) => self.connected = Some(Err(format!("cannot connect to {addr}: {e}"))),
         }
     }
 
@@ -317,48 +579,16 @@ impl Conn {
         }
     }
 
-    /// Writes queued output until it is gone or the kernel pushes back.
-    fn flush(&mut self) -> io::Result<()> {
-        while !self.out.is_empty() {
-            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-            let count = slices
-                .iter_mut()
-                .zip(&self.out)
-                .map(|(slice, bytes)| *slice = IoSlice::new(bytes))
-                .count();
-            match self.socket.write_vectored(&slices[..count]) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(written) => self.consume(written),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
-    }
-
-    /// Drops `written` bytes from the front of the output queue.
-    fn consume(&mut self, mut written: usize) {
-        while written > 0 {
-            let Some(front) = self.out.front_mut() else {
-                return;
-            };
-            if front.len() > written {
-                front.advance(written);
-                return;
-            }
-            written -= front.len();
-            self.out.pop_front();
-        }
-    }
-
     /// After driving: once a closing connection's output is flushed, sends FIN and
     /// lingers; a lingering connection discards input until the client closes.
     fn settle(&mut self, now: Instant, buf: &mut [u8; MAX_READ], pump: Pump) -> Pump {
+        if let Phase::Spliced { .. } = self.phase {
+            return Pump::Splice;
+        }
         if let Phase::Closing { .. } = self.phase
             && self.out.is_empty()
         {
-            if self.socket.shutdown(Shutdown::Write).is_err() {
+            if self.client.stream.shutdown(Shutdown::Write).is_err() {
                 return Pump::Remove;
             }
             self.phase = Phase::Lingering {
@@ -390,7 +620,7 @@ impl Conn {
             return true;
         };
         loop {
-            match self.socket.read(buf) {
+            match (&self.client.stream).read(buf) {
                 Ok(0) => return true,
                 Ok(n) => {
                     *discarded += n;

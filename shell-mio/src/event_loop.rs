@@ -13,6 +13,9 @@ use tidegate_store::{SessionFactory, Shutdown};
 
 use crate::accept::{Acceptor, FIRST_RESERVED_TOKEN, NewConn};
 use crate::conn::{Conn, Pump};
+use crate::pipes::PipePool;
+use crate::sock::{self, BACKEND_BIT, Sock};
+use crate::splice::Spliced;
 use crate::timers::Timers;
 use crate::workers::Submitter;
 
@@ -139,11 +142,71 @@ impl Shared {
         best
     }
 
+    /// Counts one more socket on loop `index` (a back-end connection).
+    fn count(&self, index: usize) {
+        self.open.fetch_add(1, Ordering::SeqCst);
+        if let Some(count) = self.per_loop.get(index) {
+            count.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// Uncounts a connection of loop `index` that ended (or never started).
     pub(crate) fn release(&self, index: usize) {
         self.open.fetch_sub(1, Ordering::SeqCst);
         if let Some(count) = self.per_loop.get(index) {
             count.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A back-end socket counted as an open connection (for `max_connections` and the
+/// choice of loop) for as long as this lives. Back-end connections are opened by
+/// sessions on any loop, so the count may briefly pass the limit loop 0 checks; the
+/// next accepted client sees the true number.
+pub(crate) struct SocketCount {
+    shared: Arc<Shared>,
+    index: usize,
+}
+
+impl SocketCount {
+    /// Counts one socket on loop `index`.
+    pub(crate) fn new(shared: &Arc<Shared>, index: usize) -> Self {
+        shared.count(index);
+        SocketCount {
+            shared: shared.clone(),
+            index,
+        }
+    }
+}
+
+impl Drop for SocketCount {
+    fn drop(&mut self) {
+        self.shared.release(self.index);
+    }
+}
+
+/// What a slot of the connection table holds.
+enum Entry {
+    /// A connection driven by its session.
+    Session(Conn),
+    /// A connection whose session handed both sockets over.
+    Spliced(Spliced),
+}
+
+/// One slot of the connection table with the loop's bookkeeping for it.
+struct Slot {
+    entry: Entry,
+    /// The deadline this connection has in the loop's timer table.
+    timer: Option<Instant>,
+    /// Already waiting in the loop's queue of connections with input left.
+    queued: bool,
+}
+
+impl Slot {
+    fn generation(&self) -> u64 {
+        match &self.entry {
+            Entry::Session(conn) => conn.generation(),
+            Entry::Spliced(spliced) => spliced.generation(),
         }
     }
 }
@@ -168,7 +231,7 @@ pub(crate) struct EventLoop {
     inbox: Receiver<Msg>,
     shared: Arc<Shared>,
     jobs: Submitter,
-    conns: Slab<Conn>,
+    conns: Slab<Slot>,
     timers: Timers,
     /// Loop 0 only, until shutdown.
     acceptor: Option<Acceptor>,
@@ -181,6 +244,8 @@ pub(crate) struct EventLoop {
     grace_until: Option<Instant>,
     /// The read buffer, reused for every read on this loop.
     buf: Box<[u8; MAX_READ]>,
+    /// Empty pipes for spliced connections.
+    pipes: PipePool,
 }
 
 impl EventLoop {
@@ -207,6 +272,7 @@ impl EventLoop {
             next_generation: 0,
             grace_until: None,
             buf: Box::new([0; MAX_READ]),
+            pipes: PipePool::default(),
         }
     }
 
@@ -263,14 +329,27 @@ impl EventLoop {
                     }
                     continue;
                 }
-                if let Some(conn) = self.conns.get_mut(token.0) {
-                    // Writable-only events just let the pump flush.
-                    if event.is_readable() || event.is_read_closed() || event.is_error() {
-                        conn.mark_readable();
+                let (key, peer) = sock::decode(token);
+                let readable = event.is_readable() || event.is_read_closed() || event.is_error();
+                let Some(slot) = self.conns.get_mut(key) else {
+                    continue;
+                };
+                // Writable-only events just let the pump flush (or finish a connect).
+                let pump = match &mut slot.entry {
+                    Entry::Session(conn) => {
+                        if readable {
+                            conn.mark_readable(peer);
+                        }
+                        conn.pump(now, &mut self.buf, &self.jobs)
                     }
-                    let pump = conn.pump(now, &mut self.buf, &self.jobs);
-                    self.settle(token.0, pump);
-                }
+                    Entry::Spliced(spliced) => {
+                        if readable {
+                            spliced.mark_readable(peer);
+                        }
+                        spliced.pump(now, &mut self.pipes, &mut self.buf)
+                    }
+                };
+                self.settle(key, pump, now);
             }
             self.run_timers(now);
             self.run_ready(now);
@@ -310,15 +389,18 @@ impl EventLoop {
                     id,
                     reply,
                 } => {
-                    let Some(conn) = self
+                    let Some(Slot {
+                        entry: Entry::Session(conn),
+                        ..
+                    }) = self
                         .conns
                         .get_mut(key)
                         .filter(|c| c.generation() == generation)
                     else {
-                        continue; // the connection is gone
+                        continue; // the connection is gone (or no longer has a session)
                     };
                     let pump = conn.on_reply(now, id, reply, &mut self.buf, &self.jobs);
-                    self.settle(key, pump);
+                    self.settle(key, pump, now);
                 }
             }
         }
@@ -360,7 +442,7 @@ impl EventLoop {
         }
         let entry = self.conns.vacant_entry();
         let key = entry.key();
-        if key >= FIRST_RESERVED_TOKEN {
+        if key >= BACKEND_BIT || key >= FIRST_RESERVED_TOKEN {
             return self.shared.release(self.index);
         }
         if let Err(e) = self
@@ -381,47 +463,108 @@ impl EventLoop {
             self.index
         );
         self.next_generation += 1;
-        let conn = entry.insert(Conn::new(socket, peer, session, key, self.next_generation));
+        let conn = Conn::new(
+            Sock::registered(socket, Interest::READABLE),
+            peer,
+            session,
+            key,
+            self.next_generation,
+            self.shared.clone(),
+            self.index,
+        );
+        let slot = entry.insert(Slot {
+            entry: Entry::Session(conn),
+            timer: None,
+            queued: false,
+        });
+        let Entry::Session(conn) = &mut slot.entry else {
+            return;
+        };
         let pump = conn.pump(now, &mut self.buf, &self.jobs);
-        self.settle(key, pump);
+        self.settle(key, pump, now);
     }
 
     /// Brings a connection's registration, timer and queue entry up to date after it was
-    /// driven, or removes it.
-    fn settle(&mut self, key: usize, pump: Pump) {
-        let Some(conn) = self.conns.get_mut(key) else {
+    /// driven, or removes it, or turns it into a spliced one.
+    fn settle(&mut self, key: usize, pump: Pump, now: Instant) {
+        if pump == Pump::Splice {
+            return self.splice(key, now);
+        }
+        let Some(slot) = self.conns.get_mut(key) else {
             return;
         };
         if pump == Pump::Remove {
             return self.remove(key);
         }
-        if pump == Pump::MoreInput && !conn.queued {
-            conn.queued = true;
-            self.ready.push((key, conn.generation()));
+        if pump == Pump::MoreInput && !slot.queued {
+            slot.queued = true;
+            self.ready.push((key, slot.generation()));
         }
-        let interest = conn.interest();
-        if interest != conn.registered {
-            if let Err(e) = self
-                .poll
-                .registry()
-                .reregister(conn.socket(), Token(key), interest)
-            {
-                log::debug!("cannot reregister a connection: {e}");
-                return self.remove(key);
+        let registry = self.poll.registry();
+        let (synced, deadline) = match &mut slot.entry {
+            Entry::Session(conn) => (conn.sync_interest(registry, key), conn.deadline()),
+            Entry::Spliced(spliced) => (spliced.sync_interest(registry, key), spliced.deadline()),
+        };
+        if let Err(e) = synced {
+            log::debug!("cannot register a connection's sockets: {e}");
+            return self.remove(key);
+        }
+        self.timers.update(key, &mut slot.timer, deadline);
+    }
+
+    /// Replaces a connection's session by a splice of its two sockets (same slot, same
+    /// count), then runs its first turn.
+    fn splice(&mut self, key: usize, now: Instant) {
+        let Some(slot) = self.conns.get_mut(key) else {
+            return;
+        };
+        self.timers.update(key, &mut slot.timer, None);
+        slot.queued = false;
+        let Some(Slot {
+            entry: Entry::Session(conn),
+            ..
+        }) = self.conns.try_remove(key)
+        else {
+            return;
+        };
+        self.next_generation += 1;
+        let entry = self.conns.vacant_entry();
+        let new_key = entry.key();
+        let spliced = match conn.into_spliced(now, self.next_generation) {
+            Ok(spliced) => spliced,
+            Err(why) => {
+                log::error!("cannot splice: {why}; closing the connection");
+                return self.shared.release(self.index);
             }
-            conn.registered = interest;
+        };
+        // Freed and taken again at once, the slot is normally the same one; should it
+        // not be, the sockets' tokens follow the key.
+        let slot = entry.insert(Slot {
+            entry: Entry::Spliced(spliced),
+            timer: None,
+            queued: false,
+        });
+        let Entry::Spliced(spliced) = &mut slot.entry else {
+            return;
+        };
+        if new_key != key
+            && let Err(e) = spliced.retoken(self.poll.registry(), new_key)
+        {
+            log::debug!("cannot register a spliced connection: {e}");
+            return self.remove(new_key);
         }
-        let deadline = conn.deadline();
-        self.timers.update(key, &mut conn.timer, deadline);
+        let pump = spliced.pump(now, &mut self.pipes, &mut self.buf);
+        self.settle(new_key, pump, now);
     }
 
     fn remove(&mut self, key: usize) {
-        let Some(mut conn) = self.conns.try_remove(key) else {
+        let Some(mut slot) = self.conns.try_remove(key) else {
             return;
         };
-        self.timers.update(key, &mut conn.timer, None);
-        // Closing the socket removes it from epoll anyway; deregistering is tidy.
-        let _ = self.poll.registry().deregister(conn.socket());
+        self.timers.update(key, &mut slot.timer, None);
+        // Dropping the sockets closes them, which also removes them from epoll. A
+        // back-end socket uncounts itself when dropped.
+        drop(slot);
         self.shared.release(self.index);
     }
 
@@ -438,27 +581,33 @@ impl EventLoop {
             expired.push(key);
         }
         for key in expired {
-            let Some(conn) = self.conns.get_mut(key) else {
+            let Some(slot) = self.conns.get_mut(key) else {
                 continue;
             };
-            conn.timer = None;
-            let pump = conn.on_timeout(now, &mut self.buf, &self.jobs);
-            self.settle(key, pump);
+            slot.timer = None;
+            let pump = match &mut slot.entry {
+                Entry::Session(conn) => conn.on_timeout(now, &mut self.buf, &self.jobs),
+                Entry::Spliced(spliced) => spliced.on_timeout(now),
+            };
+            self.settle(key, pump, now);
         }
     }
 
     fn run_ready(&mut self, now: Instant) {
         for (key, generation) in std::mem::take(&mut self.ready) {
-            let Some(conn) = self
+            let Some(slot) = self
                 .conns
                 .get_mut(key)
                 .filter(|c| c.generation() == generation)
             else {
                 continue;
             };
-            conn.queued = false;
-            let pump = conn.pump(now, &mut self.buf, &self.jobs);
-            self.settle(key, pump);
+            slot.queued = false;
+            let pump = match &mut slot.entry {
+                Entry::Session(conn) => conn.pump(now, &mut self.buf, &self.jobs),
+                Entry::Spliced(spliced) => spliced.pump(now, &mut self.pipes, &mut self.buf),
+            };
+            self.settle(key, pump, now);
         }
     }
 }

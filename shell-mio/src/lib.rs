@@ -36,6 +36,43 @@
 //! the others on its loop. Deadlines come from `poll_timeout()` into a per-loop ordered
 //! table, updated only when a connection's deadline changes.
 //!
+//! ## Back-end connections
+//!
+//! A proxy session's `Action::Connect` gives the connection a second socket: a
+//! non-blocking TCP socket, bound to the action's `source` address first when it names
+//! one (so one front-end can open more than 64k connections to one back-end), whose
+//! connect completes in the background. It is registered under the connection's key
+//! with a high bit set, so one slot of the connection table owns both sockets. When it
+//! becomes writable the shell checks `SO_ERROR` and the peer address and answers with
+//! exactly one `handle_connected(Peer::Backend, Ok | Err(reason))`; a socket that cannot
+//! even be started is answered at once. From then on the back-end is driven like the
+//! client: read (at most `MAX_READ` a call, sharing the connection's read budget) while
+//! `wants_read(Peer::Backend)`, written in order from its own queue, `handle_drained`
+//! when that queue empties, EOF or a read error as `handle_eof(Peer::Backend)`, and a
+//! write error as the same EOF with the socket dropped. `Close { to: Backend }` flushes
+//! and closes it, or cancels a connect in progress. The session owns the connect and
+//! idle deadlines. Each back-end socket counts as one more open connection (for
+//! `max_connections`, the choice of loop, and shutdown) for as long as it lives.
+//!
+//! ## Splice
+//!
+//! `Action::Splice` ends the session: the loop drops it and keeps only the two sockets.
+//! Each direction first writes what the session had queued for its destination and the
+//! action's residual bytes, then moves bytes with `splice(2)` (`SPLICE_F_MOVE |
+//! SPLICE_F_NONBLOCK`): socket → pipe → socket, never copied through user space. A
+//! direction borrows a pipe from its loop's pool only while it has bytes in flight and
+//! returns it when the pipe is empty, so an idle spliced connection holds no pipe, no
+//! buffer and no extra file descriptor; the pool keeps at most 64 empty pipes. When no
+//! pipe can be created (out of descriptors) the direction copies through the loop's
+//! 16 KiB read buffer instead, keeping at most that much unwritten. Either way a source
+//! is read only once everything read before has been written, so a slow reader pushes
+//! back through TCP onto the sender. EOF is passed on with `shutdown(Write)` after the
+//! bytes before it; when both directions have passed their EOF, either socket fails, or
+//! neither carried a byte for the action's `idle_timeout`, both sockets are closed.
+//! Spliced connections stay in the connection table, so they count as two open
+//! connections and shutdown waits for them like for sessions (and cuts them after the
+//! grace period).
+//!
 //! ## Memory is bounded
 //!
 //! Nothing here grows with what a client sends or refuses to read:
@@ -46,7 +83,11 @@
 //! * **Output:** the queue holds only bytes the session handed out since its last
 //!   `handle_drained`. Sessions stop producing at their output high-water mark (POP3:
 //!   256 KiB) until the shell reports the drain, so a client that never reads costs at
-//!   most about that much, and its connection ends with the session's idle timeout.
+//!   most about that much, and its connection ends with the session's idle timeout. A
+//!   session that ignores the contract is closed when one socket's queue would pass
+//!   16 MiB. The back-end socket has its own queue under the same rules.
+//! * **Splice:** per direction at most one pipe (64 KiB by default, kernel memory) or
+//!   one 16 KiB buffer of bytes in flight, and nothing while idle.
 //! * **Requests:** each session has at most one outstanding request; the job queue is
 //!   bounded (`max_connections`, clamped to 64..=16384) and a full queue answers a
 //!   temporary failure at once, so abandoned requests behind a stalled store cannot pile
@@ -62,7 +103,12 @@
 
 mod accept;
 mod conn;
+mod connect;
 mod event_loop;
+mod outq;
+mod pipes;
+mod sock;
+mod splice;
 mod timers;
 mod workers;
 

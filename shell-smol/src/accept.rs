@@ -76,6 +76,12 @@ impl Slot {
         let before = shared.open.fetch_add(1, Ordering::SeqCst);
         (Slot(shared.clone()), before)
     }
+
+    /// Counts a back-end socket a connection opened, so `max_connections` and shutdown
+    /// see it too. Never refused: the connection that opens it was admitted already.
+    pub(crate) fn backend(shared: &Arc<Shared>) -> Slot {
+        Slot::take(shared).0
+    }
 }
 
 impl Drop for Slot {
@@ -121,7 +127,7 @@ pub(crate) async fn run(
 /// session still costs a task, so a flood must not get one each).
 fn admit(
     shared: &Arc<Shared>,
-    tasks: &Executor<'static>,
+    tasks: &Arc<Executor<'static>>,
     stream: Async<TcpStream>,
     peer: SocketAddr,
     index: usize,
@@ -147,7 +153,15 @@ fn admit(
     if let Err(e) = stream.get_ref().set_nodelay(true) {
         log::debug!("{peer}: TCP_NODELAY: {e}");
     }
-    let task = crate::conn::run(shared.clone(), slot, stream, peer, index, busy);
+    let task = crate::conn::run(
+        shared.clone(),
+        tasks.clone(),
+        slot,
+        stream,
+        peer,
+        index,
+        busy,
+    );
     tasks.spawn(crate::contained("connection", task)).detach();
 }
 

@@ -23,13 +23,16 @@ use std::time::{Duration, Instant};
 
 use async_channel::{Receiver, Sender};
 use async_io::{Async, Timer};
+use bytes::Bytes;
 use futures_lite::{StreamExt as _, future};
 use tidegate_core::{Action, Failure, MAX_READ, Peer, Reply, Request, RequestId};
 use tidegate_store::service::BoxedSession;
 
 use crate::accept::{Shared, Slot};
+use crate::connect;
 use crate::output::Output;
 use crate::signal::Waiter;
+use crate::splice;
 
 /// How long a closing connection may take to flush its last bytes to a slow client.
 const CLOSE_FLUSH: Duration = Duration::from_secs(5);
@@ -47,9 +50,13 @@ const BUDGET: u32 = 32;
 /// A store reply on its way back to the session.
 type Answer = (RequestId, Reply);
 
-/// Runs one accepted connection to its end. `slot` keeps it counted until then.
+/// Runs one accepted connection to its end. `slot` keeps it counted until then. A
+/// splice continues in a task of its own on `tasks`, which takes the slot along: this
+/// task's future is sized for the session phase, and an idle spliced connection
+/// should not keep that much memory.
 pub(crate) async fn run(
     shared: Arc<Shared>,
+    tasks: Arc<async_executor::Executor<'static>>,
     slot: Slot,
     stream: Async<TcpStream>,
     peer: SocketAddr,
@@ -65,8 +72,20 @@ pub(crate) async fn run(
     let mut conn = Conn::new(&shared, stream, peer, session);
     let end = conn.drive().await;
     log::debug!("{peer}: connection ended: {end:?}");
-    if end == End::Closed {
-        conn.linger().await;
+    match end {
+        End::Closed => conn.linger().await,
+        End::Spliced => {
+            if let Some(job) = conn.into_splice() {
+                let task = async move {
+                    let end = job.run().await;
+                    log::debug!("{peer}: splice ended: {end:?}");
+                    drop(slot);
+                };
+                tasks.spawn(crate::contained("splice", task)).detach();
+                return;
+            }
+        }
+        End::PeerGone | End::FlushTimeout | End::Cut => {}
     }
     drop(slot);
 }
@@ -82,6 +101,8 @@ enum End {
     FlushTimeout,
     /// The shutdown grace period ended.
     Cut,
+    /// The session handed both sockets over: run the splice.
+    Spliced,
 }
 
 /// What ended a wait.
@@ -92,6 +113,40 @@ struct Wake {
     writable: bool,
     timer: bool,
     answer: Option<Answer>,
+    backend_readable: bool,
+    backend_writable: bool,
+}
+
+/// Where the back-end socket is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BackendState {
+    /// `connect` is in progress; output is queued until it completes.
+    Connecting,
+    /// Connected: read and written like the client.
+    Open,
+    /// The session closed it: flush, then drop the socket.
+    Closing,
+}
+
+/// The connection a proxy session opened (`Action::Connect`).
+struct Backend {
+    stream: Async<TcpStream>,
+    state: BackendState,
+    out: Output,
+    /// As the client's flags: no `WouldBlock` since the last readiness.
+    can_read: bool,
+    can_write: bool,
+    /// `handle_eof(Backend)` was delivered: no more reads.
+    eof: bool,
+    /// Keeps the socket counted as an open connection.
+    slot: Slot,
+}
+
+/// What the session asked for with `Action::Splice`.
+struct SpliceRequest {
+    to_client: Bytes,
+    to_backend: Bytes,
+    idle: Duration,
 }
 
 /// One connection's socket, session and buffers.
@@ -120,11 +175,19 @@ struct Conn {
     dead: bool,
     /// The session closed: flush until this deadline, then end.
     closing: Option<Instant>,
+    /// The back-end socket of a proxy session.
+    backend: Option<Backend>,
+    /// A connect outcome known at once, delivered after the current drain.
+    connected: Option<Result<(), String>>,
+    /// Set by `Action::Splice`: the session is finished.
+    splice: Option<SpliceRequest>,
+    /// For counting back-end sockets.
+    shared: Arc<Shared>,
 }
 
 impl Conn {
     fn new(
-        shared: &Shared,
+        shared: &Arc<Shared>,
         stream: Async<TcpStream>,
         peer: SocketAddr,
         session: BoxedSession,
@@ -146,6 +209,10 @@ impl Conn {
             eof: false,
             dead: false,
             closing: None,
+            backend: None,
+            connected: None,
+            splice: None,
+            shared: shared.clone(),
         }
     }
 
@@ -173,6 +240,10 @@ impl Conn {
             }
             self.can_read |= wake.readable;
             self.can_write |= wake.writable;
+            if let Some(backend) = &mut self.backend {
+                backend.can_read |= wake.backend_readable;
+                backend.can_write |= wake.backend_writable;
+            }
             if wake.timer {
                 // A fired timer must be set again even for the same deadline.
                 self.armed = None;
@@ -189,6 +260,9 @@ impl Conn {
     /// there may be more to do; `Ok(false)`: wait for an event.
     fn turn(&mut self) -> Result<bool, End> {
         let now = Instant::now();
+        if self.splice.is_some() {
+            return Err(End::Spliced);
+        }
         if let Some(deadline) = self.closing {
             if self.out.is_empty() || self.dead {
                 return Err(if self.dead {
@@ -219,7 +293,201 @@ impl Conn {
         }
         progress |= self.write(now);
         progress |= self.read(now);
+        progress |= self.backend_connect(now);
+        progress |= self.backend_write(now);
+        progress |= self.backend_read(now);
         Ok(progress)
+    }
+
+    /// Whether the session is still running (not closed, not handed over).
+    fn running(&self) -> bool {
+        self.closing.is_none() && self.splice.is_none()
+    }
+
+    /// Reports a finished back-end connect. Returns true on progress.
+    fn backend_connect(&mut self, now: Instant) -> bool {
+        let Some(backend) = self
+            .backend
+            .as_mut()
+            .filter(|b| b.state == BackendState::Connecting && b.can_write)
+        else {
+            return false;
+        };
+        let result = match connect::outcome(backend.stream.get_ref()) {
+            Ok(false) => {
+                backend.can_write = false;
+                return false;
+            }
+            Ok(true) => {
+                backend.state = BackendState::Open;
+                Ok(())
+            }
+            Err(e) => {
+                self.backend = None;
+                Err(format!("connect failed: {e}"))
+            }
+        };
+        if self.running() {
+            self.session.handle_connected(now, Peer::Backend, result);
+            self.drain_actions(now);
+        }
+        true
+    }
+
+    /// Writes queued back-end output; reports its drain or finishes its close.
+    /// Returns true on progress.
+    fn backend_write(&mut self, now: Instant) -> bool {
+        let Some(backend) = self
+            .backend
+            .as_mut()
+            .filter(|b| b.state != BackendState::Connecting)
+        else {
+            return false;
+        };
+        if backend.out.is_empty() {
+            if backend.state == BackendState::Closing {
+                let _ = backend.stream.get_ref().shutdown(Shutdown::Write);
+                self.backend = None;
+                return true;
+            }
+            return false;
+        }
+        if !backend.can_write {
+            return false;
+        }
+        match backend.out.write_to(backend.stream.get_ref()) {
+            Ok(_) if backend.out.is_empty() => {
+                if backend.state == BackendState::Open && self.running() {
+                    self.session.handle_drained(now, Peer::Backend);
+                    self.drain_actions(now);
+                }
+                true
+            }
+            Ok(_) => {
+                backend.can_write = false;
+                true
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                backend.can_write = false;
+                false
+            }
+            Err(e) => {
+                // A broken back-end is an EOF to the session; the socket is of no more use.
+                log::debug!("{}: write to the back-end failed: {e}", self.peer);
+                let told = backend.eof || backend.state == BackendState::Closing;
+                self.backend = None;
+                if !told && self.running() {
+                    self.session.handle_eof(now, Peer::Backend);
+                    self.drain_actions(now);
+                }
+                true
+            }
+        }
+    }
+
+    /// Reads once from the back-end if the session wants its input. Returns true on
+    /// progress.
+    fn backend_read(&mut self, now: Instant) -> bool {
+        if !self.wants(Peer::Backend) {
+            return false;
+        }
+        let Some(backend) = self.backend.as_mut().filter(|b| b.can_read) else {
+            return false;
+        };
+        let mut input = [0u8; MAX_READ];
+        match backend.stream.get_ref().read(&mut input) {
+            Ok(0) => {
+                backend.eof = true;
+                self.session.handle_eof(now, Peer::Backend);
+            }
+            Ok(n) => {
+                self.session
+                    .handle_input(now, Peer::Backend, input.get(..n).unwrap_or_default())
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                backend.can_read = false;
+                return false;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return true,
+            Err(e) => {
+                log::debug!("{}: read from the back-end failed: {e}", self.peer);
+                backend.eof = true;
+                self.session.handle_eof(now, Peer::Backend);
+            }
+        }
+        self.drain_actions(now);
+        true
+    }
+
+    /// Whether bytes from `peer` would be handed to the session now.
+    fn wants(&self, peer: Peer) -> bool {
+        if !self.running() {
+            return false;
+        }
+        let open = match peer {
+            Peer::Client => !self.eof && !self.dead,
+            Peer::Backend => self
+                .backend
+                .as_ref()
+                .is_some_and(|b| b.state == BackendState::Open && !b.eof),
+        };
+        open && self.session.wants_read(peer)
+    }
+
+    /// Takes both sockets for the splice and drops everything else, the session first;
+    /// `None` (logged) when the session asked for a splice without a connected back-end.
+    fn into_splice(self) -> Option<splice::Job> {
+        let Conn {
+            peer,
+            stream,
+            session,
+            executor,
+            mut out,
+            answers_tx,
+            answers,
+            timer,
+            eof,
+            backend,
+            splice,
+            cut,
+            ..
+        } = self;
+        // Nothing of the session phase outlives it: a spliced connection may sit idle
+        // for a long time, and every byte it holds is multiplied by their number.
+        drop((session, executor, answers_tx, answers, timer));
+        let (Some(request), Some(backend)) =
+            (splice, backend.filter(|b| b.state == BackendState::Open))
+        else {
+            log::error!("{peer}: splice asked for without a connected back-end; closing");
+            return None;
+        };
+        let Backend {
+            stream: backend_stream,
+            out: mut backend_out,
+            eof: backend_eof,
+            slot: backend_slot,
+            ..
+        } = backend;
+        out.push(request.to_client);
+        backend_out.push(request.to_backend);
+        let client = splice::Side {
+            stream,
+            head: out,
+            eof,
+        };
+        let backend = splice::Side {
+            stream: backend_stream,
+            head: backend_out,
+            eof: backend_eof,
+        };
+        Some(splice::Job {
+            peer,
+            client,
+            backend,
+            idle: request.idle,
+            cut,
+            backend_slot,
+        })
     }
 
     /// Writes pending output. After the queue empties the session hears
@@ -230,7 +498,7 @@ impl Conn {
         }
         match self.out.write_to(self.stream.get_ref()) {
             Ok(_) if self.out.is_empty() => {
-                if self.closing.is_none() {
+                if self.running() {
                     self.session.handle_drained(now, Peer::Client);
                     self.drain_actions(now);
                 }
@@ -283,12 +551,12 @@ impl Conn {
 
     /// Whether bytes from the client would be handed to the session now.
     fn wants_input(&self) -> bool {
-        self.closing.is_none() && !self.eof && !self.dead && self.session.wants_read(Peer::Client)
+        self.wants(Peer::Client)
     }
 
     /// Tells the session the client is gone (once).
     fn deliver_eof(&mut self, now: Instant) {
-        if !self.eof && self.closing.is_none() {
+        if !self.eof && self.running() {
             self.eof = true;
             self.session.handle_eof(now, Peer::Client);
             self.drain_actions(now);
@@ -296,50 +564,119 @@ impl Conn {
         self.eof = true;
     }
 
-    /// Drains the session's actions until `None` (the single-mutation rule).
+    /// Drains the session's actions until `None` (the single-mutation rule), then
+    /// delivers a connect outcome that was known at once (and drains again).
     fn drain_actions(&mut self, now: Instant) {
-        while let Some(action) = self.session.poll_action() {
-            match action {
-                Action::Write {
-                    to: Peer::Client,
-                    bytes,
-                } => {
-                    if self.dead || self.closing.is_some() {
-                        continue;
-                    }
-                    self.out.push(bytes);
-                    if self.out.len() > MAX_PENDING_OUTPUT {
-                        log::error!(
-                            "{}: session queued over {MAX_PENDING_OUTPUT} bytes without waiting for \
-                             the client; closing",
-                            self.peer
-                        );
-                        self.begin_close(now);
-                    }
+        loop {
+            while let Some(action) = self.session.poll_action() {
+                // Nothing follows Splice; a session that acts anyway is not obeyed.
+                if self.splice.is_none() {
+                    self.carry_out(now, action);
                 }
-                Action::Request { id, request } => self.spawn_request(id, request),
-                Action::Close { to: Peer::Client } => self.begin_close(now),
-                Action::StartTls { with } => {
+            }
+            let Some(result) = self.connected.take() else {
+                return;
+            };
+            if self.running() {
+                self.session.handle_connected(now, Peer::Backend, result);
+            }
+        }
+    }
+
+    fn carry_out(&mut self, now: Instant, action: Action) {
+        match action {
+            Action::Write { to, bytes } => {
+                if self.closing.is_some() {
+                    return;
+                }
+                let queue = match to {
+                    Peer::Client if !self.dead => &mut self.out,
+                    Peer::Client => return,
+                    Peer::Backend => match &mut self.backend {
+                        Some(b) if b.state != BackendState::Closing => &mut b.out,
+                        _ => {
+                            log::debug!("{}: write to a closed back-end dropped", self.peer);
+                            return;
+                        }
+                    },
+                };
+                queue.push(bytes);
+                if queue.len() > MAX_PENDING_OUTPUT {
                     log::error!(
-                        "{}: session asked the shell to start TLS with {with:?}; sessions must \
-                         be wrapped in tls::Secured. Closing",
-                        self.peer
-                    );
-                    self.begin_close(now);
-                }
-                Action::Write {
-                    to: Peer::Backend, ..
-                }
-                | Action::Close { to: Peer::Backend }
-                | Action::Connect { .. }
-                | Action::Splice { .. } => {
-                    log::error!(
-                        "{}: this shell has no back-end connections; closing",
+                        "{}: session queued over {MAX_PENDING_OUTPUT} bytes for {to:?} without \
+                         waiting for a drain; closing",
                         self.peer
                     );
                     self.begin_close(now);
                 }
             }
+            Action::Request { id, request } => self.spawn_request(id, request),
+            Action::Close { to: Peer::Client } => self.begin_close(now),
+            Action::Close { to: Peer::Backend } => match &mut self.backend {
+                // Closing a connect in progress cancels it.
+                Some(b) if b.state == BackendState::Connecting => self.backend = None,
+                Some(b) => b.state = BackendState::Closing,
+                None => {}
+            },
+            Action::Connect {
+                to: Peer::Backend,
+                addr,
+                source,
+            } => {
+                if self.closing.is_some() {
+                    return;
+                }
+                self.connect(addr, source);
+            }
+            Action::Splice {
+                to_client,
+                to_backend,
+                idle_timeout,
+            } => {
+                if self.closing.is_none() {
+                    self.splice = Some(SpliceRequest {
+                        to_client,
+                        to_backend,
+                        idle: idle_timeout,
+                    });
+                }
+            }
+            Action::StartTls { .. }
+            | Action::Connect {
+                to: Peer::Client, ..
+            } => {
+                log::error!(
+                    "{}: session asked the shell for {action:?}; sessions must be wrapped in \
+                     tls::Secured and connect only back-ends. Closing",
+                    self.peer
+                );
+                self.begin_close(now);
+            }
+        }
+    }
+
+    /// Starts a back-end connection; its outcome reaches the session as
+    /// `handle_connected`, at once if the socket cannot even be started.
+    fn connect(&mut self, addr: SocketAddr, source: Option<std::net::IpAddr>) {
+        if self.backend.is_some() {
+            self.connected = Some(Err("a back-end connection is already open".into()));
+            return;
+        }
+        match connect::start(addr, source).and_then(Async::new) {
+            Ok(stream) => {
+                log::debug!("{}: connecting to back-end {addr}", self.peer);
+                self.backend = Some(Backend {
+                    stream,
+                    state: BackendState::Connecting,
+                    out: Output::default(),
+                    can_read: true,
+                    // Writable is how the connect's completion shows: wait for it.
+                    can_write: false,
+                    eof: false,
+                    slot: Slot::backend(&self.shared),
+                });
+            }
+            Err(e) => self.connected = Some(Err(format!("cannot connect to {addr}: {e}"))),
         }
     }
 
@@ -382,12 +719,21 @@ impl Conn {
         let want_read = !self.can_read && self.wants_input();
         let want_write = !self.can_write && !self.out.is_empty() && !self.dead;
         let want_answers = self.closing.is_none();
+        let backend_wants_input = self.wants(Peer::Backend);
+        let (want_backend_read, want_backend_write) = match &self.backend {
+            Some(b) => (
+                !b.can_read && backend_wants_input,
+                !b.can_write && (b.state == BackendState::Connecting || !b.out.is_empty()),
+            ),
+            None => (false, false),
+        };
         let Conn {
             stream,
             answers,
             timer,
             armed,
             cut,
+            backend,
             ..
         } = self;
         future::poll_fn(|cx| {
@@ -398,11 +744,22 @@ impl Conn {
                 writable: want_write && stream.poll_writable(cx).is_ready(),
                 timer: armed.is_some() && Pin::new(&mut *timer).poll(cx).is_ready(),
                 answer: None,
+                backend_readable: false,
+                backend_writable: false,
             };
+            if let Some(b) = backend.as_ref() {
+                wake.backend_readable = want_backend_read && b.stream.poll_readable(cx).is_ready();
+                wake.backend_writable = want_backend_write && b.stream.poll_writable(cx).is_ready();
+            }
             if want_answers && let Poll::Ready(Some(answer)) = answers.as_mut().poll_next(cx) {
                 wake.answer = Some(answer);
             }
-            let any = wake.cut || wake.readable || wake.writable || wake.timer;
+            let any = wake.cut
+                || wake.readable
+                || wake.writable
+                || wake.timer
+                || wake.backend_readable
+                || wake.backend_writable;
             if any || wake.answer.is_some() {
                 Poll::Ready(wake)
             } else {

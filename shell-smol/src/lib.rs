@@ -22,6 +22,38 @@
 //! written with non-blocking calls outside of it, into buffers the connection owns.
 //! Dropping the wait, or the whole task, never loses bytes that were read.
 //!
+//! ## Back-end connections
+//!
+//! A proxy session's `Action::Connect` gives the task a second socket: a non-blocking
+//! TCP socket, bound to the action's `source` address first when it names one (so one
+//! front-end can open more than 64k connections to one back-end), registered with the
+//! reactor while its connect completes. Once it is writable the task checks `SO_ERROR`
+//! and the peer address and answers with exactly one
+//! `handle_connected(Peer::Backend, Ok | Err(reason))`; a socket that cannot even be
+//! started is answered at once. From then on the back-end is driven like the client,
+//! in the same turn and the same wait: read (at most `MAX_READ` a call) while
+//! `wants_read(Peer::Backend)`, written in order from its own queue, `handle_drained`
+//! when that queue empties, EOF or a read error as `handle_eof(Peer::Backend)`, a write
+//! error as the same EOF with the socket dropped. `Close { to: Backend }` flushes and
+//! closes it, or cancels a connect in progress. The session owns the connect and idle
+//! deadlines. Each back-end socket counts as one more open connection (for
+//! `max_connections` and shutdown) for as long as it lives.
+//!
+//! ## Splice
+//!
+//! `Action::Splice` ends the session: the task drops it and keeps the two sockets.
+//! Each direction first writes what the session had queued for its destination and the
+//! action's residual bytes, then copies: one non-blocking read into a 64 KiB stack
+//! buffer, written on at once, the part the destination does not take kept (at most
+//! that one buffer) and written before the source is read again. So a slow reader
+//! pushes back through TCP onto the sender, and an idle spliced connection holds no
+//! buffer. EOF is passed on with `shutdown(Write)` after the bytes before it; when both
+//! directions have passed their EOF, either socket fails, neither carried a byte for
+//! the action's `idle_timeout`, or the shutdown grace period ends, both sockets are
+//! closed. The splice runs in a task of its own, sized for just the two sockets and
+//! their heads (the connection task's future, sized for the session phase, is freed);
+//! it keeps the connection counted, so shutdown waits for it like for a session.
+//!
 //! ## Memory bounds
 //!
 //! Per connection, memory is bounded without any limit of the shell's own being hit in
@@ -35,7 +67,9 @@
 //!   stops producing (and stops wanting input) once that amount reaches its high-water
 //!   mark, so a client that never reads costs at most the high-water mark plus one
 //!   reply (POP3: 256 KiB + one 64 KiB chunk). A session that ignores this contract is
-//!   closed at 16 MiB.
+//!   closed at 16 MiB. The back-end socket has its own queue under the same rules.
+//! * **Splice:** at most one 64 KiB buffer of unwritten bytes per direction, and none
+//!   while idle.
 //! * **Replies:** at most one per outstanding request, and the session bounds those.
 //!
 //! Connections are counted: from `max_connections` open, new ones get the factory's
@@ -63,8 +97,10 @@ use tidegate_store::{ServerSpec, Shutdown};
 
 mod accept;
 mod conn;
+mod connect;
 mod output;
 mod signal;
+mod splice;
 
 use accept::Shared;
 use signal::Signal;

@@ -1,0 +1,387 @@
+//! A spliced connection: the session handed both sockets over (`Action::Splice`) and
+//! is gone; bytes now flow client ⇄ back-end without it.
+//!
+//! Each direction first writes its *head* (output the session had queued, then the
+//! residual bytes of the `Splice` action), then moves bytes with `splice(2)` through a
+//! pipe borrowed from the loop's [`PipePool`], or, when no pipe can be had, through the
+//! loop's read buffer. Either way a direction holds at most one pipe or one buffer of
+//! bytes the destination has not taken, and reads from its source only while that is
+//! empty, so a slow reader pushes back through TCP onto the sender instead of making
+//! us buffer. EOF from a source is passed on with `shutdown(Write)` once everything
+//! before it is written; when both directions are done, or either socket fails, or
+//! neither carried a byte for the idle timeout, both sockets are closed.
+
+use std::io::{self, Read as _, Write as _};
+use std::net::{Shutdown, SocketAddr};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use mio::net::TcpStream;
+use mio::{Interest, Registry};
+use tidegate_core::{MAX_READ, Peer};
+
+use crate::conn::Pump;
+use crate::event_loop::SocketCount;
+use crate::outq::OutQueue;
+use crate::pipes::{PIPE_SIZE, Pipe, PipePool};
+use crate::sock::{self, Sock};
+
+/// Bytes one direction moves per turn before other connections get theirs (as the
+/// session phase's read budget: 16 × 16 KiB).
+const TURN_BUDGET: usize = 256 * 1024;
+/// Most bytes asked of one `splice(2)` call: what a pipe holds.
+const SPLICE_CHUNK: usize = PIPE_SIZE;
+
+/// Two sockets joined after the session ended.
+pub(crate) struct Spliced {
+    peer: SocketAddr,
+    client: Sock,
+    backend: Sock,
+    /// Client → back-end.
+    up: Direction,
+    /// Back-end → client.
+    down: Direction,
+    idle: Duration,
+    /// When a byte last moved either way.
+    last_active: Instant,
+    /// The deadline in the loop's timer table: refreshed only when it fires, so moving
+    /// bytes does not touch the table.
+    deadline: Instant,
+    generation: u64,
+    /// Keeps the back-end socket counted as an open connection.
+    _backend_count: SocketCount,
+}
+
+/// What the session phase hands over to a [`Spliced`] for one socket.
+pub(crate) struct Handover {
+    /// The socket (registered).
+    pub(crate) sock: Sock,
+    /// Bytes still owed to this socket, in order: queued output, then the residual.
+    pub(crate) head: OutQueue,
+    /// Whether this socket's peer already sent EOF (nothing more will be read from it).
+    pub(crate) eof: bool,
+}
+
+impl Spliced {
+    /// Joins `client` and `backend`; the first turn runs at the next [`Spliced::pump`].
+    pub(crate) fn new(
+        peer: SocketAddr,
+        client: Handover,
+        backend: Handover,
+        backend_count: SocketCount,
+        idle: Duration,
+        generation: u64,
+        now: Instant,
+    ) -> Self {
+        Spliced {
+            peer,
+            up: Direction::new(backend.head, client.eof),
+            down: Direction::new(client.head, backend.eof),
+            client: client.sock,
+            backend: backend.sock,
+            idle,
+            last_active: now,
+            deadline: now + idle,
+            generation,
+            _backend_count: backend_count,
+        }
+    }
+
+    /// Tells a reused slot from this connection.
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The idle deadline.
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        Some(self.deadline)
+    }
+
+    /// A readable (or closed, or error) event arrived on `peer`'s socket.
+    pub(crate) fn mark_readable(&mut self, peer: Peer) {
+        match peer {
+            Peer::Client => self.up.unread = true,
+            Peer::Backend => self.down.unread = true,
+        }
+    }
+
+    /// Both sockets stay registered for both readiness kinds: with edge triggering a
+    /// writable edge only comes after a write was refused, so this costs no wake-ups.
+    pub(crate) fn sync_interest(&mut self, registry: &Registry, key: usize) -> io::Result<()> {
+        let both = Interest::READABLE | Interest::WRITABLE;
+        self.client
+            .sync(registry, sock::token(key, Peer::Client), both)?;
+        self.backend
+            .sync(registry, sock::token(key, Peer::Backend), both)
+    }
+
+    /// Registers both sockets under connection key `key` (after a move to another slot).
+    pub(crate) fn retoken(&mut self, registry: &Registry, key: usize) -> io::Result<()> {
+        let both = Interest::READABLE | Interest::WRITABLE;
+        self.client
+            .retoken(registry, sock::token(key, Peer::Client), both)?;
+        self.backend
+            .retoken(registry, sock::token(key, Peer::Backend), both)
+    }
+
+    /// The idle deadline passed (or may have).
+    pub(crate) fn on_timeout(&mut self, now: Instant) -> Pump {
+        let idle_until = self.last_active + self.idle;
+        if now >= idle_until {
+            log::debug!(
+                "{}: spliced connection idle for {:?}; closing",
+                self.peer,
+                self.idle
+            );
+            return Pump::Remove;
+        }
+        self.deadline = idle_until;
+        Pump::Idle
+    }
+
+    /// Moves what can be moved both ways without blocking.
+    pub(crate) fn pump(
+        &mut self,
+        now: Instant,
+        pipes: &mut PipePool,
+        buf: &mut [u8; MAX_READ],
+    ) -> Pump {
+        let up = self
+            .up
+            .pump(&self.client.stream, &self.backend.stream, pipes, buf);
+        let down = self
+            .down
+            .pump(&self.backend.stream, &self.client.stream, pipes, buf);
+        let (up, down) = match (up, down) {
+            (Ok(up), Ok(down)) => (up, down),
+            (Err(e), _) | (_, Err(e)) => {
+                log::debug!("{}: spliced connection broke: {e}", self.peer);
+                return Pump::Remove;
+            }
+        };
+        if up.moved || down.moved {
+            self.last_active = now;
+        }
+        if self.up.done && self.down.done {
+            log::debug!("{}: spliced connection closed by both sides", self.peer);
+            return Pump::Remove;
+        }
+        if up.more || down.more {
+            Pump::MoreInput
+        } else {
+            Pump::Idle
+        }
+    }
+}
+
+/// What one turn of a direction did.
+struct Turn {
+    /// Some bytes moved.
+    moved: bool,
+    /// The budget ran out with input possibly left.
+    more: bool,
+}
+
+/// One way of a spliced connection.
+struct Direction {
+    /// Bytes to write before anything read from the source (see the module docs).
+    head: OutQueue,
+    /// The borrowed pipe and how many bytes it holds.
+    pipe: Option<Pipe>,
+    in_pipe: usize,
+    /// The source may hold unread bytes (cleared only by `WouldBlock` on an empty pipe).
+    unread: bool,
+    /// The source sent EOF.
+    eof: bool,
+    /// EOF was passed on: the destination's sending side is shut down.
+    done: bool,
+}
+
+impl Direction {
+    fn new(head: OutQueue, eof: bool) -> Self {
+        Direction {
+            head,
+            pipe: None,
+            in_pipe: 0,
+            unread: true,
+            eof,
+            done: false,
+        }
+    }
+
+    fn pump(
+        &mut self,
+        src: &TcpStream,
+        dst: &TcpStream,
+        pipes: &mut PipePool,
+        buf: &mut [u8; MAX_READ],
+    ) -> io::Result<Turn> {
+        let mut turn = Turn {
+            moved: false,
+            more: false,
+        };
+        let mut budget = TURN_BUDGET;
+        loop {
+            if !self.flush(dst, &mut turn)? {
+                break; // the destination pushes back
+            }
+            if self.eof {
+                if !self.done {
+                    self.done = true;
+                    shut_write(dst)?;
+                }
+                break;
+            }
+            if !self.unread {
+                break;
+            }
+            if budget == 0 {
+                turn.more = true;
+                break;
+            }
+            let read = match self.pipe.take().or_else(|| pipes.take()) {
+                Some(pipe) => {
+                    let read = self.splice_in(src, &pipe);
+                    self.pipe = Some(pipe);
+                    read?
+                }
+                None => self.copy(src, dst, buf)?,
+            };
+            match read {
+                Some(n) => {
+                    budget = budget.saturating_sub(n);
+                    turn.moved |= n > 0;
+                }
+                None => break,
+            }
+        }
+        if self.in_pipe == 0
+            && let Some(pipe) = self.pipe.take()
+        {
+            pipes.give(pipe);
+        }
+        Ok(turn)
+    }
+
+    /// Writes the head, then the pipe's bytes. Returns true when both are empty.
+    fn flush(&mut self, dst: &TcpStream, turn: &mut Turn) -> io::Result<bool> {
+        if !self.head.is_empty() {
+            let before = self.head.len();
+            self.head.flush(dst)?;
+            turn.moved |= self.head.len() != before;
+            if !self.head.is_empty() {
+                return Ok(false);
+            }
+        }
+        while self.in_pipe > 0 {
+            let Some(pipe) = &self.pipe else {
+                return Err(io::Error::other("pipe lost while holding bytes"));
+            };
+            match splice(&pipe.read, dst, self.in_pipe) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    turn.moved = true;
+                    self.in_pipe -= n.min(self.in_pipe);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(true)
+    }
+
+    /// Splices from the source into the (empty) pipe. `Some(n)` bytes came in (0 at
+    /// EOF), `None` when the source has nothing now.
+    fn splice_in(&mut self, src: &TcpStream, pipe: &Pipe) -> io::Result<Option<usize>> {
+        match splice(src, &pipe.write, SPLICE_CHUNK) {
+            Ok(0) => {
+                self.eof = true;
+                Ok(Some(0))
+            }
+            Ok(n) => {
+                self.in_pipe += n;
+                Ok(Some(n))
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                // The pipe is empty here (we only read after flushing it), so this is
+                // the socket having nothing.
+                self.unread = false;
+                Ok(None)
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(Some(0)),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The fallback without a pipe: one read into the loop's buffer and a write of it;
+    /// what the destination does not take is kept in the head (at most one buffer).
+    fn copy(
+        &mut self,
+        mut src: &TcpStream,
+        mut dst: &TcpStream,
+        buf: &mut [u8; MAX_READ],
+    ) -> io::Result<Option<usize>> {
+        let n = match src.read(buf) {
+            Ok(0) => {
+                self.eof = true;
+                return Ok(Some(0));
+            }
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                self.unread = false;
+                return Ok(None);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(Some(0)),
+            Err(e) => return Err(e),
+        };
+        let data = buf.get(..n).unwrap_or_default();
+        let mut written = 0;
+        while written < n {
+            match dst.write(data.get(written..).unwrap_or_default()) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(k) => written += k,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if let Some(rest) = data.get(written..).filter(|rest| !rest.is_empty()) {
+            // At most one buffer, far below the queue's cap: cannot be refused.
+            let _ = self.head.push(Bytes::copy_from_slice(rest));
+        }
+        Ok(Some(n))
+    }
+}
+
+/// Passes EOF on. A peer that is already gone has nothing to be told.
+fn shut_write(dst: &TcpStream) -> io::Result<()> {
+    match dst.shutdown(Shutdown::Write) {
+        Err(e) if e.kind() != io::ErrorKind::NotConnected => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// One non-blocking `splice(2)` of up to `len` bytes (one side must be a pipe).
+#[cfg(target_os = "linux")]
+fn splice(
+    from: impl std::os::fd::AsFd,
+    to: impl std::os::fd::AsFd,
+    len: usize,
+) -> io::Result<usize> {
+    use rustix::pipe::SpliceFlags;
+    Ok(rustix::pipe::splice(
+        from,
+        None,
+        to,
+        None,
+        len,
+        SpliceFlags::MOVE | SpliceFlags::NONBLOCK,
+    )?)
+}
+
+/// Without `splice(2)` no pipe is ever lent out, so this is never reached.
+#[cfg(not(target_os = "linux"))]
+fn splice(_: impl std::os::fd::AsFd, _: impl std::os::fd::AsFd, _: usize) -> io::Result<usize> {
+    Err(io::ErrorKind::Unsupported.into())
+}
