@@ -11,6 +11,7 @@
 //! | [`backend_tls`] | rustls client for the back-end leg |
 //! | [`sasl`] | PLAIN/LOGIN credentials in, PLAIN out |
 //! | [`pop3`] | [`Pop3FrontSession`] |
+//! | [`submission`] | [`SubmissionFrontSession`] |
 //!
 //! `docs/proxy.md` shows the bytes each front-end sends to the back-end.
 
@@ -21,8 +22,10 @@ pub mod pop3;
 mod relay;
 pub mod route;
 pub mod sasl;
+pub mod submission;
 pub mod xclient;
 
 pub use haproxy::{ProxiedAddresses, ProxiedTls, ProxyHeader};
 pub use pop3::Pop3FrontSession;
 pub use route::{BackendTlsMode, ClientAddressMode, FrontConn, ProxyConfig, ProxyLimits};
+pub use submission::SubmissionFrontSession;

@@ -17,7 +17,7 @@ use bytes::Bytes;
 
 use super::backend::BackendLeg;
 use super::haproxy::{self, ProxiedAddresses, ProxiedTls, ProxyHeader};
-use super::relay::Relay;
+use super::relay::{self, Relay};
 use super::route::{BackendTlsMode, ClientAddressMode, FrontConn, ProxyConfig, next_hops};
 use super::sasl::{self, SaslError};
 use super::xclient::{self, Xclient};
@@ -523,29 +523,27 @@ impl Pop3FrontSession {
             return;
         };
         self.timers = TimerTable::default();
-        self.io.out.extend_from_slice(&ok_line);
-        self.io.out.extend_from_slice(b"\r\n");
-        let to_client = dialogue.leg.take_residual();
-        let to_backend = Bytes::copy_from_slice(self.input.raw());
-        self.input.clear();
-        let backend_tls = dialogue.leg.tls.take();
-        if !self.secure && backend_tls.is_none() {
-            self.io.push(Action::Splice {
-                to_client,
-                to_backend,
-                idle_timeout: self.cfg.relay_idle_timeout,
-            });
-            return;
-        }
-        let mut relay = Relay::new(backend_tls, self.cfg.limits.output_high_water);
-        self.io.out.extend_from_slice(&to_client);
-        self.io.flush();
-        let sent = relay.client_bytes(&mut self.io, &to_backend);
-        self.phase = Phase::Relay(relay);
-        self.timers
-            .set(Timer::Idle, now + self.cfg.relay_idle_timeout);
-        if sent.is_err() {
-            self.close();
+        let mut ok = ok_line.to_vec();
+        ok.extend_from_slice(b"\r\n");
+        let handed = relay::hand_over(
+            &mut self.io,
+            &mut dialogue.leg,
+            &mut self.input,
+            self.secure,
+            &ok,
+            &self.cfg,
+        );
+        match handed {
+            Ok(None) => {}
+            Ok(Some(relay)) => {
+                self.phase = Phase::Relay(relay);
+                self.timers
+                    .set(Timer::Idle, now + self.cfg.relay_idle_timeout);
+            }
+            Err(_) => {
+                self.io.push(Action::Close { to: Peer::Backend });
+                self.io.push(Action::Close { to: Peer::Client });
+            }
         }
     }
 

@@ -7,9 +7,11 @@
 
 use bytes::Bytes;
 
+use super::backend::BackendLeg;
 use super::backend_tls::BackendTls;
 use crate::io::{Action, Peer};
 use crate::outbox::Outbox;
+use crate::wire::LineBuffer;
 
 /// The relay state of one front-end session after the hand-over.
 #[derive(Debug)]
@@ -105,4 +107,36 @@ impl Relay {
         io.push(Action::Close { to: Peer::Backend });
         io.push(Action::Close { to: Peer::Client });
     }
+}
+
+/// The back-end accepted the login: write its success reply (`ok`, CRLF included) to
+/// the client, then hand over. Both legs plain: [`Action::Splice`] with the bytes each
+/// side sent past the login, and `None`. Otherwise: the same bytes relayed, and the
+/// [`Relay`] that carries on (or `Err` when the back-end's TLS failed).
+pub(crate) fn hand_over(
+    io: &mut Outbox,
+    leg: &mut BackendLeg,
+    input: &mut LineBuffer,
+    client_tls: bool,
+    ok: &[u8],
+    cfg: &super::route::ProxyConfig,
+) -> Result<Option<Relay>, String> {
+    io.out.extend_from_slice(ok);
+    let to_client = leg.take_residual();
+    let to_backend = Bytes::copy_from_slice(input.raw());
+    input.clear();
+    let backend_tls = leg.tls.take();
+    if !client_tls && backend_tls.is_none() {
+        io.push(Action::Splice {
+            to_client,
+            to_backend,
+            idle_timeout: cfg.relay_idle_timeout,
+        });
+        return Ok(None);
+    }
+    let mut relay = Relay::new(backend_tls, cfg.limits.output_high_water);
+    io.out.extend_from_slice(&to_client);
+    io.flush();
+    relay.client_bytes(io, &to_backend)?;
+    Ok(Some(relay))
 }
