@@ -162,7 +162,10 @@ impl Pop3FrontSession {
 
     /// Answers buffered client commands while the session is in AUTHORIZATION.
     fn resume(&mut self, now: Instant) {
-        while matches!(self.phase, Phase::Login { .. } | Phase::SaslResponse) {
+        // Stop answering while the client does not read its replies (CAPA in a loop).
+        while matches!(self.phase, Phase::Login { .. } | Phase::SaslResponse)
+            && self.io.backlog() < self.cfg.limits.output_high_water
+        {
             match self.input.next_line() {
                 None => {
                     if self.peer_eof {

@@ -172,7 +172,8 @@ impl SubmissionFrontSession {
     }
 
     fn resume(&mut self, now: Instant) {
-        while self.reading_commands() {
+        // Stop answering while the client does not read its replies (CAPA in a loop).
+        while self.reading_commands() && self.io.backlog() < self.cfg.limits.output_high_water {
             match self.input.next_line() {
                 None => break,
                 Some(LineEvent::TooLong) => {
