@@ -8,16 +8,20 @@
 //! | [`route`] | settings, the client facts, the hop-count rule |
 //! | [`haproxy`] | PROXY protocol v1 parsing, v2 encoding and parsing |
 //! | [`xclient`] | Postfix XCLIENT with xtext |
+//! | [`imap_id`] | IMAP ID with the x-originating fields |
 //! | [`backend_tls`] | rustls client for the back-end leg |
 //! | [`sasl`] | PLAIN/LOGIN credentials in, PLAIN out |
 //! | [`pop3`] | [`Pop3FrontSession`] |
 //! | [`submission`] | [`SubmissionFrontSession`] |
+//! | [`imap`] | [`ImapFrontSession`] |
 //!
 //! `docs/proxy.md` shows the bytes each front-end sends to the back-end.
 
 mod backend;
 pub mod backend_tls;
 pub mod haproxy;
+pub mod imap;
+pub mod imap_id;
 pub mod pop3;
 mod relay;
 pub mod route;
@@ -26,6 +30,7 @@ pub mod submission;
 pub mod xclient;
 
 pub use haproxy::{ProxiedAddresses, ProxiedTls, ProxyHeader};
+pub use imap::ImapFrontSession;
 pub use pop3::Pop3FrontSession;
 pub use route::{BackendTlsMode, ClientAddressMode, FrontConn, ProxyConfig, ProxyLimits};
 pub use submission::SubmissionFrontSession;
