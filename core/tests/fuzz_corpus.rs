@@ -51,6 +51,10 @@ const TARGETS: &[(&str, Harness)] = &[
     ("proxy_submission_session", |data| {
         fuzzing::proxy_submission_session(Instant::now(), data)
     }),
+    ("proxy_imap_session", |data| {
+        fuzzing::proxy_imap_session(Instant::now(), data)
+    }),
+    ("proxy_imap_id", fuzzing::proxy_imap_id),
 ];
 
 fn fuzz_dir() -> PathBuf {
@@ -186,6 +190,16 @@ fn proxy_pop3_session_corpus() {
 #[test]
 fn proxy_submission_session_corpus() {
     replay("proxy_submission_session");
+}
+
+#[test]
+fn proxy_imap_session_corpus() {
+    replay("proxy_imap_session");
+}
+
+#[test]
+fn proxy_imap_id_corpus() {
+    replay("proxy_imap_id");
 }
 
 #[test]

@@ -21,6 +21,8 @@
 //! | [`proxy_xclient`] | one XCLIENT line | no panic; xtext round trip; parse → encode → parse |
 //! | [`proxy_pop3_session`] | flags byte, then a script with a scripted back-end | see [`proxy_pop3_session`] |
 //! | [`proxy_submission_session`] | the same | see [`proxy_submission_session`] |
+//! | [`proxy_imap_session`] | the same | see [`proxy_imap_session`] |
+//! | [`proxy_imap_id`] | ID command arguments | no panic; RFC 2971 limits; parse → encode → parse |
 //!
 //! The core never reads a clock, so the session harnesses take their starting
 //! [`Instant`](std::time::Instant) from the caller; only time differences matter, so a
@@ -46,7 +48,10 @@ mod wire;
 pub use pop3::{
     SESSION_OUTPUT_SLACK, pop3_command, pop3_session, pop3_session_trace, pop3_tls_session,
 };
-pub use proxy::{proxy_header, proxy_pop3_session, proxy_submission_session, proxy_xclient};
+pub use proxy::{
+    proxy_header, proxy_imap_id, proxy_imap_session, proxy_pop3_session, proxy_submission_session,
+    proxy_xclient,
+};
 pub use smtp::{
     SMTP_OUTPUT_SLACK, smtp_command, smtp_data, smtp_session, smtp_session_trace, smtp_tls_session,
 };
@@ -311,6 +316,7 @@ mod tests {
             smtp_data(data);
             proxy_header(data);
             proxy_xclient(data);
+            proxy_imap_id(data);
         }
     }
 }

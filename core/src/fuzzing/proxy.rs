@@ -8,9 +8,11 @@ use std::time::{Duration, Instant};
 use super::{Script, WIND_DOWN_STEPS};
 use crate::io::{Action, MAX_READ, Peer, RequestId, Session};
 use crate::proxy::haproxy::{self, ProxiedAddresses, ProxiedTls, ProxyHeader};
+use crate::proxy::imap_id;
 use crate::proxy::xclient;
 use crate::proxy::{
-    ClientAddressMode, FrontConn, Pop3FrontSession, ProxyConfig, SubmissionFrontSession,
+    ClientAddressMode, FrontConn, ImapFrontSession, Pop3FrontSession, ProxyConfig,
+    SubmissionFrontSession,
 };
 use crate::request::{Account, Backend, Failure, Reply, Request, Route};
 
@@ -146,6 +148,36 @@ pub fn proxy_xclient(data: &[u8]) {
         if line.len() <= xclient::MAX_LINE && x != xclient::Xclient::default() {
             assert_eq!(xclient::parse(line.as_bytes()), Ok(x), "{line:?}");
         }
+    }
+}
+
+/// Fuzzes [`imap_id::parse_params`] with the arguments of an ID command.
+///
+/// Invariants: no panic; results within RFC 2971 §3.3 limits; a parsed list whose
+/// values are all present re-encodes to a command that parses to the same pairs.
+pub fn proxy_imap_id(data: &[u8]) {
+    let Ok(pairs) = imap_id::parse_params(data) else {
+        return;
+    };
+    assert!(pairs.len() <= imap_id::MAX_PAIRS);
+    for (key, value) in &pairs {
+        assert!(key.len() <= imap_id::MAX_KEY);
+        assert!(value.as_ref().is_none_or(|v| v.len() <= imap_id::MAX_VALUE));
+    }
+    let _ = imap_id::client_of(&pairs);
+    if pairs.iter().all(|(_, v)| v.is_some()) {
+        let borrowed: Vec<(&str, &str)> = pairs
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_deref().unwrap_or_default()))
+            .collect();
+        let line = imap_id::encode(&borrowed);
+        let again = if pairs.is_empty() {
+            // `ID ()` is not in the grammar; an empty list is sent as NIL.
+            Ok(Vec::new())
+        } else {
+            imap_id::parse_params(&line.as_bytes()[3..])
+        };
+        assert_eq!(again, Ok(pairs), "{line:?}");
     }
 }
 
@@ -385,6 +417,29 @@ pub fn proxy_submission_session(now: Instant, data: &[u8]) {
     let limit = cfg.limits.output_high_water + FRONT_OUTPUT_SLACK;
     let mut shell = Shell {
         s: SubmissionFrontSession::new(cfg, conn, now),
+        now,
+        leg: Leg::None,
+        routes: Vec::new(),
+        ended: false,
+        client_backlog: 0,
+        limit,
+    };
+    shell.run(&mut script);
+    shell.wind_down();
+}
+
+/// Fuzzes [`ImapFrontSession`] with the script of [`proxy_pop3_session`] (flags bit 0-1
+/// choose PROXY v2, IMAP ID or nothing for the client address).
+pub fn proxy_imap_session(now: Instant, data: &[u8]) {
+    let (cfg, conn, mut script) = front_setup(data);
+    let mut cfg = (*cfg).clone();
+    if cfg.client_address == ClientAddressMode::Xclient {
+        cfg.client_address = ClientAddressMode::ImapId;
+    }
+    let cfg = Arc::new(cfg);
+    let limit = cfg.limits.output_high_water + FRONT_OUTPUT_SLACK;
+    let mut shell = Shell {
+        s: ImapFrontSession::new(cfg, conn, now),
         now,
         leg: Leg::None,
         routes: Vec::new(),
