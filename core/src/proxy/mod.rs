@@ -14,11 +14,13 @@
 //! | [`pop3`] | [`Pop3FrontSession`] |
 //! | [`submission`] | [`SubmissionFrontSession`] |
 //! | [`imap`] | [`ImapFrontSession`] |
+//! | [`gate`] | [`ProxyHeaderGate`]: the back-end side, reading PROXY headers from trusted peers |
 //!
 //! `docs/proxy.md` shows the bytes each front-end sends to the back-end.
 
 mod backend;
 pub mod backend_tls;
+pub mod gate;
 pub mod haproxy;
 pub mod imap;
 pub mod imap_id;
@@ -29,6 +31,7 @@ pub mod sasl;
 pub mod submission;
 pub mod xclient;
 
+pub use gate::{ProxiedClient, ProxyHeaderGate};
 pub use haproxy::{ProxiedAddresses, ProxiedTls, ProxyHeader};
 pub use imap::ImapFrontSession;
 pub use pop3::Pop3FrontSession;
