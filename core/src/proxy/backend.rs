@@ -8,9 +8,11 @@ use bytes::Bytes;
 use rustls::ClientConfig;
 
 use super::backend_tls::BackendTls;
+use super::haproxy;
+use super::route::{BackendTlsMode, ClientAddressMode, FrontConn, ProxyConfig};
 use crate::io::{Action, Peer};
 use crate::outbox::Outbox;
-use crate::request::Backend;
+use crate::request::{Backend, Request};
 use crate::wire::{LineBuffer, LineEvent};
 
 /// The longest back-end reply line read during the login dialogue, CRLF excluded. POP3
@@ -72,6 +74,55 @@ impl BackendLeg {
             source,
         });
         true
+    }
+
+    /// The connection is up: the PROXY v2 header goes first when configured, then the
+    /// TLS handshake for `backend_tls = "tls"`.
+    pub(crate) fn established(
+        &mut self,
+        io: &mut Outbox,
+        cfg: &ProxyConfig,
+        conn: &FrontConn,
+        client_tls: bool,
+        hops: u8,
+    ) -> Result<(), String> {
+        self.connected = true;
+        if cfg.client_address == ClientAddressMode::ProxyV2 {
+            let header = proxy_header(conn, client_tls, hops);
+            self.send_raw(io, haproxy::encode_v2(&header));
+        }
+        if cfg.backend_tls == BackendTlsMode::Tls {
+            self.start_tls(io, cfg.backend_tls_config.as_ref())?;
+        }
+        Ok(())
+    }
+
+    /// The connect failed: report the address and try the next one. False when none
+    /// is left (nothing is connected then, so there is nothing to close).
+    pub(crate) fn connect_failed(
+        &mut self,
+        io: &mut Outbox,
+        source: Option<std::net::IpAddr>,
+        reason: String,
+    ) -> bool {
+        self.report(io, reason);
+        if self.connect_next(io, source) {
+            return true;
+        }
+        self.current = None;
+        false
+    }
+
+    /// Tells the host the current address failed (`Request::BackendFailed`, for its
+    /// circuit breaker). Its reply, `Reply::Done`, is not waited for.
+    pub(crate) fn report(&self, io: &mut Outbox, reason: String) {
+        if let Some(addr) = self.current {
+            io.request(Request::BackendFailed {
+                host: self.backend.host.clone(),
+                addr,
+                reason,
+            });
+        }
     }
 
     /// Sends plaintext to the back-end (encrypted when TLS is on).
@@ -171,5 +222,20 @@ impl BackendLeg {
         }
         self.current = None;
         self.connected = false;
+    }
+}
+
+/// The PROXY v2 header for this client (hops: what the back-end may still do).
+pub(crate) fn proxy_header(conn: &FrontConn, client_tls: bool, hops: u8) -> haproxy::ProxyHeader {
+    haproxy::ProxyHeader {
+        addresses: Some(haproxy::ProxiedAddresses {
+            source: conn.client,
+            destination: conn.local,
+        }),
+        // The TLS version is known to the TLS layer, not to the session.
+        tls: client_tls.then(|| haproxy::ProxiedTls {
+            version: String::new(),
+        }),
+        hops: Some(hops),
     }
 }

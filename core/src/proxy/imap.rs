@@ -13,16 +13,13 @@
 //! name and at most a few strings (atoms, quoted strings, literals).
 
 use std::fmt::Write as _;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 
 use super::backend::BackendLeg;
-use super::haproxy;
 use super::imap_id;
-use super::pop3::proxy_header;
 use super::relay::{self, Relay};
 use super::route::{BackendTlsMode, ClientAddressMode, FrontConn, ProxyConfig, next_hops};
 use super::sasl::{self, SaslError};
@@ -477,13 +474,6 @@ impl ImapFrontSession {
         }));
     }
 
-    fn report(&mut self, host: String, addr: Option<SocketAddr>, reason: String) {
-        if let Some(addr) = addr {
-            self.io
-                .request(Request::BackendFailed { host, addr, reason });
-        }
-    }
-
     /// The back-end dialogue failed: close that leg and answer the client's login
     /// command with `text` (after its tag).
     fn backend_failed(&mut self, now: Instant, text: &str, report: Option<String>) {
@@ -491,8 +481,7 @@ impl ImapFrontSession {
             return;
         };
         if let Some(reason) = report {
-            let (host, addr) = (dialogue.leg.backend.host.clone(), dialogue.leg.current);
-            self.report(host, addr, reason);
+            dialogue.leg.report(&mut self.io, reason);
         }
         dialogue.leg.close(&mut self.io);
         self.timers.stop(Timer::StoreReply);
@@ -519,30 +508,21 @@ impl ImapFrontSession {
         }
         match result {
             Ok(()) => {
-                dialogue.leg.connected = true;
                 dialogue.step = Step::Greeting;
-                if self.cfg.client_address == ClientAddressMode::ProxyV2 {
-                    let header = proxy_header(&self.conn, self.secure, dialogue.hops);
-                    dialogue
-                        .leg
-                        .send_raw(&mut self.io, haproxy::encode_v2(&header));
-                }
-                if self.cfg.backend_tls == BackendTlsMode::Tls {
-                    let cfg = self.cfg.backend_tls_config.as_ref();
-                    if let Err(why) = dialogue.leg.start_tls(&mut self.io, cfg) {
-                        self.backend_down(now, why);
-                    }
+                let established = dialogue.leg.established(
+                    &mut self.io,
+                    &self.cfg,
+                    &self.conn,
+                    self.secure,
+                    dialogue.hops,
+                );
+                if let Err(why) = established {
+                    self.backend_down(now, why);
                 }
             }
             Err(reason) => {
-                let (host, addr) = (dialogue.leg.backend.host.clone(), dialogue.leg.current);
-                self.report(host, addr, reason);
                 let source = self.cfg.source_for(self.conn.client);
-                let Phase::Backend(dialogue) = &mut self.phase else {
-                    return;
-                };
-                if !dialogue.leg.connect_next(&mut self.io, source) {
-                    dialogue.leg.current = None;
+                if !dialogue.leg.connect_failed(&mut self.io, source, reason) {
                     self.backend_failed(
                         now,
                         "NO [UNAVAILABLE] Mail server unavailable, try again later",

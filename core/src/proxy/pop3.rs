@@ -9,14 +9,12 @@
 //! command line early.
 
 use std::fmt::Write as _;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
 
 use super::backend::BackendLeg;
-use super::haproxy::{self, ProxiedAddresses, ProxiedTls, ProxyHeader};
 use super::relay::{self, Relay};
 use super::route::{BackendTlsMode, ClientAddressMode, FrontConn, ProxyConfig, next_hops};
 use super::sasl::{self, SaslError};
@@ -365,15 +363,6 @@ impl Pop3FrontSession {
         }));
     }
 
-    /// Tells the host a back-end address failed (for its circuit breaker). The reply,
-    /// [`Reply::Done`], is not waited for.
-    fn report(&mut self, host: String, addr: Option<SocketAddr>, reason: String) {
-        if let Some(addr) = addr {
-            self.io
-                .request(Request::BackendFailed { host, addr, reason });
-        }
-    }
-
     /// The back-end dialogue failed: close that leg, answer the client, and go back to
     /// AUTHORIZATION (the client may try again).
     fn backend_failed(&mut self, now: Instant, reply: &str, report: Option<String>) {
@@ -381,8 +370,7 @@ impl Pop3FrontSession {
             return;
         };
         if let Some(reason) = report {
-            let (host, addr) = (dialogue.leg.backend.host.clone(), dialogue.leg.current);
-            self.report(host, addr, reason);
+            dialogue.leg.report(&mut self.io, reason);
         }
         dialogue.leg.close(&mut self.io);
         self.timers.stop(Timer::StoreReply);
@@ -401,31 +389,21 @@ impl Pop3FrontSession {
         }
         match result {
             Ok(()) => {
-                dialogue.leg.connected = true;
                 dialogue.step = Step::Greeting;
-                if self.cfg.client_address == ClientAddressMode::ProxyV2 {
-                    let header = proxy_header(&self.conn, self.secure, dialogue.hops);
-                    dialogue
-                        .leg
-                        .send_raw(&mut self.io, haproxy::encode_v2(&header));
-                }
-                if self.cfg.backend_tls == BackendTlsMode::Tls {
-                    let cfg = self.cfg.backend_tls_config.as_ref();
-                    if let Err(why) = dialogue.leg.start_tls(&mut self.io, cfg) {
-                        self.backend_failed(now, BACKEND_DOWN, Some(why));
-                    }
+                let established = dialogue.leg.established(
+                    &mut self.io,
+                    &self.cfg,
+                    &self.conn,
+                    self.secure,
+                    dialogue.hops,
+                );
+                if let Err(why) = established {
+                    self.backend_failed(now, BACKEND_DOWN, Some(why));
                 }
             }
             Err(reason) => {
-                let (host, addr) = (dialogue.leg.backend.host.clone(), dialogue.leg.current);
-                self.report(host, addr, reason);
                 let source = self.cfg.source_for(self.conn.client);
-                let Phase::Backend(dialogue) = &mut self.phase else {
-                    return;
-                };
-                if !dialogue.leg.connect_next(&mut self.io, source) {
-                    // Nothing is connected, so there is nothing to close.
-                    dialogue.leg.current = None;
+                if !dialogue.leg.connect_failed(&mut self.io, source, reason) {
                     self.backend_failed(now, BACKEND_DOWN, None);
                 }
             }
@@ -580,21 +558,6 @@ impl Pop3FrontSession {
             }
             _ => {}
         }
-    }
-}
-
-/// The PROXY v2 header for this client.
-pub(crate) fn proxy_header(conn: &FrontConn, secure: bool, hops: u8) -> ProxyHeader {
-    ProxyHeader {
-        addresses: Some(ProxiedAddresses {
-            source: conn.client,
-            destination: conn.local,
-        }),
-        // The TLS version is known to the TLS layer, not to the session.
-        tls: secure.then(|| ProxiedTls {
-            version: String::new(),
-        }),
-        hops: Some(hops),
     }
 }
 

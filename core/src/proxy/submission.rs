@@ -8,15 +8,12 @@
 //! (relayed verbatim to the client) or a refusal mapped to our own reply.
 
 use std::fmt::Write as _;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
 
 use super::backend::BackendLeg;
-use super::haproxy;
-use super::pop3::proxy_header;
 use super::relay::{self, Relay};
 use super::route::{BackendTlsMode, ClientAddressMode, FrontConn, ProxyConfig, next_hops};
 use super::sasl::{self, SaslError};
@@ -406,20 +403,12 @@ impl SubmissionFrontSession {
         }));
     }
 
-    fn report(&mut self, host: String, addr: Option<SocketAddr>, reason: String) {
-        if let Some(addr) = addr {
-            self.io
-                .request(Request::BackendFailed { host, addr, reason });
-        }
-    }
-
     fn backend_failed(&mut self, now: Instant, reply: &str, report: Option<String>) {
         let Phase::Backend(mut dialogue) = std::mem::replace(&mut self.phase, Phase::Done) else {
             return;
         };
         if let Some(reason) = report {
-            let (host, addr) = (dialogue.leg.backend.host.clone(), dialogue.leg.current);
-            self.report(host, addr, reason);
+            dialogue.leg.report(&mut self.io, reason);
         }
         dialogue.leg.close(&mut self.io);
         self.timers.stop(Timer::StoreReply);
@@ -438,31 +427,22 @@ impl SubmissionFrontSession {
         }
         match result {
             Ok(()) => {
-                dialogue.leg.connected = true;
                 dialogue.step = Step::Greeting;
-                if self.cfg.client_address == ClientAddressMode::ProxyV2 {
-                    let header = proxy_header(&self.conn, self.secure, dialogue.hops);
-                    dialogue
-                        .leg
-                        .send_raw(&mut self.io, haproxy::encode_v2(&header));
-                }
-                if self.cfg.backend_tls == BackendTlsMode::Tls {
-                    dialogue.tls_done = true;
-                    let cfg = self.cfg.backend_tls_config.as_ref();
-                    if let Err(why) = dialogue.leg.start_tls(&mut self.io, cfg) {
-                        self.backend_failed(now, BACKEND_DOWN, Some(why));
-                    }
+                dialogue.tls_done = self.cfg.backend_tls == BackendTlsMode::Tls;
+                let established = dialogue.leg.established(
+                    &mut self.io,
+                    &self.cfg,
+                    &self.conn,
+                    self.secure,
+                    dialogue.hops,
+                );
+                if let Err(why) = established {
+                    self.backend_failed(now, BACKEND_DOWN, Some(why));
                 }
             }
             Err(reason) => {
-                let (host, addr) = (dialogue.leg.backend.host.clone(), dialogue.leg.current);
-                self.report(host, addr, reason);
                 let source = self.cfg.source_for(self.conn.client);
-                let Phase::Backend(dialogue) = &mut self.phase else {
-                    return;
-                };
-                if !dialogue.leg.connect_next(&mut self.io, source) {
-                    dialogue.leg.current = None;
+                if !dialogue.leg.connect_failed(&mut self.io, source, reason) {
                     self.backend_failed(now, BACKEND_DOWN, None);
                 }
             }
