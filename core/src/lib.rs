@@ -74,6 +74,7 @@ pub mod maildir;
 pub mod net;
 mod outbox;
 pub mod pop3;
+pub mod proxy;
 pub mod refusal;
 pub mod request;
 pub mod secret;

@@ -183,6 +183,17 @@ pub enum Request {
         /// The protocol, which picks the back-end port.
         service: Service,
     },
+    /// Proxy mode: a back-end address could not be reached, or broke off the login
+    /// dialogue, or did not answer in time; the host's circuit breaker counts it.
+    /// Answered by [`Reply::Done`]; sessions do not wait for the answer.
+    BackendFailed {
+        /// The back-end as the route named it.
+        host: String,
+        /// The address that failed.
+        addr: SocketAddr,
+        /// What went wrong, for the log.
+        reason: String,
+    },
     /// Look a user up without a password (authd `LOOKUP`). Answered by [`Reply::User`].
     LookupUser {
         /// The address (not yet normalised).

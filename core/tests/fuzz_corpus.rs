@@ -43,6 +43,18 @@ const TARGETS: &[(&str, Harness)] = &[
     ("smtp_tls_session", |data| {
         fuzzing::smtp_tls_session(Instant::now(), &TLS, data)
     }),
+    ("proxy_header", fuzzing::proxy_header),
+    ("proxy_xclient", fuzzing::proxy_xclient),
+    ("proxy_pop3_session", |data| {
+        fuzzing::proxy_pop3_session(Instant::now(), data)
+    }),
+    ("proxy_submission_session", |data| {
+        fuzzing::proxy_submission_session(Instant::now(), data)
+    }),
+    ("proxy_imap_session", |data| {
+        fuzzing::proxy_imap_session(Instant::now(), data)
+    }),
+    ("proxy_imap_id", fuzzing::proxy_imap_id),
 ];
 
 fn fuzz_dir() -> PathBuf {
@@ -160,6 +172,36 @@ fn smtp_tls_session_corpus() {
 
 /// Every corpus or regression directory belongs to a target this file replays, so a new
 /// fuzz target cannot be forgotten here.
+#[test]
+fn proxy_header_corpus() {
+    replay("proxy_header");
+}
+
+#[test]
+fn proxy_xclient_corpus() {
+    replay("proxy_xclient");
+}
+
+#[test]
+fn proxy_pop3_session_corpus() {
+    replay("proxy_pop3_session");
+}
+
+#[test]
+fn proxy_submission_session_corpus() {
+    replay("proxy_submission_session");
+}
+
+#[test]
+fn proxy_imap_session_corpus() {
+    replay("proxy_imap_session");
+}
+
+#[test]
+fn proxy_imap_id_corpus() {
+    replay("proxy_imap_id");
+}
+
 #[test]
 fn every_target_is_replayed() {
     for kind in ["corpus", "regressions"] {

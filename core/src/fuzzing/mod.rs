@@ -17,6 +17,12 @@
 //! | [`smtp_data`] | `max_line`, two chunking bytes, a client byte stream | DATA/BDAT framing on [`LineBuffer`](crate::wire::LineBuffer) raw bytes as the SMTP session does it: chunking-invariant, equal to a reference, DATA ends only at CRLF `.` CRLF, output never longer than input |
 //! | [`smtp_session`] | config byte, then a script of operations | see [`smtp_session`] |
 //! | [`smtp_tls_session`] | the same, with TLS operations | see [`smtp_tls_session`] |
+//! | [`proxy_header`] | PROXY v1/v2 bytes | no panic; exact length; prefixes incomplete; v2 re-encodes; built headers round-trip |
+//! | [`proxy_xclient`] | one XCLIENT line | no panic; xtext round trip; parse → encode → parse |
+//! | [`proxy_pop3_session`] | flags byte, then a script with a scripted back-end | see [`proxy_pop3_session`] |
+//! | [`proxy_submission_session`] | the same | see [`proxy_submission_session`] |
+//! | [`proxy_imap_session`] | the same | see [`proxy_imap_session`] |
+//! | [`proxy_imap_id`] | ID command arguments | no panic; RFC 2971 limits; parse → encode → parse |
 //!
 //! The core never reads a clock, so the session harnesses take their starting
 //! [`Instant`](std::time::Instant) from the caller; only time differences matter, so a
@@ -35,11 +41,16 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, Serve
 use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig};
 
 mod pop3;
+mod proxy;
 mod smtp;
 mod wire;
 
 pub use pop3::{
     SESSION_OUTPUT_SLACK, pop3_command, pop3_session, pop3_session_trace, pop3_tls_session,
+};
+pub use proxy::{
+    proxy_header, proxy_imap_id, proxy_imap_session, proxy_pop3_session, proxy_submission_session,
+    proxy_xclient,
 };
 pub use smtp::{
     SMTP_OUTPUT_SLACK, smtp_command, smtp_data, smtp_session, smtp_session_trace, smtp_tls_session,
@@ -303,6 +314,9 @@ mod tests {
             dot_stuffing(data);
             smtp_command(data);
             smtp_data(data);
+            proxy_header(data);
+            proxy_xclient(data);
+            proxy_imap_id(data);
         }
     }
 }
