@@ -29,6 +29,9 @@ pub struct Config {
     /// POP3 listeners.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pop3: Option<Pop3>,
+    /// IMAP listeners.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub imap: Option<Imap>,
     /// SMTP listeners: inbound (MX) and submission.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub smtp: Option<Smtp>,
@@ -88,6 +91,18 @@ pub struct Pop3 {
     pub auth_failure_delay_ms: u64,
 }
 
+/// `[imap]`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Imap {
+    /// Plain listeners (STARTTLS offered).
+    #[serde(default)]
+    pub listen: Vec<SocketAddr>,
+    /// Implicit-TLS listeners (port 993 style).
+    #[serde(default)]
+    pub listen_tls: Vec<SocketAddr>,
+}
+
 /// `[smtp]`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -135,6 +150,11 @@ pub struct Trust {
     /// CIDR networks.
     #[serde(default)]
     pub networks: Vec<String>,
+    /// Peers in `networks` start every connection with a PROXY v1/v2 header naming the
+    /// real client (front-ends with `client_address = "proxy-v2"`, load balancers);
+    /// other peers are served directly.
+    #[serde(default)]
+    pub proxy_protocol: bool,
 }
 
 /// `[control]`.
@@ -227,7 +247,7 @@ impl Default for Server {
 
 /// Sections of the contract that later versions implement; naming one is an error
 /// rather than a silently ignored listener.
-const NOT_YET: &[&str] = &["imap", "authd", "relay", "metrics"];
+const NOT_YET: &[&str] = &["authd", "relay", "metrics"];
 
 impl Config {
     /// Parses and validates config text. Relative paths are resolved against `base`
@@ -391,9 +411,9 @@ mod tests {
     #[test]
     fn unimplemented_sections_and_bad_values_are_refused() {
         assert!(
-            Config::parse("[imap]\nlisten = []\n", Path::new("."))
+            Config::parse("[metrics]\nlisten = \"127.0.0.1:9425\"\n", Path::new("."))
                 .unwrap_err()
-                .contains("[imap]")
+                .contains("[metrics]")
         );
         assert!(
             Config::parse("[pop3]\nlock = true\n", Path::new("."))

@@ -40,10 +40,6 @@ pub struct Proxy {
     /// Seconds to wait for a back-end connection and login.
     #[serde(default = "default_connect_secs")]
     pub connect_timeout_secs: u64,
-    /// Names of this node: a `tohost` equal to one is served by this node's own
-    /// back-end listeners.
-    #[serde(default)]
-    pub local_names: Vec<String>,
     /// Proxy hops allowed before a connection is refused as a loop.
     #[serde(default = "default_max_hops")]
     pub max_hops: u8,

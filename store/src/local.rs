@@ -113,7 +113,9 @@ impl LocalStore {
         Reply::Verified(outcome)
     }
 
-    fn check_login(
+    /// Checks a login with the login penalty applied: the record on success, else the
+    /// failure to answer with.
+    pub(crate) fn check_login(
         &self,
         user: &str,
         password: &[u8],
@@ -131,6 +133,7 @@ impl LocalStore {
         match self.users.verify(&address, password, client) {
             AuthOutcome::Accepted(record) => {
                 self.penalty.success(client);
+                log::info!("login {} from {client}", record.address);
                 Ok(record)
             }
             AuthOutcome::Disabled => Err(Failure::Disabled),

@@ -2,23 +2,26 @@
 //! requests go to the [`Router`], everything else to the node's own store.
 
 use std::sync::{Arc, RwLock};
+use std::time::Instant;
 
 use tidegate_core::{Reply, Request};
 
+use crate::local::LocalStore;
 use crate::router::Router;
 use crate::service::Executor;
 
-/// Routes [`Request::Route`] to the router (when this node is a front-end) and every
-/// other request to `local`.
+/// Routes [`Request::Route`] to the router (when this node is a front-end) after the
+/// store checked the password (with its login penalty), and every other request to
+/// the node's own store.
 #[derive(Debug)]
-pub struct Node<E> {
+pub struct Node {
     router: RwLock<Option<Arc<Router>>>,
-    local: E,
+    local: LocalStore,
 }
 
-impl<E: Executor> Node<E> {
+impl Node {
     /// A node with an optional front-end router over its own store.
-    pub fn new(router: Option<Arc<Router>>, local: E) -> Node<E> {
+    pub fn new(router: Option<Arc<Router>>, local: LocalStore) -> Node {
         Node {
             router: RwLock::new(router),
             local,
@@ -38,12 +41,12 @@ impl<E: Executor> Node<E> {
     }
 
     /// The node's own store.
-    pub fn local(&self) -> &E {
+    pub fn local(&self) -> &LocalStore {
         &self.local
     }
 }
 
-impl<E: Executor> Executor for Node<E> {
+impl Executor for Node {
     fn execute(&self, request: Request) -> Reply {
         match (request, self.router()) {
             (
@@ -54,7 +57,20 @@ impl<E: Executor> Executor for Node<E> {
                     service,
                 },
                 Some(router),
-            ) => router.route(&user, password.expose(), client, service),
+            ) => match self
+                .local
+                .check_login(&user, password.expose(), client, Instant::now())
+            {
+                Ok(record) => router.route(&record, client, service),
+                Err(failure) => Reply::Failed(failure),
+            },
+            (Request::BackendFailed { host, addr, reason }, router) => {
+                log::warn!("back-end {host} ({addr}) failed: {reason}");
+                if let Some(router) = router {
+                    router.mark_down(addr, Instant::now());
+                }
+                Reply::Done
+            }
             (request, _) => self.local.execute(request),
         }
     }

@@ -1,22 +1,21 @@
 //! Where a proxy front-end sends each user (design.md §1, `[proxy]`): the host side of
-//! [`Request::Route`].
+//! [`tidegate_core::Request::Route`].
 //!
 //! The user database checks the password; the user's `tohost` field names the back-end,
 //! else `default_host` does (so a single server becomes a cluster without touching any
-//! account), else the login is refused. A `tohost` that names this node means "serve
-//! locally". Back-end names are resolved here (DNS is I/O, so not in core), with the
+//! account), else the login is refused. A node that is front-end and back-end at once
+//! (during a migration) serves its own users by running its back-end listeners on the
+//! `backend_ports` and naming itself in `tohost`. Back-end names are resolved here (DNS is I/O, so not in core), with the
 //! protocol's port from `backend_ports`. A back-end that failed recently is skipped for
 //! a while (the circuit breaker), so one dead back-end does not slow every login.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use tidegate_core::user::{AuthOutcome, UserRecord};
+use tidegate_core::user::UserRecord;
 use tidegate_core::{Account, Backend, Failure, Reply, Route, Service};
-
-use crate::users::UserDirectory;
 
 /// The back-end port of each protocol (`[proxy] backend_ports`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,44 +61,18 @@ pub struct RouterConfig {
     pub default_host: Option<String>,
     /// Ports per protocol.
     pub ports: BackendPorts,
-    /// Names and addresses that mean this node: a `tohost` equal to one of them is
-    /// served locally.
-    pub local_names: Vec<String>,
     /// How long a back-end that failed is skipped (0: never skipped).
     pub down_for: Duration,
 }
 
-/// What a user's record says about where to serve them.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HostChoice {
-    /// This node.
-    Local,
-    /// The named back-end.
-    Remote(String),
-    /// Nowhere: no `tohost` and no default.
-    Unroutable,
+/// The routing rule: `tohost`, else `default_host`; `None` when neither is set.
+pub fn choose_host<'a>(record: &'a UserRecord, config: &'a RouterConfig) -> Option<&'a str> {
+    record.tohost().or(config.default_host.as_deref())
 }
 
-/// The routing rule: `tohost`, else `default_host`; a name of this node means local.
-pub fn choose_host(record: &UserRecord, config: &RouterConfig) -> HostChoice {
-    let host = record.tohost().or(config.default_host.as_deref());
-    match host {
-        None => HostChoice::Unroutable,
-        Some(host) if is_local(host, &config.local_names) => HostChoice::Local,
-        Some(host) => HostChoice::Remote(host.to_owned()),
-    }
-}
-
-fn is_local(host: &str, local_names: &[String]) -> bool {
-    local_names
-        .iter()
-        .any(|name| name.eq_ignore_ascii_case(host))
-}
-
-/// The host side of proxy routing: password check, host choice, resolution, breaker.
+/// The host side of proxy routing: host choice, resolution, circuit breaker.
 #[derive(Debug)]
 pub struct Router {
-    directory: Arc<dyn UserDirectory>,
     config: RouterConfig,
     down: Mutex<HashMap<SocketAddr, Instant>>,
 }
@@ -109,36 +82,20 @@ pub struct Router {
 const MAX_DOWN: usize = 4096;
 
 impl Router {
-    /// A router over a user database.
-    pub fn new(directory: Arc<dyn UserDirectory>, config: RouterConfig) -> Router {
+    /// A router with these rules.
+    pub fn new(config: RouterConfig) -> Router {
         Router {
-            directory,
             config,
             down: Mutex::new(HashMap::new()),
         }
     }
 
-    /// The user database.
-    pub fn directory(&self) -> &Arc<dyn UserDirectory> {
-        &self.directory
-    }
-
-    /// Answers [`tidegate_core::Request::Route`].
-    pub fn route(&self, user: &str, password: &[u8], client: IpAddr, service: Service) -> Reply {
-        let record = match self.directory.verify(user, password, client) {
-            AuthOutcome::Accepted(record) => record,
-            AuthOutcome::Denied => return Reply::Failed(Failure::Denied),
-            AuthOutcome::Disabled => return Reply::Failed(Failure::Disabled),
-            AuthOutcome::TempFail(reason) => {
-                log::warn!("route for {user:?} from {client}: user database: {reason}");
-                return Reply::Failed(Failure::Temporary("user database unavailable".into()));
-            }
-        };
+    /// Answers [`tidegate_core::Request::Route`] for a user whose password was checked.
+    pub fn route(&self, record: &UserRecord, client: IpAddr, service: Service) -> Reply {
         let account = Account(record.address.clone());
-        let host = match choose_host(&record, &self.config) {
-            HostChoice::Local => return Reply::Routed(Route::Local(account)),
-            HostChoice::Remote(host) => host,
-            HostChoice::Unroutable => {
+        let host = match choose_host(record, &self.config) {
+            Some(host) => host.to_owned(),
+            None => {
                 log::warn!(
                     "route for {} from {client}: no tohost and no [proxy] default_host",
                     record.address
@@ -232,30 +189,13 @@ fn resolve(host: &str, port: u16) -> std::io::Result<Vec<SocketAddr>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tidegate_core::user::Lookup;
 
-    #[derive(Debug)]
-    struct OneUser(UserRecord);
-
-    impl UserDirectory for OneUser {
-        fn lookup(&self, _address: &str) -> Lookup {
-            Lookup::Found(self.0.clone())
-        }
-        fn verify(&self, user: &str, password: &[u8], _client: IpAddr) -> AuthOutcome {
-            if user == self.0.address && password == b"right" {
-                AuthOutcome::Accepted(self.0.clone())
-            } else {
-                AuthOutcome::Denied
-            }
-        }
-    }
-
-    fn router(tohost: Option<&str>, config: RouterConfig) -> Router {
+    fn alice(tohost: Option<&str>) -> UserRecord {
         let mut user = UserRecord::new("alice@example.com");
         if let Some(host) = tohost {
             user.fields.insert("tohost".into(), host.into());
         }
-        Router::new(Arc::new(OneUser(user)), config)
+        user
     }
 
     fn client() -> IpAddr {
@@ -264,16 +204,11 @@ mod tests {
 
     #[test]
     fn tohost_wins_over_default_and_gets_the_service_port() {
-        let config = RouterConfig {
+        let router = Router::new(RouterConfig {
             default_host: Some("127.0.0.9".into()),
             ..RouterConfig::default()
-        };
-        let reply = router(Some("127.0.0.2"), config).route(
-            "alice@example.com",
-            b"right",
-            client(),
-            Service::Imap,
-        );
+        });
+        let reply = router.route(&alice(Some("127.0.0.2")), client(), Service::Imap);
         let Reply::Routed(Route::Remote { account, backend }) = reply else {
             panic!("{reply:?}");
         };
@@ -284,67 +219,47 @@ mod tests {
 
     #[test]
     fn default_host_serves_users_without_tohost_and_none_refuses() {
-        let config = RouterConfig {
+        let router = Router::new(RouterConfig {
             default_host: Some("[::1]".into()),
             ..RouterConfig::default()
-        };
-        let reply =
-            router(None, config).route("alice@example.com", b"right", client(), Service::Pop3);
+        });
+        let reply = router.route(&alice(None), client(), Service::Pop3);
         let Reply::Routed(Route::Remote { backend, .. }) = reply else {
             panic!("{reply:?}");
         };
         assert_eq!(backend.addrs, ["[::1]:110".parse().unwrap()]);
-        let reply = router(None, RouterConfig::default()).route(
-            "alice@example.com",
-            b"right",
-            client(),
-            Service::Pop3,
-        );
+        let reply =
+            Router::new(RouterConfig::default()).route(&alice(None), client(), Service::Pop3);
         assert!(
             matches!(reply, Reply::Failed(Failure::Temporary(_))),
             "{reply:?}"
         );
-    }
-
-    #[test]
-    fn a_tohost_naming_this_node_is_local_and_wrong_passwords_are_denied() {
-        let config = RouterConfig {
-            local_names: vec!["Node1.example.com".into()],
-            ..RouterConfig::default()
-        };
-        let r = router(Some("node1.EXAMPLE.com"), config);
-        let reply = r.route("alice@example.com", b"right", client(), Service::Pop3);
-        assert!(
-            matches!(reply, Reply::Routed(Route::Local(Account(ref a))) if a == "alice@example.com")
-        );
-        let reply = r.route("alice@example.com", b"wrong", client(), Service::Pop3);
-        assert!(matches!(reply, Reply::Failed(Failure::Denied)), "{reply:?}");
     }
 
     #[test]
     fn a_backend_marked_down_is_skipped_until_its_time_is_up() {
-        let config = RouterConfig {
+        let router = Router::new(RouterConfig {
             down_for: Duration::from_secs(30),
             ..RouterConfig::default()
-        };
-        let r = router(Some("127.0.0.2"), config);
+        });
+        let user = alice(Some("127.0.0.2"));
         let now = Instant::now();
-        r.mark_down("127.0.0.2:110".parse().unwrap(), now);
-        let reply = r.route("alice@example.com", b"right", client(), Service::Pop3);
+        router.mark_down("127.0.0.2:110".parse().unwrap(), now);
+        let reply = router.route(&user, client(), Service::Pop3);
         assert!(
             matches!(reply, Reply::Failed(Failure::Temporary(_))),
             "{reply:?}"
         );
-        let imap = r.route("alice@example.com", b"right", client(), Service::Imap);
+        let imap = router.route(&user, client(), Service::Imap);
         assert!(
             matches!(imap, Reply::Routed(Route::Remote { .. })),
             "{imap:?}"
         );
-        r.mark_down(
+        router.mark_down(
             "127.0.0.2:110".parse().unwrap(),
             now - Duration::from_secs(60),
         );
-        let reply = r.route("alice@example.com", b"right", client(), Service::Pop3);
+        let reply = router.route(&user, client(), Service::Pop3);
         assert!(
             matches!(reply, Reply::Routed(Route::Remote { .. })),
             "{reply:?}"

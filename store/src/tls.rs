@@ -55,6 +55,37 @@ pub fn server_config(
     Ok(Arc::new(config))
 }
 
+/// The rustls client config a front-end uses towards its back-ends: only certificates
+/// that chain to the PEM certificate(s) in `ca_file` are trusted (a private CA, or the
+/// one self-signed certificate a cluster shares).
+pub fn client_config(ca_file: &Path) -> Result<Arc<rustls::ClientConfig>, String> {
+    let shown = ca_file.display();
+    let mut roots = rustls::RootCertStore::empty();
+    let certs = CertificateDer::pem_file_iter(ca_file)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("CA file {shown}: {e}"))?;
+    for cert in certs {
+        roots
+            .add(cert)
+            .map_err(|e| format!("CA file {shown}: {e}"))?;
+    }
+    if roots.is_empty() {
+        return Err(format!("CA file {shown}: no certificate in it"));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS setup: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+/// The path of the certificate [`server_config`] uses when none is configured.
+pub fn self_signed_cert_path(workarea: &Path) -> PathBuf {
+    workarea.join("tls").join("cert.pem")
+}
+
 /// A self-signed certificate (ECDSA P-256) for `hostname`, `localhost` and 127.0.0.1,
 /// as PEM `(certificate, private key)`. For first starts, demos and tests.
 pub fn generate_self_signed(hostname: &str) -> Result<(String, String), String> {

@@ -21,6 +21,10 @@ use tidegate_store::{LoginPenalty, PenaltyConfig};
 
 use crate::config::Config;
 
+mod proxy;
+
+use proxy::{FrontKind, FrontListener, Gatable};
+
 /// A bound listener, for the log and the demo's printout.
 #[derive(Debug, Clone)]
 pub struct Bound {
@@ -73,12 +77,25 @@ fn plan_listeners(config: &Config) -> Result<Vec<Planned>, String> {
     )?;
     let plaintext_auth = config.plaintext_auth()?;
     let trusted = config.trusted_networks()?;
+    let front = proxy::proxy_config(config)?;
+    let front_listener = |kind, addr: &SocketAddr, implicit_tls| {
+        front.as_ref().map(|cfg| {
+            Gatable::Front(Arc::new(FrontListener {
+                kind,
+                config: cfg.clone(),
+                tls: Some(tls.clone()),
+                implicit_tls,
+                plaintext_auth: plaintext_auth.clone(),
+                local: *addr,
+            }))
+        })
+    };
     let mut planned = Vec::new();
     let mut add = |scheme, addr: &SocketAddr, listener| {
         planned.push(Planned {
             scheme,
             addr: *addr,
-            listener,
+            listener: proxy::gate(config, &trusted, listener),
         })
     };
     if let Some(pop3) = &config.pop3 {
@@ -91,13 +108,27 @@ fn plan_listeners(config: &Config) -> Result<Vec<Planned>, String> {
         let plain = pop3.listen.iter().map(|a| (a, false));
         let implicit = pop3.listen_tls.iter().map(|a| (a, true));
         for (addr, implicit_tls) in plain.chain(implicit) {
-            let listener = Listener::Pop3(Pop3Listener {
-                config: pop3_config.clone(),
-                tls: Some(tls.clone()),
-                implicit_tls,
-                plaintext_auth: plaintext_auth.clone(),
-            });
+            let server = || {
+                Gatable::Server(Listener::Pop3(Pop3Listener {
+                    config: pop3_config.clone(),
+                    tls: Some(tls.clone()),
+                    implicit_tls,
+                    plaintext_auth: plaintext_auth.clone(),
+                }))
+            };
+            let listener =
+                front_listener(FrontKind::Pop3, addr, implicit_tls).unwrap_or_else(server);
             add(if implicit_tls { "pop3s" } else { "pop3" }, addr, listener);
+        }
+    }
+    if let Some(imap) = &config.imap {
+        let plain = imap.listen.iter().map(|a| (a, false));
+        let implicit = imap.listen_tls.iter().map(|a| (a, true));
+        for (addr, implicit_tls) in plain.chain(implicit) {
+            let listener = front_listener(FrontKind::Imap, addr, implicit_tls).ok_or(
+                "[imap] listeners need [proxy] in this version: the IMAP server itself is not built in yet",
+            )?;
+            add(if implicit_tls { "imaps" } else { "imap" }, addr, listener);
         }
     }
     let smtp_config = |role: SmtpRole, max_message_size: u64, auth_delay_ms: u64| {
@@ -110,12 +141,12 @@ fn plan_listeners(config: &Config) -> Result<Vec<Planned>, String> {
         })
     };
     let smtp_listener = |config: Arc<SmtpConfig>| {
-        Listener::Smtp(SmtpListener {
+        Gatable::Server(Listener::Smtp(SmtpListener {
             config,
             tls: Some(tls.clone()),
             plaintext_auth: plaintext_auth.clone(),
             trusted: trusted.clone(),
-        })
+        }))
     };
     if let Some(smtp) = &config.smtp {
         let (size, delay) = (smtp.max_message_size, smtp.auth_failure_delay_ms);
@@ -125,7 +156,9 @@ fn plan_listeners(config: &Config) -> Result<Vec<Planned>, String> {
             add("smtp", addr, smtp_listener(inbound.clone()));
         }
         for addr in &smtp.submission {
-            add("submission", addr, smtp_listener(submission.clone()));
+            let listener = front_listener(FrontKind::Submission, addr, false)
+                .unwrap_or_else(|| smtp_listener(submission.clone()));
+            add("submission", addr, listener);
         }
     }
     if let Some(lmtp) = &config.lmtp {
@@ -145,23 +178,19 @@ fn plan_listeners(config: &Config) -> Result<Vec<Planned>, String> {
 }
 
 /// The proxy router of a front-end config; `None` when `[proxy]` is off.
-fn router(config: &Config, directory: Arc<dyn UserDirectory>) -> Option<Arc<Router>> {
+fn router(config: &Config) -> Option<Arc<Router>> {
     let proxy = config.proxy.as_ref().filter(|p| p.enabled)?;
     let ports = &proxy.backend_ports;
-    Some(Arc::new(Router::new(
-        directory,
-        RouterConfig {
-            default_host: proxy.default_host.clone(),
-            ports: BackendPorts {
-                pop3: ports.pop3,
-                imap: ports.imap,
-                submission: ports.submission,
-                lmtp: ports.lmtp,
-            },
-            local_names: proxy.local_names.clone(),
-            down_for: Duration::from_secs(proxy.backend_down_secs),
+    Some(Arc::new(Router::new(RouterConfig {
+        default_host: proxy.default_host.clone(),
+        ports: BackendPorts {
+            pop3: ports.pop3,
+            imap: ports.imap,
+            submission: ports.submission,
+            lmtp: ports.lmtp,
         },
-    )))
+        down_for: Duration::from_secs(proxy.backend_down_secs),
+    })))
 }
 
 /// The user database `[users]` names, behind the authentication cache when
@@ -221,7 +250,7 @@ pub fn prepare(config: &Config, config_path: Option<&Path>) -> Result<Prepared, 
         &config.hostname,
     );
     let local = LocalStore::new(directory.clone(), maildir).with_penalty(penalty);
-    let node = Arc::new(Node::new(router(config, directory), local));
+    let node = Arc::new(Node::new(router(config), local));
     let factory = Arc::new(SwappableFactory::new(Listeners(listeners)));
     let reloader = Reloader {
         config_path: config_path.map(Path::to_path_buf),
@@ -289,7 +318,7 @@ pub struct Reloader {
     config_path: Option<PathBuf>,
     configured: Vec<(&'static str, SocketAddr)>,
     factory: Arc<SwappableFactory>,
-    node: Arc<Node<LocalStore>>,
+    node: Arc<Node>,
 }
 
 impl Reloader {
@@ -322,8 +351,7 @@ impl Reloader {
         reload_users()?;
         self.factory
             .replace(Listeners(planned.into_iter().map(|p| p.listener).collect()));
-        let directory = self.node.local().users().clone();
-        self.node.set_router(router(&config, directory));
+        self.node.set_router(router(&config));
         Ok(format!("reloaded {}", path.display()))
     }
 
