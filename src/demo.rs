@@ -1,51 +1,179 @@
-//! `tidegate demo`: a ready-to-use server on loopback with demo users and mail.
+//! `tidegate demo`: a whole proxied cluster on loopback, with demo users and mail.
 //!
-//! The first run creates `<dir>/config.toml`, a users file with two users and a few
-//! messages; later runs reuse them (mail deleted over POP3 stays deleted).
+//! Three nodes run in this one process, each from its own config file in the demo
+//! directory (so each can also be started alone with `tidegate serve --config`):
+//!
+//! * `front.toml`: the front-end on 127.0.0.1 (POP3, POP3S, submission, IMAP) that
+//!   routes every user to a back-end, connecting from 127.0.0.5 and passing the client
+//!   address in a PROXY v2 header;
+//! * `back1.toml` on 127.0.0.2 and `back2.toml` on 127.0.0.3: complete mail servers
+//!   (POP3, SMTP, submission) that trust only 127.0.0.5 to send PROXY headers.
+//!
+//! alice lives on back-end 1 (`tohost=127.0.0.2`), bob on back-end 2, and carol has no
+//! `tohost`, so the front-end's `default_host` (back-end 1) serves her. The back-ends
+//! share one maildir root, the shared-drive model (design.md §1), so mail delivered by
+//! any node is where its owner's back-end reads it. The first run creates the users
+//! file and a few messages; later runs reuse them.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use tidegate_core::Account;
 use tidegate_store::maildir::MaildirStore;
 use tidegate_store::{password, users};
 
 use crate::config::Config;
-use crate::wiring;
+use crate::wiring::{self, Bound, Prepared};
 
 const PASSWORD: &str = "tidegate-demo";
-const USERS: [&str; 2] = ["alice@demo.test", "bob@demo.test"];
+const FRONT: &str = "127.0.0.1";
+const BACK1: &str = "127.0.0.2";
+const BACK2: &str = "127.0.0.3";
+/// The front-end's source address towards the back-ends: the one peer they trust.
+const SOURCE: &str = "127.0.0.5";
+/// Demo users and their `tohost` (`None`: served by the default back-end).
+const USERS: [(&str, Option<&str>); 3] = [
+    ("alice@demo.test", Some(BACK1)),
+    ("bob@demo.test", Some(BACK2)),
+    ("carol@demo.test", None),
+];
 
-/// Creates (first run) and serves the demo until Ctrl-C.
-pub fn run(dir: &Path, port: u16) -> Result<(), String> {
-    let last = port.checked_add(3).ok_or("--port must be below 65533")?;
-    let (tls_port, smtp_port, submission_port) = (port + 1, port + 2, last);
-    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let config_path = dir.join("config.toml");
-    let text = format!(
-        "# Written by `tidegate demo`.\nhostname = \"demo.tidegate.test\"\n\n[storage]\nmailbox_path = \"mail\"\nworkarea = \"work\"\n\n[users]\nfile = \"users\"\n\n[pop3]\nlisten = [\"127.0.0.1:{port}\"]\nlisten_tls = [\"127.0.0.1:{tls_port}\"]\nauth_failure_delay_ms = 500\n\n[smtp]\nlisten = [\"127.0.0.1:{smtp_port}\"]\nsubmission = [\"127.0.0.1:{submission_port}\"]\nauth_failure_delay_ms = 500\n\n[server]\nthreads = 0\n"
-    );
-    std::fs::write(&config_path, text).map_err(|e| format!("{}: {e}", config_path.display()))?;
-    let config = Config::load(&config_path)?;
-    if !config.users.file.exists() {
-        populate(&config)?;
+/// The ports every node uses, on its own address.
+struct Ports {
+    pop3: u16,
+    pop3s: u16,
+    smtp: u16,
+    submission: u16,
+    imap: u16,
+}
+
+impl Ports {
+    fn from(first: u16) -> Result<Ports, String> {
+        first.checked_add(4).ok_or("--port must be below 65531")?;
+        Ok(Ports {
+            pop3: first,
+            pop3s: first + 1,
+            smtp: first + 2,
+            submission: first + 3,
+            imap: first + 4,
+        })
     }
-    let prepared = wiring::prepare(&config, Some(&config_path)).map_err(|e| {
-        format!("{e}\n(another program may use the port: try `tidegate demo --port 21110`)")
-    })?;
-    print_banner(dir, &prepared.bound);
+}
+
+/// Creates (first run) and serves the demo cluster until Ctrl-C.
+pub fn run(dir: &Path, port: u16) -> Result<(), String> {
+    let ports = Ports::from(port)?;
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let configs = [
+        (
+            "back1",
+            write(dir, "back1.toml", &backend_config("back1", BACK1, &ports))?,
+        ),
+        (
+            "back2",
+            write(dir, "back2.toml", &backend_config("back2", BACK2, &ports))?,
+        ),
+        ("front", write(dir, "front.toml", &frontend_config(&ports))?),
+    ];
+    let mut nodes = Vec::new();
+    for (name, path) in &configs {
+        let config = Config::load(path)?;
+        if *name == "back1" && !config.users.file.exists() {
+            populate(&config)?;
+        }
+        let prepared = wiring::prepare(&config, Some(path)).map_err(|e| {
+            format!(
+                "{name}: {e}\n(another program may use the port: try `tidegate demo --port 21110`)"
+            )
+        })?;
+        nodes.push((*name, prepared));
+    }
+    print_banner(dir, &nodes, &ports);
     let shutdown = tidegate_store::Shutdown::new();
     crate::signals::install(shutdown.clone())?;
-    wiring::run(prepared, shutdown)?;
+    let mut threads = Vec::new();
+    for (name, prepared) in nodes {
+        let shutdown = shutdown.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("demo-{name}"))
+            .spawn(move || (name, wiring::run(prepared, shutdown)))
+            .map_err(|e| e.to_string())?;
+        threads.push(thread);
+    }
+    let mut failed = None;
+    for thread in threads {
+        match thread.join() {
+            Ok((_, Ok(()))) => {}
+            Ok((name, Err(e))) => {
+                // One node failing stops the demo: the others would be half a cluster.
+                shutdown.trigger();
+                failed = Some(format!("{name}: {e}"));
+            }
+            Err(_) => failed = Some("a node thread panicked".into()),
+        }
+    }
+    if let Some(e) = failed {
+        return Err(e);
+    }
     println!("demo stopped; its data stays in {}", dir.display());
     Ok(())
 }
 
+fn write(dir: &Path, name: &str, text: &str) -> Result<PathBuf, String> {
+    let path = dir.join(name);
+    std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(path)
+}
+
+fn backend_config(name: &str, ip: &str, p: &Ports) -> String {
+    format!(
+        "# Written by `tidegate demo`: back-end {name}. Run alone with\n\
+         # `tidegate serve --config {name}.toml`.\n\
+         hostname = \"{name}.demo.test\"\n\n\
+         [storage]\nmailbox_path = \"mail\"      # shared by both back-ends\nworkarea = \"{name}-work\"\n\n\
+         [users]\nfile = \"users\"\n\n\
+         [pop3]\nlisten = [\"{ip}:{pop3}\"]\nauth_failure_delay_ms = 500\n\n\
+         [smtp]\nlisten = [\"{ip}:{smtp}\"]\nsubmission = [\"{ip}:{submission}\"]\nauth_failure_delay_ms = 500\n\n\
+         # Only the front-end's source address may send PROXY headers; everyone else is\n\
+         # served directly.\n\
+         [trust]\nnetworks = [\"{SOURCE}/32\"]\nproxy_protocol = true\n\n\
+         [server]\nthreads = 1\nshutdown_grace_secs = 2\n",
+        pop3 = p.pop3,
+        smtp = p.smtp,
+        submission = p.submission,
+    )
+}
+
+fn frontend_config(p: &Ports) -> String {
+    format!(
+        "# Written by `tidegate demo`: the front-end. Run alone with\n\
+         # `tidegate serve --config front.toml`.\n\
+         hostname = \"front.demo.test\"\n\n\
+         [storage]\nmailbox_path = \"mail\"\nworkarea = \"front-work\"\n\n\
+         [users]\nfile = \"users\"\n\n\
+         [pop3]\nlisten = [\"{FRONT}:{pop3}\"]\nlisten_tls = [\"{FRONT}:{pop3s}\"]\nauth_failure_delay_ms = 500\n\n\
+         [smtp]\nlisten = [\"{FRONT}:{smtp}\"]\nsubmission = [\"{FRONT}:{submission}\"]\nauth_failure_delay_ms = 500\n\n\
+         [imap]\nlisten = [\"{FRONT}:{imap}\"]\n\n\
+         [proxy]\ndefault_host = \"{BACK1}\"        # users without tohost\n\
+         backend_ports = {{ pop3 = {pop3}, submission = {submission}, imap = {imap} }}\n\
+         client_address = \"proxy-v2\"\nsource_addresses = [\"{SOURCE}\"]\n\n\
+         [server]\nthreads = 1\nshutdown_grace_secs = 2\n",
+        pop3 = p.pop3,
+        pop3s = p.pop3s,
+        smtp = p.smtp,
+        submission = p.submission,
+        imap = p.imap,
+    )
+}
+
 fn populate(config: &Config) -> Result<(), String> {
     let hash = password::hash_argon2id(PASSWORD.as_bytes());
-    for user in USERS {
-        users::add_user(&config.users.file, user, &hash, &BTreeMap::new())
-            .map_err(|e| e.to_string())?;
+    for (user, tohost) in USERS {
+        let mut fields = BTreeMap::new();
+        if let Some(host) = tohost {
+            fields.insert("tohost".to_owned(), host.to_owned());
+        }
+        users::add_user(&config.users.file, user, &hash, &fields).map_err(|e| e.to_string())?;
     }
     let store = MaildirStore::new(
         &config.storage.mailbox_path,
@@ -56,15 +184,23 @@ fn populate(config: &Config) -> Result<(), String> {
         (
             "alice@demo.test",
             "Welcome to tidegate",
-            "This message was delivered by `tidegate demo`.\n\nRead it with curl or Python's poplib.\n",
+            "You read this through the front-end, which sent you to back-end 1.\n",
         ),
         (
             "alice@demo.test",
             "Dot-stuffing check",
             "The next line starts with a dot:\n.like this one\n..and this one\n",
         ),
-        ("alice@demo.test", "Lunch?", "Noon at the usual place?\n"),
-        ("bob@demo.test", "Hello Bob", "Bob's own mailbox.\n"),
+        (
+            "bob@demo.test",
+            "Hello Bob",
+            "Your account has tohost=127.0.0.3: back-end 2 keeps your mail.\n",
+        ),
+        (
+            "carol@demo.test",
+            "Hello Carol",
+            "You have no tohost: the front-end's default_host (back-end 1) serves you.\n",
+        ),
     ];
     for (to, subject, body) in messages {
         let message = format!(
@@ -79,50 +215,72 @@ fn populate(config: &Config) -> Result<(), String> {
     Ok(())
 }
 
-fn print_banner(dir: &Path, bound: &[wiring::Bound]) {
-    let plain = bound.iter().find(|b| b.scheme == "pop3").map(|b| b.addr);
-    let tls = bound.iter().find(|b| b.scheme == "pop3s").map(|b| b.addr);
-    let user = USERS[0];
+fn find<'a>(nodes: &'a [(&str, Prepared)], node: &str, scheme: &str) -> Option<&'a Bound> {
+    nodes
+        .iter()
+        .filter(|(name, _)| *name == node)
+        .flat_map(|(_, p)| p.bound.iter())
+        .find(|b| b.scheme == scheme)
+}
+
+fn print_banner(dir: &Path, nodes: &[(&str, Prepared)], ports: &Ports) {
     println!(
-        "tidegate demo is running ({} runtime); data in {}",
+        "tidegate demo: a proxied cluster ({} runtime); data and configs in {}",
         crate::runtime::NAME,
         dir.display()
     );
-    for b in bound {
-        println!("  {:<6} {}", b.scheme, b.addr);
+    for (name, prepared) in nodes {
+        let listeners: Vec<String> = prepared
+            .bound
+            .iter()
+            .map(|b| format!("{}://{}", b.scheme, b.addr))
+            .collect();
+        println!("  {name:<6} {}", listeners.join("  "));
     }
-    println!("users: {} - password: {PASSWORD}\n", USERS.join(", "));
-    println!("Try, in another terminal:");
-    if let Some(addr) = plain {
-        println!("  curl pop3://{addr}/ -u {user}:{PASSWORD}                  # list messages");
-        println!("  curl pop3://{addr}/1 -u {user}:{PASSWORD}                 # read message 1");
-        println!("  curl -k --ssl-reqd pop3://{addr}/2 -u {user}:{PASSWORD}   # STLS first");
+    println!("\nusers (password {PASSWORD}):");
+    for (user, tohost) in USERS {
+        match tohost {
+            Some(host) => println!("  {user:<16} tohost={host}"),
+            None => println!("  {user:<16} no tohost: served by default_host {BACK1}"),
+        }
+    }
+    let user = USERS[0].0;
+    println!("\nTry, in another terminal (everything goes through the front-end):");
+    if let Some(b) = find(nodes, "front", "pop3") {
+        let addr = b.addr;
+        for (who, _) in USERS {
+            println!("  curl pop3://{addr}/1 -u {who}:{PASSWORD}");
+        }
+        println!("  curl -k --ssl-reqd pop3://{addr}/ -u {user}:{PASSWORD}   # STLS first");
         println!(
-            "  python3 -c 'import poplib,ssl; p=poplib.POP3(\"{}\",{}); p.stls(ssl._create_unverified_context()); p.user(\"{user}\"); p.pass_(\"{PASSWORD}\"); print(p.stat()); print(b\"\\n\".join(p.retr(1)[1]).decode()); p.quit()'",
+            "  python3 -c 'import poplib; p=poplib.POP3(\"{}\",{}); p.user(\"bob@demo.test\"); p.pass_(\"{PASSWORD}\"); print(p.stat()); p.quit()'",
             addr.ip(),
             addr.port()
         );
     }
-    if let Some(addr) = tls {
-        println!("  curl -k pop3s://{addr}/1 -u {user}:{PASSWORD}             # implicit TLS");
-    }
-    if let Some(addr) = bound.iter().find(|b| b.scheme == "smtp").map(|b| b.addr) {
-        println!("\nSend mail to a demo user, then read it back with the POP3 commands above:");
+    if let Some(b) = find(nodes, "front", "pop3s") {
         println!(
-            "  python3 -c 'import smtplib; s=smtplib.SMTP(\"{}\",{}); s.sendmail(\"friend@example.org\",[\"{user}\"],\"Subject: hello\\r\\n\\r\\nSent over SMTP.\\r\\n\"); s.quit()'",
-            addr.ip(),
-            addr.port()
-        );
-        println!("  swaks --server {addr} --from friend@example.org --to {user}");
-    }
-    if let Some(addr) = bound
-        .iter()
-        .find(|b| b.scheme == "submission")
-        .map(|b| b.addr)
-    {
-        println!(
-            "  swaks --server {addr} -tls --auth PLAIN --auth-user {user} --auth-password {PASSWORD} --from {user} --to bob@demo.test   # submission"
+            "  curl -k pop3s://{}/1 -u {user}:{PASSWORD}                # implicit TLS",
+            b.addr
         );
     }
-    println!("\nThe certificate is self-signed (hence -k). Ctrl-C stops the server.");
+    if let Some(b) = find(nodes, "front", "submission") {
+        println!(
+            "  swaks --server {} -tls --auth PLAIN --auth-user {user} --auth-password {PASSWORD} --from {user} --to bob@demo.test",
+            b.addr
+        );
+    }
+    if let Some(b) = find(nodes, "front", "smtp") {
+        println!(
+            "  python3 -c 'import smtplib; s=smtplib.SMTP(\"{}\",{}); s.sendmail(\"friend@example.org\",[\"carol@demo.test\"],\"Subject: hi\\r\\n\\r\\nhello\\r\\n\"); s.quit()'",
+            b.addr.ip(),
+            b.addr.port()
+        );
+    }
+    println!(
+        "\nThe front-end logs each route; the back-ends log each login with the real client\n\
+         address from the PROXY header. IMAP on {FRONT}:{} is proxied to the back-ends'\n\
+         IMAP port. The certificate is self-signed (hence -k). Ctrl-C stops the cluster.",
+        ports.imap
+    );
 }
