@@ -28,7 +28,7 @@ fn pop3_first_subject(port: u16, user: &str) -> String {
         .unwrap();
     let mut reader = BufReader::new(stream);
     let mut line = String::new();
-    let mut next = |reader: &mut BufReader<TcpStream>, line: &mut String| {
+    let next = |reader: &mut BufReader<TcpStream>, line: &mut String| {
         line.clear();
         reader.read_line(line).unwrap();
         line.clone()
