@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every fuzz target for N seconds each (N = $1, default 20), with its protocol's
-# dictionary (dicts/smtp.dict for smtp_*, dicts/pop3.dict for the others) and the
+# dictionary (dicts/PREFIX.dict for a target named PREFIX_*, when it exists, else
+# dicts/pop3.dict, whose line-protocol words suit the framers) and the
 # corpus in corpus/<target>/ (the committed seed-* files plus whatever earlier local
 # runs found). Exits non-zero if any target crashes or fails to build; the crashing
 # input is in artifacts/<target>/ (copy it to regressions/<target>/ so `cargo test`
@@ -40,10 +41,8 @@ for target in $targets; do
   echo "=== fuzzing $target for ${seconds}s"
   mkdir -p "corpus/$target"
   log="$logs/$target.log"
-  case "$target" in
-    smtp_*) dict=dicts/smtp.dict ;;
-    *) dict=dicts/pop3.dict ;;
-  esac
+  dict="dicts/${target%%_*}.dict"
+  [ -f "$dict" ] || dict=dicts/pop3.dict
   # -max_len: session scripts need room for several commands and replies.
   cargo fuzz run "$target" "corpus/$target" -- \
     -max_total_time="$seconds" -dict="$dict" -max_len=8192 \
