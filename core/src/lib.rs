@@ -71,6 +71,7 @@
 pub mod fuzzing;
 pub mod io;
 pub mod maildir;
+pub mod mime;
 pub mod net;
 mod outbox;
 pub mod pop3;
