@@ -81,6 +81,7 @@ pub mod secret;
 pub mod smtp;
 pub mod timer;
 pub mod tls;
+pub mod uidlist;
 pub mod user;
 pub mod wire;
 

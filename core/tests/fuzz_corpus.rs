@@ -43,6 +43,8 @@ const TARGETS: &[(&str, Harness)] = &[
     ("smtp_tls_session", |data| {
         fuzzing::smtp_tls_session(Instant::now(), &TLS, data)
     }),
+    ("mime_structure", fuzzing::mime_structure),
+    ("uidlist", fuzzing::uidlist),
 ];
 
 fn fuzz_dir() -> PathBuf {
@@ -156,6 +158,16 @@ fn smtp_session_corpus() {
 #[test]
 fn smtp_tls_session_corpus() {
     replay("smtp_tls_session");
+}
+
+#[test]
+fn mime_structure_corpus() {
+    replay("mime_structure");
+}
+
+#[test]
+fn uidlist_corpus() {
+    replay("uidlist");
 }
 
 /// Every corpus or regression directory belongs to a target this file replays, so a new

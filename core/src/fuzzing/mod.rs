@@ -17,12 +17,15 @@
 //! | [`smtp_data`] | `max_line`, two chunking bytes, a client byte stream | DATA/BDAT framing on [`LineBuffer`](crate::wire::LineBuffer) raw bytes as the SMTP session does it: chunking-invariant, equal to a reference, DATA ends only at CRLF `.` CRLF, output never longer than input |
 //! | [`smtp_session`] | config byte, then a script of operations | see [`smtp_session`] |
 //! | [`smtp_tls_session`] | the same, with TLS operations | see [`smtp_tls_session`] |
+//! | [`mime_structure`] | a stored message | no panic; part offsets inside the input and inside their parent; renderings parenthesised; sections inside the input |
+//! | [`uidlist`] | a uidlist file | no panic; parse → render → parse round trip; merge keeps UIDs increasing and never renumbers a listed name |
 //!
 //! The core never reads a clock, so the session harnesses take their starting
 //! [`Instant`](std::time::Instant) from the caller; only time differences matter, so a
 //! run is deterministic.
 //!
-//! The harnesses live in submodules by protocol (`wire`, `pop3`, `smtp`); this module
+//! The harnesses live in submodules by protocol (`wire`, `pop3`, `smtp`, and `mime` for
+//! the IMAP storage formats); this module
 //! holds what they share: the chunking generator, the script reader, the fixed test PKI
 //! ([`FuzzTls`]) and the in-memory TLS client.
 
@@ -34,10 +37,12 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig};
 
+mod mime;
 mod pop3;
 mod smtp;
 mod wire;
 
+pub use mime::{mime_structure, uidlist};
 pub use pop3::{
     SESSION_OUTPUT_SLACK, pop3_command, pop3_session, pop3_session_trace, pop3_tls_session,
 };
@@ -303,6 +308,8 @@ mod tests {
             dot_stuffing(data);
             smtp_command(data);
             smtp_data(data);
+            mime_structure(data);
+            uidlist(data);
         }
     }
 }
