@@ -7,6 +7,7 @@
 //! session for an accepted connection, who runs requests, and how to stop.
 
 pub mod local;
+pub mod lock;
 pub mod maildir;
 pub mod password;
 pub mod service;
