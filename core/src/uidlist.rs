@@ -235,6 +235,22 @@ impl UidList {
         Ok(outcome)
     }
 
+    /// The UID of `unique`, listing it with the next UID first if it is not listed yet
+    /// (a message the store just added: APPEND, COPY, MOVE). `None` when the name cannot
+    /// be stored; [`UidListError::Exhausted`] when no UID is left.
+    pub fn add(&mut self, unique: &str) -> Result<Option<u32>, UidListError> {
+        if !valid_unique(unique) {
+            return Ok(None);
+        }
+        if let Some(uid) = self.uid_of(unique) {
+            return Ok(Some(uid));
+        }
+        let uid = self.uidnext;
+        self.uidnext = uid.checked_add(1).ok_or(UidListError::Exhausted)?;
+        self.entries.push((uid, unique.to_owned()));
+        Ok(Some(uid))
+    }
+
     /// Removes the entries of these UIDs (expunge); `uidnext` stays.
     pub fn remove(&mut self, uids: &[u32]) {
         let gone: HashSet<u32> = uids.iter().copied().collect();

@@ -93,6 +93,19 @@ fn merge_assigns_in_arrival_order_and_never_reuses() {
 }
 
 #[test]
+fn add_lists_a_name_once() {
+    let mut list = UidList::new(3);
+    assert_eq!(list.add("a"), Ok(Some(1)));
+    assert_eq!(list.add("b"), Ok(Some(2)));
+    assert_eq!(list.add("a"), Ok(Some(1)));
+    assert_eq!(list.add("a b"), Ok(None));
+    assert_eq!(list.render(), b"1 V3 N3\n1 a\n2 b\n");
+    let mut full = UidList::parse(b"1 V7 N4294967295\n").unwrap();
+    assert_eq!(full.add("x"), Err(UidListError::Exhausted));
+    assert!(full.entries.is_empty());
+}
+
+#[test]
 fn exhausted_uids_leave_the_list_alone() {
     let mut list = UidList::parse(b"1 V7 N4294967295\n").unwrap();
     assert_eq!(list.merge(["a", "b"]), Err(UidListError::Exhausted));
