@@ -253,18 +253,19 @@ impl ImapMailboxes {
                     format!("{name}:2,")
                 };
                 let from_path = source.join(sub.name()).join(&name);
-                match fs::rename(&from_path, target.join("cur").join(&cur_name)) {
-                    Ok(()) => {}
+                let unique = unique_of(&name).to_owned();
+                let new_unique = match fs::rename(&from_path, target.join("cur").join(&cur_name)) {
+                    Ok(()) => unique.clone(),
                     Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                     Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
                         // Another filesystem: copy, then remove the original.
-                        self.place_copy(&from_path, &target, &name)?;
+                        let copy = self.place_copy(&from_path, &target, &name)?;
                         fs::remove_file(&from_path)?;
+                        copy
                     }
                     Err(e) => return Err(e.into()),
-                }
-                let unique = unique_of(&name).to_owned();
-                added.push((old.uid_of(&unique).unwrap_or(0), unique.clone()));
+                };
+                added.push((old.uid_of(&unique).unwrap_or(0), new_unique));
                 moved.push(unique);
                 break;
             }

@@ -1,6 +1,7 @@
 //! Folder snapshots for SELECT/EXAMINE and polling (RFC 3501 §6.3.1, §6.3.10,
 //! §7.3.1 EXISTS, §7.3.2 RECENT).
 
+use std::collections::HashSet;
 use std::fs;
 use std::io;
 use std::os::unix::fs::MetadataExt;
@@ -85,7 +86,7 @@ impl ImapMailboxes {
     /// uidlist, and lists every message with its flags, size and internal date.
     pub fn snapshot(&self, account: &Account, folder: &str) -> Result<Snapshot, ImapStoreError> {
         let dir = self.existing_folder(account, folder)?;
-        let recent = self.take_new(&dir)?;
+        let recent: HashSet<String> = self.take_new(&dir)?.into_iter().collect();
         let (list, files) = self.sync(&dir)?;
         let mut messages = Vec::with_capacity(list.entries.len());
         for (uid, unique) in &list.entries {
@@ -106,7 +107,7 @@ impl ImapMailboxes {
                 flags: Flags::from_maildir(parsed.as_ref().map_or("", |p| p.flags)),
                 size: parsed.and_then(|p| p.size).unwrap_or(meta.len()),
                 internal_date: meta.mtime(),
-                recent: recent.iter().any(|r| r == unique),
+                recent: recent.contains(unique),
             });
         }
         Ok(Snapshot {
