@@ -239,16 +239,57 @@ impl UidList {
     /// (a message the store just added: APPEND, COPY, MOVE). `None` when the name cannot
     /// be stored; [`UidListError::Exhausted`] when no UID is left.
     pub fn add(&mut self, unique: &str) -> Result<Option<u32>, UidListError> {
-        if !valid_unique(unique) {
-            return Ok(None);
+        Ok(self.add_all([unique])?.pop().flatten())
+    }
+
+    /// [`UidList::add`] for several names at once, in the order given, with one index of
+    /// the list (linear in the list plus the names). All or nothing: on
+    /// [`UidListError::Exhausted`] the list is unchanged.
+    pub fn add_all<'a>(
+        &mut self,
+        uniques: impl IntoIterator<Item = &'a str>,
+    ) -> Result<Vec<Option<u32>>, UidListError> {
+        let mut index: HashMap<String, u32> = self
+            .entries
+            .iter()
+            .map(|(uid, name)| (name.clone(), *uid))
+            .collect();
+        let mut next = self.uidnext;
+        let mut added = Vec::new();
+        let mut uids = Vec::new();
+        for unique in uniques {
+            if !valid_unique(unique) {
+                uids.push(None);
+                continue;
+            }
+            if let Some(&uid) = index.get(unique) {
+                uids.push(Some(uid));
+                continue;
+            }
+            let uid = next;
+            next = next.checked_add(1).ok_or(UidListError::Exhausted)?;
+            index.insert(unique.to_owned(), uid);
+            added.push((uid, unique.to_owned()));
+            uids.push(Some(uid));
         }
-        if let Some(uid) = self.uid_of(unique) {
-            return Ok(Some(uid));
-        }
-        let uid = self.uidnext;
-        self.uidnext = uid.checked_add(1).ok_or(UidListError::Exhausted)?;
-        self.entries.push((uid, unique.to_owned()));
-        Ok(Some(uid))
+        self.uidnext = next;
+        self.entries.extend(added);
+        Ok(uids)
+    }
+
+    /// Removes the entries of these unique names; returns the UIDs they had, in list
+    /// order. `uidnext` stays.
+    pub fn remove_names<'a>(&mut self, uniques: impl IntoIterator<Item = &'a str>) -> Vec<u32> {
+        let gone: HashSet<&str> = uniques.into_iter().collect();
+        let mut removed = Vec::new();
+        self.entries.retain(|(uid, name)| {
+            let keep = !gone.contains(name.as_str());
+            if !keep {
+                removed.push(*uid);
+            }
+            keep
+        });
+        removed
     }
 
     /// Removes the entries of these UIDs (expunge); `uidnext` stays.

@@ -100,6 +100,18 @@ fn add_lists_a_name_once() {
     assert_eq!(list.add("a"), Ok(Some(1)));
     assert_eq!(list.add("a b"), Ok(None));
     assert_eq!(list.render(), b"1 V3 N3\n1 a\n2 b\n");
+    assert_eq!(
+        list.add_all(["c", "a", "c", "d"]),
+        Ok(vec![Some(3), Some(1), Some(3), Some(4)])
+    );
+    assert_eq!(list.remove_names(["a", "d", "zz"]), vec![1, 4]);
+    assert_eq!(list.render(), b"1 V3 N5\n2 b\n3 c\n");
+    let mut full = UidList::parse(b"1 V7 N4294967294\n").unwrap();
+    assert_eq!(full.add_all(["x", "y"]), Err(UidListError::Exhausted));
+    assert!(
+        full.entries.is_empty() && full.uidnext == u32::MAX - 1,
+        "all or nothing"
+    );
     let mut full = UidList::parse(b"1 V7 N4294967295\n").unwrap();
     assert_eq!(full.add("x"), Err(UidListError::Exhausted));
     assert!(full.entries.is_empty());

@@ -462,6 +462,13 @@ fn folder_create_rename_delete_rules() {
         store.rename_folder(&a, "Gone", "New"),
         Err(ImapStoreError::NoSuchFolder)
     ));
+    // A child's new name taken: nothing moves.
+    store.create_folder(&a, "Next/2026").unwrap();
+    assert!(matches!(
+        store.rename_folder(&a, "Done", "Next"),
+        Err(ImapStoreError::AlreadyExists)
+    ));
+    assert_eq!(uids(&store, "Done/2026"), [1]);
     // RENAME INBOX moves its messages into the new folder; INBOX stays, empty.
     f.deliver(&message(0));
     f.deliver(&message(1));

@@ -12,7 +12,7 @@ use tidegate_core::Account;
 
 use super::{
     COUNTER, ImapMailboxes, ImapStoreError, SUBSCRIPTIONS_FILE, Sub, folder_dir, is_inbox,
-    make_dir, make_maildir,
+    make_maildir,
 };
 use crate::lock::Dotlock;
 
@@ -312,16 +312,21 @@ impl ImapMailboxes {
         if to.starts_with(&prefix) {
             return Err(ImapStoreError::NotAllowed); // into itself
         }
+        // Every new name is checked before anything moves.
+        let mut moves = Vec::with_capacity(children.len());
+        for child in &children {
+            let renamed = format!("{to}{}", &child[from.len()..]);
+            let child_target = folder_dir(&maildir, &renamed)?;
+            if fs::symlink_metadata(&child_target).is_ok() {
+                return Err(ImapStoreError::AlreadyExists);
+            }
+            moves.push((folder_dir(&maildir, child)?, child_target));
+        }
         if source.is_dir() {
             fs::rename(&source, &target)?;
         }
-        for child in children {
-            let renamed = format!("{to}{}", &child[from.len()..]);
-            let child_target = folder_dir(&maildir, &renamed)?;
-            if let Some(parent) = child_target.parent() {
-                make_dir(parent)?;
-            }
-            fs::rename(folder_dir(&maildir, &child)?, child_target)?;
+        for (child, child_target) in moves {
+            fs::rename(child, child_target)?;
         }
         Ok(())
     }

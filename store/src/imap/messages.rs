@@ -1,6 +1,7 @@
 //! Message operations: FETCH reads, STORE (flags by rename), APPEND, COPY, MOVE and
 //! EXPUNGE (RFC 3501 §6.4.3, §6.4.6, §6.4.7, §6.3.11; RFC 6851 MOVE).
 
+use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write as _};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
@@ -9,6 +10,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use bytes::Bytes;
 use tidegate_core::maildir::parse_name;
+use tidegate_core::uidlist::UidList;
 use tidegate_core::{Account, MessageRef};
 
 use super::{
@@ -208,13 +210,13 @@ impl ImapMailboxes {
     ) -> Result<CopyOutcome, ImapStoreError> {
         let source = self.existing_folder(account, from)?;
         let target = self.existing_folder(account, to)?;
-        let old = self.current_list(&source)?;
+        let old = uid_index(self.current_list(&source)?);
         let mut added = Vec::with_capacity(files.len());
         for file in files {
             let Ok((sub, name)) = locate(&source, &file.0) else {
                 continue;
             };
-            let old_uid = old.uid_of(unique_of(&name)).unwrap_or(0);
+            let old_uid = old.get(unique_of(&name)).copied().unwrap_or(0);
             match self.place_copy(&source.join(sub.name()).join(&name), &target, &name) {
                 Ok(unique) => added.push((old_uid, unique)),
                 Err(ImapStoreError::Gone) => {}
@@ -239,7 +241,7 @@ impl ImapMailboxes {
     ) -> Result<CopyOutcome, ImapStoreError> {
         let source = self.existing_folder(account, from)?;
         let target = self.existing_folder(account, to)?;
-        let old = self.current_list(&source)?;
+        let old = uid_index(self.current_list(&source)?);
         let mut added = Vec::with_capacity(files.len());
         let mut moved = Vec::with_capacity(files.len());
         for file in files {
@@ -265,7 +267,7 @@ impl ImapMailboxes {
                     }
                     Err(e) => return Err(e.into()),
                 };
-                added.push((old.uid_of(&unique).unwrap_or(0), new_unique));
+                added.push((old.get(&unique).copied().unwrap_or(0), new_unique));
                 moved.push(unique);
                 break;
             }
@@ -407,6 +409,14 @@ impl ImapMailboxes {
             copied,
         })
     }
+}
+
+/// The UIDs of a list by unique name.
+fn uid_index(list: UidList) -> HashMap<String, u32> {
+    list.entries
+        .into_iter()
+        .map(|(uid, name)| (name, uid))
+        .collect()
 }
 
 /// Copies everything from `input` to `out`; returns the byte count.

@@ -154,10 +154,7 @@ impl ImapMailboxes {
                 list.merge(files.keys().map(String::as_str))?;
             }
             let before = list.uidnext;
-            let mut uids = Vec::with_capacity(uniques.len());
-            for unique in uniques {
-                uids.push(list.add(unique)?);
-            }
+            let uids = list.add_all(uniques.iter().map(String::as_str))?;
             Ok(((list.uidvalidity, uids), list.uidnext != before))
         })
     }
@@ -169,8 +166,7 @@ impl ImapMailboxes {
         uniques: &[String],
     ) -> Result<Vec<u32>, ImapStoreError> {
         self.with_uidlist(folder, |list, _| {
-            let uids: Vec<u32> = uniques.iter().filter_map(|u| list.uid_of(u)).collect();
-            list.remove(&uids);
+            let uids = list.remove_names(uniques.iter().map(String::as_str));
             let changed = !uids.is_empty();
             Ok((uids, changed))
         })
