@@ -288,6 +288,49 @@ fn broken_multiparts_are_served_not_rejected() {
     );
 }
 
+#[test]
+fn duplicate_and_garbage_headers() {
+    // The first Content-Type counts; lines without a colon and stray continuation lines
+    // are skipped; the body still starts after the blank line.
+    let message = crlf(&[
+        " stray continuation",
+        "Content-Type: text/html; charset=a",
+        "this line is garbage",
+        "Content-Type: text/plain; charset=b",
+        "Subject: first",
+        "Subject: second",
+        "",
+        "x",
+    ]);
+    assert_eq!(
+        text(&body_structure(&message, false)),
+        "(\"TEXT\" \"HTML\" (\"CHARSET\" \"a\") NIL NIL \"7BIT\" 3 1)"
+    );
+    assert_eq!(
+        text(&envelope(&message)),
+        "(NIL \"first\" NIL NIL NIL NIL NIL NIL NIL NIL)"
+    );
+    assert_eq!(
+        section_text(
+            &message,
+            &[],
+            SectionPart::HeaderFields(vec!["subject".into()])
+        )
+        .as_deref(),
+        Some("Subject: first\r\nSubject: second\r\n\r\n")
+    );
+    // A message that is all header, and one with no header.
+    let all_header = b"Subject: only\r\n";
+    assert_eq!(
+        section(all_header, &[], &SectionPart::Text),
+        Some(SectionBytes::Range(15..15))
+    );
+    assert_eq!(
+        text(&body_structure(b"\r\nbody", false)),
+        "(\"TEXT\" \"PLAIN\" (\"CHARSET\" \"us-ascii\") NIL NIL \"7BIT\" 4 1)"
+    );
+}
+
 fn depth(part: &Part) -> usize {
     1 + match &part.content {
         Body::Leaf => 0,

@@ -588,3 +588,87 @@ fn status_and_change_stamp() {
         Err(ImapStoreError::InvalidAccount)
     ));
 }
+
+/// Set in the child process of [`two_processes_append_to_one_folder`]: the root.
+const CHILD_ROOT: &str = "TIDEGATE_IMAP_STORE_CHILD_ROOT";
+
+/// The child's half: appends 40 messages, printing their UIDs.
+#[test]
+#[ignore = "run as a child process by two_processes_append_to_one_folder"]
+fn child_appends() {
+    let Ok(root) = std::env::var(CHILD_ROOT) else {
+        return;
+    };
+    let store = ImapMailboxes::new(&root, false, "mx2.test");
+    for n in 0..40 {
+        let uid = store
+            .append(
+                &account(),
+                "INBOX",
+                Flags::default(),
+                None,
+                message(1000 + n).as_bytes(),
+            )
+            .unwrap()
+            .uid;
+        println!("uid {uid}");
+    }
+}
+
+#[test]
+fn two_processes_append_to_one_folder() {
+    let f = Fixture::new();
+    f.store().list_folders(&account()).unwrap();
+    let child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "child_appends",
+            "--ignored",
+            "--nocapture",
+            "--quiet",
+        ])
+        .env(CHILD_ROOT, &f.root)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let store = f.store();
+    let mut uids_here = Vec::new();
+    for n in 0..40 {
+        f.deliver(&message(n));
+        uids_here.push(
+            store
+                .append(
+                    &account(),
+                    "INBOX",
+                    Flags::default(),
+                    None,
+                    message(n).as_bytes(),
+                )
+                .unwrap()
+                .uid,
+        );
+        let snap = store.snapshot(&account(), "INBOX").unwrap();
+        assert!(snap.messages.windows(2).all(|w| w[0].uid < w[1].uid));
+    }
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success());
+    let child_uids: Vec<u32> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|l| l.strip_prefix("uid "))
+        .map(|u| u.parse().unwrap())
+        .collect();
+    assert_eq!(child_uids.len(), 40);
+    let snap = store.snapshot(&account(), "INBOX").unwrap();
+    assert_eq!(snap.messages.len(), 120, "40 delivered, 40 + 40 appended");
+    let listed: HashSet<u32> = snap.messages.iter().map(|m| m.uid).collect();
+    let appended: HashSet<u32> = uids_here.iter().chain(&child_uids).copied().collect();
+    assert_eq!(appended.len(), 80, "a UID was given twice");
+    assert!(appended.is_subset(&listed));
+    // Every appended message reads back as written.
+    let contents: HashSet<Vec<u8>> = snap
+        .messages
+        .iter()
+        .map(|m| read(&store, "INBOX", &m.file))
+        .collect();
+    assert!(contents.contains(message(1039).as_bytes()));
+}
