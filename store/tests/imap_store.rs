@@ -576,7 +576,10 @@ fn status_and_change_stamp() {
         (1, 1, 1, 2)
     );
     assert_eq!(status.uidvalidity, empty.uidvalidity);
-    // STATUS did not take the message out of new/: SELECT still sees it recent.
+    // Neither STATUS nor EXAMINE took the message out of new/: SELECT sees it recent.
+    let examined = store.examine(&a, "INBOX").unwrap();
+    assert_eq!(examined.messages.len(), 1);
+    assert!(!examined.messages[0].recent && examined.messages[0].file.0.starts_with("new/"));
     assert!(store.snapshot(&a, "INBOX").unwrap().messages[0].recent);
     assert_eq!(store.status(&a, "INBOX").unwrap().recent, 0);
     assert!(matches!(
@@ -671,4 +674,46 @@ fn two_processes_append_to_one_folder() {
         .map(|m| read(&store, "INBOX", &m.file))
         .collect();
     assert!(contents.contains(message(1039).as_bytes()));
+}
+
+#[test]
+fn flag_changes_during_snapshots_never_look_like_expunges() {
+    let f = Fixture::new();
+    for n in 0..50 {
+        f.deliver(&message(n));
+    }
+    let store = f.store();
+    let files: Vec<MessageRef> = store
+        .snapshot(&account(), "INBOX")
+        .unwrap()
+        .messages
+        .into_iter()
+        .map(|m| m.file)
+        .collect();
+    let expected: Vec<u32> = (1..=50).collect();
+    thread::scope(|scope| {
+        let flipper = scope.spawn(|| {
+            let store = f.store();
+            let mut files = files.clone();
+            for round in 0..20 {
+                let flags = Flags {
+                    seen: round % 2 == 0,
+                    ..Flags::default()
+                };
+                for file in &mut files {
+                    *file = store.set_flags(&account(), "INBOX", file, flags).unwrap();
+                }
+            }
+        });
+        let store = f.store();
+        while !flipper.is_finished() {
+            assert_eq!(uids(&store, "INBOX"), expected);
+        }
+        flipper.join().unwrap();
+    });
+    let last = store.snapshot(&account(), "INBOX").unwrap();
+    assert!(
+        last.messages.iter().all(|m| !m.flags.seen),
+        "round 19 cleared \\Seen"
+    );
 }

@@ -10,7 +10,7 @@ use std::path::Path;
 use tidegate_core::maildir::parse_name;
 use tidegate_core::{Account, MessageRef};
 
-use super::{Flags, ImapMailboxes, ImapStoreError, Sub, UIDLIST_FILE, folder_dir};
+use super::{Flags, ImapMailboxes, ImapStoreError, Sub, UIDLIST_FILE, find_by_unique, folder_dir};
 
 /// One message of a [`Snapshot`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,21 +85,51 @@ impl ImapMailboxes {
     /// this snapshot), gives UIDs to messages without one, drops vanished ones from the
     /// uidlist, and lists every message with its flags, size and internal date.
     pub fn snapshot(&self, account: &Account, folder: &str) -> Result<Snapshot, ImapStoreError> {
+        self.open(account, folder, true)
+    }
+
+    /// Opens a folder for EXAMINE: like [`ImapMailboxes::snapshot`], but `new/` is left
+    /// alone, so no message is `recent` and the next SELECT still sees them as recent
+    /// (RFC 3501 §6.3.2: EXAMINE does not change the `\Recent` state).
+    pub fn examine(&self, account: &Account, folder: &str) -> Result<Snapshot, ImapStoreError> {
+        self.open(account, folder, false)
+    }
+
+    fn open(
+        &self,
+        account: &Account,
+        folder: &str,
+        take_recent: bool,
+    ) -> Result<Snapshot, ImapStoreError> {
         let dir = self.existing_folder(account, folder)?;
-        let recent: HashSet<String> = self.take_new(&dir)?.into_iter().collect();
+        let recent: HashSet<String> = if take_recent {
+            self.take_new(&dir)?.into_iter().collect()
+        } else {
+            HashSet::new()
+        };
         let (list, files) = self.sync(&dir)?;
         let mut messages = Vec::with_capacity(list.entries.len());
         for (uid, unique) in &list.entries {
             let Some((sub, name)) = files.get(unique) else {
                 continue;
             };
-            let path = dir.join(sub.name()).join(name);
-            let meta = match fs::metadata(&path) {
-                Ok(meta) => meta,
-                // Expunged or renamed since the scan: the next snapshot sees it.
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            let (sub, name, meta) = match fs::metadata(dir.join(sub.name()).join(name)) {
+                Ok(meta) => (*sub, name.clone(), meta),
+                // Renamed since the scan (a flag change elsewhere): find it again, so a
+                // message that still exists never looks expunged.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    let Some((sub, name)) = find_by_unique(&dir, unique)? else {
+                        continue; // expunged meanwhile
+                    };
+                    match fs::metadata(dir.join(sub.name()).join(&name)) {
+                        Ok(meta) => (sub, name, meta),
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                        Err(e) => return Err(e.into()),
+                    }
+                }
                 Err(e) => return Err(e.into()),
             };
+            let name = name.as_str();
             let parsed = parse_name(name);
             messages.push(MessageMeta {
                 uid: *uid,

@@ -13,6 +13,11 @@ use tidegate_core::uidlist::{UidList, new_uidvalidity};
 use super::{COUNTER, ImapMailboxes, ImapStoreError, Sub, UIDLIST_FILE, unix_now};
 use crate::lock::Dotlock;
 
+/// Extra listings of a folder while listed messages seem missing. A listing can miss a
+/// file that another session renames at that moment (a flag change); a message missing
+/// from every listing is really gone.
+const RESCANS: usize = 3;
+
 /// The files of a folder by unique name: where each is and its full file name.
 pub(super) type Files = HashMap<String, (Sub, String)>;
 
@@ -120,17 +125,21 @@ impl ImapMailboxes {
     }
 
     /// Brings the uidlist in line with the folder's files: new files get UIDs in arrival
-    /// order, vanished ones are dropped. A listed message missing from the directory
-    /// listing is looked for once more before it counts as gone (a rename by another
-    /// session can hide it from one listing). Returns the list and the files.
+    /// order, vanished ones are dropped. While a listed message is missing from the
+    /// directory listing the folder is listed again, up to [`RESCANS`] times, before it
+    /// counts as gone (a rename by another session can hide it from one listing).
+    /// Returns the list and the files.
     pub(super) fn sync(&self, folder: &Path) -> Result<(UidList, Files), ImapStoreError> {
         self.with_uidlist(folder, |list, _| {
             let mut files = scan(folder)?;
-            let missed = list
-                .entries
-                .iter()
-                .any(|(_, unique)| !files.contains_key(unique));
-            if missed {
+            for _ in 0..RESCANS {
+                let missed = list
+                    .entries
+                    .iter()
+                    .any(|(_, unique)| !files.contains_key(unique));
+                if !missed {
+                    break;
+                }
                 for (unique, place) in scan(folder)? {
                     files.insert(unique, place);
                 }
