@@ -450,3 +450,25 @@ proptest! {
         all_sections(&message);
     }
 }
+
+#[test]
+fn one_parse_serves_every_rendering() {
+    let message = nested_message();
+    let root = mime::parse(&message);
+    assert_eq!(mime::envelope_of(&message, &root), envelope(&message));
+    assert_eq!(
+        mime::body_structure_of(&message, &root, true),
+        body_structure(&message, true)
+    );
+    assert_eq!(
+        mime::section_of(&message, &root, &[3, 1], &SectionPart::Full),
+        section(&message, &[3, 1], &SectionPart::Full)
+    );
+    // A tree of another message never panics.
+    let other = mime::parse(&[b'x'; 10_000]);
+    let _ = mime::body_structure_of(b"short", &other, true);
+    let _ = mime::envelope_of(b"short", &other);
+    if let Some(bytes) = mime::section_of(b"short", &other, &[], &SectionPart::Header) {
+        let _ = bytes.bytes(b"short");
+    }
+}

@@ -12,7 +12,9 @@
 //!   level, nesting is bounded by [`MAX_DEPTH`] and the number of parts by [`MAX_PARTS`],
 //!   so any input costs at most `MAX_DEPTH` passes over its bytes.
 //! * [`envelope`] renders the ENVELOPE of a message, [`body_structure`] its BODY or
-//!   BODYSTRUCTURE, and [`section`] finds the bytes of a `BODY[section]`.
+//!   BODYSTRUCTURE, and [`section`] finds the bytes of a `BODY[section]`. Their `_of`
+//!   variants ([`envelope_of`], [`body_structure_of`], [`section_of`]) take a tree
+//!   already parsed, so a FETCH of several items parses the message once.
 //!
 //! Input is the message as stored (CRLF line ends); bare LF line ends are tolerated.
 //! Nothing here panics on any input, and every offset lies within the input.
@@ -25,6 +27,6 @@ mod structure;
 
 pub use address::{Address, parse_address_list};
 pub use header::{Field, Fields, fields, unfold};
-pub use render::{body_structure, envelope};
-pub use section::{SectionBytes, SectionPart, section};
+pub use render::{body_structure, body_structure_of, envelope, envelope_of};
+pub use section::{SectionBytes, SectionPart, section, section_of};
 pub use structure::{Body, MAX_DEPTH, MAX_PARTS, Part, parse};

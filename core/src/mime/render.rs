@@ -43,9 +43,17 @@ pub(crate) fn push_nstring(out: &mut Vec<u8>, bytes: Option<&[u8]>) {
 /// Values are unfolded but not decoded. Sender and Reply-To default to From when absent
 /// or empty.
 pub fn envelope(message: &[u8]) -> Vec<u8> {
-    let root = parse(message);
+    envelope_of(message, &parse(message))
+}
+
+/// [`envelope`] from a tree [`parse`] already built for `message` (several FETCH
+/// items of one message need only one parse). `root` must come from this message.
+pub fn envelope_of(message: &[u8], root: &Part) -> Vec<u8> {
     let mut out = Vec::new();
-    push_envelope(&mut out, &message[root.header.clone()]);
+    push_envelope(
+        &mut out,
+        message.get(root.header.clone()).unwrap_or_default(),
+    );
     out
 }
 
@@ -120,9 +128,14 @@ fn push_addresses(out: &mut Vec<u8>, list: Option<&[Address]>) {
 /// message/rfc822) count line ends, plus one for a last line without one. The MD5
 /// member is always NIL.
 pub fn body_structure(message: &[u8], extensible: bool) -> Vec<u8> {
-    let root = parse(message);
+    body_structure_of(message, &parse(message), extensible)
+}
+
+/// [`body_structure`] from a tree [`parse`] already built for `message`. `root` must
+/// come from this message: offsets outside it render as empty parts.
+pub fn body_structure_of(message: &[u8], root: &Part, extensible: bool) -> Vec<u8> {
     let mut out = Vec::new();
-    push_part(&mut out, message, &root, extensible);
+    push_part(&mut out, message, root, extensible);
     out
 }
 
@@ -131,7 +144,7 @@ fn push_upper(out: &mut Vec<u8>, text: &[u8]) {
 }
 
 fn push_part(out: &mut Vec<u8>, message: &[u8], part: &Part, ext: bool) {
-    let header = &message[part.header.clone()];
+    let header = message.get(part.header.clone()).unwrap_or_default();
     let content_type = fields(header)
         .find(|f| f.is("Content-Type"))
         .map(|f| structured(&unfold(f.value)));
@@ -176,12 +189,12 @@ fn push_part(out: &mut Vec<u8>, message: &[u8], part: &Part, ext: bool) {
         .filter(|e| !e.is_empty())
         .unwrap_or_else(|| b"7bit".to_vec());
     push_upper(out, &encoding);
-    let body = &message[part.body.clone()];
+    let body = message.get(part.body.clone()).unwrap_or_default();
     out.extend_from_slice(format!(" {}", body.len()).as_bytes());
     match &part.content {
         Body::Message(inner) => {
             out.push(b' ');
-            push_envelope(out, &message[inner.header.clone()]);
+            push_envelope(out, message.get(inner.header.clone()).unwrap_or_default());
             out.push(b' ');
             push_part(out, message, inner, ext);
             out.extend_from_slice(format!(" {}", line_count(body)).as_bytes());

@@ -52,8 +52,18 @@ impl SectionBytes {
 /// Numbering follows RFC 3501 §6.4.5: a non-multipart message has only part 1 (its
 /// body); the parts of a message/rfc822 part are those of the message inside it.
 pub fn section(message: &[u8], path: &[u32], part: &SectionPart) -> Option<SectionBytes> {
-    let root = parse(message);
-    let mut current = &root;
+    section_of(message, &parse(message), path, part)
+}
+
+/// [`section`] from a tree [`parse`] already built for `message`. `root` must come
+/// from this message.
+pub fn section_of(
+    message: &[u8],
+    root: &Part,
+    path: &[u32],
+    part: &SectionPart,
+) -> Option<SectionBytes> {
+    let mut current = root;
     for (depth, &number) in path.iter().enumerate() {
         let index = usize::try_from(number).ok()?.checked_sub(1)?;
         // Part 1 of a non-multipart message is its body; other parts have no subparts.
@@ -73,7 +83,7 @@ pub fn section(message: &[u8], path: &[u32], part: &SectionPart) -> Option<Secti
     // HEADER, HEADER.FIELDS and TEXT address a message: the root, or the message inside
     // a message/rfc822 part.
     let message_part: Option<&Part> = if path.is_empty() {
-        Some(&root)
+        Some(root)
     } else if let Body::Message(inner) = &current.content {
         Some(inner)
     } else {
@@ -98,7 +108,7 @@ pub fn section(message: &[u8], path: &[u32], part: &SectionPart) -> Option<Secti
 /// The fields of `part`'s header whose names are (or, with `keep == false`, are not)
 /// in `names`, as stored, then CRLF.
 fn select_fields(message: &[u8], part: &Part, names: &[String], keep: bool) -> Vec<u8> {
-    let header = &message[part.header.clone()];
+    let header = message.get(part.header.clone()).unwrap_or_default();
     let mut out = Vec::new();
     for field in fields(header) {
         if names.iter().any(|n| field.is(n)) == keep {
