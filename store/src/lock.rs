@@ -15,7 +15,8 @@
 //! that the lock file is still the same one (inode and mtime) just before unlinking it;
 //! a tiny window remains in which a lock taken between that check and the unlink is
 //! removed, which is why `stale_after` must be much longer than any holder's work
-//! between refreshes.
+//! between refreshes. A process killed between creating its temporary file and
+//! unlinking it leaves that file (`.NAME.lock.HOST.PID.N`) behind; it is harmless.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write as _};
@@ -31,6 +32,9 @@ static ATTEMPTS: AtomicU64 = AtomicU64::new(0);
 
 /// Longest wait between two attempts while another holder has the lock.
 const MAX_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Temporary names tried when one is taken.
+const TEMP_ATTEMPTS: usize = 8;
 
 /// Most bytes of a lock file read when checking its holder.
 const MAX_LOCK_FILE: usize = 512;
@@ -190,20 +194,34 @@ fn lost_if_missing(e: io::Error) -> LockError {
 /// Writes a unique temporary file, links it to `path`, and decides by its link count.
 fn link_lock(path: &Path, options: &LockOptions) -> io::Result<Option<Dotlock>> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let attempt = ATTEMPTS.fetch_add(1, Ordering::Relaxed);
     let pid = std::process::id();
     let base = path.file_name().and_then(|n| n.to_str()).unwrap_or("lock");
-    let temp = dir.join(format!(".{base}.{}.{pid}.{attempt}", options.host));
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    {
-        let mut file = OpenOptions::new()
+    let mut tries = 0;
+    let (temp, mut file) = loop {
+        let attempt = ATTEMPTS.fetch_add(1, Ordering::Relaxed);
+        let temp = dir.join(format!(".{base}.{}.{pid}.{attempt}", options.host));
+        match OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o600)
-            .open(&temp)?;
-        file.write_all(format!("{pid} {} {now}\n", options.host).as_bytes())?;
+            .open(&temp)
+        {
+            Ok(file) => break (temp, file),
+            // Left by a crashed process that had our pid: take the next number.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && tries < TEMP_ATTEMPTS => {
+                tries += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    let written = file.write_all(format!("{pid} {} {now}\n", options.host).as_bytes());
+    drop(file);
+    if let Err(e) = written {
+        let _ = fs::remove_file(&temp);
+        return Err(e);
     }
     let linked = fs::hard_link(&temp, path);
     let meta = fs::metadata(&temp);

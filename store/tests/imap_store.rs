@@ -717,3 +717,33 @@ fn flag_changes_during_snapshots_never_look_like_expunges() {
         "round 19 cleared \\Seen"
     );
 }
+
+#[test]
+fn exhausted_uids_renumber_under_a_new_uidvalidity() {
+    let f = Fixture::new();
+    let store = f.store();
+    f.deliver(&message(0));
+    let before = store.snapshot(&account(), "INBOX").unwrap();
+    let list = f.maildir().join(UIDLIST_FILE);
+    let text = fs::read_to_string(&list).unwrap();
+    fs::write(&list, text.replace(" N2\n", " N4294967295\n")).unwrap();
+    f.deliver(&message(1));
+    let after = store.snapshot(&account(), "INBOX").unwrap();
+    assert!(after.uidvalidity > before.uidvalidity);
+    assert_eq!(
+        after.messages.iter().map(|m| m.uid).collect::<Vec<_>>(),
+        [1, 2]
+    );
+    fs::write(
+        &list,
+        fs::read_to_string(&list)
+            .unwrap()
+            .replace(" N3\n", " N4294967295\n"),
+    )
+    .unwrap();
+    let appended = store
+        .append(&account(), "INBOX", Flags::default(), None, &b"x\r\n"[..])
+        .unwrap();
+    assert!(appended.uidvalidity > after.uidvalidity);
+    assert_eq!(appended.uid, 3);
+}

@@ -79,6 +79,15 @@ pub(super) fn scan(folder: &Path) -> io::Result<Files> {
     Ok(files)
 }
 
+/// Starts the folder's numbering again under a new UIDVALIDITY, when its UIDs ran out
+/// (RFC 3501 §2.3.1.1: UIDs may then be renumbered, with a new UIDVALIDITY).
+fn renumber(list: &mut UidList, files: &Files) -> Result<(), ImapStoreError> {
+    log::warn!("UIDs exhausted; renumbering under a new UIDVALIDITY");
+    *list = UidList::new(new_uidvalidity(unix_now(), Some(list.uidvalidity)));
+    list.merge(files.keys().map(String::as_str))?;
+    Ok(())
+}
+
 impl ImapMailboxes {
     /// Runs `change` on the folder's uidlist under its lock and writes the list back if
     /// `change` says it changed it (or the list was missing or corrupt and was rebuilt
@@ -144,8 +153,14 @@ impl ImapMailboxes {
                     files.insert(unique, place);
                 }
             }
-            let outcome = list.merge(files.keys().map(String::as_str))?;
-            Ok(((list.clone(), files), outcome.changed()))
+            let changed = match list.merge(files.keys().map(String::as_str)) {
+                Ok(outcome) => outcome.changed(),
+                Err(_) => {
+                    renumber(list, &files)?;
+                    true
+                }
+            };
+            Ok(((list.clone(), files), changed))
         })
     }
 
@@ -162,9 +177,18 @@ impl ImapMailboxes {
                 let files = scan(folder)?;
                 list.merge(files.keys().map(String::as_str))?;
             }
-            let before = list.uidnext;
-            let uids = list.add_all(uniques.iter().map(String::as_str))?;
-            Ok(((list.uidvalidity, uids), list.uidnext != before))
+            let before = (list.uidvalidity, list.uidnext);
+            let uids = match list.add_all(uniques.iter().map(String::as_str)) {
+                Ok(uids) => uids,
+                Err(_) => {
+                    renumber(list, &scan(folder)?)?;
+                    list.add_all(uniques.iter().map(String::as_str))?
+                }
+            };
+            Ok((
+                (list.uidvalidity, uids),
+                (list.uidvalidity, list.uidnext) != before,
+            ))
         })
     }
 
