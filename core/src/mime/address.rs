@@ -1,9 +1,12 @@
 //! Address lists of RFC 5322 §3.4 (mailboxes, groups, obsolete routes) in the shape of
 //! the IMAP envelope address structure (RFC 3501 §7.4.2).
 
-/// The host given to an address that has none (`undisclosed-recipients` without a
-/// group colon), as other IMAP servers do, so the structure stays well formed.
-pub const MISSING_HOST: &[u8] = b".MISSING-HOST-NAME.";
+/// The mailbox given to an address that has none (`<>`, a bare phrase), as Dovecot
+/// does, so the structure stays well formed.
+pub const MISSING_MAILBOX: &[u8] = b"MISSING_MAILBOX";
+
+/// The host given to an address that has none, as Dovecot does.
+pub const MISSING_DOMAIN: &[u8] = b"MISSING_DOMAIN";
 
 /// Most addresses taken from one header field; the rest are ignored. Bounds the
 /// ENVELOPE of a hostile message.
@@ -18,9 +21,9 @@ pub enum Address {
         name: Option<Vec<u8>>,
         /// The obsolete source route (`@a,@b`), if any.
         route: Option<Vec<u8>>,
-        /// The local part.
+        /// The local part, or [`MISSING_MAILBOX`].
         mailbox: Vec<u8>,
-        /// The domain, or [`MISSING_HOST`].
+        /// The domain, or [`MISSING_DOMAIN`].
         host: Vec<u8>,
     },
     /// The start of a group: `(NIL NIL name NIL)`.
@@ -43,7 +46,7 @@ fn tokens(value: &[u8]) -> Vec<Token> {
     let mut pos = 0;
     while let Some(&b) = value.get(pos) {
         match b {
-            b' ' | b'\t' | b'\r' | b'\n' => pos += 1,
+            b if b.is_ascii_whitespace() => pos += 1,
             b'(' => {
                 let mut depth = 0usize;
                 while let Some(&c) = value.get(pos) {
@@ -100,6 +103,8 @@ fn tokens(value: &[u8]) -> Vec<Token> {
                     }
                     pos += 1;
                 }
+                // Never an empty word: a byte no arm takes is a word of its own.
+                pos = pos.max(start + 1);
                 out.push(Token::Word(value[start..pos].to_vec()));
             }
         }
@@ -140,11 +145,35 @@ fn joined(tokens: &[Token]) -> Vec<u8> {
     out
 }
 
+/// Reads `word *("." word)` from `i` (a dot-atom, or an obsolete local part with quoted
+/// words); white space between words ends it.
+fn dotted(tokens: &[Token], i: &mut usize) -> Vec<u8> {
+    let start = *i;
+    let is_word = |t: Option<&Token>| matches!(t, Some(Token::Word(_) | Token::Quoted(_)));
+    if is_word(tokens.get(*i)) {
+        *i += 1;
+        while is_special(tokens.get(*i), b'.') && is_word(tokens.get(*i + 1)) {
+            *i += 2;
+        }
+    }
+    joined(&tokens[start..*i])
+}
+
+/// `value`, or `missing` when it is empty.
+fn or_missing(value: Vec<u8>, missing: &[u8]) -> Vec<u8> {
+    if value.is_empty() {
+        missing.to_vec()
+    } else {
+        value
+    }
+}
+
 /// Parses an unfolded address list (From, To, Cc, …). Never fails: what cannot be
-/// understood is skipped up to the next comma.
+/// understood after an address is skipped up to the next comma, and a missing local
+/// part or domain becomes [`MISSING_MAILBOX`] or [`MISSING_DOMAIN`].
 pub fn parse_address_list(value: &[u8]) -> Vec<Address> {
     let tokens = tokens(value);
-    let word_or_dot =
+    let phrase_token =
         |t: &Token| matches!(t, Token::Word(_) | Token::Quoted(_) | Token::Special(b'.'));
     let mut out = Vec::new();
     let mut in_group = false;
@@ -166,10 +195,11 @@ pub fn parse_address_list(value: &[u8]) -> Vec<Address> {
             _ => {}
         }
         let start = i;
-        while i < tokens.len() && word_or_dot(&tokens[i]) {
+        while i < tokens.len() && phrase_token(&tokens[i]) {
             i += 1;
         }
         let words = &tokens[start..i];
+        let name = (!words.is_empty()).then(|| phrase(words));
         match tokens.get(i) {
             Some(Token::Special(b':')) if !in_group => {
                 out.push(Address::GroupStart(phrase(words)));
@@ -192,56 +222,42 @@ pub fn parse_address_list(value: &[u8]) -> Vec<Address> {
                         i += 1;
                     }
                 }
-                let local_start = i;
-                while i < tokens.len() && word_or_dot(&tokens[i]) {
-                    i += 1;
-                }
-                let mailbox = joined(&tokens[local_start..i]);
-                let mut host = MISSING_HOST.to_vec();
+                let mailbox = dotted(&tokens, &mut i);
+                let mut host = Vec::new();
                 if is_special(tokens.get(i), b'@') {
                     i += 1;
-                    let host_start = i;
-                    while i < tokens.len() && word_or_dot(&tokens[i]) {
-                        i += 1;
-                    }
-                    host = joined(&tokens[host_start..i]);
+                    host = dotted(&tokens, &mut i);
                 }
                 while i < tokens.len() && !is_special(tokens.get(i), b'>') {
                     i += 1;
                 }
                 i += 1; // the '>'
-                let name = (!words.is_empty()).then(|| phrase(words));
-                if mailbox.is_empty() && route.is_none() {
-                    continue; // `<>`: the null return path is no address
-                }
                 out.push(Address::Mailbox {
                     name,
                     route,
-                    mailbox,
-                    host,
+                    mailbox: or_missing(mailbox, MISSING_MAILBOX),
+                    host: or_missing(host, MISSING_DOMAIN),
                 });
+                skip_junk(&tokens, &mut i);
             }
             Some(Token::Special(b'@')) => {
                 i += 1;
-                let host_start = i;
-                while i < tokens.len() && word_or_dot(&tokens[i]) {
-                    i += 1;
-                }
+                let host = dotted(&tokens, &mut i);
                 out.push(Address::Mailbox {
                     name: None,
                     route: None,
-                    mailbox: joined(words),
-                    host: joined(&tokens[host_start..i]),
+                    mailbox: or_missing(joined(words), MISSING_MAILBOX),
+                    host: or_missing(host, MISSING_DOMAIN),
                 });
                 skip_junk(&tokens, &mut i);
             }
             _ => {
                 if !words.is_empty() {
                     out.push(Address::Mailbox {
-                        name: None,
+                        name,
                         route: None,
-                        mailbox: joined(words),
-                        host: MISSING_HOST.to_vec(),
+                        mailbox: MISSING_MAILBOX.to_vec(),
+                        host: MISSING_DOMAIN.to_vec(),
                     });
                 }
                 skip_junk(&tokens, &mut i);
@@ -314,6 +330,16 @@ mod tests {
         ] {
             let _ = parse_address_list(input);
         }
+        // Form feed and other odd bytes (once an endless loop).
+        assert_eq!(
+            parse_address_list(b"M: a@b.ex, B <b@x\x0c\x00>"),
+            vec![
+                Address::GroupStart(b"M".to_vec()),
+                mailbox(None, "a", "b.ex"),
+                mailbox(Some("B"), "b", "x"),
+                Address::GroupEnd,
+            ]
+        );
         assert_eq!(
             parse_address_list(b"undisclosed-recipients:;"),
             vec![

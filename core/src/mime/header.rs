@@ -133,12 +133,23 @@ pub(crate) fn structured(value: &[u8]) -> Structured {
     let mut lexer = Lexer {
         bytes: value,
         pos: 0,
+        spaced: false,
     };
     let mut out = Structured::default();
-    // The head: everything up to the first ';' outside quotes and comments.
+    // The head (`type/subtype`, a disposition type): adjacent tokens up to the first
+    // ';' (comments and the blanks around `/` allowed); a word after white space is
+    // junk up to the ';'.
+    let mut after_slash = true;
     while let Some(token) = lexer.next() {
+        if token == Token::Special(b';') {
+            break;
+        }
+        if lexer.spaced && !after_slash && token != Token::Special(b'/') {
+            lexer.skip_to_semicolon();
+            break;
+        }
+        after_slash = token == Token::Special(b'/');
         match token {
-            Token::Special(b';') => break,
             Token::Word(w) | Token::Quoted(w) => out.head.extend_from_slice(&w),
             Token::Special(c) => out.head.push(c),
         }
@@ -156,21 +167,34 @@ pub(crate) fn structured(value: &[u8]) -> Structured {
                 break;
             }
         };
-        if lexer.next() != Some(Token::Special(b'=')) {
-            if lexer.skip_to_semicolon() {
-                continue;
-            }
-            break;
-        }
-        let mut value = Vec::new();
-        // A value may be split by '=' or '/' in lenient senders: join until ';'.
-        let mut ended = true;
-        while let Some(token) = lexer.next() {
-            match token {
-                Token::Special(b';') => {
-                    ended = false;
-                    break;
+        match lexer.next() {
+            Some(Token::Special(b'=')) => {}
+            Some(Token::Special(b';')) => continue,
+            None => break,
+            Some(_) => {
+                if lexer.skip_to_semicolon() {
+                    continue;
                 }
+                break;
+            }
+        }
+        // The value: a token or quoted string. Senders that leave specials such as '='
+        // unquoted (`boundary==_x=`) get the adjacent pieces joined; anything after white
+        // space is junk up to the next ';'.
+        let mut value = Vec::new();
+        let mut ended = true;
+        let mut first = true;
+        while let Some(token) = lexer.next() {
+            if token == Token::Special(b';') {
+                ended = false;
+                break;
+            }
+            if !first && lexer.spaced {
+                ended = !lexer.skip_to_semicolon();
+                break;
+            }
+            first = false;
+            match token {
                 Token::Word(w) | Token::Quoted(w) => value.extend_from_slice(&w),
                 Token::Special(c) => value.push(c),
             }
@@ -195,15 +219,24 @@ enum Token {
 struct Lexer<'a> {
     bytes: &'a [u8],
     pos: usize,
+    /// Whether white space or a comment came before the last token.
+    spaced: bool,
 }
 
 impl Lexer<'_> {
     fn next(&mut self) -> Option<Token> {
+        self.spaced = false;
         loop {
             let &b = self.bytes.get(self.pos)?;
             match b {
-                b' ' | b'\t' | b'\r' | b'\n' => self.pos += 1,
-                b'(' => self.skip_comment(),
+                b if b.is_ascii_whitespace() => {
+                    self.pos += 1;
+                    self.spaced = true;
+                }
+                b'(' => {
+                    self.skip_comment();
+                    self.spaced = true;
+                }
                 b'"' => return Some(Token::Quoted(self.quoted())),
                 b';' | b'=' | b'/' | b',' | b'<' | b'>' | b'@' | b'[' | b']' | b'?' | b':'
                 | b'\\' | b')' => {
@@ -218,6 +251,8 @@ impl Lexer<'_> {
                         }
                         self.pos += 1;
                     }
+                    // Never an empty word: a byte no arm takes is a word of its own.
+                    self.pos = self.pos.max(start + 1);
                     return Some(Token::Word(self.bytes[start..self.pos].to_vec()));
                 }
             }
@@ -292,14 +327,26 @@ mod tests {
     }
 
     #[test]
+    fn odd_white_space_ends_words() {
+        // A form feed is white space to the lexer; no byte ever makes an empty token.
+        let s = structured(b"text/plain;\x0ccharset=\x0cx\x0b\x0c; a=\x7f");
+        assert_eq!(s.head, b"text/plain");
+        assert_eq!(s.params[0], (b"charset".to_vec(), b"x\x0b".to_vec()));
+        assert_eq!(s.params[1], (b"a".to_vec(), b"\x7f".to_vec()));
+    }
+
+    #[test]
     fn content_type_parameters() {
-        let s = structured(b"multipart/mixed (c) ; boundary=\"a \\\"b\"; charset=UTF-8;;bad");
+        let s = structured(
+            b"multipart/mixed (c) ; boundary=\"a \\\"b\"; charset=UTF-8 junk;;bad; b==_x=",
+        );
         assert_eq!(s.head, b"multipart/mixed");
         assert_eq!(
             s.params,
             vec![
                 (b"boundary".to_vec(), b"a \"b".to_vec()),
-                (b"charset".to_vec(), b"UTF-8".to_vec())
+                (b"charset".to_vec(), b"UTF-8".to_vec()),
+                (b"b".to_vec(), b"=_x=".to_vec())
             ]
         );
     }

@@ -25,7 +25,7 @@ mod render;
 mod section;
 mod structure;
 
-pub use address::{Address, MISSING_HOST, parse_address_list};
+pub use address::{Address, MISSING_DOMAIN, MISSING_MAILBOX, parse_address_list};
 pub use header::{Field, Fields, fields, unfold};
 pub use render::{body_structure, body_structure_of, envelope, envelope_of};
 pub use section::{SectionBytes, SectionPart, section, section_of};

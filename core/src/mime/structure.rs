@@ -40,7 +40,7 @@ pub enum Body {
     /// Data: text, image, application, or a container past the limits.
     Leaf,
     /// The parts of a multipart, in order; never empty (a multipart without any
-    /// boundary line gets one text/plain part spanning its body).
+    /// boundary line gets one empty text/plain part, as Dovecot gives it).
     Multipart(Vec<Part>),
     /// The message inside a message/rfc822 part.
     Message(Box<Part>),
@@ -127,10 +127,11 @@ impl Parser<'_> {
                 children.push(self.part(range, child_default, depth + 1));
             }
             if children.is_empty() {
+                // As Dovecot does: one empty text/plain part.
                 let start = part.body.start;
                 children.push(Part {
                     header: start..start,
-                    body: part.body.clone(),
+                    body: start..start,
                     media_type: "text".into(),
                     media_subtype: "plain".into(),
                     content: Body::Leaf,
