@@ -70,7 +70,8 @@ pub fn mime_structure(data: &[u8]) {
 
 /// The uidlist parser on arbitrary bytes: no panic; whatever parses renders back to the
 /// same list; merging names taken from the input keeps UIDs increasing, never lowers
-/// the next UID and never gives a listed name a new UID.
+/// the next UID and never gives a listed name a new UID; adding names returns the UIDs
+/// they have and numbers new ones from the next UID.
 pub fn uidlist(data: &[u8]) {
     let Ok(mut list) = UidList::parse(data) else {
         let mut fresh = UidList::new(1);
@@ -107,6 +108,24 @@ pub fn uidlist(data: &[u8]) {
                 assert!(*uid >= before.uidnext, "new UIDs come from uidnext");
             }
         }
-        assert_eq!(UidList::parse(&list.render()), Ok(list));
+        assert_eq!(UidList::parse(&list.render()).as_ref(), Ok(&list));
+        // Adding names again gives their UIDs; new ones get UIDs from uidnext.
+        let next = list.uidnext;
+        let again: Vec<&str> = present
+            .iter()
+            .map(String::as_str)
+            .chain(["fresh"])
+            .collect();
+        let known: Vec<Option<u32>> = again.iter().map(|n| list.uid_of(n)).collect();
+        if let Ok(uids) = list.add_all(again.iter().copied()) {
+            for (uid, known) in uids.iter().zip(known) {
+                if let (Some(uid), Some(known)) = (uid, known) {
+                    assert_eq!(*uid, known);
+                }
+            }
+            assert!(uids.iter().flatten().all(|&u| u < list.uidnext));
+            assert!(list.uidnext >= next);
+            assert_eq!(UidList::parse(&list.render()), Ok(list));
+        }
     }
 }
