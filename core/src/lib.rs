@@ -71,6 +71,7 @@
 pub mod fuzzing;
 pub mod io;
 pub mod maildir;
+pub mod mime;
 pub mod net;
 mod outbox;
 pub mod pop3;
@@ -81,6 +82,7 @@ pub mod secret;
 pub mod smtp;
 pub mod timer;
 pub mod tls;
+pub mod uidlist;
 pub mod user;
 pub mod wire;
 

@@ -55,6 +55,8 @@ const TARGETS: &[(&str, Harness)] = &[
         fuzzing::proxy_imap_session(Instant::now(), data)
     }),
     ("proxy_imap_id", fuzzing::proxy_imap_id),
+    ("mime_structure", fuzzing::mime_structure),
+    ("uidlist", fuzzing::uidlist),
 ];
 
 fn fuzz_dir() -> PathBuf {
@@ -168,6 +170,16 @@ fn smtp_session_corpus() {
 #[test]
 fn smtp_tls_session_corpus() {
     replay("smtp_tls_session");
+}
+
+#[test]
+fn mime_structure_corpus() {
+    replay("mime_structure");
+}
+
+#[test]
+fn uidlist_corpus() {
+    replay("uidlist");
 }
 
 /// Every corpus or regression directory belongs to a target this file replays, so a new

@@ -7,7 +7,9 @@
 //! between the `tidegate` binary and a shell: which listeners to serve, how to make a
 //! session for an accepted connection, who runs requests, and how to stop.
 
+pub mod imap;
 pub mod local;
+pub mod lock;
 pub mod maildir;
 pub mod node;
 pub mod password;

@@ -23,12 +23,15 @@
 //! | [`proxy_submission_session`] | the same | see [`proxy_submission_session`] |
 //! | [`proxy_imap_session`] | the same | see [`proxy_imap_session`] |
 //! | [`proxy_imap_id`] | ID command arguments | no panic; RFC 2971 limits; parse → encode → parse |
+//! | [`mime_structure`] | a stored message | no panic; part offsets inside the input and inside their parent; renderings parenthesised; sections inside the input |
+//! | [`uidlist`] | a uidlist file | no panic; parse → render → parse round trip; merge keeps UIDs increasing and never renumbers a listed name |
 //!
 //! The core never reads a clock, so the session harnesses take their starting
 //! [`Instant`](std::time::Instant) from the caller; only time differences matter, so a
 //! run is deterministic.
 //!
-//! The harnesses live in submodules by protocol (`wire`, `pop3`, `smtp`); this module
+//! The harnesses live in submodules by protocol (`wire`, `pop3`, `smtp`, and `mime` for
+//! the IMAP storage formats); this module
 //! holds what they share: the chunking generator, the script reader, the fixed test PKI
 //! ([`FuzzTls`]) and the in-memory TLS client.
 
@@ -40,11 +43,13 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig};
 
+mod mime;
 mod pop3;
 mod proxy;
 mod smtp;
 mod wire;
 
+pub use mime::{mime_structure, uidlist};
 pub use pop3::{
     SESSION_OUTPUT_SLACK, pop3_command, pop3_session, pop3_session_trace, pop3_tls_session,
 };
@@ -317,6 +322,8 @@ mod tests {
             proxy_header(data);
             proxy_xclient(data);
             proxy_imap_id(data);
+            mime_structure(data);
+            uidlist(data);
         }
     }
 }

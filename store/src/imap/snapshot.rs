@@ -1,0 +1,222 @@
+//! Folder snapshots for SELECT/EXAMINE and polling (RFC 3501 §6.3.1, §6.3.10,
+//! §7.3.1 EXISTS, §7.3.2 RECENT).
+
+use std::collections::HashSet;
+use std::fs;
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use tidegate_core::maildir::parse_name;
+use tidegate_core::{Account, MessageRef};
+
+use super::{Flags, ImapMailboxes, ImapStoreError, Sub, UIDLIST_FILE, find_by_unique, folder_dir};
+
+/// One message of a [`Snapshot`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageMeta {
+    /// Its UID (RFC 3501 §2.3.1.1).
+    pub uid: u32,
+    /// Its file, relative to the folder (`cur/NAME`), for [`ImapMailboxes::read`] and
+    /// the other message calls.
+    pub file: MessageRef,
+    /// Its stored flags.
+    pub flags: Flags,
+    /// Its size in octets (RFC822.SIZE).
+    pub size: u64,
+    /// INTERNALDATE as seconds since the epoch: the file's modification time, which is
+    /// the delivery time or the date APPEND gave.
+    pub internal_date: i64,
+    /// `\Recent`: this snapshot moved the message out of `new/`, so no other session
+    /// saw it first (RFC 3501 §2.3.2).
+    pub recent: bool,
+}
+
+/// A folder as [`ImapMailboxes::snapshot`] found it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// UIDVALIDITY.
+    pub uidvalidity: u32,
+    /// UIDNEXT.
+    pub uidnext: u32,
+    /// The messages in UID order (their sequence numbers are their positions + 1).
+    pub messages: Vec<MessageMeta>,
+}
+
+/// The counts STATUS reports (RFC 3501 §6.3.10).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Status {
+    /// MESSAGES.
+    pub messages: u32,
+    /// RECENT: messages still in `new/`, which the next SELECT will see as recent.
+    pub recent: u32,
+    /// UIDNEXT.
+    pub uidnext: u32,
+    /// UIDVALIDITY.
+    pub uidvalidity: u32,
+    /// UNSEEN: messages without `\Seen`.
+    pub unseen: u32,
+}
+
+/// A cheap fingerprint of a folder's state: the modification times of `new/`, `cur/`
+/// and the uidlist. Any delivery, flag change, expunge or UID assignment changes it, so
+/// an IDLE or NOOP poll compares stamps and takes a new snapshot only when it differs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ChangeStamp {
+    new: (i64, i64),
+    cur: (i64, i64),
+    uidlist: (i64, i64),
+}
+
+fn mtime(path: &Path) -> io::Result<(i64, i64)> {
+    match fs::metadata(path) {
+        Ok(meta) => Ok((meta.mtime(), meta.mtime_nsec())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok((0, 0)),
+        Err(e) => Err(e),
+    }
+}
+
+fn count(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+impl ImapMailboxes {
+    /// Opens a folder for SELECT: moves `new/` messages to `cur/` (they are `recent` in
+    /// this snapshot), gives UIDs to messages without one, drops vanished ones from the
+    /// uidlist, and lists every message with its flags, size and internal date.
+    pub fn snapshot(&self, account: &Account, folder: &str) -> Result<Snapshot, ImapStoreError> {
+        self.open(account, folder, true)
+    }
+
+    /// Opens a folder for EXAMINE: like [`ImapMailboxes::snapshot`], but `new/` is left
+    /// alone, so no message is `recent` and the next SELECT still sees them as recent
+    /// (RFC 3501 §6.3.2: EXAMINE does not change the `\Recent` state).
+    pub fn examine(&self, account: &Account, folder: &str) -> Result<Snapshot, ImapStoreError> {
+        self.open(account, folder, false)
+    }
+
+    fn open(
+        &self,
+        account: &Account,
+        folder: &str,
+        take_recent: bool,
+    ) -> Result<Snapshot, ImapStoreError> {
+        let dir = self.existing_folder(account, folder)?;
+        let recent: HashSet<String> = if take_recent {
+            self.take_new(&dir)?.into_iter().collect()
+        } else {
+            HashSet::new()
+        };
+        let (list, files) = self.sync(&dir)?;
+        let mut messages = Vec::with_capacity(list.entries.len());
+        for (uid, unique) in &list.entries {
+            let Some((sub, name)) = files.get(unique) else {
+                continue;
+            };
+            let (sub, name, meta) = match fs::metadata(dir.join(sub.name()).join(name)) {
+                Ok(meta) => (*sub, name.clone(), meta),
+                // Renamed since the scan (a flag change elsewhere): find it again, so a
+                // message that still exists never looks expunged.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    let Some((sub, name)) = find_by_unique(&dir, unique)? else {
+                        continue; // expunged meanwhile
+                    };
+                    match fs::metadata(dir.join(sub.name()).join(&name)) {
+                        Ok(meta) => (sub, name, meta),
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let name = name.as_str();
+            let parsed = parse_name(name);
+            messages.push(MessageMeta {
+                uid: *uid,
+                file: MessageRef(format!("{}/{name}", sub.name())),
+                flags: Flags::from_maildir(parsed.as_ref().map_or("", |p| p.flags)),
+                size: parsed.and_then(|p| p.size).unwrap_or(meta.len()),
+                internal_date: meta.mtime(),
+                recent: recent.contains(unique),
+            });
+        }
+        Ok(Snapshot {
+            uidvalidity: list.uidvalidity,
+            uidnext: list.uidnext,
+            messages,
+        })
+    }
+
+    /// STATUS counts, without moving anything out of `new/` (UIDs are assigned, as
+    /// UIDNEXT must account for every message).
+    pub fn status(&self, account: &Account, folder: &str) -> Result<Status, ImapStoreError> {
+        let dir = self.existing_folder(account, folder)?;
+        let (list, files) = self.sync(&dir)?;
+        let listed = || {
+            list.entries
+                .iter()
+                .filter_map(|(_, unique)| files.get(unique))
+        };
+        Ok(Status {
+            messages: count(listed().count()),
+            recent: count(listed().filter(|(sub, _)| *sub == Sub::New).count()),
+            uidnext: list.uidnext,
+            uidvalidity: list.uidvalidity,
+            unseen: count(
+                listed()
+                    .filter(|(_, name)| {
+                        !Flags::from_maildir(parse_name(name).map_or("", |p| p.flags)).seen
+                    })
+                    .count(),
+            ),
+        })
+    }
+
+    /// The folder's [`ChangeStamp`]: three `stat` calls, no directory listing.
+    pub fn change_stamp(
+        &self,
+        account: &Account,
+        folder: &str,
+    ) -> Result<ChangeStamp, ImapStoreError> {
+        let dir = folder_dir(&self.maildir(account)?, folder)?;
+        Ok(ChangeStamp {
+            new: mtime(&dir.join("new"))?,
+            cur: mtime(&dir.join("cur"))?,
+            uidlist: mtime(&dir.join(UIDLIST_FILE))?,
+        })
+    }
+
+    /// Moves every message of `new/` to `cur/` (adding the empty `:2,` info); returns the
+    /// unique names this call moved. A message another session moved first is not ours.
+    fn take_new(&self, dir: &Path) -> Result<Vec<String>, ImapStoreError> {
+        let entries = match fs::read_dir(dir.join("new")) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        let mut moved = Vec::new();
+        for entry in entries {
+            let file_name = entry?.file_name();
+            let Some(name) = file_name.to_str() else {
+                continue;
+            };
+            let Some(parsed) = parse_name(name) else {
+                continue;
+            };
+            let target = if name.contains(":2,") {
+                name.to_owned()
+            } else {
+                format!("{name}:2,")
+            };
+            match fs::rename(dir.join("new").join(name), dir.join("cur").join(&target)) {
+                Ok(()) => moved.push(parsed.unique.to_owned()),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if !moved.is_empty() && self.fsync {
+            super::sync_dir(&dir.join("cur"))?;
+        }
+        Ok(moved)
+    }
+}
