@@ -6,6 +6,7 @@
 //! [`list_users`] edit a file for `tidegate user …`, atomically and keeping every other
 //! line as it was.
 
+mod authd;
 mod directory;
 mod edit;
 mod file;
@@ -14,6 +15,7 @@ mod table;
 use std::fmt;
 use std::io;
 
+pub use authd::{AuthdClientConfig, AuthdClientTls, AuthdDirectory};
 pub use directory::UserDirectory;
 pub use edit::{add_user, delete_user, list_users, set_password};
 pub use file::UsersFile;
