@@ -43,6 +43,11 @@ const TARGETS: &[(&str, Harness)] = &[
     ("smtp_tls_session", |data| {
         fuzzing::smtp_tls_session(Instant::now(), &TLS, data)
     }),
+    ("authd_wire", fuzzing::authd_wire),
+    ("authd_client", fuzzing::authd_client),
+    ("authd_session", |data| {
+        fuzzing::authd_session(Instant::now(), data)
+    }),
 ];
 
 fn fuzz_dir() -> PathBuf {
@@ -156,6 +161,21 @@ fn smtp_session_corpus() {
 #[test]
 fn smtp_tls_session_corpus() {
     replay("smtp_tls_session");
+}
+
+#[test]
+fn authd_wire_corpus() {
+    replay("authd_wire");
+}
+
+#[test]
+fn authd_client_corpus() {
+    replay("authd_client");
+}
+
+#[test]
+fn authd_session_corpus() {
+    replay("authd_session");
 }
 
 /// Every corpus or regression directory belongs to a target this file replays, so a new

@@ -17,6 +17,9 @@
 //! | [`smtp_data`] | `max_line`, two chunking bytes, a client byte stream | DATA/BDAT framing on [`LineBuffer`](crate::wire::LineBuffer) raw bytes as the SMTP session does it: chunking-invariant, equal to a reference, DATA ends only at CRLF `.` CRLF, output never longer than input |
 //! | [`smtp_session`] | config byte, then a script of operations | see [`smtp_session`] |
 //! | [`smtp_tls_session`] | the same, with TLS operations | see [`smtp_tls_session`] |
+//! | [`authd_wire`] | parser choice, one line | parse → encode → parse round trip; percent coding round trip |
+//! | [`authd_client`] | chunking seed, a script of submits and server bytes | every request answered exactly once, of its kind; nothing after `Closed` |
+//! | [`authd_session`] | config byte, then a script of operations | see [`authd_session`] |
 //!
 //! The core never reads a clock, so the session harnesses take their starting
 //! [`Instant`](std::time::Instant) from the caller; only time differences matter, so a
@@ -34,10 +37,12 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig};
 
+mod authd;
 mod pop3;
 mod smtp;
 mod wire;
 
+pub use authd::{authd_client, authd_session, authd_wire};
 pub use pop3::{
     SESSION_OUTPUT_SLACK, pop3_command, pop3_session, pop3_session_trace, pop3_tls_session,
 };
