@@ -51,7 +51,8 @@ impl SessionFactory for AuthdService {
     }
 }
 
-/// Answers [`Request::LookupUser`] and [`Request::VerifyUser`] from a directory; every
+/// Answers [`Request::LookupUser`], [`Request::LookupUsers`] and [`Request::VerifyUser`]
+/// from a directory; every
 /// other request fails permanently (an authd server asks nothing else).
 #[derive(Debug)]
 pub struct DirectoryExecutor<D: UserDirectory> {
@@ -69,6 +70,12 @@ impl<D: UserDirectory> Executor for DirectoryExecutor<D> {
     fn execute(&self, request: Request) -> Reply {
         match request {
             Request::LookupUser { address } => Reply::User(self.directory.lookup(&address)),
+            Request::LookupUsers { addresses } => Reply::Users(
+                addresses
+                    .iter()
+                    .map(|address| self.directory.lookup(address))
+                    .collect(),
+            ),
             Request::VerifyUser {
                 user,
                 password,

@@ -19,6 +19,11 @@ pub struct AuthdLimits {
     pub output_high_water: usize,
     /// Malformed lines tolerated before the connection is closed.
     pub max_bad_lines: u32,
+    /// Most pipelined LOOKUPs sent to the user database as one
+    /// [`crate::Request::LookupUsers`]: one store round trip instead of one each, which
+    /// is what makes pipelining pay. 1 turns batching off (every LOOKUP is a
+    /// [`crate::Request::LookupUser`]), for an executor that cannot answer batches.
+    pub max_batch: usize,
 }
 
 impl Default for AuthdLimits {
@@ -28,6 +33,7 @@ impl Default for AuthdLimits {
             max_buffered_input: 64 * 1024,
             output_high_water: 256 * 1024,
             max_bad_lines: 20,
+            max_batch: 64,
         }
     }
 }

@@ -31,7 +31,11 @@ enum Phase {
 /// Which request kind is outstanding, so the reply is checked against it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
+    /// One LOOKUP: [`Request::LookupUser`].
     Lookup,
+    /// Several pipelined LOOKUPs: [`Request::LookupUsers`].
+    Lookups,
+    /// [`Request::VerifyUser`].
     Verify,
 }
 
@@ -39,7 +43,8 @@ enum Kind {
 #[derive(Debug)]
 struct Pending {
     id: RequestId,
-    tag: Tag,
+    /// The tags to answer, in request order (several for a batch of LOOKUPs).
+    tags: Vec<Tag>,
     kind: Kind,
 }
 
@@ -55,6 +60,9 @@ pub struct AuthdServerSession {
     phase: Phase,
     pending: Option<Pending>,
     input: LineBuffer,
+    /// A line taken from `input` while gathering a batch of LOOKUPs that was not a
+    /// LOOKUP: it is served next. At most one line, so input stays bounded.
+    held: Option<LineEvent>,
     io: Outbox,
     timers: TimerTable,
     bad_lines: u32,
@@ -67,6 +75,7 @@ impl AuthdServerSession {
     pub fn new(cfg: Arc<AuthdConfig>, now: Instant) -> Self {
         let mut session = AuthdServerSession {
             input: LineBuffer::new(cfg.limits.max_line),
+            held: None,
             phase: Phase::Hello,
             pending: None,
             io: Outbox::new(),
@@ -101,6 +110,7 @@ impl AuthdServerSession {
             self.pending = None;
             self.timers = TimerTable::default();
             self.input.clear();
+            self.held = None;
             self.io.push(Action::Close { to: Peer::Client });
         }
     }
@@ -113,7 +123,7 @@ impl AuthdServerSession {
     /// input runs out.
     fn resume(&mut self, now: Instant) {
         while self.pending.is_none() && !self.is_closed() && !self.output_blocked() {
-            match self.input.next_line() {
+            match self.held.take().or_else(|| self.input.next_line()) {
                 None => {
                     if self.peer_eof {
                         self.close();
@@ -160,9 +170,7 @@ impl AuthdServerSession {
             }
             (Phase::Hello, _) => self.refuse("HELLO expected"),
             (_, ClientLine::Hello { .. }) => self.bad_line(None, "HELLO was already accepted"),
-            (_, ClientLine::Lookup { tag, address }) => {
-                self.request(now, tag, Kind::Lookup, Request::LookupUser { address });
-            }
+            (_, ClientLine::Lookup { tag, address }) => self.lookup(now, tag, address),
             (
                 _,
                 ClientLine::Verify {
@@ -177,7 +185,7 @@ impl AuthdServerSession {
                     password,
                     client,
                 };
-                self.request(now, tag, Kind::Verify, request);
+                self.request(now, vec![tag], Kind::Verify, request);
             }
         }
     }
@@ -200,11 +208,43 @@ impl AuthdServerSession {
         }
     }
 
-    fn request(&mut self, now: Instant, tag: Tag, kind: Kind, request: Request) {
+    /// A LOOKUP, together with the LOOKUPs pipelined right behind it (up to
+    /// `max_batch`), so one store round trip answers them all.
+    fn lookup(&mut self, now: Instant, tag: Tag, address: String) {
+        let mut tags = vec![tag];
+        let mut addresses = vec![address];
+        while tags.len() < self.cfg.limits.max_batch {
+            match self.input.next_line() {
+                Some(LineEvent::Line(line)) => match wire::parse_client(&line) {
+                    Ok(ClientLine::Lookup { tag, address }) => {
+                        tags.push(tag);
+                        addresses.push(address);
+                    }
+                    _ => {
+                        self.held = Some(LineEvent::Line(line));
+                        break;
+                    }
+                },
+                Some(event) => {
+                    self.held = Some(event);
+                    break;
+                }
+                None => break,
+            }
+        }
+        if tags.len() == 1 {
+            let address = addresses.pop().unwrap_or_default();
+            self.request(now, tags, Kind::Lookup, Request::LookupUser { address });
+        } else {
+            self.request(now, tags, Kind::Lookups, Request::LookupUsers { addresses });
+        }
+    }
+
+    fn request(&mut self, now: Instant, tags: Vec<Tag>, kind: Kind, request: Request) {
         let id = self.io.request(request);
         self.timers
             .set(Timer::StoreReply, now + self.cfg.store_timeout);
-        self.pending = Some(Pending { id, tag, kind });
+        self.pending = Some(Pending { id, tags, kind });
     }
 
     fn on_timer(&mut self, timer: Timer) {
@@ -212,8 +252,9 @@ impl AuthdServerSession {
             Timer::StoreReply => {
                 if let Some(pending) = self.pending.take() {
                     // The late reply is ignored by id.
-                    let reason = "user database timeout".to_owned();
-                    self.answer(pending.tag, Answer::TempFail(reason));
+                    for tag in pending.tags {
+                        self.answer(tag, Answer::TempFail("user database timeout".into()));
+                    }
                 }
             }
             Timer::Idle => {
@@ -225,15 +266,33 @@ impl AuthdServerSession {
     }
 }
 
-/// The answer line for a reply of the user database.
+/// The answer lines, one per tag, for a reply of the user database.
+fn answers_for(kind: Kind, count: usize, reply: Reply) -> Vec<Answer> {
+    match (kind, reply) {
+        (Kind::Lookups, Reply::Users(lookups)) if lookups.len() == count => {
+            lookups.into_iter().map(lookup_answer).collect()
+        }
+        (_, Reply::Failed(Failure::Temporary(reason))) => vec![Answer::TempFail(reason); count],
+        (Kind::Lookups, _) => {
+            vec![Answer::TempFail("unexpected user database reply".into()); count]
+        }
+        (kind, reply) => vec![answer_for(kind, reply)],
+    }
+}
+
+fn lookup_answer(lookup: Lookup) -> Answer {
+    match lookup {
+        Lookup::Found(record) => Answer::Found(without_password(record)),
+        Lookup::NotFound => Answer::NotFound,
+        Lookup::UnknownDomain => Answer::NoDomain,
+        Lookup::TempFail(reason) => Answer::TempFail(reason),
+    }
+}
+
+/// The answer line for a reply to a single request.
 fn answer_for(kind: Kind, reply: Reply) -> Answer {
     match (kind, reply) {
-        (Kind::Lookup, Reply::User(lookup)) => match lookup {
-            Lookup::Found(record) => Answer::Found(without_password(record)),
-            Lookup::NotFound => Answer::NotFound,
-            Lookup::UnknownDomain => Answer::NoDomain,
-            Lookup::TempFail(reason) => Answer::TempFail(reason),
-        },
+        (Kind::Lookup, Reply::User(lookup)) => lookup_answer(lookup),
         (Kind::Verify, Reply::Verified(outcome)) => match outcome {
             AuthOutcome::Accepted(record) => Answer::Accepted(without_password(record)),
             AuthOutcome::Denied => Answer::Denied,
@@ -278,8 +337,10 @@ impl Session for AuthdServerSession {
         }
         self.timers.stop(Timer::StoreReply);
         if let Some(pending) = self.pending.take() {
-            let answer = answer_for(pending.kind, reply);
-            self.answer(pending.tag, answer);
+            let answers = answers_for(pending.kind, pending.tags.len(), reply);
+            for (tag, answer) in pending.tags.into_iter().zip(answers) {
+                self.answer(tag, answer);
+            }
         }
         self.resume(now);
     }

@@ -89,6 +89,62 @@ fn serves_pipelined_requests_in_order_without_passwords() {
 }
 
 #[test]
+fn pipelined_lookups_are_batched() {
+    let t0 = Instant::now();
+    let mut s = AuthdServerSession::new(config(), t0);
+    s.handle_input(
+        t0,
+        Peer::Client,
+        b"HELLO 1 s3cret\r\na LOOKUP alice@example.com\r\nb LOOKUP x@example.com\r\n\
+          c LOOKUP y@other.org\r\nd VERIFY alice@example.com cHc= 192.0.2.1\r\ne LOOKUP z@z\r\n",
+    );
+    let (_, requests, _) = drain(&mut s);
+    let [(id, Request::LookupUsers { addresses })] = &requests[..] else {
+        panic!("expected one batch, got {requests:?}");
+    };
+    assert_eq!(
+        addresses,
+        &["alice@example.com", "x@example.com", "y@other.org"]
+    );
+    let lookups = addresses
+        .iter()
+        .map(
+            |a| match database(Request::LookupUser { address: a.clone() }) {
+                Reply::User(lookup) => lookup,
+                other => panic!("{other:?}"),
+            },
+        )
+        .collect();
+    s.handle_reply(t0, *id, Reply::Users(lookups));
+    let (text, requests, _) = drain(&mut s);
+    assert_eq!(
+        text,
+        "a FOUND alice@example.com tohost=b1\r\nb NOTFOUND\r\nc NODOMAIN\r\n"
+    );
+    // The VERIFY that ended the batch comes next, on its own; then the last LOOKUP.
+    let [(id, Request::VerifyUser { .. })] = &requests[..] else {
+        panic!("expected the VERIFY, got {requests:?}");
+    };
+    s.handle_reply(t0, *id, Reply::Verified(AuthOutcome::Denied));
+    let (text, requests, _) = drain(&mut s);
+    assert_eq!(text, "d DENIED\r\n");
+    let [(id, Request::LookupUser { .. })] = &requests[..] else {
+        panic!("expected a single LOOKUP, got {requests:?}");
+    };
+    // A batch answered with the wrong number of lookups is a TEMPFAIL for each.
+    s.handle_reply(t0, *id, Reply::User(Lookup::UnknownDomain));
+    s.handle_input(t0, Peer::Client, b"f LOOKUP a@b\r\ng LOOKUP c@d\r\n");
+    let (text, requests, _) = drain(&mut s);
+    assert_eq!(text, "e NODOMAIN\r\n");
+    s.handle_reply(t0, requests[0].0, Reply::Users(vec![Lookup::NotFound]));
+    let (text, _, _) = drain(&mut s);
+    assert_eq!(
+        text,
+        "f TEMPFAIL unexpected%20user%20database%20reply\r\ng TEMPFAIL unexpected%20user%20database%20reply\r\n"
+    );
+}
+
+#[test]
 fn wrong_secret_or_missing_hello_closes() {
     for input in [
         &b"HELLO 1 guess\r\n"[..],
@@ -123,7 +179,7 @@ fn slow_database_gets_tempfail_and_late_reply_is_ignored() {
     s.handle_input(
         t0,
         Peer::Client,
-        b"HELLO 1 s3cret\r\n1 LOOKUP alice@example.com\r\n2 LOOKUP bob@example.com\r\n",
+        b"HELLO 1 s3cret\r\n1 LOOKUP alice@example.com\r\n",
     );
     let (_, requests, _) = drain(&mut s);
     let (slow_id, _) = requests.into_iter().next().unwrap();
@@ -132,6 +188,9 @@ fn slow_database_gets_tempfail_and_late_reply_is_ignored() {
     s.handle_timeout(t1);
     let (text, requests, _) = drain(&mut s);
     assert_eq!(text, "1 TEMPFAIL user%20database%20timeout\r\n");
+    assert!(requests.is_empty());
+    s.handle_input(t1, Peer::Client, b"2 LOOKUP bob@example.com\r\n");
+    let (_, requests, _) = drain(&mut s);
     let (id, request) = requests.into_iter().next().unwrap();
     s.handle_reply(t1, slow_id, Reply::User(Lookup::NotFound));
     s.handle_reply(t1, id, database(request));

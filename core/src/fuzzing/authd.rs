@@ -191,12 +191,15 @@ fn check_client_events(
 ///
 /// Reply kinds *k* (by value modulo 9): found, not found, unknown domain, lookup
 /// tempfail, accepted, denied, disabled, `Failed(Temporary)`, `Done` (a wrong kind).
+/// For a batch (`LookupUsers`): 0-4 one lookup per address, 5 one too many, 6 one too
+/// few, 7 and 8 as above.
 ///
 /// # Invariants
 ///
 /// * No panic; nothing after [`Action::Close`]; no deadline and no reading after it.
 /// * At most one request outstanding; while it is, input produces no tagged line.
-/// * Each request gets exactly one tagged answer line: when its reply comes or when its
+/// * Each request gets exactly one tagged answer line per LOOKUP or VERIFY it carries
+///   (a `LookupUsers` batch has at least two): when its reply comes or when its
 ///   deadline passes (`TEMPFAIL`), never both.
 /// * Every line written parses as a server line; a password never appears in output.
 /// * A shell honouring `wants_read` never gets the overflow reply.
@@ -214,6 +217,7 @@ pub fn authd_session(epoch: Instant, data: &[u8]) {
             max_buffered_input: 256,
             output_high_water: 256,
             max_bad_lines: 3,
+            max_batch: 3,
         };
     }
     let config = Arc::new(config);
@@ -222,6 +226,7 @@ pub fn authd_session(epoch: Instant, data: &[u8]) {
         now: epoch,
         socket: Vec::new(),
         outstanding: None,
+        batch: None,
         newest: None,
         closed: false,
         written: Vec::new(),
@@ -269,7 +274,7 @@ pub fn authd_session(epoch: Instant, data: &[u8]) {
             b'L' => {
                 if let Some(id) = h
                     .newest
-                    .filter(|id| Some(*id) != h.outstanding.map(|(id, _)| id))
+                    .filter(|id| Some(*id) != h.outstanding.map(|(id, _, _)| id))
                 {
                     h.session
                         .handle_reply(h.now, id, Reply::User(Lookup::NotFound));
@@ -317,7 +322,11 @@ struct Harness {
     now: Instant,
     /// Bytes sent by the client and not yet read by the shell.
     socket: Vec<u8>,
-    outstanding: Option<(RequestId, Instant)>,
+    /// The outstanding request: its id, when it was issued, and how many tagged answers
+    /// it is owed (more than one for a batch of LOOKUPs).
+    outstanding: Option<(RequestId, Instant, usize)>,
+    /// The outstanding request is a `LookupUsers` of this many addresses.
+    batch: Option<usize>,
     newest: Option<RequestId>,
     closed: bool,
     written: Vec<u8>,
@@ -348,28 +357,45 @@ impl Harness {
     }
 
     fn reply(&mut self, kind: u8) {
-        let Some((id, _)) = self.outstanding else {
+        let Some((id, _, due)) = self.outstanding else {
             return;
         };
         let mut record = UserRecord::new("alice@example.com");
         record.password = "{PLAIN}hunter2".into();
         record.fields.insert("tohost".into(), "b 1".into());
-        let reply = match kind % 9 {
-            0 => Reply::User(Lookup::Found(record)),
-            1 => Reply::User(Lookup::NotFound),
-            2 => Reply::User(Lookup::UnknownDomain),
-            3 => Reply::User(Lookup::TempFail("db down".into())),
-            4 => Reply::Verified(AuthOutcome::Accepted(record)),
-            5 => Reply::Verified(AuthOutcome::Denied),
-            6 => Reply::Verified(AuthOutcome::Disabled),
-            7 => Reply::Failed(Failure::Temporary("disk".into())),
-            _ => Reply::Done,
+        let lookups = |n: usize| -> Vec<Lookup> {
+            (0..n)
+                .map(|i| match (i + usize::from(kind)) % 3 {
+                    0 => Lookup::NotFound,
+                    1 => Lookup::UnknownDomain,
+                    _ => Lookup::TempFail("busy".into()),
+                })
+                .collect()
+        };
+        let reply = match (self.batch, kind % 9) {
+            (Some(n), 0..=4) => Reply::Users(lookups(n)),
+            (Some(n), 5) => Reply::Users(lookups(n + 1)),
+            (Some(n), 6) => Reply::Users(lookups(n.saturating_sub(1))),
+            (_, kind) => match kind {
+                0 => Reply::User(Lookup::Found(record)),
+                1 => Reply::User(Lookup::NotFound),
+                2 => Reply::User(Lookup::UnknownDomain),
+                3 => Reply::User(Lookup::TempFail("db down".into())),
+                4 => Reply::Verified(AuthOutcome::Accepted(record)),
+                5 => Reply::Verified(AuthOutcome::Denied),
+                6 => Reply::Verified(AuthOutcome::Disabled),
+                7 => Reply::Failed(Failure::Temporary("disk".into())),
+                _ => Reply::Done,
+            },
         };
         let tagged = self.tagged;
         self.session.handle_reply(self.now, id, reply);
         self.drain();
         if !self.closed {
-            assert!(self.tagged > tagged, "a reply without its answer line");
+            assert!(
+                self.tagged >= tagged + due,
+                "a reply without all its answer lines"
+            );
         }
     }
 
@@ -390,8 +416,11 @@ impl Harness {
                         match parsed {
                             ServerLine::Answer(..) => {
                                 self.tagged += 1;
-                                if self.outstanding.take().is_some() {
+                                if let Some((id, since, due)) = self.outstanding.take() {
                                     self.answers_due -= 1;
+                                    if due > 1 {
+                                        self.outstanding = Some((id, since, due - 1));
+                                    }
                                 }
                             }
                             ServerLine::Bye(reason) => {
@@ -408,25 +437,30 @@ impl Harness {
                 Action::Request { id, request } => {
                     assert!(self.outstanding.is_none(), "two requests outstanding");
                     assert!(self.newest.is_none_or(|n| n < id), "ids must increase");
-                    assert!(matches!(
-                        request,
-                        Request::LookupUser { .. } | Request::VerifyUser { .. }
-                    ));
-                    self.outstanding = Some((id, self.now));
+                    let due = match &request {
+                        Request::LookupUser { .. } | Request::VerifyUser { .. } => 1,
+                        Request::LookupUsers { addresses } => {
+                            assert!(addresses.len() > 1, "a batch of one");
+                            addresses.len()
+                        }
+                        other => panic!("unexpected request {other:?}"),
+                    };
+                    self.batch = matches!(request, Request::LookupUsers { .. }).then_some(due);
+                    self.outstanding = Some((id, self.now, due));
                     self.newest = Some(id);
-                    self.answers_due += 1;
+                    self.answers_due += due as i64;
                 }
                 Action::Close { to: Peer::Client } => {
                     self.closed = true;
                     // A request cut by the close is not owed an answer.
-                    if self.outstanding.take().is_some() {
-                        self.answers_due -= 1;
+                    if let Some((_, _, due)) = self.outstanding.take() {
+                        self.answers_due -= due as i64;
                     }
                 }
                 other => panic!("unexpected action {other:?}"),
             }
         }
-        if let Some((_, since)) = self.outstanding {
+        if let Some((_, since, _)) = self.outstanding {
             assert!(
                 self.now < since + self.store_timeout || self.session.poll_timeout().is_some(),
                 "an outstanding request without a deadline"
