@@ -51,6 +51,15 @@ fn database(request: Request) -> Reply {
             Reply::Verified(AuthOutcome::Accepted(alice()))
         }
         Request::VerifyUser { .. } => Reply::Verified(AuthOutcome::Denied),
+        Request::LookupUsers { addresses } => Reply::Users(
+            addresses
+                .into_iter()
+                .map(|address| match database(Request::LookupUser { address }) {
+                    Reply::User(lookup) => lookup,
+                    _ => Lookup::TempFail("test database".into()),
+                })
+                .collect(),
+        ),
         other => panic!("unexpected {other:?}"),
     }
 }
@@ -355,4 +364,43 @@ fn client_turns_failures_into_tempfail_for_in_flight_requests() {
     let mut client = AuthdClient::new(Secret::new(b"x".to_vec()), limits);
     client.lookup("a@b").unwrap();
     assert_eq!(client.lookup("a@b"), Err(SubmitError::Full));
+}
+
+/// Feeds `input` in chunks of `chunk` bytes, answering every request from the test
+/// database, and returns everything written.
+fn transcript(input: &[u8], chunk: usize) -> String {
+    let t0 = Instant::now();
+    let mut s = AuthdServerSession::new(config(), t0);
+    let mut text = String::new();
+    let run = |s: &mut AuthdServerSession, text: &mut String| loop {
+        let (out, requests, _) = drain(s);
+        text.push_str(&out);
+        let Some((id, request)) = requests.into_iter().next() else {
+            break;
+        };
+        s.handle_reply(t0, id, database(request));
+    };
+    for piece in input.chunks(chunk) {
+        s.handle_input(t0, Peer::Client, piece);
+        run(&mut s, &mut text);
+    }
+    s.handle_eof(t0, Peer::Client);
+    run(&mut s, &mut text);
+    text
+}
+
+#[test]
+fn chunking_does_not_change_the_answers() {
+    let input: &[u8] =
+        b"HELLO 1 s3cret\r\n1 LOOKUP alice@example.com\r\n2 LOOKUP b@example.com\r\n\
+        3 VERIFY alice@example.com cHc= 192.0.2.1\r\n4 LOOKUP c@d\r\nbad-line\r\n\
+        5 LOOKUP ALICE@example.com\r\n6 LOOKUP x@example.com\r\n7 LOOKUP\r\nQUIT\r\n";
+    let whole = transcript(input, input.len());
+    assert!(
+        whole.ends_with("7 BAD LOOKUP%20needs%20one%20address\r\n* BYE closing\r\n"),
+        "{whole}"
+    );
+    for chunk in [1, 2, 3, 7, 16, 40] {
+        assert_eq!(transcript(input, chunk), whole, "chunks of {chunk}");
+    }
 }
