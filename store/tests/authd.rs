@@ -404,6 +404,36 @@ fn pooled_connection_closed_by_a_restart_is_replaced() {
 }
 
 #[test]
+fn a_silent_server_times_out_as_tempfail() {
+    // Accepts connections and never says a word.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = silent.local_addr().unwrap();
+    let holder = thread::spawn(move || {
+        let held: Vec<TcpStream> = silent.incoming().take(2).filter_map(Result::ok).collect();
+        thread::sleep(Duration::from_secs(3));
+        drop(held);
+    });
+    let mut cfg = client_config(&[addr]);
+    cfg.timeout = Duration::from_millis(300);
+    let users = directory(cfg);
+    let started = Instant::now();
+    assert!(
+        matches!(users.lookup("alice@example.com"), Lookup::TempFail(r) if r.contains("timed out"))
+    );
+    assert!(matches!(
+        users.verify("alice@example.com", b"x", ip()),
+        AuthOutcome::TempFail(_)
+    ));
+    // Two timeouts, no retries: well under the 3 s the server stays silent.
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    holder.join().unwrap();
+}
+
+#[test]
 fn failover_to_the_second_address() {
     let dead = {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();

@@ -76,6 +76,17 @@ pub enum SubmitError {
     Full,
 }
 
+impl std::fmt::Display for SubmitError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SubmitError::Closed => "the connection is closed",
+            SubmitError::Full => "too many requests in flight",
+        })
+    }
+}
+
+impl std::error::Error for SubmitError {}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     /// Waiting for the server's greeting; requests are held back.

@@ -127,7 +127,7 @@ impl Conn {
         &mut self,
         submit: impl FnOnce(&mut AuthdClient) -> Result<Vec<u64>, SubmitError>,
     ) -> Result<Answers, String> {
-        let ids = submit(&mut self.codec).map_err(|e| format!("authd connection: {e:?}"))?;
+        let ids = submit(&mut self.codec).map_err(|e| format!("authd connection: {e}"))?;
         let mut events = HashMap::with_capacity(ids.len());
         let mut buf = [0u8; 16 * 1024];
         let mut closed = false;
