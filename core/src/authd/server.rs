@@ -45,6 +45,9 @@ struct Pending {
     id: RequestId,
     /// The tags to answer, in request order (several for a batch of LOOKUPs).
     tags: Vec<Tag>,
+    /// The addresses of a batch, kept to ask them one by one if the executor turns
+    /// the batch down.
+    addresses: Vec<String>,
     kind: Kind,
 }
 
@@ -63,6 +66,11 @@ pub struct AuthdServerSession {
     /// A line taken from `input` while gathering a batch of LOOKUPs that was not a
     /// LOOKUP: it is served next. At most one line, so input stays bounded.
     held: Option<LineEvent>,
+    /// LOOKUPs of a batch the executor could not answer as one ([`Failure::Permanent`]),
+    /// asked one by one before any further input. At most `max_batch`.
+    singles: std::collections::VecDeque<(Tag, String)>,
+    /// False once the executor turned a batch down: later LOOKUPs go one by one.
+    batching: bool,
     io: Outbox,
     timers: TimerTable,
     bad_lines: u32,
@@ -76,6 +84,8 @@ impl AuthdServerSession {
         let mut session = AuthdServerSession {
             input: LineBuffer::new(cfg.limits.max_line),
             held: None,
+            singles: std::collections::VecDeque::new(),
+            batching: true,
             phase: Phase::Hello,
             pending: None,
             io: Outbox::new(),
@@ -111,6 +121,7 @@ impl AuthdServerSession {
             self.timers = TimerTable::default();
             self.input.clear();
             self.held = None;
+            self.singles.clear();
             self.io.push(Action::Close { to: Peer::Client });
         }
     }
@@ -123,6 +134,13 @@ impl AuthdServerSession {
     /// input runs out.
     fn resume(&mut self, now: Instant) {
         while self.pending.is_none() && !self.is_closed() && !self.output_blocked() {
+            if let Some((tag, address)) = self.singles.pop_front() {
+                let request = Request::LookupUser {
+                    address: address.clone(),
+                };
+                self.request(now, vec![tag], vec![address], Kind::Lookup, request);
+                continue;
+            }
             match self.held.take().or_else(|| self.input.next_line()) {
                 None => {
                     if self.peer_eof {
@@ -185,7 +203,7 @@ impl AuthdServerSession {
                     password,
                     client,
                 };
-                self.request(now, vec![tag], Kind::Verify, request);
+                self.request(now, vec![tag], Vec::new(), Kind::Verify, request);
             }
         }
     }
@@ -213,7 +231,12 @@ impl AuthdServerSession {
     fn lookup(&mut self, now: Instant, tag: Tag, address: String) {
         let mut tags = vec![tag];
         let mut addresses = vec![address];
-        while tags.len() < self.cfg.limits.max_batch {
+        let max_batch = if self.batching {
+            self.cfg.limits.max_batch
+        } else {
+            1
+        };
+        while tags.len() < max_batch {
             match self.input.next_line() {
                 Some(LineEvent::Line(line)) => match wire::parse_client(&line) {
                     Ok(ClientLine::Lookup { tag, address }) => {
@@ -234,17 +257,33 @@ impl AuthdServerSession {
         }
         if tags.len() == 1 {
             let address = addresses.pop().unwrap_or_default();
-            self.request(now, tags, Kind::Lookup, Request::LookupUser { address });
+            let request = Request::LookupUser { address };
+            self.request(now, tags, Vec::new(), Kind::Lookup, request);
         } else {
-            self.request(now, tags, Kind::Lookups, Request::LookupUsers { addresses });
+            let request = Request::LookupUsers {
+                addresses: addresses.clone(),
+            };
+            self.request(now, tags, addresses, Kind::Lookups, request);
         }
     }
 
-    fn request(&mut self, now: Instant, tags: Vec<Tag>, kind: Kind, request: Request) {
+    fn request(
+        &mut self,
+        now: Instant,
+        tags: Vec<Tag>,
+        addresses: Vec<String>,
+        kind: Kind,
+        request: Request,
+    ) {
         let id = self.io.request(request);
         self.timers
             .set(Timer::StoreReply, now + self.cfg.store_timeout);
-        self.pending = Some(Pending { id, tags, kind });
+        self.pending = Some(Pending {
+            id,
+            tags,
+            addresses,
+            kind,
+        });
     }
 
     fn on_timer(&mut self, timer: Timer) {
@@ -337,6 +376,15 @@ impl Session for AuthdServerSession {
         }
         self.timers.stop(Timer::StoreReply);
         if let Some(pending) = self.pending.take() {
+            if pending.kind == Kind::Lookups
+                && matches!(reply, Reply::Failed(Failure::Permanent(_)))
+            {
+                // An executor that does not know LookupUsers: ask one by one, now and
+                // for the rest of the connection.
+                self.batching = false;
+                self.singles = pending.tags.into_iter().zip(pending.addresses).collect();
+                return self.resume(now);
+            }
             let answers = answers_for(pending.kind, pending.tags.len(), reply);
             for (tag, answer) in pending.tags.into_iter().zip(answers) {
                 self.answer(tag, answer);

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use super::*;
 use crate::io::{Action, Peer, RequestId, Session};
-use crate::request::{Reply, Request};
+use crate::request::{Failure, Reply, Request};
 use crate::secret::Secret;
 use crate::user::{AuthOutcome, Lookup, UserRecord};
 
@@ -150,6 +150,49 @@ fn pipelined_lookups_are_batched() {
     assert_eq!(
         text,
         "f TEMPFAIL unexpected%20user%20database%20reply\r\ng TEMPFAIL unexpected%20user%20database%20reply\r\n"
+    );
+}
+
+#[test]
+fn a_batch_turned_down_is_asked_one_by_one() {
+    let t0 = Instant::now();
+    let mut s = AuthdServerSession::new(config(), t0);
+    s.handle_input(
+        t0,
+        Peer::Client,
+        b"HELLO 1 s3cret\r\na LOOKUP alice@example.com\r\nb LOOKUP x@example.com\r\n",
+    );
+    let (_, requests, _) = drain(&mut s);
+    let (id, _) = requests.into_iter().next().unwrap();
+    s.handle_reply(
+        t0,
+        id,
+        Reply::Failed(Failure::Permanent("unsupported request".into())),
+    );
+    let mut text = String::new();
+    let mut singles = Vec::new();
+    loop {
+        let (out, requests, _) = drain(&mut s);
+        text.push_str(&out);
+        let Some((id, request)) = requests.into_iter().next() else {
+            break;
+        };
+        if let Request::LookupUser { address } = &request {
+            singles.push(address.clone());
+        }
+        s.handle_reply(t0, id, database(request));
+        // Later pipelined LOOKUPs are not batched either.
+        if singles.len() == 1 {
+            s.handle_input(t0, Peer::Client, b"c LOOKUP y@z\r\nd LOOKUP y@z\r\n");
+        }
+    }
+    assert_eq!(
+        singles,
+        ["alice@example.com", "x@example.com", "y@z", "y@z"]
+    );
+    assert_eq!(
+        text,
+        "a FOUND alice@example.com tohost=b1\r\nb NOTFOUND\r\nc NODOMAIN\r\nd NODOMAIN\r\n"
     );
 }
 

@@ -192,7 +192,8 @@ fn check_client_events(
 /// Reply kinds *k* (by value modulo 9): found, not found, unknown domain, lookup
 /// tempfail, accepted, denied, disabled, `Failed(Temporary)`, `Done` (a wrong kind).
 /// For a batch (`LookupUsers`): 0-4 one lookup per address, 5 one too many, 6 one too
-/// few, 7 and 8 as above.
+/// few, 7 as above, 8 `Failed(Permanent)` (an executor without batches: the session
+/// then asks one by one).
 ///
 /// # Invariants
 ///
@@ -376,6 +377,7 @@ impl Harness {
             (Some(n), 0..=4) => Reply::Users(lookups(n)),
             (Some(n), 5) => Reply::Users(lookups(n + 1)),
             (Some(n), 6) => Reply::Users(lookups(n.saturating_sub(1))),
+            (Some(_), 8) => Reply::Failed(Failure::Permanent("unsupported request".into())),
             (_, kind) => match kind {
                 0 => Reply::User(Lookup::Found(record)),
                 1 => Reply::User(Lookup::NotFound),
@@ -389,9 +391,16 @@ impl Harness {
             },
         };
         let tagged = self.tagged;
+        let turned_down = matches!(reply, Reply::Failed(Failure::Permanent(_)));
+        if turned_down {
+            // The session asks the batch's LOOKUPs one by one: the new requests owe
+            // those answers now.
+            self.outstanding = None;
+            self.answers_due -= due as i64;
+        }
         self.session.handle_reply(self.now, id, reply);
         self.drain();
-        if !self.closed {
+        if !self.closed && !turned_down {
             assert!(
                 self.tagged >= tagged + due,
                 "a reply without all its answer lines"
