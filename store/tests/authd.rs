@@ -282,6 +282,22 @@ fn pipelined_requests_are_answered_by_tag_in_order() {
     assert_eq!(answers[0], Lookup::NotFound);
     assert!(matches!(&answers[1], Lookup::Found(r) if r.address == "alice@example.com"));
     assert_eq!(answers[2], Lookup::UnknownDomain);
+    // More than one round trip's worth: every answer still lands in its place.
+    let many: Vec<String> = (0..300)
+        .map(|i| match i % 3 {
+            0 => "alice@example.com".to_owned(),
+            1 => format!("nobody{i}@example.com"),
+            _ => format!("x{i}@elsewhere.net"),
+        })
+        .collect();
+    let refs: Vec<&str> = many.iter().map(String::as_str).collect();
+    for (i, answer) in users.lookup_many(&refs).into_iter().enumerate() {
+        match i % 3 {
+            0 => assert!(matches!(answer, Lookup::Found(_)), "{i}: {answer:?}"),
+            1 => assert_eq!(answer, Lookup::NotFound, "{i}"),
+            _ => assert_eq!(answer, Lookup::UnknownDomain, "{i}"),
+        }
+    }
 }
 
 #[test]

@@ -9,11 +9,12 @@ mod cache;
 mod conn;
 mod tls;
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use tidegate_core::authd::ClientEvent;
+use tidegate_core::authd::{AuthdClient, ClientEvent, SubmitError};
 use tidegate_core::secret::Secret;
 use tidegate_core::user::{AuthOutcome, Lookup, normalize_address};
 
@@ -22,6 +23,10 @@ pub use tls::AuthdClientTls;
 use super::UserDirectory;
 use cache::LookupCache;
 use conn::{Answers, Conn};
+
+/// Lookups [`AuthdDirectory::lookup_many`] sends in one round trip: below the codec's
+/// in-flight limit (256) and a batch size the server handles in a few store requests.
+const LOOKUPS_PER_ROUND_TRIP: usize = 128;
 
 /// Settings of an [`AuthdDirectory`] (`[users]` with `backend = "authd"`).
 #[derive(Debug, Clone)]
@@ -105,16 +110,17 @@ impl AuthdDirectory {
         let mut results: Vec<Option<Lookup>> =
             keys.iter().map(|k| self.cache.get(k, now)).collect();
         let missing: Vec<usize> = (0..keys.len()).filter(|&i| results[i].is_none()).collect();
-        if !missing.is_empty() {
+        // One round trip per batch the codec accepts in flight at once.
+        for batch in missing.chunks(LOOKUPS_PER_ROUND_TRIP) {
             let answers = self.call(|codec| {
-                missing
+                batch
                     .iter()
                     .map(|&i| codec.lookup(&keys[i]))
                     .collect::<Result<Vec<u64>, _>>()
             });
             match answers {
                 Ok((ids, mut events)) => {
-                    for (&i, id) in missing.iter().zip(ids) {
+                    for (&i, id) in batch.iter().zip(ids) {
                         let lookup = match events.remove(&id) {
                             Some(ClientEvent::Lookup { lookup, .. }) => lookup,
                             _ => Lookup::TempFail("authd: no answer".into()),
@@ -124,7 +130,7 @@ impl AuthdDirectory {
                     }
                 }
                 Err(reason) => {
-                    for &i in &missing {
+                    for &i in batch {
                         results[i] = Some(Lookup::TempFail(reason.clone()));
                     }
                 }
@@ -140,10 +146,8 @@ impl AuthdDirectory {
     /// closed is replaced by a fresh one once. Returns the request ids and their events.
     fn call(
         &self,
-        submit: impl Fn(
-            &mut tidegate_core::authd::AuthdClient,
-        ) -> Result<Vec<u64>, tidegate_core::authd::SubmitError>,
-    ) -> Result<(Vec<u64>, std::collections::HashMap<u64, ClientEvent>), String> {
+        submit: impl Fn(&mut AuthdClient) -> Result<Vec<u64>, SubmitError>,
+    ) -> Result<(Vec<u64>, HashMap<u64, ClientEvent>), String> {
         let pooled = self.lock_idle().pop();
         let (mut conn, reused) = match pooled {
             Some(conn) => (conn, true),
