@@ -11,6 +11,8 @@
 //!   `--per-connection` transactions per connection (EHLO or LHLO, MAIL, RCPT, DATA, a
 //!   dot-stuffed message of `--message-size` bytes); counts the messages whose end of
 //!   data got a 2xx. Prints a `RESULT ...` line like `pop3`.
+//! * `authd`: `--concurrency` connections sending `--depth` pipelined LOOKUPs at a time to
+//!   an authd (one started in this process unless `--target` is given); prints lookups/s.
 //! * `message`: prints the message `smtp` sends.
 //! * `idle`: opens `--connections` authenticated sessions, prints `READY ...` when all are
 //!   up, holds them for `--hold` seconds, then QUITs them all.
@@ -24,6 +26,7 @@
 //! Plain std threads and blocking sockets: the client has to be simple enough that its
 //! own behaviour is never the question when a figure looks odd.
 
+mod authd;
 mod net;
 mod pop3;
 mod procstat;
@@ -72,6 +75,8 @@ enum Command {
         #[arg(long, default_value_t = 30.0)]
         timeout: f64,
     },
+    /// authd LOOKUPs per second (an in-process authd unless --target is given).
+    Authd(authd::AuthdArgs),
     /// Prints `ticks=… clk_tck=… rss_kb=… hwm_kb=… procs=…` for a process and its
     /// descendants (ticks: utime+stime+cutime+cstime; rss/hwm: sums of VmRSS/VmHWM).
     Procstat {
@@ -96,6 +101,7 @@ fn main() -> ExitCode {
         Command::Idle(args) => pop3::idle(args),
         Command::Wait { target, timeout } => procstat::wait(&target, timeout),
         Command::Procstat { pid } => procstat::procstat(pid),
+        Command::Authd(args) => authd::authd(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

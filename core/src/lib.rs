@@ -67,6 +67,7 @@
 //! // session.poll_timeout() gives the next deadline for session.handle_timeout(now).
 //! ```
 
+pub mod authd;
 #[cfg(any(fuzzing, test, feature = "fuzzing"))]
 pub mod fuzzing;
 pub mod io;

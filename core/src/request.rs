@@ -199,6 +199,12 @@ pub enum Request {
         /// The address (not yet normalised).
         address: String,
     },
+    /// Look several users up at once (pipelined authd `LOOKUP`s, one store round trip
+    /// for all). Answered by [`Reply::Users`] with one [`Lookup`] per address, in order.
+    LookupUsers {
+        /// The addresses (not yet normalised).
+        addresses: Vec<String>,
+    },
     /// Check a password and return the user's record (authd `VERIFY`). Answered by
     /// [`Reply::Verified`].
     VerifyUser {
@@ -240,6 +246,8 @@ pub enum Reply {
     Routed(Route),
     /// The answer to [`Request::LookupUser`].
     User(Lookup),
+    /// The answer to [`Request::LookupUsers`]: one lookup per address, in order.
+    Users(Vec<Lookup>),
     /// The answer to [`Request::VerifyUser`].
     Verified(AuthOutcome),
 }

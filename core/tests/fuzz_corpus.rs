@@ -57,6 +57,11 @@ const TARGETS: &[(&str, Harness)] = &[
     ("proxy_imap_id", fuzzing::proxy_imap_id),
     ("mime_structure", fuzzing::mime_structure),
     ("uidlist", fuzzing::uidlist),
+    ("authd_wire", fuzzing::authd_wire),
+    ("authd_client", fuzzing::authd_client),
+    ("authd_session", |data| {
+        fuzzing::authd_session(Instant::now(), data)
+    }),
 ];
 
 fn fuzz_dir() -> PathBuf {
@@ -182,8 +187,21 @@ fn uidlist_corpus() {
     replay("uidlist");
 }
 
-/// Every corpus or regression directory belongs to a target this file replays, so a new
-/// fuzz target cannot be forgotten here.
+#[test]
+fn authd_wire_corpus() {
+    replay("authd_wire");
+}
+
+#[test]
+fn authd_client_corpus() {
+    replay("authd_client");
+}
+
+#[test]
+fn authd_session_corpus() {
+    replay("authd_session");
+}
+
 #[test]
 fn proxy_header_corpus() {
     replay("proxy_header");
@@ -214,6 +232,8 @@ fn proxy_imap_id_corpus() {
     replay("proxy_imap_id");
 }
 
+/// Every corpus or regression directory belongs to a target this file replays, so a new
+/// fuzz target cannot be forgotten here.
 #[test]
 fn every_target_is_replayed() {
     for kind in ["corpus", "regressions"] {

@@ -7,6 +7,7 @@
 //! between the `tidegate` binary and a shell: which listeners to serve, how to make a
 //! session for an accepted connection, who runs requests, and how to stop.
 
+pub mod authd_server;
 pub mod imap;
 pub mod local;
 pub mod lock;

@@ -25,6 +25,9 @@
 //! | [`proxy_imap_id`] | ID command arguments | no panic; RFC 2971 limits; parse → encode → parse |
 //! | [`mime_structure`] | a stored message | no panic; part offsets inside the input and inside their parent; renderings parenthesised; sections inside the input |
 //! | [`uidlist`] | a uidlist file | no panic; parse → render → parse round trip; merge keeps UIDs increasing and never renumbers a listed name |
+//! | [`authd_wire`] | parser choice, one line | parse → encode → parse round trip; percent coding round trip |
+//! | [`authd_client`] | chunking seed, a script of submits and server bytes | every request answered exactly once, of its kind; nothing after `Closed` |
+//! | [`authd_session`] | config byte, then a script of operations | see [`authd_session`] |
 //!
 //! The core never reads a clock, so the session harnesses take their starting
 //! [`Instant`](std::time::Instant) from the caller; only time differences matter, so a
@@ -43,12 +46,14 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig};
 
+mod authd;
 mod mime;
 mod pop3;
 mod proxy;
 mod smtp;
 mod wire;
 
+pub use authd::{authd_client, authd_session, authd_wire};
 pub use mime::{mime_structure, uidlist};
 pub use pop3::{
     SESSION_OUTPUT_SLACK, pop3_command, pop3_session, pop3_session_trace, pop3_tls_session,

@@ -9,6 +9,7 @@
 //! keeping every other line as it was; [`parse_passwd_file`] reads a Dovecot
 //! passwd-file for `tidegate user import`. docs/users.md is the operator's guide.
 
+mod authd;
 mod cache;
 mod directory;
 mod edit;
@@ -20,6 +21,7 @@ mod table;
 use std::fmt;
 use std::io;
 
+pub use authd::{AuthdClientConfig, AuthdClientTls, AuthdDirectory};
 pub use cache::{CacheConfig, CachedDirectory};
 pub use directory::UserDirectory;
 pub use edit::{add_user, add_users, delete_user, list_users, set_fields, set_password};
