@@ -1,8 +1,10 @@
 //! `tidegate demo`: a whole proxied cluster on loopback, with demo users and mail.
 //!
-//! Three nodes run in this one process, each from its own config file in the demo
+//! Four nodes run in this one process, each from its own config file in the demo
 //! directory (so each can also be started alone with `tidegate serve --config`):
 //!
+//! * `authd.toml`: the user database on 127.0.0.1, served to the other nodes over the
+//!   authd protocol with a shared secret (`authd.secret`);
 //! * `front.toml`: the front-end on 127.0.0.1 (POP3, POP3S, submission, IMAP) that
 //!   routes every user to a back-end, connecting from 127.0.0.5 and passing the client
 //!   address in a PROXY v2 header;
@@ -45,6 +47,7 @@ struct Ports {
     smtp: u16,
     submission: u16,
     imap: u16,
+    authd: u16,
 }
 
 impl Ports {
@@ -56,6 +59,7 @@ impl Ports {
             smtp: first + 2,
             submission: first + 3,
             imap: first + 4,
+            authd: first + 5,
         })
     }
 }
@@ -64,7 +68,9 @@ impl Ports {
 pub fn run(dir: &Path, port: u16) -> Result<(), String> {
     let ports = Ports::from(port)?;
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    ensure_secret(&dir.join("authd.secret"))?;
     let configs = [
+        ("authd", write(dir, "authd.toml", &authd_config(&ports))?),
         (
             "back1",
             write(dir, "back1.toml", &backend_config("back1", BACK1, &ports))?,
@@ -78,7 +84,7 @@ pub fn run(dir: &Path, port: u16) -> Result<(), String> {
     let mut nodes = Vec::new();
     for (name, path) in &configs {
         let config = Config::load(path)?;
-        if *name == "back1" && !config.users.file.exists() {
+        if *name == "authd" && !config.users.file.exists() {
             populate(&config)?;
         }
         let prepared = wiring::prepare(&config, Some(path)).map_err(|e| {
@@ -125,13 +131,57 @@ fn write(dir: &Path, name: &str, text: &str) -> Result<PathBuf, String> {
     Ok(path)
 }
 
+/// A random shared secret for the demo's authd, made on the first run (mode 0600).
+fn ensure_secret(path: &Path) -> Result<(), String> {
+    if path.exists() {
+        return Ok(());
+    }
+    let mut bytes = [0u8; 24];
+    getrandom::getrandom(&mut bytes).map_err(|e| format!("random secret: {e}"))?;
+    let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    writeln!(file, "{secret}").map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// The `[users]` section of a node that looks users up in the demo's authd.
+fn authd_users(p: &Ports) -> String {
+    format!(
+        "[users]
+backend = \"authd\"
+authd = \"{FRONT}:{authd}\"
+authd_secret_file = \"authd.secret\"
+",
+        authd = p.authd
+    )
+}
+
+fn authd_config(p: &Ports) -> String {
+    format!(
+        "# Written by `tidegate demo`: the user database, served to the other nodes.\n\
+         # Run alone with `tidegate serve --config authd.toml`.\n\
+         hostname = \"authd.demo.test\"\n\n\
+         [storage]\nmailbox_path = \"mail\"\nworkarea = \"authd-work\"\n\n\
+         [users]\nfile = \"users\"          # edit with `tidegate user ... --users users`\n\n\
+         [authd]\nlisten = \"{FRONT}:{authd}\"\nsecret_file = \"authd.secret\"\n\n\
+         [server]\nthreads = 1\nshutdown_grace_secs = 2\n",
+        authd = p.authd
+    )
+}
+
 fn backend_config(name: &str, ip: &str, p: &Ports) -> String {
     format!(
         "# Written by `tidegate demo`: back-end {name}. Run alone with\n\
          # `tidegate serve --config {name}.toml`.\n\
          hostname = \"{name}.demo.test\"\n\n\
          [storage]\nmailbox_path = \"mail\"      # shared by both back-ends\nworkarea = \"{name}-work\"\n\n\
-         [users]\nfile = \"users\"\n\n\
+         {users}\n\
          [pop3]\nlisten = [\"{ip}:{pop3}\"]\nauth_failure_delay_ms = 500\n\n\
          [smtp]\nlisten = [\"{ip}:{smtp}\"]\nsubmission = [\"{ip}:{submission}\"]\nauth_failure_delay_ms = 500\n\n\
          # Only the front-end's source address may send PROXY headers; everyone else is\n\
@@ -141,6 +191,7 @@ fn backend_config(name: &str, ip: &str, p: &Ports) -> String {
         pop3 = p.pop3,
         smtp = p.smtp,
         submission = p.submission,
+        users = authd_users(p),
     )
 }
 
@@ -150,7 +201,7 @@ fn frontend_config(p: &Ports) -> String {
          # `tidegate serve --config front.toml`.\n\
          hostname = \"front.demo.test\"\n\n\
          [storage]\nmailbox_path = \"mail\"\nworkarea = \"front-work\"\n\n\
-         [users]\nfile = \"users\"\n\n\
+         {users}\n\
          [pop3]\nlisten = [\"{FRONT}:{pop3}\"]\nlisten_tls = [\"{FRONT}:{pop3s}\"]\nauth_failure_delay_ms = 500\n\n\
          [smtp]\nlisten = [\"{FRONT}:{smtp}\"]\nsubmission = [\"{FRONT}:{submission}\"]\nauth_failure_delay_ms = 500\n\n\
          [imap]\nlisten = [\"{FRONT}:{imap}\"]\n\n\
@@ -163,6 +214,7 @@ fn frontend_config(p: &Ports) -> String {
         smtp = p.smtp,
         submission = p.submission,
         imap = p.imap,
+        users = authd_users(p),
     )
 }
 
@@ -278,8 +330,9 @@ fn print_banner(dir: &Path, nodes: &[(&str, Prepared)], ports: &Ports) {
         );
     }
     println!(
-        "\nThe front-end logs each route; the back-ends log each login with the real client\n\
-         address from the PROXY header. IMAP on {FRONT}:{} is proxied to the back-ends'\n\
+        "\nEvery node looks users up in the authd (edit users with `tidegate user ... --users\n\
+         users` in the demo directory; the authd notices). The front-end logs each route;\n\
+         the back-ends log each login with the real client address from the PROXY header. IMAP on {FRONT}:{} is proxied to the back-ends'\n\
          IMAP port. The certificate is self-signed (hence -k). Ctrl-C stops the cluster.",
         ports.imap
     );

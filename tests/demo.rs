@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 fn free_base() -> u16 {
     let mut candidate = 20_000 + (std::process::id() % 20_000) as u16;
     loop {
-        let free = (candidate..candidate + 5).all(|port| {
+        let free = (candidate..candidate + 6).all(|port| {
             ["127.0.0.1", "127.0.0.2", "127.0.0.3"]
                 .iter()
                 .all(|ip| TcpListener::bind((*ip, port)).is_ok())
@@ -75,7 +75,7 @@ fn the_demo_cluster_routes_each_user_and_stops_on_ctrl_c() {
     assert_eq!(pop3_first_subject(base, "bob@demo.test"), "Hello Bob");
     assert_eq!(pop3_first_subject(base, "carol@demo.test"), "Hello Carol");
     // Each node's config is on disk for running the nodes as separate processes.
-    for node in ["front.toml", "back1.toml", "back2.toml"] {
+    for node in ["authd.toml", "front.toml", "back1.toml", "back2.toml"] {
         assert!(dir.path().join(node).is_file(), "{node}");
     }
 

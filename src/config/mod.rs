@@ -7,9 +7,11 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use tidegate_core::net::{Cidr, PlaintextAuth};
 
+mod authd;
 mod proxy;
 mod users;
 
+pub use authd::Authd;
 pub use proxy::Proxy;
 pub use users::Users;
 
@@ -44,6 +46,9 @@ pub struct Config {
     /// Networks trusted for plaintext login and client-address forwarding.
     #[serde(default)]
     pub trust: Trust,
+    /// Serve this node's user database to other nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authd: Option<Authd>,
     /// Front-end (proxy) mode.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proxy: Option<Proxy>,
@@ -247,7 +252,7 @@ impl Default for Server {
 
 /// Sections of the contract that later versions implement; naming one is an error
 /// rather than a silently ignored listener.
-const NOT_YET: &[&str] = &["authd", "relay", "metrics"];
+const NOT_YET: &[&str] = &["relay", "metrics"];
 
 impl Config {
     /// Parses and validates config text. Relative paths are resolved against `base`
@@ -281,6 +286,10 @@ impl Config {
         fix(&mut self.storage.mailbox_path);
         fix(&mut self.storage.workarea);
         fix(&mut self.users.file);
+        self.users.authd.resolve_paths(&fix);
+        if let Some(file) = self.authd.as_mut().and_then(|a| a.secret_file.as_mut()) {
+            fix(file);
+        }
         if let Some(ca) = self.users.ldap.as_mut().and_then(|l| l.ca_file.as_mut()) {
             fix(ca);
         }
@@ -298,6 +307,9 @@ impl Config {
 
     fn validate(&self) -> Result<(), String> {
         self.users.validate()?;
+        if let Some(authd) = &self.authd {
+            authd.secret()?;
+        }
         if let Some(pop3) = &self.pop3 {
             if pop3.lock {
                 return Err("pop3.lock = true: the cluster-wide POP3 lock is not implemented in this version".into());

@@ -8,6 +8,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tidegate_store::users::{LdapAuth, LdapConfig};
 
+use super::authd::AuthdClient;
+
 /// `[users]`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -28,6 +30,9 @@ pub struct Users {
     /// `backend = "ldap"`: `[users.ldap]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ldap: Option<Ldap>,
+    /// `backend = "authd"`: the `authd*` keys.
+    #[serde(flatten)]
+    pub authd: AuthdClient,
 }
 
 impl Default for Users {
@@ -38,6 +43,7 @@ impl Default for Users {
             cache_ttl_secs: 0,
             cache_size: default_cache_size(),
             ldap: None,
+            authd: AuthdClient::default(),
         }
     }
 }
@@ -136,8 +142,9 @@ impl Users {
                     .map_err(|e| format!("users.ldap: {e}"))
             }
             ("ldap", None) => Err("users.backend = \"ldap\" needs a [users.ldap] section".into()),
+            ("authd", _) => self.authd.to_store().map(|_| ()),
             (other, _) => Err(format!(
-                "users.backend = {other:?}: expected \"file\" or \"ldap\""
+                "users.backend = {other:?}: expected \"file\", \"authd\" or \"ldap\""
             )),
         }
     }

@@ -6,15 +6,18 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use tidegate_core::authd::AuthdConfig;
 use tidegate_core::pop3::{Pop3Config, Pop3Listener};
 use tidegate_core::smtp::{SmtpConfig, SmtpListener, SmtpRole};
+use tidegate_store::Accept;
+use tidegate_store::authd_server::AuthdService;
 use tidegate_store::local::LocalStore;
 use tidegate_store::maildir::MaildirStore;
 use tidegate_store::node::Node;
 use tidegate_store::router::{BackendPorts, Router, RouterConfig};
 use tidegate_store::service::BoxedSession;
 use tidegate_store::users::{
-    CacheConfig, CachedDirectory, LdapDirectory, UserDirectory, UsersFile,
+    AuthdDirectory, CacheConfig, CachedDirectory, LdapDirectory, UserDirectory, UsersFile,
 };
 use tidegate_store::{Listener, Listeners, ServerSpec, SessionFactory, Shutdown};
 use tidegate_store::{LoginPenalty, PenaltyConfig};
@@ -171,8 +174,27 @@ fn plan_listeners(config: &Config) -> Result<Vec<Planned>, String> {
             add("lmtp", addr, smtp_listener(lmtp_config.clone()));
         }
     }
+    // Not behind the PROXY-header gate: authd clients are tidegate nodes, never
+    // proxied mail clients.
+    if let Some(authd) = &config.authd {
+        let service = AuthdService::new(
+            AuthdConfig::new(authd.secret()?),
+            authd.tls.then(|| tls.clone()),
+        );
+        let service: Arc<dyn Accept> = Arc::new(service);
+        for addr in authd.listen.to_vec() {
+            planned.push(Planned {
+                scheme: "authd",
+                addr,
+                listener: Listener::Custom(service.clone()),
+            });
+        }
+    }
     if planned.is_empty() {
-        return Err("the config names no listener: add [pop3], [smtp] or [lmtp] listeners".into());
+        return Err(
+            "the config names no listener: add [pop3], [imap], [smtp], [lmtp] or [authd] listeners"
+                .into(),
+        );
     }
     Ok(planned)
 }
@@ -198,6 +220,7 @@ fn router(config: &Config) -> Option<Arc<Router>> {
 fn user_directory(config: &Config) -> Result<Arc<dyn UserDirectory>, String> {
     let users = &config.users;
     let directory: Arc<dyn UserDirectory> = match (users.backend.as_str(), &users.ldap) {
+        ("authd", _) => Arc::new(AuthdDirectory::new(users.authd.to_store()?)?),
         ("ldap", Some(ldap)) => {
             Arc::new(LdapDirectory::new(ldap.to_store()?).map_err(|e| format!("users.ldap: {e}"))?)
         }

@@ -41,6 +41,16 @@ impl AuthdService {
     }
 }
 
+impl crate::service::Accept for AuthdService {
+    fn open(&self, peer: SocketAddr, now: Instant) -> BoxedSession {
+        self.listener.open(peer, now)
+    }
+
+    fn busy(&self, _peer: SocketAddr, _now: Instant) -> BoxedSession {
+        self.listener.busy()
+    }
+}
+
 impl SessionFactory for AuthdService {
     fn open(&self, _listener: usize, peer: SocketAddr, now: Instant) -> BoxedSession {
         self.listener.open(peer, now)

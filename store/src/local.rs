@@ -206,6 +206,12 @@ impl Executor for LocalStore {
                 Reply::Done
             }
             Request::LookupUser { address } => Reply::User(self.users.lookup(&address)),
+            Request::LookupUsers { addresses } => Reply::Users(
+                addresses
+                    .iter()
+                    .map(|address| self.users.lookup(address))
+                    .collect(),
+            ),
             Request::VerifyUser {
                 user,
                 password,
