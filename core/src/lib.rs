@@ -69,6 +69,7 @@
 
 #[cfg(any(fuzzing, test, feature = "fuzzing"))]
 pub mod fuzzing;
+pub mod imap;
 pub mod io;
 pub mod maildir;
 pub mod net;
