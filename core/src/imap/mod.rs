@@ -7,7 +7,11 @@
 //! literals, [`command`] parses a complete command, the session runs it (asking the
 //! store through [`ImapRequest`]s) and [`response`] encodes the answer.
 
+pub mod command;
 pub mod date;
+pub mod fetch;
 pub mod fragment;
+pub mod mailbox;
 pub mod response;
+pub mod search;
 pub mod sequence;
