@@ -123,6 +123,8 @@ pub enum Code {
     Cannot,
     /// `[INUSE]` (RFC 5530).
     InUse,
+    /// `[BADCHARSET (US-ASCII UTF-8)]`: SEARCH with another charset (RFC 3501 §6.4.4).
+    BadCharset,
     /// `[CLOSED]`: the selected mailbox was closed (RFC 7162 §3.2.11, sent on re-SELECT).
     Closed,
 }
@@ -154,6 +156,7 @@ impl fmt::Display for Code {
             Code::Cannot => f.write_str("CANNOT"),
             Code::InUse => f.write_str("INUSE"),
             Code::Closed => f.write_str("CLOSED"),
+            Code::BadCharset => f.write_str("BADCHARSET (US-ASCII UTF-8)"),
         }
     }
 }
