@@ -697,12 +697,9 @@ impl Session for ImapSession {
         if self.is_closed() {
             return;
         }
-        if let Some(Waiting::Fetch(job)) = self.waiting.take() {
-            if job.request.is_none() {
-                self.continue_fetch(now, job);
-            } else {
-                self.waiting = Some(Waiting::Fetch(job));
-            }
+        match self.waiting.take() {
+            Some(Waiting::Fetch(job)) if job.request.is_none() => self.continue_fetch(now, job),
+            other => self.waiting = other,
         }
         self.resume(now);
     }
