@@ -332,7 +332,7 @@ fn literal_over_command_limit_is_refused_without_continuation() {
     let mut h = Harness::new();
     h.take();
     h.send("a LOGIN {9999999}\r\nb LOGIN {9999999+}\r\n");
-    h.send_bytes(&vec![b'z'; 100]);
+    h.send_bytes(&[b'z'; 100]);
     let out = h.take();
     assert_eq!(
         out,
