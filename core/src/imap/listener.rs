@@ -1,4 +1,4 @@
-//! How a IMAP listener makes sessions: the pure part of accepting a connection.
+//! How an IMAP listener makes sessions: the pure part of accepting a connection.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
