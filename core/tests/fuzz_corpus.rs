@@ -43,6 +43,11 @@ const TARGETS: &[(&str, Harness)] = &[
     ("smtp_tls_session", |data| {
         fuzzing::smtp_tls_session(Instant::now(), &TLS, data)
     }),
+    ("imap_fragment", fuzzing::imap_fragment),
+    ("imap_command", fuzzing::imap_command),
+    ("imap_session", |data| {
+        fuzzing::imap_session(Instant::now(), data)
+    }),
 ];
 
 fn fuzz_dir() -> PathBuf {
@@ -223,4 +228,19 @@ fn show_session_seeds() {
             }
         }
     }
+}
+
+#[test]
+fn imap_fragment_corpus() {
+    replay("imap_fragment");
+}
+
+#[test]
+fn imap_command_corpus() {
+    replay("imap_command");
+}
+
+#[test]
+fn imap_session_corpus() {
+    replay("imap_session");
 }

@@ -100,14 +100,19 @@ fn starttls_discards_pipelined_plaintext_and_allows_login() {
     assert_eq!(reply, "a OK Begin TLS negotiation now\r\n");
     assert!(server.is_tls());
 
-    let mut client =
-        ClientConnection::new(tls.client.clone(), ServerName::try_from("localhost").unwrap())
-            .unwrap();
+    let mut client = ClientConnection::new(
+        tls.client.clone(),
+        ServerName::try_from("localhost").unwrap(),
+    )
+    .unwrap();
     assert_eq!(pump(&mut client, &mut server, now, &mut logins), "");
     client.writer().write_all(b"c CAPABILITY\r\n").unwrap();
     let caps = pump(&mut client, &mut server, now, &mut logins);
     assert!(caps.contains(" AUTH=PLAIN\r\nc OK"), "{caps}");
-    assert!(!caps.contains("STARTTLS") && !caps.contains("LOGINDISABLED"), "{caps}");
+    assert!(
+        !caps.contains("STARTTLS") && !caps.contains("LOGINDISABLED"),
+        "{caps}"
+    );
     client
         .writer()
         .write_all(b"d LOGIN alice secret\r\ne STARTTLS\r\n")
@@ -125,11 +130,16 @@ fn implicit_tls_greets_after_the_handshake() {
     let mut server = Secured::implicit(imap(true, now), tls.server.clone()).unwrap();
     let mut logins = Vec::new();
     assert!(drain(&mut server, now, &mut logins).is_empty());
-    let mut client =
-        ClientConnection::new(tls.client.clone(), ServerName::try_from("localhost").unwrap())
-            .unwrap();
+    let mut client = ClientConnection::new(
+        tls.client.clone(),
+        ServerName::try_from("localhost").unwrap(),
+    )
+    .unwrap();
     let greeting = pump(&mut client, &mut server, now, &mut logins);
-    assert!(greeting.starts_with("* OK [CAPABILITY IMAP4rev1 "), "{greeting}");
+    assert!(
+        greeting.starts_with("* OK [CAPABILITY IMAP4rev1 "),
+        "{greeting}"
+    );
     assert!(greeting.contains(" AUTH=PLAIN]"), "{greeting}");
     client.writer().write_all(b"z LOGOUT\r\n").unwrap();
     assert_eq!(

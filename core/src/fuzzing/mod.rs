@@ -17,6 +17,9 @@
 //! | [`smtp_data`] | `max_line`, two chunking bytes, a client byte stream | DATA/BDAT framing on [`LineBuffer`](crate::wire::LineBuffer) raw bytes as the SMTP session does it: chunking-invariant, equal to a reference, DATA ends only at CRLF `.` CRLF, output never longer than input |
 //! | [`smtp_session`] | config byte, then a script of operations | see [`smtp_session`] |
 //! | [`smtp_tls_session`] | the same, with TLS operations | see [`smtp_tls_session`] |
+//! | [`imap_fragment`] | `max_line`, two chunking bytes, a client byte stream | IMAP lines and literals: the same fragments however the input is cut; bounded buffering |
+//! | [`imap_command`] | one complete command | no panic; command name case is irrelevant; bounded tags |
+//! | [`imap_session`] | connection byte, then a script of operations | see [`imap_session`] |
 //!
 //! The core never reads a clock, so the session harnesses take their starting
 //! [`Instant`](std::time::Instant) from the caller; only time differences matter, so a
@@ -34,10 +37,12 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig};
 
+mod imap;
 mod pop3;
 mod smtp;
 mod wire;
 
+pub use imap::{IMAP_OUTPUT_SLACK, imap_command, imap_fragment, imap_session};
 pub use pop3::{
     SESSION_OUTPUT_SLACK, pop3_command, pop3_session, pop3_session_trace, pop3_tls_session,
 };
