@@ -272,7 +272,7 @@ impl ImapHarness {
         }
         let (id, request) = self.open.remove(0);
         self.salt = self.salt.wrapping_mul(1_103_515_245).wrapping_add(12_345);
-        let reply = if kind % 2 == 0 {
+        let reply = if kind.is_multiple_of(2) {
             fitting_reply(&request, kind, self.salt)
         } else {
             any_reply(kind / 2, self.salt)
@@ -328,7 +328,7 @@ fn fitting_reply(request: &Request, kind: u8, salt: u32) -> Reply {
     }
     let imap = match request {
         Request::Authenticate { .. } => {
-            return if salt % 3 == 0 {
+            return if salt.is_multiple_of(3) {
                 Reply::Failed(Failure::Denied)
             } else {
                 Reply::Authenticated(Account("fuzz@example.com".into()))
@@ -347,7 +347,7 @@ fn fitting_reply(request: &Request, kind: u8, salt: u32) -> Reply {
             MailboxInfo {
                 name: "Entwürfe/a\"b".into(),
                 attributes: vec!["\\Drafts".into()],
-                subscribed: salt % 2 == 0,
+                subscribed: salt.is_multiple_of(2),
             },
         ]),
         ImapRequest::Status { .. } => ImapReply::Status(MailboxStatus {
@@ -358,7 +358,7 @@ fn fitting_reply(request: &Request, kind: u8, salt: u32) -> Reply {
             unseen: 2,
         }),
         ImapRequest::Snapshot { .. } => ImapReply::Snapshot(Snapshot {
-            uid_validity: if salt % 17 == 0 { 6 } else { 5 },
+            uid_validity: if salt.is_multiple_of(17) { 6 } else { 5 },
             uid_next: 20,
             messages: messages(salt),
         }),
@@ -366,7 +366,7 @@ fn fitting_reply(request: &Request, kind: u8, salt: u32) -> Reply {
             let len = (*max_len).min((salt % 600) as usize);
             return Reply::Chunk {
                 bytes: Bytes::from(vec![b'x'; len]),
-                end: salt % 5 == 0,
+                end: salt.is_multiple_of(5),
             };
         }
         ImapRequest::FetchContent { items, .. } => ImapReply::Content(
