@@ -46,9 +46,10 @@ pub(super) struct FetchJob {
 }
 
 impl FetchJob {
-    /// True while a literal is partly written.
+    /// True while a FETCH response is partly written (inside its parentheses or a
+    /// literal): no other response may be interleaved.
     pub(super) fn mid_literal(&self) -> bool {
-        self.stream.is_some()
+        self.stream.is_some() || self.item.is_some()
     }
 }
 

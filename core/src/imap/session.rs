@@ -280,12 +280,16 @@ impl ImapSession {
                 Fragment::LiteralData(data) => self.on_literal_data(now, data),
                 Fragment::LiteralEnd => self.on_literal_end(now),
                 Fragment::LineTooLong => {
+                    // The tag of the command the line belonged to, when it is known.
+                    let tag = tag_of(&self.command)
+                        .or_else(|| self.sasl_tag.take())
+                        .or_else(|| self.idle_tag.take());
                     self.command.clear();
                     self.sasl_tag = None;
                     if let Some(appending) = self.append.take() {
                         self.abort_append(now, appending, "Command line too long");
                     } else {
-                        self.bad(None, "Command line too long");
+                        self.bad(tag.as_deref(), "Command line too long");
                     }
                 }
             }
