@@ -442,3 +442,36 @@ fn too_many_bad_commands_close() {
     );
     assert!(h.closed);
 }
+
+#[test]
+fn check_uid_expunge_and_close() {
+    let mut h = Harness::selected();
+    h.send("a STORE 1:2 +FLAGS.SILENT (\\Deleted)\r\nb UID EXPUNGE 2\r\nc CHECK\r\n");
+    assert_eq!(
+        h.take(),
+        "a OK STORE completed\r\n* 2 EXPUNGE\r\nb OK EXPUNGE completed\r\nc OK NOOP completed\r\n"
+    );
+    h.send("d CLOSE\r\ne FETCH 1 FLAGS\r\n");
+    assert_eq!(
+        h.take(),
+        "d OK CLOSE completed\r\ne BAD No mailbox selected\r\n"
+    );
+    assert!(
+        h.store.mailboxes["INBOX"].messages.is_empty(),
+        "CLOSE expunged silently"
+    );
+}
+
+#[test]
+fn uid_fetch_rfc3501_example_shape() {
+    let mut h = Harness::selected();
+    // RFC 3501 §6.4.8: UID FETCH returns UID even when not asked, and a UID range past
+    // the last message still matches the last one.
+    h.send("A999 UID FETCH 2:4827313 FLAGS\r\n");
+    assert_eq!(
+        h.take(),
+        "* 2 FETCH (UID 2 FLAGS (\\Recent))\r\nA999 OK FETCH completed\r\n"
+    );
+    h.send("A1 UID FETCH 9:* UID\r\n");
+    assert_eq!(h.take(), "* 2 FETCH (UID 2)\r\nA1 OK FETCH completed\r\n");
+}
