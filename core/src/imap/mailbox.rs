@@ -98,35 +98,35 @@ pub fn canonical(name: String) -> String {
     }
 }
 
+/// The longest LIST pattern accepted, in characters: matching costs
+/// pattern × name length per mailbox.
+pub const MAX_PATTERN: usize = 1024;
+
 /// True when `name` matches a LIST pattern (RFC 3501 §6.3.8): `*` matches anything,
-/// `%` anything but the hierarchy delimiter. Both are decoded names.
+/// `%` anything but the hierarchy delimiter. Both are decoded names. Linear in
+/// pattern × name length (one row of reachable name positions per pattern character).
 pub fn matches(pattern: &str, name: &str) -> bool {
-    let p: Vec<char> = pattern.chars().collect();
     let n: Vec<char> = name.chars().collect();
-    // Iterative matching with one backtrack point per wildcard kind would not be
-    // enough for `%`; a small table is linear in |p|·|n| and needs no recursion.
     let mut reach = vec![false; n.len() + 1];
     reach[0] = true;
-    for &pc in &p {
+    for pc in pattern.chars() {
         let mut next = vec![false; n.len() + 1];
         match pc {
-            '*' | '%' => {
-                for i in 0..=n.len() {
-                    if reach[i] {
-                        next[i] = true;
-                        let mut j = i;
-                        while j < n.len() && (pc == '*' || n[j] != DELIMITER) {
-                            j += 1;
-                            next[j] = true;
-                        }
-                    }
+            '*' => {
+                let mut any = false;
+                for (j, slot) in next.iter_mut().enumerate() {
+                    any |= reach[j];
+                    *slot = any;
+                }
+            }
+            '%' => {
+                for j in 0..=n.len() {
+                    next[j] = reach[j] || (j > 0 && next[j - 1] && n[j - 1] != DELIMITER);
                 }
             }
             c => {
-                for i in 0..n.len() {
-                    if reach[i] && n[i] == c {
-                        next[i + 1] = true;
-                    }
+                for j in 0..n.len() {
+                    next[j + 1] = reach[j] && n[j] == c;
                 }
             }
         }

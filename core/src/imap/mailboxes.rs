@@ -29,6 +29,9 @@ impl ImapSession {
             self.raw(line.as_bytes());
             return self.tagged(tag, Condition::Ok, None, "LIST completed");
         }
+        if reference.chars().count() + pattern.chars().count() > mailbox::MAX_PATTERN {
+            return self.bad(Some(tag), "Pattern too long");
+        }
         let Some(account) = self.account().cloned() else {
             return self.bad(Some(tag), "Log in first");
         };

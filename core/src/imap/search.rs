@@ -243,23 +243,16 @@ fn sent_date(content: Option<&[u8]>) -> Option<Date> {
         .and_then(|v| parse_header_date(v))
 }
 
-/// Case-insensitive substring test (ASCII folding plus Unicode lower-casing when both
-/// sides are UTF-8).
+/// Case-insensitive substring test (Unicode lower-casing; bytes that are not UTF-8
+/// compare as U+FFFD). `str::contains` is linear in the haystack, so a long needle
+/// cannot make a search quadratic.
 pub fn contains(haystack: &[u8], needle: &str) -> bool {
     if needle.is_empty() {
         return true;
     }
-    match std::str::from_utf8(haystack) {
-        Ok(text) if !needle.is_ascii() || !text.is_ascii() => {
-            text.to_lowercase().contains(&needle.to_lowercase())
-        }
-        _ => {
-            let needle = needle.as_bytes();
-            haystack
-                .windows(needle.len())
-                .any(|w| w.eq_ignore_ascii_case(needle))
-        }
-    }
+    String::from_utf8_lossy(haystack)
+        .to_lowercase()
+        .contains(&needle.to_lowercase())
 }
 
 #[cfg(test)]
