@@ -380,7 +380,7 @@ fn bad_syntax() {
     assert_eq!(error(b"A UID NOOP").reason, "Unknown command");
     assert_eq!(
         error(b"A APPEND INBOX {3}\r\nabc").reason,
-        "Unknown command"
+        "Syntax error in arguments"
     );
     assert_eq!(error(b"A SEARCH").reason, "Syntax error in arguments");
 }

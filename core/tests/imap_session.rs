@@ -475,3 +475,40 @@ fn uid_fetch_rfc3501_example_shape() {
     h.send("A1 UID FETCH 9:* UID\r\n");
     assert_eq!(h.take(), "* 2 FETCH (UID 2)\r\nA1 OK FETCH completed\r\n");
 }
+
+#[test]
+fn slow_store_gets_unavailable_and_late_replies_are_ignored() {
+    let mut h = Harness::logged_in();
+    h.hold = true;
+    h.send("a STATUS INBOX (MESSAGES)\r\nb NOOP\r\n");
+    assert_eq!(h.take(), "");
+    h.advance(Duration::from_secs(30));
+    assert_eq!(
+        h.take(),
+        "a NO [UNAVAILABLE] Storage did not answer, try again later\r\nb OK NOOP completed\r\n"
+    );
+    let (id, request) = h.held.remove(0);
+    let late = h.store.execute(request);
+    h.session.handle_reply(h.now, id, late);
+    h.pump();
+    assert_eq!(h.take(), "", "a late reply is ignored");
+}
+
+#[test]
+fn throttled_and_temporary_login_failures() {
+    let mut h = Harness::new();
+    h.take();
+    h.send("a LOGIN slow x\r\n");
+    h.advance(Duration::from_secs(9));
+    assert_eq!(h.take(), "", "the login penalty outlasts the usual delay");
+    h.advance(Duration::from_secs(1));
+    assert_eq!(
+        h.take(),
+        "a NO [AUTHENTICATIONFAILED] Authentication failed\r\n"
+    );
+    h.send("b LOGIN down x\r\n");
+    assert_eq!(
+        h.take(),
+        "b NO [UNAVAILABLE] Temporary failure, try again later\r\n"
+    );
+}

@@ -689,8 +689,12 @@ impl Session for ImapSession {
         }
         if self.poll_at.is_some_and(|at| at <= now) && !self.is_closed() {
             self.poll_at = None;
-            if self.waiting.is_none() && self.idle_tag.is_some() {
-                self.idle_poll(now);
+            if self.idle_tag.is_some() {
+                if self.waiting.is_none() {
+                    self.idle_poll(now);
+                } else {
+                    self.poll_at = Some(now + self.cfg.idle_poll_interval);
+                }
             }
         }
         self.io.flush();

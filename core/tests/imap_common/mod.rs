@@ -97,6 +97,10 @@ impl Store {
             Request::Authenticate { user, password, .. } => {
                 if user == "alice" && password.expose() == b"secret" {
                     Reply::Authenticated(Account("alice@example.com".into()))
+                } else if user == "slow" {
+                    Reply::Failed(Failure::Throttled(Duration::from_secs(10)))
+                } else if user == "down" {
+                    Reply::Failed(Failure::Temporary("user database unreachable".into()))
                 } else {
                     Reply::Failed(Failure::Denied)
                 }
@@ -416,6 +420,9 @@ pub struct Harness<S: Session> {
     pub answered: Vec<RequestId>,
     /// The session asked for TLS (only seen without a `Secured` wrapper).
     pub started_tls: bool,
+    /// Keep requests unanswered in `held` instead of asking the store.
+    pub hold: bool,
+    pub held: Vec<(RequestId, Request)>,
 }
 
 pub fn conn(plaintext_auth: bool, starttls: bool) -> ConnInfo {
@@ -451,6 +458,8 @@ impl Harness<ImapSession> {
             auto_drain: true,
             answered: Vec::new(),
             started_tls: false,
+            hold: false,
+            held: Vec::new(),
         };
         h.pump();
         h
@@ -500,7 +509,11 @@ impl<S: Session> Harness<S> {
                     Action::Request { id, request } => {
                         assert!(!self.answered.contains(&id), "request id reused");
                         self.answered.push(id);
-                        replies.push((id, self.store.execute(request)));
+                        if self.hold {
+                            self.held.push((id, request));
+                        } else {
+                            replies.push((id, self.store.execute(request)));
+                        }
                     }
                     Action::Close { .. } => self.closed = true,
                     Action::StartTls { .. } => self.started_tls = true,

@@ -117,6 +117,9 @@ fn command_body<'a>(name: &[u8], uid: bool, args: &'a [u8]) -> Option<Res<'a, Co
         (b"STORE", uid) => all_consuming(|i| store(i, uid)).parse(args),
         (b"COPY", uid) => all_consuming(|i| copy(i, uid, false)).parse(args),
         (b"MOVE", uid) => all_consuming(|i| copy(i, uid, true)).parse(args),
+        // The session handles APPEND before the grammar sees it; reaching here means
+        // its arguments did not parse (RFC 3501 §6.3.11).
+        (b"APPEND", false) => fail(args),
         _ => return None,
     };
     Some(result)
