@@ -94,6 +94,23 @@ pub struct SearchCandidate {
     pub meta: MessageMeta,
 }
 
+impl SearchCandidate {
+    /// What [`crate::imap::search::evaluate`] needs besides the bytes; `last` is the
+    /// request's `(highest sequence number, highest UID)`.
+    pub fn facts(&self, last: (u32, u32)) -> crate::imap::search::MessageFacts<'_> {
+        crate::imap::search::MessageFacts {
+            seq: self.seq,
+            uid: self.meta.uid,
+            flags: &self.meta.flags,
+            size: self.meta.size,
+            internal_date: self.meta.internal_date,
+            recent: self.meta.recent,
+            last_seq: last.0,
+            last_uid: last.1,
+        }
+    }
+}
+
 /// A mailbox operation for the store.
 #[derive(Debug)]
 #[non_exhaustive]

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tidegate_core::imap::command::StoreMode;
 use tidegate_core::imap::fetch::{ContentItem, SectionText};
-use tidegate_core::imap::search::{self, MessageFacts};
+use tidegate_core::imap::search;
 use tidegate_core::imap::{
     AppendId, ConnInfo, ImapConfig, ImapReply, ImapRequest, ImapSession, MailboxInfo,
     MailboxStatus, MessageMeta, Snapshot,
@@ -343,16 +343,7 @@ impl Store {
                     let Some(m) = self.message(&mailbox.name, c.meta.uid) else {
                         continue;
                     };
-                    let facts = MessageFacts {
-                        seq: c.seq,
-                        uid: c.meta.uid,
-                        flags: &c.meta.flags,
-                        size: c.meta.size,
-                        internal_date: c.meta.internal_date,
-                        recent: c.meta.recent,
-                        last_seq: last.0,
-                        last_uid: last.1,
-                    };
+                    let facts = c.facts(last);
                     if search::evaluate(&key, &facts, Some(&m.bytes)) {
                         matches.push(c.meta.uid);
                     }
