@@ -512,3 +512,22 @@ fn throttled_and_temporary_login_failures() {
         "b NO [UNAVAILABLE] Temporary failure, try again later\r\n"
     );
 }
+
+#[test]
+fn body_of_a_message_expunged_elsewhere_is_nil() {
+    let mut h = Harness::selected();
+    if let Some(inbox) = h.store.mailboxes.get_mut("INBOX") {
+        inbox.messages.remove(0);
+    }
+    h.send("a FETCH 1:2 (UID BODY.PEEK[])\r\n");
+    assert_eq!(
+        h.take(),
+        format!(
+            "* 1 FETCH (UID 1 BODY[] NIL)\r\n* 2 FETCH (UID 2 BODY[] {{{}}}\r\n{})\r\na OK FETCH completed\r\n",
+            MESSAGE_2.len(),
+            String::from_utf8_lossy(MESSAGE_2)
+        )
+    );
+    h.send("b NOOP\r\n");
+    assert_eq!(h.take(), "* 1 EXPUNGE\r\nb OK NOOP completed\r\n");
+}

@@ -39,6 +39,10 @@ pub(super) struct FetchJob {
     item: Option<usize>,
     /// A literal being streamed: next file offset and bytes still owed.
     stream: Option<(u64, u64)>,
+    /// The item name of a streamed literal whose `{n}` header is not written yet: it
+    /// goes out with the first chunk, so a message that vanished before that can still
+    /// be answered with `NIL` instead of a broken literal.
+    unopened: Option<String>,
     /// The outstanding request, if any.
     pub(super) request: Option<crate::io::RequestId>,
     /// Messages this FETCH marked `\Seen`: their responses include FLAGS.
@@ -84,6 +88,7 @@ impl ImapSession {
             content: None,
             item: None,
             stream: None,
+            unopened: None,
             request: None,
             marked_seen: Vec::new(),
         };
@@ -181,12 +186,13 @@ impl ImapSession {
                 }
                 next += 1;
                 if let Some((offset, length)) = whole_message_range(&item, message.size) {
-                    let _ = write!(self.io.out, "{} {{{length}}}\r\n", item.response_name());
                     if length > 0 {
                         job.item = Some(next);
                         job.stream = Some((offset, length));
+                        job.unopened = Some(item.response_name());
                         return self.request_chunk(now, job);
                     }
+                    let _ = write!(self.io.out, "{} {{0}}\r\n", item.response_name());
                     continue;
                 }
                 self.write_item(&job, &item, &message);
@@ -282,9 +288,19 @@ impl ImapSession {
         job.request = None;
         if let Some((offset, remaining)) = job.stream {
             let Reply::Chunk { bytes, end } = reply else {
+                if let Some(name) = job.unopened.take() {
+                    // Another session expunged the message: `NIL` is a valid body
+                    // section value (RFC 3501 §7.4.2 `nstring`, RFC 2180 §4.1.2).
+                    let _ = write!(self.io.out, "{name} NIL");
+                    job.stream = None;
+                    return self.fetch_step(now, job);
+                }
                 // Part of a literal is out; an error now would be read as its data.
                 return self.close();
             };
+            if let Some(name) = job.unopened.take() {
+                let _ = write!(self.io.out, "{name} {{{remaining}}}\r\n");
+            }
             let take = bytes
                 .len()
                 .min(usize::try_from(remaining).unwrap_or(usize::MAX));
