@@ -531,3 +531,16 @@ fn body_of_a_message_expunged_elsewhere_is_nil() {
     h.send("b NOOP\r\n");
     assert_eq!(h.take(), "* 1 EXPUNGE\r\nb OK NOOP completed\r\n");
 }
+
+#[test]
+fn before_login_only_login_and_id_take_literals() {
+    let mut h = Harness::new();
+    h.take();
+    h.send("a SELECT {5}\r\nb LOGIN {9000}\r\nc LOGIN {5}\r\n");
+    assert_eq!(
+        h.take(),
+        "a BAD Log in first\r\nb BAD [TOOBIG] Literal too large\r\n+ Ready for literal data\r\n"
+    );
+    h.send("alice secret\r\n");
+    assert!(h.take().starts_with("c OK [CAPABILITY"));
+}

@@ -345,9 +345,23 @@ impl ImapSession {
             self.command.clear();
             return self.start_append(now, prefix, literal);
         }
+        let authenticated = self.account().is_some();
+        if !authenticated && !literal_allowed_before_login(&self.command) {
+            // Only LOGIN and ID take strings before login: refuse anything else before
+            // the client sends its literal, so unauthenticated input stays small.
+            let tag = tag_of(&self.command);
+            self.command.clear();
+            self.input.reject_literal();
+            return self.bad(tag.as_deref(), "Log in first");
+        }
+        let limit = if authenticated {
+            self.cfg.limits.max_command
+        } else {
+            MAX_COMMAND_BEFORE_LOGIN
+        };
         let fits = literal
             .length
-            .is_some_and(|n| self.command.len() + 2 + n as usize <= self.cfg.limits.max_command);
+            .is_some_and(|n| self.command.len() + 2 + n as usize <= limit);
         if !fits {
             let tag = tag_of(&self.command);
             self.command.clear();
@@ -622,6 +636,19 @@ impl ImapSession {
             Op::AppendAbort => {}
         }
     }
+}
+
+/// The longest command with literals accepted before login: a LOGIN with a long
+/// password, or an ID with its fields, never needs more.
+const MAX_COMMAND_BEFORE_LOGIN: usize = 8 * 1024;
+
+/// True when the command so far is one that may carry a literal before login.
+fn literal_allowed_before_login(command: &[u8]) -> bool {
+    let mut words = command.splitn(3, |&b| b == b' ');
+    let _tag = words.next();
+    words
+        .next()
+        .is_some_and(|name| name.eq_ignore_ascii_case(b"LOGIN") || name.eq_ignore_ascii_case(b"ID"))
 }
 
 /// The tag at the start of a command, when it is a valid one.
