@@ -19,6 +19,7 @@ mod listener;
 pub mod mailbox;
 mod mailboxes;
 pub mod request;
+mod rescan;
 pub mod response;
 pub mod search;
 mod selected;
