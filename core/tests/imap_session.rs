@@ -544,3 +544,12 @@ fn before_login_only_login_and_id_take_literals() {
     h.send("alice secret\r\n");
     assert!(h.take().starts_with("c OK [CAPABILITY"));
 }
+
+#[test]
+fn deleted_selected_mailbox_ends_the_session() {
+    let mut h = Harness::selected();
+    h.store.mailboxes.remove("INBOX");
+    h.send("a NOOP\r\n");
+    assert_eq!(h.take(), "* BYE Selected mailbox was deleted\r\n");
+    assert!(h.closed);
+}

@@ -15,7 +15,7 @@ use super::request::{ImapReply, ImapRequest, Snapshot};
 use super::response::Condition;
 use super::selected::write_flags;
 use super::session::{ImapSession, Op};
-use crate::request::Reply;
+use crate::request::{Failure, Reply};
 
 impl ImapSession {
     /// NOOP and CHECK in the selected state: rescan, report, then answer.
@@ -66,6 +66,12 @@ impl ImapSession {
     ) {
         match reply {
             Reply::Imap(ImapReply::Snapshot(snapshot)) => self.apply_snapshot(snapshot),
+            Reply::Failed(Failure::Gone) => {
+                // Another session deleted the selected mailbox: nothing the client
+                // holds is valid any more.
+                self.untagged(Condition::Bye, None, "Selected mailbox was deleted");
+                return self.close();
+            }
             other if text.is_some() => return self.reply_failure(tag, other, false),
             _ => {}
         }
