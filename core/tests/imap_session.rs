@@ -553,3 +553,14 @@ fn deleted_selected_mailbox_ends_the_session() {
     assert_eq!(h.take(), "* BYE Selected mailbox was deleted\r\n");
     assert!(h.closed);
 }
+
+#[test]
+fn uidvalidity_change_ends_the_session_with_nothing_after_bye() {
+    let mut h = Harness::selected();
+    if let Some(inbox) = h.store.mailboxes.get_mut("INBOX") {
+        inbox.uid_validity += 1;
+    }
+    h.send("a NOOP\r\nb NOOP\r\n");
+    assert_eq!(h.take(), "* BYE Mailbox UIDVALIDITY changed\r\n");
+    assert!(h.closed);
+}

@@ -75,6 +75,10 @@ impl ImapSession {
             other if text.is_some() => return self.reply_failure(tag, other, false),
             _ => {}
         }
+        if self.is_closed() {
+            // The rescan found the mailbox replaced and said BYE.
+            return;
+        }
         match text {
             Some(text) => self.tagged(tag, Condition::Ok, None, text),
             None if self.idle_tag.is_some() => {

@@ -205,17 +205,25 @@ impl ImapSession {
         self.secure || self.conn.plaintext_auth
     }
 
+    /// Appends a tagged status response; nothing once the session has closed.
     pub(super) fn tagged(&mut self, tag: &str, cond: Condition, code: Option<&Code>, text: &str) {
-        response::status(&mut self.io.out, Some(tag), cond, code, text);
+        if !self.is_closed() {
+            response::status(&mut self.io.out, Some(tag), cond, code, text);
+        }
     }
 
+    /// Appends an untagged status response; nothing once the session has closed.
     pub(super) fn untagged(&mut self, cond: Condition, code: Option<&Code>, text: &str) {
-        response::status(&mut self.io.out, None, cond, code, text);
+        if !self.is_closed() {
+            response::status(&mut self.io.out, None, cond, code, text);
+        }
     }
 
-    /// Appends raw response bytes.
+    /// Appends raw response bytes; nothing once the session has closed.
     pub(super) fn raw(&mut self, bytes: &[u8]) {
-        self.io.out.extend_from_slice(bytes);
+        if !self.is_closed() {
+            self.io.out.extend_from_slice(bytes);
+        }
     }
 
     /// Queues a store request, arms its deadline and waits for it.
