@@ -564,3 +564,26 @@ fn uidvalidity_change_ends_the_session_with_nothing_after_bye() {
     assert_eq!(h.take(), "* BYE Mailbox UIDVALIDITY changed\r\n");
     assert!(h.closed);
 }
+
+#[test]
+fn append_begin_timeout_then_late_start_is_aborted() {
+    let mut h = Harness::logged_in();
+    h.hold = true;
+    h.send("a APPEND INBOX {5}\r\n");
+    assert_eq!(h.take(), "");
+    h.advance(Duration::from_secs(30));
+    assert_eq!(
+        h.take(),
+        "a NO [UNAVAILABLE] Storage did not answer, try again later\r\n"
+    );
+    // The client was never invited; its next command is read as one.
+    h.hold = false;
+    let (id, request) = h.held.remove(0);
+    let late = h.store.execute(request);
+    assert_eq!(h.store.appends.len(), 1);
+    h.session.handle_reply(h.now, id, late);
+    h.pump();
+    assert!(h.store.appends.is_empty(), "the late append was aborted");
+    h.send("b NOOP\r\n");
+    assert_eq!(h.take(), "b OK NOOP completed\r\n");
+}

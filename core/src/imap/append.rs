@@ -31,6 +31,14 @@ pub(super) struct Appending {
     failed: bool,
 }
 
+impl Appending {
+    /// The store failed or timed out: drop the rest of the literal, then answer `NO`.
+    pub(super) fn fail(&mut self) {
+        self.failed = true;
+        self.chunk.clear();
+    }
+}
+
 impl ImapSession {
     pub(super) fn start_append(&mut self, now: Instant, prefix: AppendPrefix, literal: Literal) {
         let AppendPrefix {
@@ -134,8 +142,7 @@ impl ImapSession {
         if !matches!(reply, Reply::Done)
             && let Some(appending) = self.append.as_mut()
         {
-            appending.failed = true;
-            appending.chunk.clear();
+            appending.fail();
         }
     }
 

@@ -145,7 +145,14 @@ pub struct ImapSession {
     bad_commands: u32,
     pub(super) auth_failures: u32,
     peer_eof: bool,
+    /// Requests given up on whose late reply still needs handling: an AppendBegin
+    /// that timed out (a late `AppendStarted` is aborted) and the aborts themselves.
+    orphans: Vec<RequestId>,
 }
+
+/// Abandoned requests tolerated at once; more means the store is stuck, and the
+/// session closes rather than track them without bound.
+const MAX_ORPHANS: usize = 8;
 
 impl ImapSession {
     /// A session for a connection accepted at `now`; the greeting is queued at once.
@@ -167,6 +174,7 @@ impl ImapSession {
             bad_commands: 0,
             auth_failures: 0,
             peer_eof: false,
+            orphans: Vec::new(),
         };
         let greeting = format!("{} IMAP4rev1 ready", session.cfg.hostname);
         let caps = Code::Capability(session.capabilities());
@@ -579,20 +587,24 @@ impl ImapSession {
             return self.close();
         }
         match self.waiting.take() {
-            Some(Waiting::Request { tag, op, .. }) => {
-                if matches!(
-                    op,
-                    Op::AppendData | Op::AppendCommit | Op::AppendBegin { .. }
-                ) {
-                    // The client may still be sending the message; the stream cannot
-                    // be resynchronised.
-                    self.tagged(
-                        &tag,
-                        Condition::No,
-                        Some(&Code::Unavailable),
-                        "Storage did not answer",
-                    );
-                    return self.close();
+            Some(Waiting::Request { id, tag, op }) => {
+                match op {
+                    Op::AppendBegin { .. } => {
+                        // The client has not been invited to send the message (or sends
+                        // it without waiting, and it is dropped); a late AppendStarted
+                        // is aborted.
+                        self.input.reject_literal();
+                        self.orphan(id);
+                    }
+                    Op::AppendData => {
+                        // The rest of the literal is dropped; its end aborts the append.
+                        if let Some(appending) = self.append.as_mut() {
+                            appending.fail();
+                        }
+                        self.resume(now);
+                        return;
+                    }
+                    _ => {}
                 }
                 if !matches!(op, Op::AppendAbort) {
                     self.tagged(
@@ -614,6 +626,29 @@ impl ImapSession {
                 self.resume(now);
             }
             other => self.waiting = other,
+        }
+    }
+
+    /// Remembers a request whose reply comes after the session stopped waiting.
+    fn orphan(&mut self, id: RequestId) {
+        self.orphans.push(id);
+        if self.orphans.len() > MAX_ORPHANS {
+            self.untagged(
+                Condition::Bye,
+                Some(&Code::Unavailable),
+                "Storage is not answering",
+            );
+            self.close();
+        }
+    }
+
+    /// A late reply: an append opened after all is dropped again.
+    fn on_orphan_reply(&mut self, reply: Reply) {
+        if let Reply::Imap(super::ImapReply::AppendStarted(append)) = reply {
+            let id = self
+                .io
+                .request(Request::Imap(ImapRequest::AppendAbort { append }));
+            self.orphan(id);
         }
     }
 
@@ -697,6 +732,10 @@ impl Session for ImapSession {
     fn handle_reply(&mut self, now: Instant, id: RequestId, reply: Reply) {
         if self.is_closed() {
             return;
+        }
+        if let Some(i) = self.orphans.iter().position(|o| *o == id) {
+            self.orphans.swap_remove(i);
+            return self.on_orphan_reply(reply);
         }
         let expected = match &self.waiting {
             Some(Waiting::Request { id, .. }) => Some(*id),
