@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 
-use super::command::{self, Command, CommandBody};
+use super::command;
 use super::config::{ConnInfo, ImapConfig};
 use super::fetching::FetchJob;
 use super::fragment::{Fragment, Fragmentizer, Literal};
@@ -131,7 +131,7 @@ pub struct ImapSession {
     pub(super) waiting: Option<Waiting>,
     pub(super) input: Fragmentizer,
     /// The command being assembled: its lines joined by CRLF with literals in place.
-    command: BytesMut,
+    pub(super) command: BytesMut,
     /// AUTHENTICATE sent `+`: the next line is the SASL response (holds the tag).
     pub(super) sasl_tag: Option<String>,
     /// IDLE is active (holds the tag); the next line should be DONE (RFC 2177).
@@ -147,12 +147,8 @@ pub struct ImapSession {
     peer_eof: bool,
     /// Requests given up on whose late reply still needs handling: an AppendBegin
     /// that timed out (a late `AppendStarted` is aborted) and the aborts themselves.
-    orphans: Vec<RequestId>,
+    pub(super) orphans: Vec<RequestId>,
 }
-
-/// Abandoned requests tolerated at once; more means the store is stuck, and the
-/// session closes rather than track them without bound.
-const MAX_ORPHANS: usize = 8;
 
 impl ImapSession {
     /// A session for a connection accepted at `now`; the greeting is queued at once.
@@ -425,115 +421,11 @@ impl ImapSession {
         self.count_bad();
     }
 
-    fn count_bad(&mut self) {
+    pub(super) fn count_bad(&mut self) {
         self.bad_commands += 1;
         if self.bad_commands >= self.cfg.limits.max_bad_commands {
             self.untagged(Condition::Bye, None, "Too many invalid commands");
             self.close();
-        }
-    }
-
-    fn execute(&mut self, now: Instant, input: &[u8]) {
-        match command::parse(input) {
-            Ok(Command { tag, body }) => self.dispatch(now, tag, body),
-            Err(e) => self.bad(e.tag.as_deref(), e.reason),
-        }
-    }
-
-    fn dispatch(&mut self, now: Instant, tag: String, body: CommandBody) {
-        use CommandBody as C;
-        let authenticated = self.account().is_some();
-        let selected = matches!(self.state, State::Selected(..));
-        match body {
-            C::Capability => {
-                let line = format!("* CAPABILITY {}\r\n", self.capabilities());
-                self.raw(line.as_bytes());
-                self.tagged(&tag, Condition::Ok, None, "CAPABILITY completed");
-            }
-            C::Noop | C::Check if selected => self.poll(now, &tag, "NOOP completed"),
-            C::Noop => self.tagged(&tag, Condition::Ok, None, "NOOP completed"),
-            C::Logout => {
-                self.untagged(Condition::Bye, None, "Logging out");
-                self.tagged(&tag, Condition::Ok, None, "LOGOUT completed");
-                self.close();
-            }
-            C::Id(_) => {
-                self.raw(b"* ID (\"name\" \"tidegate\")\r\n");
-                self.tagged(&tag, Condition::Ok, None, "ID completed");
-            }
-            C::StartTls if !authenticated => self.starttls(&tag),
-            C::Login { user, password } if !authenticated => self.login(now, tag, user, password),
-            C::Authenticate { mechanism, initial } if !authenticated => {
-                self.authenticate(now, tag, &mechanism, initial)
-            }
-            C::Enable(_) if authenticated => {
-                // None of the capabilities tidegate offers needs enabling (RFC 5161 §3.1).
-                self.raw(b"* ENABLED\r\n");
-                self.tagged(&tag, Condition::Ok, None, "ENABLE completed");
-            }
-            C::Namespace if authenticated => {
-                self.raw(b"* NAMESPACE ((\"\" \"/\")) NIL NIL\r\n");
-                self.tagged(&tag, Condition::Ok, None, "NAMESPACE completed");
-            }
-            C::List {
-                reference,
-                pattern,
-                subscribed,
-            } if authenticated => self.list(now, &tag, reference, pattern, subscribed),
-            C::Status(name, items) if authenticated => self.status(now, &tag, name, items),
-            C::Create(name) if authenticated => self.create(now, &tag, name),
-            C::Delete(name) if authenticated => self.delete(now, &tag, name),
-            C::Rename(from, to) if authenticated => self.rename(now, &tag, from, to),
-            C::Subscribe(name) if authenticated => self.subscribe(now, &tag, name, true),
-            C::Unsubscribe(name) if authenticated => self.subscribe(now, &tag, name, false),
-            C::Select(name) if authenticated => self.select(now, &tag, name, false),
-            C::Examine(name) if authenticated => self.select(now, &tag, name, true),
-            C::Idle if authenticated => self.idle(now, tag),
-            C::Close if selected => self.close_mailbox(now, &tag),
-            C::Unselect if selected => self.unselect(&tag),
-            C::Expunge(uids) if selected => self.expunge(now, &tag, uids),
-            C::Search { uid, charset, key } if selected => {
-                self.search(now, &tag, uid, charset, key)
-            }
-            C::Fetch { uid, set, items } if selected => self.fetch(now, tag, uid, set, items),
-            C::Store {
-                uid,
-                set,
-                mode,
-                silent,
-                flags,
-            } if selected => self.store(now, &tag, uid, set, mode, silent, flags),
-            C::Copy {
-                uid,
-                set,
-                mailbox,
-                remove,
-            } if selected => self.copy(now, &tag, uid, set, mailbox, remove),
-            C::StartTls | C::Login { .. } | C::Authenticate { .. } => {
-                self.bad(Some(&tag), "Already authenticated")
-            }
-            _ if !authenticated => self.bad(Some(&tag), "Log in first"),
-            _ => self.bad(Some(&tag), "No mailbox selected"),
-        }
-    }
-
-    fn starttls(&mut self, tag: &str) {
-        if !self.conn.starttls_available || self.secure {
-            return self.bad(Some(tag), "STARTTLS is not available");
-        }
-        self.tagged(tag, Condition::Ok, None, "Begin TLS negotiation now");
-        self.io.push(Action::StartTls { with: Peer::Client });
-        // RFC 3501 §6.2.1 and CVE-2011-0411: nothing pipelined before TLS is used.
-        self.input.clear();
-        self.command.clear();
-        self.secure = true;
-    }
-
-    fn idle(&mut self, now: Instant, tag: String) {
-        response::continuation(&mut self.io.out, "idling");
-        self.idle_tag = Some(tag);
-        if matches!(self.state, State::Selected(..)) {
-            self.poll_at = Some(now + self.cfg.idle_poll_interval);
         }
     }
 
@@ -561,123 +453,6 @@ impl ImapSession {
             _ => (Code::ServerBug, "The store failed"),
         };
         self.tagged(tag, Condition::No, Some(&code), text);
-    }
-
-    fn on_timer(&mut self, now: Instant, timer: Timer) {
-        match timer {
-            Timer::Idle => {
-                if !self.streaming() {
-                    self.untagged(Condition::Bye, None, "Autologout; idle for too long");
-                }
-                self.close();
-            }
-            Timer::StoreReply => self.store_timed_out(now),
-            Timer::AuthDelay => self.auth_delay_over(now),
-        }
-    }
-
-    /// True while a literal of a FETCH response is partly written: any other output
-    /// would be read as literal data.
-    fn streaming(&self) -> bool {
-        matches!(&self.waiting, Some(Waiting::Fetch(job)) if job.mid_literal())
-    }
-
-    fn store_timed_out(&mut self, now: Instant) {
-        if self.streaming() {
-            return self.close();
-        }
-        match self.waiting.take() {
-            Some(Waiting::Request { id, tag, op }) => {
-                match op {
-                    Op::AppendBegin { .. } => {
-                        // The client has not been invited to send the message (or sends
-                        // it without waiting, and it is dropped); a late AppendStarted
-                        // is aborted.
-                        self.input.reject_literal();
-                        self.orphan(id);
-                    }
-                    Op::AppendData => {
-                        // The rest of the literal is dropped; its end aborts the append.
-                        if let Some(appending) = self.append.as_mut() {
-                            appending.fail();
-                        }
-                        self.resume(now);
-                        return;
-                    }
-                    _ => {}
-                }
-                if !matches!(op, Op::AppendAbort) {
-                    self.tagged(
-                        &tag,
-                        Condition::No,
-                        Some(&Code::Unavailable),
-                        "Storage did not answer, try again later",
-                    );
-                }
-                self.resume(now);
-            }
-            Some(Waiting::Fetch(job)) => {
-                self.tagged(
-                    &job.tag,
-                    Condition::No,
-                    Some(&Code::Unavailable),
-                    "Storage did not answer, try again later",
-                );
-                self.resume(now);
-            }
-            other => self.waiting = other,
-        }
-    }
-
-    /// Remembers a request whose reply comes after the session stopped waiting.
-    fn orphan(&mut self, id: RequestId) {
-        self.orphans.push(id);
-        if self.orphans.len() > MAX_ORPHANS {
-            self.untagged(
-                Condition::Bye,
-                Some(&Code::Unavailable),
-                "Storage is not answering",
-            );
-            self.close();
-        }
-    }
-
-    /// A late reply: an append opened after all is dropped again.
-    fn on_orphan_reply(&mut self, reply: Reply) {
-        if let Reply::Imap(super::ImapReply::AppendStarted(append)) = reply {
-            let id = self
-                .io
-                .request(Request::Imap(ImapRequest::AppendAbort { append }));
-            self.orphan(id);
-        }
-    }
-
-    fn on_reply(&mut self, now: Instant, tag: String, op: Op, reply: Reply) {
-        match op {
-            Op::Authenticate => self.on_authenticated(now, tag, reply),
-            Op::List {
-                reference,
-                pattern,
-                subscribed,
-            } => self.on_list(&tag, &reference, &pattern, subscribed, reply),
-            Op::Status { name, items } => self.on_status(&tag, &name, &items, reply),
-            Op::Plain(what) => self.on_plain(&tag, what, reply),
-            Op::Select {
-                account,
-                mailbox,
-                read_only,
-            } => self.on_select(&tag, account, mailbox, read_only, reply),
-            Op::Store { uid, silent } => self.on_store(&tag, uid, silent, reply),
-            Op::Copy { uid, remove } => self.on_copy(&tag, uid, remove, reply),
-            Op::Expunge { close } => self.on_expunge(&tag, close, reply),
-            Op::Search { uid } => self.on_search(&tag, uid, reply),
-            Op::Poll { text } => self.on_poll(now, &tag, text, reply),
-            Op::FetchSeen(job) => self.on_fetch_seen(now, job, reply),
-            Op::AppendBegin { literal } => self.on_append_begin(now, &tag, literal, reply),
-            Op::AppendData => self.on_append_data(now, &tag, reply),
-            Op::AppendCommit => self.on_append_commit(&tag, reply),
-            Op::AppendAbort => {}
-        }
     }
 }
 
