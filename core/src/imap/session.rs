@@ -1,6 +1,7 @@
-//! The IMAP session state machine: framing, command assembly, dispatch, timers and the
-//! request cycle. Command groups live in their own modules (`auth`, `mailboxes`,
-//! `selected`, `fetching`, `append`).
+//! The IMAP session state machine: its states, command assembly from fragments, and
+//! the driving contract. Dispatch is in `dispatch`, store answers and timers in
+//! `replies`, and the command groups in their own modules (`auth`, `mailboxes`,
+//! `selected`, `rescan`, `fetching`, `append`).
 
 use std::sync::Arc;
 use std::time::Instant;
