@@ -147,3 +147,33 @@ fn implicit_tls_greets_after_the_handshake() {
         "* BYE Logging out\r\nz OK LOGOUT completed\r\n"
     );
 }
+
+#[test]
+fn listener_builds_plain_tls_and_busy_sessions() {
+    use tidegate_core::imap::{BUSY_REPLY, ImapListener};
+    use tidegate_core::net::PlaintextAuth;
+    let now = Instant::now();
+    let tls = tidegate_core::fuzzing::FuzzTls::new();
+    let client: std::net::SocketAddr = "127.0.0.1:5000".parse().unwrap();
+    let plain = ImapListener {
+        config: Arc::new(ImapConfig::default()),
+        tls: Some(tls.server.clone()),
+        implicit_tls: false,
+        plaintext_auth: PlaintextAuth::Never,
+    };
+    let mut session = plain.open(client, now);
+    let greeting = String::from_utf8(drain(&mut session, now, &mut Vec::new())).unwrap();
+    assert!(
+        greeting.contains(" STARTTLS LOGINDISABLED] localhost IMAP4rev1 ready\r\n"),
+        "{greeting}"
+    );
+    let mut busy = plain.busy();
+    assert_eq!(drain(&mut busy, now, &mut Vec::new()), BUSY_REPLY);
+    let implicit_without_cert = ImapListener {
+        tls: None,
+        implicit_tls: true,
+        ..plain.clone()
+    };
+    let mut refused = implicit_without_cert.open(client, now);
+    assert_eq!(drain(&mut refused, now, &mut Vec::new()), BUSY_REPLY);
+}
