@@ -20,7 +20,7 @@
 //! Every byte is looked at once: the scan position for the line end is remembered
 //! across calls.
 
-use bytes::{Buf as _, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 
 /// A literal announced at the end of a command line (`{n}` or `{n+}`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -248,16 +248,6 @@ impl Fragmentizer {
         }
     }
 
-    /// True while a literal decision is pending.
-    pub fn awaiting_decision(&self) -> bool {
-        matches!(self.mode, Mode::Decision(_))
-    }
-
-    /// True while the bytes of an accepted literal are still coming.
-    pub fn in_literal(&self) -> bool {
-        matches!(self.mode, Mode::Literal(_))
-    }
-
     /// Bytes held, for the session's input limit.
     pub fn buffered(&self) -> usize {
         self.buf.len()
@@ -270,12 +260,6 @@ impl Fragmentizer {
         self.mode = Mode::Line;
         self.overlong_ended = false;
         self.tail.clear();
-    }
-
-    /// Removes `n` buffered bytes of an accepted literal without handing them out.
-    pub fn discard(&mut self, n: usize) {
-        let n = n.min(self.buf.len());
-        self.buf.advance(n);
     }
 }
 
