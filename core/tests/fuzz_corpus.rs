@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use tidegate_core::fuzzing::{self, FuzzTls};
 
-/// The TLS configs of the `pop3_tls_session` and `smtp_tls_session` targets, built once.
+/// The TLS configs of the `*_tls_session` targets, built once.
 static TLS: LazyLock<FuzzTls> = LazyLock::new(FuzzTls::new);
 
 /// A harness: runs one input, panics when an invariant breaks.
@@ -47,6 +47,9 @@ const TARGETS: &[(&str, Harness)] = &[
     ("imap_command", fuzzing::imap_command),
     ("imap_session", |data| {
         fuzzing::imap_session(Instant::now(), data)
+    }),
+    ("imap_tls_session", |data| {
+        fuzzing::imap_tls_session(Instant::now(), &TLS, data)
     }),
 ];
 
@@ -243,4 +246,9 @@ fn imap_command_corpus() {
 #[test]
 fn imap_session_corpus() {
     replay("imap_session");
+}
+
+#[test]
+fn imap_tls_session_corpus() {
+    replay("imap_tls_session");
 }

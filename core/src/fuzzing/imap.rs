@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::{Chunker, Script, WIND_DOWN_STEPS};
+use super::{Chunker, Client, FuzzTls, Script, WIND_DOWN_STEPS};
 use crate::imap::command::{self, CommandBody};
 use crate::imap::fragment::{Fragment, Fragmentizer};
 use crate::imap::request::{
@@ -14,6 +14,7 @@ use crate::imap::request::{
 use crate::imap::{ConnInfo, ImapConfig, ImapLimits, ImapSession};
 use crate::io::{Action, Peer, RequestId, Session};
 use crate::request::{Account, Failure, Reply, Request};
+use crate::tls::Secured;
 
 /// Fuzzes [`Fragmentizer`]: `data[0]` is the line limit, `data[1..3]` seed the chunking,
 /// the rest is the client's byte stream. Literals of at most 40 bytes are accepted, the
@@ -127,10 +128,29 @@ pub const IMAP_OUTPUT_SLACK: usize = 32 * 1024;
 /// without a drain stays below the high-water mark plus [`IMAP_OUTPUT_SLACK`]; after the
 /// script, an EOF with every request answered and every timer fired closes the session.
 pub fn imap_session(epoch: Instant, data: &[u8]) {
+    run(epoch, None, data);
+}
+
+/// Fuzzes [`Secured`]`<`[`ImapSession`]`>` with a real rustls client (all in memory):
+/// STARTTLS, implicit TLS (`data[0]` bit 3), garbage instead of a handshake, and the
+/// [`imap_session`] script carried inside TLS records. Two more operations:
+///
+/// | op | meaning |
+/// | --- | --- |
+/// | `H` | the client starts TLS now (after STARTTLS, or at any other time) |
+/// | `G` *line* | raw bytes on the wire, behind the client's back |
+///
+/// Invariants as in [`imap_session`], checked on the plaintext the client decrypts
+/// (the output bound on the ciphertext, which carries the handshake too).
+pub fn imap_tls_session(epoch: Instant, tls: &FuzzTls, data: &[u8]) {
+    run(epoch, Some(tls), data);
+}
+
+fn run(epoch: Instant, tls: Option<&FuzzTls>, data: &[u8]) {
     let Some((&conn_byte, script)) = data.split_first() else {
         return;
     };
-    let mut h = ImapHarness::new(epoch, conn_byte);
+    let mut h = ImapHarness::new(epoch, conn_byte, tls);
     let mut script = Script { rest: script };
     while let Some(op) = script.byte() {
         h.step(op, &mut script);
@@ -139,7 +159,11 @@ pub fn imap_session(epoch: Instant, data: &[u8]) {
 }
 
 struct ImapHarness {
-    session: ImapSession,
+    session: Box<dyn Session>,
+    /// The client's TLS side; plain without a config.
+    client: Client,
+    /// Ciphertext the client has to send (handshake records, encrypted commands).
+    socket: Vec<u8>,
     now: Instant,
     open: Vec<(RequestId, Request)>,
     seen: Vec<RequestId>,
@@ -151,7 +175,7 @@ struct ImapHarness {
 }
 
 impl ImapHarness {
-    fn new(epoch: Instant, conn_byte: u8) -> Self {
+    fn new(epoch: Instant, conn_byte: u8, tls: Option<&FuzzTls>) -> Self {
         let cfg = ImapConfig {
             limits: ImapLimits {
                 max_line: 256,
@@ -166,14 +190,29 @@ impl ImapHarness {
             ..ImapConfig::default()
         };
         let high_water = cfg.limits.output_high_water;
+        let implicit = tls.is_some() && conn_byte & 8 != 0;
         let conn = ConnInfo {
             client: ([192, 0, 2, 1], 5000).into(),
-            implicit_tls: false,
-            starttls_available: conn_byte & 2 != 0,
+            implicit_tls: implicit,
+            starttls_available: tls.is_some() && !implicit || conn_byte & 2 != 0,
             plaintext_auth: conn_byte & 1 != 0,
         };
+        let inner = ImapSession::new(Arc::new(cfg), conn, epoch);
+        let session: Box<dyn Session> = match tls {
+            None => Box::new(inner),
+            Some(tls) if implicit => Box::new(
+                Secured::implicit(inner, tls.server.clone()).expect("the fuzzing server config"),
+            ),
+            Some(tls) => Box::new(Secured::plain(inner, Some(tls.server.clone()))),
+        };
         let mut h = ImapHarness {
-            session: ImapSession::new(Arc::new(cfg), conn, epoch),
+            session,
+            client: Client {
+                config: tls.map(|t| t.client.clone()),
+                tls: None,
+                broken: false,
+            },
+            socket: Vec::new(),
             now: epoch,
             open: Vec::new(),
             seen: Vec::new(),
@@ -183,8 +222,20 @@ impl ImapHarness {
             written: Vec::new(),
             salt: u32::from(conn_byte),
         };
+        if implicit {
+            h.client.start_tls(&mut h.socket);
+            h.flush_socket();
+        }
         h.collect();
         h
+    }
+
+    /// Hands the client's pending wire bytes to the session.
+    fn flush_socket(&mut self) {
+        while !self.socket.is_empty() && !self.closed {
+            let bytes = std::mem::take(&mut self.socket);
+            self.feed_wire(&bytes);
+        }
     }
 
     fn collect(&mut self) {
@@ -198,7 +249,8 @@ impl ImapHarness {
                         "{} bytes written without a drain",
                         self.undrained
                     );
-                    self.written.extend_from_slice(&bytes);
+                    let plain = self.client.receive(&bytes, &mut self.socket);
+                    self.written.extend_from_slice(&plain.unwrap_or_default());
                     if self.written.len() > 64 * 1024 {
                         self.written.drain(..32 * 1024);
                     }
@@ -220,7 +272,16 @@ impl ImapHarness {
         );
     }
 
-    fn feed(&mut self, bytes: &[u8]) {
+    /// The client sends `plain` (encrypted once its TLS is up).
+    fn feed(&mut self, plain: &[u8]) {
+        let mut wire = Vec::new();
+        self.client.send(plain, &mut wire);
+        self.feed_wire(&wire);
+        self.flush_socket();
+    }
+
+    /// Bytes arrive on the session's socket, as far as it wants to read.
+    fn feed_wire(&mut self, bytes: &[u8]) {
         for chunk in bytes.chunks(crate::io::MAX_READ) {
             if !self.session.wants_read(Peer::Client) {
                 return;
@@ -262,6 +323,12 @@ impl ImapHarness {
                 self.session.handle_drained(self.now, Peer::Client);
                 self.collect();
             }
+            b'H' if self.client.start_tls(&mut self.socket) => self.flush_socket(),
+            b'G' if self.client.config.is_some() => {
+                let raw = script.line();
+                self.feed_wire(raw);
+                self.flush_socket();
+            }
             _ => {}
         }
     }
@@ -279,6 +346,7 @@ impl ImapHarness {
         };
         self.session.handle_reply(self.now, id, reply);
         self.collect();
+        self.flush_socket();
     }
 
     fn finish(mut self) {
@@ -442,5 +510,17 @@ mod tests {
         }
         let script = b"\x01La LOGIN a b\r\nR\x02Lb SELECT INBOX\r\nR\x02Lc FETCH 1:* (FLAGS BODY[] ENVELOPE)\r\nR\x02R\x02R\x02R\x02Ld APPEND INBOX {5}\r\nR\x02B\x05helloL\r\nR\x02R\x02Le IDLE\r\nT\x09R\x02LDONE\r\n";
         imap_session(Instant::now(), script);
+        let tls = FuzzTls::new();
+        imap_tls_session(
+            Instant::now(),
+            &tls,
+            b"\x01La STARTTLS\r\nHLb LOGIN a b\r\nR\x02Lc NOOP\r\n",
+        );
+        imap_tls_session(
+            Instant::now(),
+            &tls,
+            b"\x09La CAPABILITY\r\nGgarbage\r\nLb NOOP\r\n",
+        );
+        imap_tls_session(Instant::now(), &tls, script);
     }
 }

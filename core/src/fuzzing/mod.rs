@@ -20,6 +20,7 @@
 //! | [`imap_fragment`] | `max_line`, two chunking bytes, a client byte stream | IMAP lines and literals: the same fragments however the input is cut; bounded buffering |
 //! | [`imap_command`] | one complete command | no panic; command name case is irrelevant; bounded tags |
 //! | [`imap_session`] | connection byte, then a script of operations | see [`imap_session`] |
+//! | [`imap_tls_session`] | the same, with TLS operations | see [`imap_tls_session`] |
 //!
 //! The core never reads a clock, so the session harnesses take their starting
 //! [`Instant`](std::time::Instant) from the caller; only time differences matter, so a
@@ -42,7 +43,7 @@ mod pop3;
 mod smtp;
 mod wire;
 
-pub use imap::{IMAP_OUTPUT_SLACK, imap_command, imap_fragment, imap_session};
+pub use imap::{IMAP_OUTPUT_SLACK, imap_command, imap_fragment, imap_session, imap_tls_session};
 pub use pop3::{
     SESSION_OUTPUT_SLACK, pop3_command, pop3_session, pop3_session_trace, pop3_tls_session,
 };
