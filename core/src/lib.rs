@@ -70,6 +70,7 @@
 pub mod authd;
 #[cfg(any(fuzzing, test, feature = "fuzzing"))]
 pub mod fuzzing;
+pub mod imap;
 pub mod io;
 pub mod maildir;
 pub mod mime;

@@ -215,6 +215,8 @@ pub enum Request {
         /// The address of the end client on whose behalf the check is made.
         client: IpAddr,
     },
+    /// An IMAP mailbox operation (RFC 3501); see [`crate::imap::ImapRequest`].
+    Imap(crate::imap::ImapRequest),
 }
 
 /// The answer to one [`Request`].
@@ -250,6 +252,8 @@ pub enum Reply {
     Users(Vec<Lookup>),
     /// The answer to [`Request::VerifyUser`].
     Verified(AuthOutcome),
+    /// The answer to a [`Request::Imap`]; see [`crate::imap::ImapReply`].
+    Imap(crate::imap::ImapReply),
 }
 
 /// Why a request failed. Each protocol maps these to its own reply codes.

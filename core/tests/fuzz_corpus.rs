@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use tidegate_core::fuzzing::{self, FuzzTls};
 
-/// The TLS configs of the `pop3_tls_session` and `smtp_tls_session` targets, built once.
+/// The TLS configs of the `*_tls_session` targets, built once.
 static TLS: LazyLock<FuzzTls> = LazyLock::new(FuzzTls::new);
 
 /// A harness: runs one input, panics when an invariant breaks.
@@ -61,6 +61,14 @@ const TARGETS: &[(&str, Harness)] = &[
     ("authd_client", fuzzing::authd_client),
     ("authd_session", |data| {
         fuzzing::authd_session(Instant::now(), data)
+    }),
+    ("imap_fragment", fuzzing::imap_fragment),
+    ("imap_command", fuzzing::imap_command),
+    ("imap_session", |data| {
+        fuzzing::imap_session(Instant::now(), data)
+    }),
+    ("imap_tls_session", |data| {
+        fuzzing::imap_tls_session(Instant::now(), &TLS, data)
     }),
 ];
 
@@ -297,4 +305,24 @@ fn show_session_seeds() {
             }
         }
     }
+}
+
+#[test]
+fn imap_fragment_corpus() {
+    replay("imap_fragment");
+}
+
+#[test]
+fn imap_command_corpus() {
+    replay("imap_command");
+}
+
+#[test]
+fn imap_session_corpus() {
+    replay("imap_session");
+}
+
+#[test]
+fn imap_tls_session_corpus() {
+    replay("imap_tls_session");
 }

@@ -28,6 +28,10 @@
 //! | [`authd_wire`] | parser choice, one line | parse → encode → parse round trip; percent coding round trip |
 //! | [`authd_client`] | chunking seed, a script of submits and server bytes | every request answered exactly once, of its kind; nothing after `Closed` |
 //! | [`authd_session`] | config byte, then a script of operations | see [`authd_session`] |
+//! | [`imap_fragment`] | `max_line`, two chunking bytes, a client byte stream | IMAP lines and literals: the same fragments however the input is cut; bounded buffering |
+//! | [`imap_command`] | one complete command | no panic; command name case is irrelevant; bounded tags |
+//! | [`imap_session`] | connection byte, then a script of operations | see [`imap_session`] |
+//! | [`imap_tls_session`] | the same, with TLS operations | see [`imap_tls_session`] |
 //!
 //! The core never reads a clock, so the session harnesses take their starting
 //! [`Instant`](std::time::Instant) from the caller; only time differences matter, so a
@@ -47,6 +51,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, Serve
 use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig};
 
 mod authd;
+mod imap;
 mod mime;
 mod pop3;
 mod proxy;
@@ -54,6 +59,7 @@ mod smtp;
 mod wire;
 
 pub use authd::{authd_client, authd_session, authd_wire};
+pub use imap::{IMAP_OUTPUT_SLACK, imap_command, imap_fragment, imap_session, imap_tls_session};
 pub use mime::{mime_structure, uidlist};
 pub use pop3::{
     SESSION_OUTPUT_SLACK, pop3_command, pop3_session, pop3_session_trace, pop3_tls_session,
