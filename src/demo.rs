@@ -184,6 +184,7 @@ fn backend_config(name: &str, ip: &str, p: &Ports) -> String {
          {users}\n\
          [pop3]\nlisten = [\"{ip}:{pop3}\"]\nauth_failure_delay_ms = 500\n\n\
          [smtp]\nlisten = [\"{ip}:{smtp}\"]\nsubmission = [\"{ip}:{submission}\"]\nauth_failure_delay_ms = 500\n\n\
+         [imap]\nlisten = [\"{ip}:{imap}\"]\nauth_failure_delay_ms = 500\n\n\
          # Only the front-end's source address may send PROXY headers; everyone else is\n\
          # served directly.\n\
          [trust]\nnetworks = [\"{SOURCE}/32\"]\nproxy_protocol = true\n\n\
@@ -191,6 +192,7 @@ fn backend_config(name: &str, ip: &str, p: &Ports) -> String {
         pop3 = p.pop3,
         smtp = p.smtp,
         submission = p.submission,
+        imap = p.imap,
         users = authd_users(p),
     )
 }

@@ -97,7 +97,7 @@ pub struct Pop3 {
 }
 
 /// `[imap]`.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Imap {
     /// Plain listeners (STARTTLS offered).
@@ -106,6 +106,15 @@ pub struct Imap {
     /// Implicit-TLS listeners (port 993 style).
     #[serde(default)]
     pub listen_tls: Vec<SocketAddr>,
+    /// Autologout in seconds (RFC 3501 §5.4: at least 30 minutes).
+    #[serde(default = "default_imap_idle")]
+    pub idle_timeout_secs: u64,
+    /// Delay before a failed login is answered, in milliseconds.
+    #[serde(default = "default_auth_delay")]
+    pub auth_failure_delay_ms: u64,
+    /// The largest APPEND accepted, in bytes.
+    #[serde(default = "default_max_append")]
+    pub max_append_size: u32,
 }
 
 /// `[smtp]`.
@@ -212,6 +221,12 @@ fn default_pop3_idle() -> u64 {
 fn default_auth_delay() -> u64 {
     2000
 }
+fn default_max_append() -> u32 {
+    50 * 1024 * 1024
+}
+fn default_imap_idle() -> u64 {
+    30 * 60
+}
 fn default_max_message_size() -> u64 {
     50 * 1024 * 1024
 }
@@ -309,6 +324,13 @@ impl Config {
         self.users.validate()?;
         if let Some(authd) = &self.authd {
             authd.secret()?;
+        }
+        if self
+            .imap
+            .as_ref()
+            .is_some_and(|imap| imap.idle_timeout_secs < 30 * 60)
+        {
+            return Err("imap.idle_timeout_secs must be at least 1800 (RFC 3501 section 5.4)".into());
         }
         if let Some(pop3) = &self.pop3 {
             if pop3.lock {

@@ -7,6 +7,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use tidegate_core::authd::AuthdConfig;
+use tidegate_core::imap::{ImapConfig, ImapLimits, ImapListener};
 use tidegate_core::pop3::{Pop3Config, Pop3Listener};
 use tidegate_core::smtp::{SmtpConfig, SmtpListener, SmtpRole};
 use tidegate_store::Accept;
@@ -125,12 +126,29 @@ fn plan_listeners(config: &Config) -> Result<Vec<Planned>, String> {
         }
     }
     if let Some(imap) = &config.imap {
+        let imap_config = Arc::new(ImapConfig {
+            hostname: config.hostname.clone(),
+            idle_timeout: Duration::from_secs(imap.idle_timeout_secs),
+            auth_failure_delay: Duration::from_millis(imap.auth_failure_delay_ms),
+            limits: ImapLimits {
+                max_append: imap.max_append_size,
+                ..ImapLimits::default()
+            },
+            ..ImapConfig::default()
+        });
         let plain = imap.listen.iter().map(|a| (a, false));
         let implicit = imap.listen_tls.iter().map(|a| (a, true));
         for (addr, implicit_tls) in plain.chain(implicit) {
-            let listener = front_listener(FrontKind::Imap, addr, implicit_tls).ok_or(
-                "[imap] listeners need [proxy] in this version: the IMAP server itself is not built in yet",
-            )?;
+            let server = || {
+                Gatable::Server(Listener::Imap(ImapListener {
+                    config: imap_config.clone(),
+                    tls: Some(tls.clone()),
+                    implicit_tls,
+                    plaintext_auth: plaintext_auth.clone(),
+                }))
+            };
+            let listener = front_listener(FrontKind::Imap, addr, implicit_tls)
+                .unwrap_or_else(server);
             add(if implicit_tls { "imaps" } else { "imap" }, addr, listener);
         }
     }

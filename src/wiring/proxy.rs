@@ -7,6 +7,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use rustls::ServerConfig;
 use tidegate_core::net::{Cidr, PlaintextAuth};
+use tidegate_core::imap::ImapListener;
 use tidegate_core::pop3::Pop3Listener;
 use tidegate_core::proxy::gate::{DEFAULT_HEADER_TIMEOUT, ProxiedClient};
 use tidegate_core::proxy::{
@@ -141,6 +142,13 @@ impl Gatable {
                 };
                 smtp.open(client.addr, SystemTime::now(), now)
             }
+            Gatable::Server(Listener::Imap(imap)) => {
+                let imap = ImapListener {
+                    plaintext_auth: PlaintextAuth::Always,
+                    ..imap.clone()
+                };
+                imap.open(client.addr, now)
+            }
             Gatable::Server(Listener::Custom(accept)) => accept.open(client.addr, now),
             Gatable::Front(front) => front.session(client.addr, client.hops, now),
             Gatable::Server(_) => Box::new(Refusal::new(b"")),
@@ -151,6 +159,7 @@ impl Gatable {
         match self {
             Gatable::Server(Listener::Pop3(pop3)) => pop3.open(peer, now),
             Gatable::Server(Listener::Smtp(smtp)) => smtp.open(peer, SystemTime::now(), now),
+            Gatable::Server(Listener::Imap(imap)) => imap.open(peer, now),
             Gatable::Server(Listener::Custom(accept)) => accept.open(peer, now),
             Gatable::Front(front) => front.open(peer, now),
             Gatable::Server(_) => Box::new(Refusal::new(b"")),
@@ -161,6 +170,7 @@ impl Gatable {
         match self {
             Gatable::Server(Listener::Pop3(pop3)) => pop3.busy(),
             Gatable::Server(Listener::Smtp(smtp)) => smtp.busy(),
+            Gatable::Server(Listener::Imap(imap)) => imap.busy(),
             Gatable::Server(Listener::Custom(accept)) => accept.busy(peer, now),
             Gatable::Front(front) => front.busy(peer, now),
             Gatable::Server(_) => Box::new(Refusal::new(b"")),

@@ -118,7 +118,9 @@ pub enum Listener {
     Pop3(tidegate_core::pop3::Pop3Listener),
     /// SMTP (inbound or submission) or LMTP, with optional STARTTLS.
     Smtp(tidegate_core::smtp::SmtpListener),
-    /// Any other kind of session (IMAP, proxy front-ends, authd).
+    /// IMAP, plain (with optional STARTTLS) or implicit TLS.
+    Imap(tidegate_core::imap::ImapListener),
+    /// Any other kind of session (proxy front-ends, authd).
     Custom(Arc<dyn Accept>),
 }
 
@@ -145,6 +147,7 @@ impl SessionFactory for Listeners {
         match self.0.get(listener) {
             Some(Listener::Pop3(pop3)) => pop3.open(peer, now),
             Some(Listener::Smtp(smtp)) => smtp.open(peer, std::time::SystemTime::now(), now),
+            Some(Listener::Imap(imap)) => imap.open(peer, now),
             Some(Listener::Custom(accept)) => accept.open(peer, now),
             None => Box::new(tidegate_core::refusal::Refusal::new(b"")),
         }
@@ -154,6 +157,7 @@ impl SessionFactory for Listeners {
         match self.0.get(listener) {
             Some(Listener::Pop3(pop3)) => pop3.busy(),
             Some(Listener::Smtp(smtp)) => smtp.busy(),
+            Some(Listener::Imap(imap)) => imap.busy(),
             Some(Listener::Custom(accept)) => accept.busy(peer, now),
             None => Box::new(tidegate_core::refusal::Refusal::new(b"")),
         }
