@@ -128,6 +128,14 @@ pub enum Request {
         /// Messages retrieved and not deleted.
         seen: Vec<MessageRef>,
     },
+    /// A POP3 session that listed `account` ended (QUIT, a dropped connection, the
+    /// autologout): release the cluster-wide POP3 lock the listing took. Answered by
+    /// [`Reply::Done`]; sent just before the session's `Close`, and only when
+    /// [`crate::pop3::Pop3Config::mailbox_lock`] is on.
+    ReleaseMailbox {
+        /// Whose inbox.
+        account: Account,
+    },
     /// Look up an SMTP/LMTP recipient. Answered by [`Reply::Recipient`].
     CheckRecipient {
         /// The address from `RCPT TO:<…>`, without the angle brackets.

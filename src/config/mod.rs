@@ -85,9 +85,13 @@ pub struct Pop3 {
     /// Implicit-TLS listeners (port 995 style).
     #[serde(default)]
     pub listen_tls: Vec<SocketAddr>,
-    /// Cluster-wide POP3 lock; not available in this version.
+    /// Cluster-wide POP3 lock: one POP3 session per mailbox across every host sharing
+    /// the maildir root (SurgeMail's `g_pop_lock`).
     #[serde(default)]
     pub lock: bool,
+    /// Seconds after which the lock of a crashed host expires.
+    #[serde(default = "default_lock_stale")]
+    pub lock_stale_secs: u64,
     /// Autologout in seconds (RFC 1939 §3: at least 600).
     #[serde(default = "default_pop3_idle")]
     pub idle_timeout_secs: u64,
@@ -224,6 +228,9 @@ fn default_auth_delay() -> u64 {
 fn default_max_append() -> u32 {
     50 * 1024 * 1024
 }
+fn default_lock_stale() -> u64 {
+    300
+}
 fn default_imap_idle() -> u64 {
     30 * 60
 }
@@ -330,11 +337,13 @@ impl Config {
             .as_ref()
             .is_some_and(|imap| imap.idle_timeout_secs < 30 * 60)
         {
-            return Err("imap.idle_timeout_secs must be at least 1800 (RFC 3501 section 5.4)".into());
+            return Err(
+                "imap.idle_timeout_secs must be at least 1800 (RFC 3501 section 5.4)".into(),
+            );
         }
         if let Some(pop3) = &self.pop3 {
-            if pop3.lock {
-                return Err("pop3.lock = true: the cluster-wide POP3 lock is not implemented in this version".into());
+            if pop3.lock && pop3.lock_stale_secs < 10 {
+                return Err("pop3.lock_stale_secs must be at least 10".into());
             }
             if pop3.idle_timeout_secs < 600 {
                 return Err(
@@ -450,9 +459,9 @@ mod tests {
                 .contains("[metrics]")
         );
         assert!(
-            Config::parse("[pop3]\nlock = true\n", Path::new("."))
+            Config::parse("[pop3]\nlock = true\nlock_stale_secs = 1\n", Path::new("."))
                 .unwrap_err()
-                .contains("lock")
+                .contains("lock_stale_secs")
         );
         assert!(Config::parse("[tls]\nplaintext_auth = \"maybe\"\n", Path::new(".")).is_err());
         assert!(Config::parse("[trust]\nnetworks = [\"10.0.0.0/99\"]\n", Path::new(".")).is_err());

@@ -12,7 +12,8 @@ use tidegate_core::pop3::{Pop3Config, Pop3Listener};
 use tidegate_core::smtp::{SmtpConfig, SmtpListener, SmtpRole};
 use tidegate_store::Accept;
 use tidegate_store::authd_server::AuthdService;
-use tidegate_store::local::LocalStore;
+use tidegate_store::local::{LocalStore, Pop3Locks};
+use tidegate_store::lock::LockOptions;
 use tidegate_store::maildir::MaildirStore;
 use tidegate_store::node::Node;
 use tidegate_store::router::{BackendPorts, Router, RouterConfig};
@@ -107,6 +108,7 @@ fn plan_listeners(config: &Config) -> Result<Vec<Planned>, String> {
             hostname: config.hostname.clone(),
             idle_timeout: Duration::from_secs(pop3.idle_timeout_secs),
             auth_failure_delay: Duration::from_millis(pop3.auth_failure_delay_ms),
+            mailbox_lock: pop3.lock,
             ..Pop3Config::default()
         });
         let plain = pop3.listen.iter().map(|a| (a, false));
@@ -147,8 +149,8 @@ fn plan_listeners(config: &Config) -> Result<Vec<Planned>, String> {
                     plaintext_auth: plaintext_auth.clone(),
                 }))
             };
-            let listener = front_listener(FrontKind::Imap, addr, implicit_tls)
-                .unwrap_or_else(server);
+            let listener =
+                front_listener(FrontKind::Imap, addr, implicit_tls).unwrap_or_else(server);
             add(if implicit_tls { "imaps" } else { "imap" }, addr, listener);
         }
     }
@@ -290,7 +292,14 @@ pub fn prepare(config: &Config, config_path: Option<&Path>) -> Result<Prepared, 
         config.storage.fsync,
         &config.hostname,
     );
-    let local = LocalStore::new(directory.clone(), maildir).with_penalty(penalty);
+    let mut local = LocalStore::new(directory.clone(), maildir).with_penalty(penalty);
+    if let Some(pop3) = config.pop3.as_ref().filter(|pop3| pop3.lock) {
+        let options = LockOptions {
+            stale_after: Duration::from_secs(pop3.lock_stale_secs),
+            ..LockOptions::new(&config.hostname)
+        };
+        local = local.with_pop3_lock(Pop3Locks::new(options));
+    }
     let node = Arc::new(Node::new(router(config), local));
     let factory = Arc::new(SwappableFactory::new(Listeners(listeners)));
     let reloader = Reloader {

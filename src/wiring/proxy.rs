@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use rustls::ServerConfig;
-use tidegate_core::net::{Cidr, PlaintextAuth};
 use tidegate_core::imap::ImapListener;
+use tidegate_core::net::{Cidr, PlaintextAuth};
 use tidegate_core::pop3::Pop3Listener;
 use tidegate_core::proxy::gate::{DEFAULT_HEADER_TIMEOUT, ProxiedClient};
 use tidegate_core::proxy::{

@@ -6,6 +6,7 @@
 //! `deliveries`).
 
 mod deliveries;
+mod pop3_lock;
 mod receive;
 
 use std::net::IpAddr;
@@ -16,6 +17,7 @@ use tidegate_core::user::AuthOutcome;
 use tidegate_core::{Account, Failure, Reply, Request};
 
 pub use deliveries::{DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_PENDING};
+pub use pop3_lock::Pop3Locks;
 
 use crate::maildir::{MaildirStore, STALE_AFTER, StoreError};
 use crate::penalty::{Admission, LoginPenalty};
@@ -38,6 +40,7 @@ pub struct LocalStore {
     penalty: LoginPenalty,
     maildir: MaildirStore,
     deliveries: deliveries::Deliveries,
+    pop3_locks: Option<Arc<Pop3Locks>>,
 }
 
 impl LocalStore {
@@ -54,6 +57,7 @@ impl LocalStore {
             users: users.into(),
             penalty: LoginPenalty::default(),
             maildir,
+            pop3_locks: None,
             deliveries: deliveries::Deliveries::new(DEFAULT_MAX_PENDING, DEFAULT_IDLE_TIMEOUT),
         }
     }
@@ -62,6 +66,48 @@ impl LocalStore {
     pub fn with_penalty(mut self, penalty: LoginPenalty) -> Self {
         self.penalty = penalty;
         self
+    }
+
+    /// Turns on the cluster-wide POP3 lock: listing a mailbox for a POP3 session takes
+    /// its lock (answering [`Failure::InUse`] when another session holds it) and
+    /// [`Request::ReleaseMailbox`] drops it.
+    pub fn with_pop3_lock(mut self, locks: Arc<Pop3Locks>) -> Self {
+        self.pop3_locks = Some(locks);
+        self
+    }
+
+    /// Lists an inbox for a POP3 session, under the POP3 lock when it is on.
+    fn list_for_pop3(&self, account: &Account) -> Reply {
+        if let Some(locks) = &self.pop3_locks {
+            let dir = match self.maildir.mailbox_dir(account) {
+                Ok(dir) => dir,
+                Err(e) => return failure(&account.0, "lock", e),
+            };
+            // A user without mail yet has no maildir; the lock file needs one.
+            if let Err(e) = std::fs::create_dir_all(&dir) {
+                return failure(&account.0, "lock", StoreError::Io(e));
+            }
+            match locks.take(&account.0, &dir) {
+                Ok(true) => {}
+                Ok(false) => {
+                    log::info!("POP3 login of {} refused: mailbox in use", account.0);
+                    return Reply::Failed(Failure::InUse);
+                }
+                Err(e) => {
+                    log::error!("POP3 lock of {}: {e}", account.0);
+                    return Reply::Failed(Failure::Temporary(TEMPORARY_TEXT.into()));
+                }
+            }
+        }
+        match self.maildir.list(account) {
+            Ok(listing) => Reply::Listing(listing),
+            Err(e) => {
+                if let Some(locks) = &self.pop3_locks {
+                    locks.release(&account.0);
+                }
+                failure(&account.0, "list", e)
+            }
+        }
     }
 
     /// Sets the most messages received at once (default [`DEFAULT_MAX_PENDING`]) and
@@ -166,10 +212,13 @@ impl Executor for LocalStore {
                 password,
                 client,
             } => self.authenticate(&user, password.expose(), client),
-            Request::ListMailbox { account } => match self.maildir.list(&account) {
-                Ok(listing) => Reply::Listing(listing),
-                Err(e) => failure(&account.0, "list", e),
-            },
+            Request::ListMailbox { account } => self.list_for_pop3(&account),
+            Request::ReleaseMailbox { account } => {
+                if let Some(locks) = &self.pop3_locks {
+                    locks.release(&account.0);
+                }
+                Reply::Done
+            }
             Request::ReadMessage {
                 account,
                 file,

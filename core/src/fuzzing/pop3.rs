@@ -121,7 +121,7 @@ pub const SESSION_OUTPUT_SLACK: usize = 256;
 /// `data[0]` chooses the connection: bit 0 small limits (64-byte lines, 256 bytes of
 /// buffered input, 512 bytes of output high water, 32-byte reads) instead of the
 /// defaults, bit 1 STLS available, bit 2 plaintext login refused (it is allowed
-/// otherwise); [`pop3_tls_session`] adds bit 3. The rest is a script; each operation is
+/// otherwise), bit 4 the store locks listed mailboxes (`ReleaseMailbox` at the close); [`pop3_tls_session`] adds bit 3. The rest is a script; each operation is
 /// one tag byte, and bytes that are no tag are skipped, so a script can be written by
 /// hand with spaces and newlines:
 ///
@@ -301,11 +301,16 @@ struct SessionHarness<'log, S> {
     /// Plaintext the client received since the last `handle_drained`.
     unflushed: usize,
     output_bound: usize,
+    /// The session released its mailbox lock.
+    released: bool,
 }
 
 /// The session settings and connection facts chosen by `conn_byte` (see [`pop3_session`]).
 fn session_setup(conn_byte: u8) -> (Arc<Pop3Config>, ConnInfo) {
-    let mut cfg = Pop3Config::default();
+    let mut cfg = Pop3Config {
+        mailbox_lock: conn_byte & 16 != 0,
+        ..Pop3Config::default()
+    };
     if conn_byte & 1 != 0 {
         cfg.limits = Pop3Limits {
             max_line: 64,
@@ -393,6 +398,7 @@ impl<'log, S: Driven> SessionHarness<'log, S> {
             next_offset: None,
             unflushed: 0,
             output_bound,
+            released: false,
         };
         let greeting = harness.drain();
         assert!(
@@ -653,6 +659,13 @@ impl<'log, S: Driven> SessionHarness<'log, S> {
                     self.last_id
                 );
                 self.last_id = Some(*id);
+                if let Request::ReleaseMailbox { .. } = request {
+                    // Fire and forget, right before the close: never awaited.
+                    assert!(self.cfg.mailbox_lock, "ReleaseMailbox without the lock");
+                    assert!(!self.released, "a second ReleaseMailbox");
+                    self.released = true;
+                    return;
+                }
                 if let Some(previous) = self.outstanding.take() {
                     assert!(
                         previous.abandoned,

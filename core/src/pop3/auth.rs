@@ -137,6 +137,9 @@ impl Pop3Session {
     pub(super) fn on_listing(&mut self, account: Account, reply: Reply) {
         match reply {
             Reply::Listing(messages) => {
+                if self.cfg.mailbox_lock {
+                    self.locked = Some(account.clone());
+                }
                 let mailbox = Mailbox::new(account, messages);
                 let line = format!(
                     "+OK Logged in, {} messages ({} octets)",

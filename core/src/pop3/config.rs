@@ -51,6 +51,10 @@ pub struct Pop3Config {
     /// Delay before a failed login is answered, identical for unknown users and wrong
     /// passwords.
     pub auth_failure_delay: Duration,
+    /// The store locks a mailbox when it lists it for a session (`[pop3] lock`, the
+    /// cluster-wide POP3 lock): the session then sends [`crate::Request::ReleaseMailbox`]
+    /// when it ends, however it ends.
+    pub mailbox_lock: bool,
 }
 
 impl Default for Pop3Config {
@@ -61,6 +65,7 @@ impl Default for Pop3Config {
             idle_timeout: Duration::from_secs(600),
             store_timeout: Duration::from_secs(30),
             auth_failure_delay: Duration::from_secs(2),
+            mailbox_lock: false,
         }
     }
 }

@@ -62,6 +62,9 @@ pub struct Pop3Session {
     pub(super) auth_failures: u32,
     /// The client will send nothing more; close once buffered commands are answered.
     peer_eof: bool,
+    /// The account whose mailbox the store locked for this session (with
+    /// `mailbox_lock`), released when the session closes.
+    pub(super) locked: Option<Account>,
 }
 
 impl Pop3Session {
@@ -80,6 +83,7 @@ impl Pop3Session {
             bad_commands: 0,
             auth_failures: 0,
             peer_eof: false,
+            locked: None,
         };
         let _ = write!(
             session.io.out,
@@ -117,6 +121,10 @@ impl Pop3Session {
             self.waiting = None;
             self.timers = TimerTable::default();
             self.input.clear();
+            if let Some(account) = self.locked.take() {
+                // Fire and forget: the reply arrives after the close and is ignored.
+                let _ = self.io.request(Request::ReleaseMailbox { account });
+            }
             self.io.push(Action::Close { to: Peer::Client });
         }
     }
