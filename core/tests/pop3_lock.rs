@@ -2,6 +2,8 @@
 //! whose mailbox was listed sends `ReleaseMailbox` right before it closes, however it
 //! ends (QUIT, a dropped connection, the autologout); without it, or without a listing,
 //! it never does; a lock the store could not take is `-ERR [IN-USE]`.
+// A test plays the shell, whose clock this is.
+#![allow(clippy::disallowed_methods)]
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
