@@ -619,3 +619,130 @@ fn other_executors_changes_are_seen() {
     assert_eq!(uids_of(&next), [1, 3]);
     assert!(next.messages[1].recent && !next.messages[0].recent);
 }
+
+/// The real IMAP session on the smol shell with this executor behind it: every login
+/// opens bob's account.
+struct E2eExecutor(ImapExecutor);
+
+impl tidegate_store::Executor for E2eExecutor {
+    fn execute(&self, request: tidegate_core::Request) -> Reply {
+        match request {
+            tidegate_core::Request::Authenticate { .. } => Reply::Authenticated(account()),
+            tidegate_core::Request::Imap(request) => self.0.execute(request),
+            _ => Reply::Failed(Failure::Permanent("not in this test".into())),
+        }
+    }
+}
+
+struct E2eSessions;
+
+impl tidegate_store::SessionFactory for E2eSessions {
+    fn open(
+        &self,
+        _listener: usize,
+        peer: std::net::SocketAddr,
+        now: std::time::Instant,
+    ) -> tidegate_store::service::BoxedSession {
+        let conn = tidegate_core::imap::ConnInfo {
+            client: peer,
+            implicit_tls: false,
+            starttls_available: false,
+            plaintext_auth: true,
+        };
+        Box::new(tidegate_core::imap::ImapSession::new(
+            std::sync::Arc::new(tidegate_core::imap::ImapConfig::default()),
+            conn,
+            now,
+        ))
+    }
+
+    fn busy(
+        &self,
+        listener: usize,
+        peer: std::net::SocketAddr,
+        now: std::time::Instant,
+    ) -> tidegate_store::service::BoxedSession {
+        self.open(listener, peer, now)
+    }
+}
+
+const CLIENT: &str = r#"
+import imaplib, sys
+m = imaplib.IMAP4("127.0.0.1", int(sys.argv[1]))
+m.login("bob@example.org", "secret")
+typ, data = m.list('""', "*")
+print("list", typ, len(data))
+typ, data = m.select("INBOX")
+print("select", typ, data[0].decode())
+typ, data = m.fetch("1:*", "(FLAGS INTERNALDATE RFC822.SIZE ENVELOPE BODYSTRUCTURE)")
+print("fetch", typ, b"\"Hello\"" in data[0], b"\"Weekly report\"" in data[1])
+typ, data = m.uid("FETCH", "1", "BODY.PEEK[]")
+print("body", typ, data[0][1] == sys.argv[2].encode().decode("unicode_escape").encode())
+typ, data = m.store("1", "+FLAGS", "(\\Seen)")
+print("store", typ, b"\\Seen" in data[0])
+typ, data = m.append("Sent", "(\\Seen)", None, b"Subject: sent\r\n\r\nhi\r\n")
+print("append", typ)
+typ, data = m.copy("1:2", "Archive")
+print("copy", typ)
+typ, data = m.store("2", "+FLAGS", "(\\Deleted)")
+typ, data = m.expunge()
+print("expunge", typ, data)
+print("logout", m.logout()[0])
+"#;
+
+#[test]
+fn python_imaplib_against_the_server() {
+    if std::process::Command::new("python3")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("python3 is not installed; skipping the imaplib test");
+        return;
+    }
+    let fx = Fixture::new();
+    fx.deliver(MESSAGE);
+    fx.deliver(SECOND);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let spec = tidegate_store::ServerSpec {
+        listeners: vec![listener],
+        factory: std::sync::Arc::new(E2eSessions),
+        executor: std::sync::Arc::new(E2eExecutor(fx.executor())),
+        max_connections: 10,
+        shutdown_grace: Duration::ZERO,
+        threads: 1,
+        workers: 2,
+    };
+    let shutdown = tidegate_store::Shutdown::new();
+    let stop = shutdown.clone();
+    let server = thread::spawn(move || tidegate_shell_smol::serve(spec, stop));
+    let escaped = MESSAGE.replace('\r', "\\r").replace('\n', "\\n");
+    let output = std::process::Command::new("python3")
+        .args(["-c", CLIENT, &port.to_string(), &escaped])
+        .output()
+        .unwrap();
+    shutdown.trigger();
+    server.join().unwrap().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        stdout,
+        "list OK 6\n\
+         select OK 2\n\
+         fetch OK True True\n\
+         body OK True\n\
+         store OK True\n\
+         append OK\n\
+         copy OK\n\
+         expunge OK [b'2']\n\
+         logout BYE\n"
+    );
+    assert_eq!(files_in(&fx.maildir().join(".Sent/cur")).len(), 1);
+    assert_eq!(files_in(&fx.maildir().join(".Archive/cur")).len(), 2);
+    assert_eq!(files_in(&fx.maildir().join("cur")).len(), 1);
+}
