@@ -12,6 +12,7 @@
 //! Everything here is blocking; the shells run it on their worker threads. No state is
 //! kept between calls, so several processes and hosts can serve one maildir.
 
+mod exec;
 mod folders;
 mod messages;
 mod snapshot;
@@ -31,6 +32,9 @@ use tidegate_core::uidlist::UidListError;
 use crate::lock::{LockError, LockOptions};
 use crate::maildir::{MaildirStore, StoreError};
 
+pub use exec::{
+    DEFAULT_APPEND_TIMEOUT, ImapExecutor, MAX_CACHED_MAILBOXES, MAX_PARSE_SIZE, MAX_PENDING_APPENDS,
+};
 pub use folders::{FolderInfo, SpecialUse};
 pub use messages::{Appended, Copied, CopyOutcome};
 pub use snapshot::{ChangeStamp, MessageMeta, Snapshot, Status};
