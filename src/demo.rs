@@ -9,7 +9,7 @@
 //!   routes every user to a back-end, connecting from 127.0.0.5 and passing the client
 //!   address in a PROXY v2 header;
 //! * `back1.toml` on 127.0.0.2 and `back2.toml` on 127.0.0.3: complete mail servers
-//!   (POP3, SMTP, submission) that trust only 127.0.0.5 to send PROXY headers.
+//!   (POP3, IMAP, SMTP, submission) that trust only 127.0.0.5 to send PROXY headers.
 //!
 //! alice lives on back-end 1 (`tohost=127.0.0.2`), bob on back-end 2, and carol has no
 //! `tohost`, so the front-end's `default_host` (back-end 1) serves her. The back-ends
@@ -94,7 +94,7 @@ pub fn run(dir: &Path, port: u16) -> Result<(), String> {
         })?;
         nodes.push((*name, prepared));
     }
-    print_banner(dir, &nodes, &ports);
+    print_banner(dir, &nodes);
     let shutdown = tidegate_store::Shutdown::new();
     crate::signals::install(shutdown.clone())?;
     let mut threads = Vec::new();
@@ -277,7 +277,7 @@ fn find<'a>(nodes: &'a [(&str, Prepared)], node: &str, scheme: &str) -> Option<&
         .find(|b| b.scheme == scheme)
 }
 
-fn print_banner(dir: &Path, nodes: &[(&str, Prepared)], ports: &Ports) {
+fn print_banner(dir: &Path, nodes: &[(&str, Prepared)]) {
     println!(
         "tidegate demo: a proxied cluster ({} runtime); data and configs in {}",
         crate::runtime::NAME,
@@ -318,6 +318,13 @@ fn print_banner(dir: &Path, nodes: &[(&str, Prepared)], ports: &Ports) {
             b.addr
         );
     }
+    if let Some(b) = find(nodes, "front", "imap") {
+        println!(
+            "  python3 -c 'import imaplib; c=imaplib.IMAP4(\"{}\",{}); c.login(\"carol@demo.test\",\"{PASSWORD}\"); print(c.select()); print(c.fetch(\"1\",\"(ENVELOPE)\")); print(c.list()); c.logout()'",
+            b.addr.ip(),
+            b.addr.port()
+        );
+    }
     if let Some(b) = find(nodes, "front", "submission") {
         println!(
             "  swaks --server {} -tls --auth PLAIN --auth-user {user} --auth-password {PASSWORD} --from {user} --to bob@demo.test",
@@ -334,8 +341,7 @@ fn print_banner(dir: &Path, nodes: &[(&str, Prepared)], ports: &Ports) {
     println!(
         "\nEvery node looks users up in the authd (edit users with `tidegate user ... --users\n\
          users` in the demo directory; the authd notices). The front-end logs each route;\n\
-         the back-ends log each login with the real client address from the PROXY header. IMAP on {FRONT}:{} is proxied to the back-ends'\n\
-         IMAP port. The certificate is self-signed (hence -k). Ctrl-C stops the cluster.",
-        ports.imap
+         the back-ends log each login with the real client address from the PROXY header.\n\
+         The certificate is self-signed (hence -k). Ctrl-C stops the cluster.",
     );
 }

@@ -106,12 +106,18 @@ struct Cluster {
     dir: tempfile::TempDir,
     pop3: u16,
     submission: u16,
+    imap: u16,
     front: Option<Node>,
     back1: Option<Node>,
     back2: Option<Node>,
 }
 
-fn backend_config(dir: &Path, name: &str, ip: &str, pop3: u16, submission: u16) -> PathBuf {
+fn backend_config(
+    dir: &Path,
+    name: &str,
+    ip: &str,
+    (pop3, submission, imap): (u16, u16, u16),
+) -> PathBuf {
     let path = dir.join(format!("{name}.toml"));
     std::fs::write(
         &path,
@@ -121,6 +127,7 @@ fn backend_config(dir: &Path, name: &str, ip: &str, pop3: u16, submission: u16) 
              [users]\nfile = \"users\"\n\
              [pop3]\nlisten = [\"{ip}:{pop3}\"]\nauth_failure_delay_ms = 10\n\
              [smtp]\nsubmission = [\"{ip}:{submission}\"]\nauth_failure_delay_ms = 10\n\
+             [imap]\nlisten = [\"{ip}:{imap}\"]\nauth_failure_delay_ms = 10\n\
              [trust]\nnetworks = [\"{SOURCE}/32\"]\nproxy_protocol = true\n\
              [server]\nshutdown_grace_secs = 1\n"
         ),
@@ -129,7 +136,7 @@ fn backend_config(dir: &Path, name: &str, ip: &str, pop3: u16, submission: u16) 
     path
 }
 
-fn frontend_config(dir: &Path, pop3: u16, submission: u16) -> PathBuf {
+fn frontend_config(dir: &Path, (pop3, submission, imap): (u16, u16, u16)) -> PathBuf {
     let path = dir.join("front.toml");
     std::fs::write(
         &path,
@@ -139,8 +146,9 @@ fn frontend_config(dir: &Path, pop3: u16, submission: u16) -> PathBuf {
              [users]\nfile = \"users\"\n\
              [pop3]\nlisten = [\"{FRONT}:{pop3}\"]\nauth_failure_delay_ms = 10\n\
              [smtp]\nsubmission = [\"{FRONT}:{submission}\"]\n\
+             [imap]\nlisten = [\"{FRONT}:{imap}\"]\n\
              [proxy]\ndefault_host = \"{BACK1}\"\n\
-             backend_ports = {{ pop3 = {pop3}, submission = {submission} }}\n\
+             backend_ports = {{ pop3 = {pop3}, submission = {submission}, imap = {imap} }}\n\
              source_addresses = [\"{SOURCE}\"]\nconnect_timeout_secs = 3\nbackend_down_secs = 1\n\
              [server]\nshutdown_grace_secs = 1\n"
         ),
@@ -175,16 +183,18 @@ impl Cluster {
              bob@example.com {PLAIN}bob-pw\n",
         )
         .unwrap();
-        let (pop3, submission) = (free_port(), free_port());
-        let b1 = backend_config(dir.path(), "back1", BACK1, pop3, submission);
-        let b2 = backend_config(dir.path(), "back2", BACK2, pop3, submission);
-        frontend_config(dir.path(), pop3, submission);
+        let ports = (free_port(), free_port(), free_port());
+        let (pop3, submission, imap) = ports;
+        let b1 = backend_config(dir.path(), "back1", BACK1, ports);
+        let b2 = backend_config(dir.path(), "back2", BACK2, ports);
+        frontend_config(dir.path(), ports);
         deliver(&b1, "bob@example.com", "bob on back-end 1");
         deliver(&b2, "alice@example.com", "alice on back-end 2");
         let mut cluster = Cluster {
             dir,
             pop3,
             submission,
+            imap,
             front: None,
             back1: None,
             back2: None,
@@ -298,6 +308,49 @@ fn users_reach_their_own_backend_and_the_backend_learns_the_client() {
     // A wrong password never reaches a back-end.
     let (_c, answer) = pop3_login(cluster.pop3, "alice@example.com", "wrong");
     assert!(answer.starts_with("-ERR [AUTH]"), "{answer}");
+}
+
+#[test]
+fn imap_clients_reach_their_backend_through_the_front_end() {
+    let cluster = Cluster::start();
+    // Python's imaplib, a real client: login through the front-end, then the back-end's
+    // IMAP server answers (alice's mail is on back-end 2).
+    let script = format!(
+        "import imaplib\n\
+         c = imaplib.IMAP4('{FRONT}', {port})\n\
+         print(c.login('alice@example.com', 'alice-pw')[0])\n\
+         typ, data = c.select('INBOX')\n\
+         print(typ, data[0].decode())\n\
+         typ, data = c.fetch('1', '(BODY.PEEK[HEADER.FIELDS (SUBJECT)])')\n\
+         print(data[0][1].decode().strip())\n\
+         typ, data = c.list()\n\
+         print(sorted(line.decode().split(' \"/\" ')[1] for line in data))\n\
+         print(c.logout()[0])\n",
+        port = cluster.imap
+    );
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(&script)
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{printed}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = printed.lines().collect();
+    assert_eq!(lines[0], "OK");
+    assert_eq!(lines[1], "OK 1");
+    assert_eq!(lines[2], "Subject: alice on back-end 2");
+    assert!(
+        lines[3].contains("INBOX") && lines[3].contains("Sent"),
+        "{}",
+        lines[3]
+    );
+    assert_eq!(lines[4], "BYE");
+    let back2 = cluster.back2.as_ref().unwrap();
+    assert!(back2.log_contains("login alice@example.com from 127.0.0.1"));
 }
 
 #[test]

@@ -242,7 +242,7 @@ fn mailbox_management_and_list() {
         h.take(),
         "* LIST (\\HasNoChildren) \"/\" Archive/2026\r\n\
          * LIST (\\HasNoChildren) \"/\" Entw&APw-rfe\r\n\
-         * LIST (\\HasNoChildren \\Subscribed) \"/\" INBOX\r\n\
+         * LIST (\\HasNoChildren) \"/\" INBOX\r\n\
          * LIST (\\HasNoChildren \\Sent) \"/\" Sent\r\n\
          d OK LIST completed\r\n"
     );

@@ -12,6 +12,7 @@ use tidegate_core::pop3::{Pop3Config, Pop3Listener};
 use tidegate_core::smtp::{SmtpConfig, SmtpListener, SmtpRole};
 use tidegate_store::Accept;
 use tidegate_store::authd_server::AuthdService;
+use tidegate_store::imap::{ImapExecutor, ImapMailboxes};
 use tidegate_store::local::{LocalStore, Pop3Locks};
 use tidegate_store::lock::LockOptions;
 use tidegate_store::maildir::MaildirStore;
@@ -293,6 +294,14 @@ pub fn prepare(config: &Config, config_path: Option<&Path>) -> Result<Prepared, 
         &config.hostname,
     );
     let mut local = LocalStore::new(directory.clone(), maildir).with_penalty(penalty);
+    if config.imap.is_some() {
+        let mailboxes = ImapMailboxes::new(
+            &config.storage.mailbox_path,
+            config.storage.fsync,
+            &config.hostname,
+        );
+        local = local.with_imap(ImapExecutor::new(mailboxes));
+    }
     if let Some(pop3) = config.pop3.as_ref().filter(|pop3| pop3.lock) {
         let options = LockOptions {
             stale_after: Duration::from_secs(pop3.lock_stale_secs),

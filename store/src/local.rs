@@ -19,6 +19,7 @@ use tidegate_core::{Account, Failure, Reply, Request};
 pub use deliveries::{DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_PENDING};
 pub use pop3_lock::Pop3Locks;
 
+use crate::imap::ImapExecutor;
 use crate::maildir::{MaildirStore, STALE_AFTER, StoreError};
 use crate::penalty::{Admission, LoginPenalty};
 use crate::service::Executor;
@@ -41,6 +42,7 @@ pub struct LocalStore {
     maildir: MaildirStore,
     deliveries: deliveries::Deliveries,
     pop3_locks: Option<Arc<Pop3Locks>>,
+    imap: Option<ImapExecutor>,
 }
 
 impl LocalStore {
@@ -58,6 +60,7 @@ impl LocalStore {
             penalty: LoginPenalty::default(),
             maildir,
             pop3_locks: None,
+            imap: None,
             deliveries: deliveries::Deliveries::new(DEFAULT_MAX_PENDING, DEFAULT_IDLE_TIMEOUT),
         }
     }
@@ -65,6 +68,12 @@ impl LocalStore {
     /// Replaces the login penalty (its rules come from the config).
     pub fn with_penalty(mut self, penalty: LoginPenalty) -> Self {
         self.penalty = penalty;
+        self
+    }
+
+    /// Serves IMAP mailbox requests ([`Request::Imap`]) with `imap`.
+    pub fn with_imap(mut self, imap: ImapExecutor) -> Self {
+        self.imap = Some(imap);
         self
     }
 
@@ -213,6 +222,10 @@ impl Executor for LocalStore {
                 client,
             } => self.authenticate(&user, password.expose(), client),
             Request::ListMailbox { account } => self.list_for_pop3(&account),
+            Request::Imap(request) => match &self.imap {
+                Some(imap) => imap.execute(request),
+                None => Reply::Failed(Failure::Permanent("IMAP is not served here".into())),
+            },
             Request::ReleaseMailbox { account } => {
                 if let Some(locks) = &self.pop3_locks {
                     locks.release(&account.0);

@@ -69,11 +69,9 @@ impl ImapSession {
                 continue;
             }
             let _ = write!(out, "* {verb} (");
-            let mut attributes = info.attributes.clone();
-            if !subscribed && info.subscribed {
-                attributes.push("\\Subscribed".into());
-            }
-            out.extend_from_slice(attributes.join(" ").as_bytes());
+            // `\Subscribed` belongs to LIST-EXTENDED (RFC 5258), which is not offered:
+            // a plain LIST carries the RFC 3501, RFC 3348 and RFC 6154 attributes only.
+            out.extend_from_slice(info.attributes.join(" ").as_bytes());
             let _ = write!(out, ") \"{DELIMITER}\" ");
             response::astring(&mut out, mailbox::encode(&info.name).as_bytes());
             out.extend_from_slice(b"\r\n");

@@ -46,6 +46,12 @@ pub struct ImapExecutor {
     appends: Appends,
 }
 
+impl std::fmt::Debug for ImapExecutor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ImapExecutor").finish_non_exhaustive()
+    }
+}
+
 /// A request's answer before it becomes a [`Reply`].
 type Answer = Result<Reply, Failure>;
 
