@@ -2,51 +2,13 @@
 //! two others authenticate POP3 logins through it. Killing the authd gives logins a
 //! temporary failure (never a wrong answer); restarting it brings them back.
 
+mod support;
+
 use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Node(Child);
-
-impl Node {
-    fn start(config: &Path, port: u16) -> Node {
-        let child = Command::new(env!("CARGO_BIN_EXE_tidegate"))
-            .args(["serve", "--config"])
-            .arg(config)
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "node did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Node(child)
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let path = dir.join(name);
-    std::fs::write(&path, text).unwrap();
-    path
-}
+use support::{Node, free_port, local, write};
 
 /// `USER`/`PASS` on a POP3 port; the answer to PASS.
 fn login(port: u16, user: &str, password: &str) -> String {
@@ -106,10 +68,10 @@ fn two_nodes_share_one_authd_that_dies_and_comes_back() {
     let two = node("two", p2, "s3cret-between-nodes");
     let intruder = node("intruder", p3, "guessed");
 
-    let mut authd_node = Node::start(&authd, authd_port);
-    let _one = Node::start(&one, p1);
-    let _two = Node::start(&two, p2);
-    let _intruder = Node::start(&intruder, p3);
+    let mut authd_node = Node::start(&authd, local(authd_port));
+    let _one = Node::start(&one, local(p1));
+    let _two = Node::start(&two, local(p2));
+    let _intruder = Node::start(&intruder, local(p3));
 
     for port in [p1, p2] {
         assert!(login(port, "alice@example.com", "alice-pw").starts_with("+OK Logged in"));
@@ -127,7 +89,7 @@ fn two_nodes_share_one_authd_that_dies_and_comes_back() {
         assert!(answer.starts_with("-ERR [SYS/TEMP]"), "{answer}");
     }
 
-    authd_node = Node::start(&authd, authd_port);
+    authd_node = Node::start(&authd, local(authd_port));
     for port in [p1, p2] {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {

@@ -6,45 +6,14 @@
 //! crashed *other* host expires after `lock_stale_secs` (the dotlock's own tests cover
 //! that age rule).
 
+mod support;
+
 use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Node(Child);
-
-impl Node {
-    fn start(config: &Path, port: u16) -> Node {
-        let child = Command::new(env!("CARGO_BIN_EXE_tidegate"))
-            .args(["serve", "--config"])
-            .arg(config)
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "node did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Node(child)
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use support::{Node, free_port, local};
 
 fn node_config(dir: &Path, name: &str, port: u16) -> PathBuf {
     let path = dir.join(format!("{name}.toml"));
@@ -114,8 +83,8 @@ fn one_pop3_session_per_mailbox_across_hosts() {
     let (pa, pb) = (free_port(), free_port());
     let a = node_config(dir.path(), "a", pa);
     let b = node_config(dir.path(), "b", pb);
-    let node_a = Node::start(&a, pa);
-    let _node_b = Node::start(&b, pb);
+    let node_a = Node::start(&a, local(pa));
+    let _node_b = Node::start(&b, local(pb));
 
     let (mut first, answer) = Pop3::login(pa, "alice@example.com");
     assert!(answer.starts_with("+OK Logged in"), "{answer}");

@@ -7,21 +7,20 @@
 //! from 127.0.0.5, the only address the back-ends trust to send PROXY headers, and the
 //! back-ends log the real client address.
 
+mod support;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use support::{Node, tidegate};
 
 const FRONT: &str = "127.0.0.1";
 const BACK1: &str = "127.0.0.2";
 const BACK2: &str = "127.0.0.3";
 const SOURCE: &str = "127.0.0.5";
-
-fn tidegate() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_tidegate"))
-}
 
 /// A port free on every address the test uses.
 fn free_port() -> u16 {
@@ -37,68 +36,6 @@ fn free_port() -> u16 {
         {
             return port;
         }
-    }
-}
-
-/// A `tidegate serve` process; its log (stderr) is collected for assertions.
-struct Node {
-    child: Child,
-    log: Arc<Mutex<String>>,
-}
-
-impl Node {
-    fn start(config: &Path, wait_for: SocketAddr) -> Node {
-        let mut child = tidegate()
-            .args(["serve", "--config"])
-            .arg(config)
-            .env("TIDEGATE_LOG", "info")
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let log = Arc::new(Mutex::new(String::new()));
-        let mut stderr = child.stderr.take().unwrap();
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = stderr.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                sink.lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(wait_for).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "node did not start: {}",
-                log.lock().unwrap()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Node { child, log }
-    }
-
-    fn log_contains(&self, needle: &str) -> bool {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            if self.log.lock().unwrap().contains(needle) {
-                return true;
-            }
-            if Instant::now() > deadline {
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -2,23 +2,15 @@
 //! `[control] watch` apply a changed config to new connections without dropping open
 //! ones, and a config that cannot be applied is refused while the old one keeps running.
 
+mod support;
+
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
-fn tidegate() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_tidegate"))
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use support::{Node, free_port, local, tidegate};
 
 fn write_config(dir: &Path, hostname: &str, pop3: &[u16], extra: &str) -> PathBuf {
     let path = dir.join("config.toml");
@@ -33,32 +25,6 @@ fn write_config(dir: &Path, hostname: &str, pop3: &[u16], extra: &str) -> PathBu
     std::fs::write(&tmp, text).unwrap();
     std::fs::rename(&tmp, &path).unwrap();
     path
-}
-
-struct Server(Child);
-
-impl Server {
-    fn start(config: &Path, port: u16) -> Server {
-        let child = tidegate()
-            .args(["serve", "--config"])
-            .arg(config)
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "server did not start listening");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Server(child)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 fn setup() -> (tempfile::TempDir, u16) {
@@ -101,7 +67,7 @@ fn wait_for_greeting(port: u16, expected: &str) {
 fn ctl_reload_applies_to_new_connections_and_keeps_open_ones() {
     let (dir, port) = setup();
     let config = write_config(dir.path(), "one.example", &[port], "");
-    let _server = Server::start(&config, port);
+    let _server = Node::start(&config, local(port));
     assert_eq!(greeting(port), "+OK one.example POP3 ready\r\n");
 
     let status = ctl(&config, "status");
@@ -137,7 +103,7 @@ fn ctl_reload_applies_to_new_connections_and_keeps_open_ones() {
 fn a_config_that_cannot_be_applied_is_refused_and_the_old_one_keeps_running() {
     let (dir, port) = setup();
     let config = write_config(dir.path(), "one.example", &[port], "");
-    let _server = Server::start(&config, port);
+    let _server = Node::start(&config, local(port));
 
     std::fs::write(
         &config,
@@ -163,10 +129,10 @@ fn a_config_that_cannot_be_applied_is_refused_and_the_old_one_keeps_running() {
 fn sighup_and_the_watcher_reload_too() {
     let (dir, port) = setup();
     let config = write_config(dir.path(), "one.example", &[port], "");
-    let server = Server::start(&config, port);
+    let server = Node::start(&config, local(port));
     write_config(dir.path(), "hup.example", &[port], "");
     // SAFETY: kill(2) on our own child's pid.
-    let sent = unsafe { libc::kill(server.0.id() as i32, libc::SIGHUP) };
+    let sent = unsafe { libc::kill(server.pid() as i32, libc::SIGHUP) };
     assert_eq!(sent, 0);
     wait_for_greeting(port, "+OK hup.example POP3 ready\r\n");
     drop(server);
@@ -178,7 +144,7 @@ fn sighup_and_the_watcher_reload_too() {
         &[port],
         "[control]\nwatch = true",
     );
-    let _server = Server::start(&config, port);
+    let _server = Node::start(&config, local(port));
     assert_eq!(greeting(port), "+OK watched.example POP3 ready\r\n");
     // mtime granularity: make sure the rewrite is a visibly newer file.
     std::thread::sleep(Duration::from_millis(1100));

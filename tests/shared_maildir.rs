@@ -3,50 +3,19 @@
 //! (renaming their files) while a POP3 client on the other retrieves and deletes them.
 //! Every message must be retrieved exactly once: none lost, none duplicated.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use support::{Node, free_port, local, wait_listening};
+
 const PER_NODE: usize = 30;
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Node(Child);
-
-impl Node {
-    fn start(config: &Path, port: u16) -> Node {
-        let child = Command::new(env!("CARGO_BIN_EXE_tidegate"))
-            .args(["serve", "--config"])
-            .arg(config)
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "node did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Node(child)
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 #[derive(Clone, Copy)]
 struct Ports {
@@ -200,14 +169,10 @@ fn two_nodes_on_one_maildir_root_lose_and_duplicate_nothing() {
         imap: free_port(),
     };
     let (pa, pb): (Ports, Ports) = (ports(0), ports(1));
-    let _a = Node::start(&node_config(dir.path(), "a", pa), pa.pop3);
-    let _b = Node::start(&node_config(dir.path(), "b", pb), pb.pop3);
+    let _a = Node::start(&node_config(dir.path(), "a", pa), local(pa.pop3));
+    let _b = Node::start(&node_config(dir.path(), "b", pb), local(pb.pop3));
     for port in [pa.smtp, pa.imap, pb.smtp, pb.imap] {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline);
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_listening(local(port), &String::new);
     }
 
     let delivering = Arc::new(AtomicBool::new(true));
