@@ -119,6 +119,9 @@ pub struct Imap {
     /// The largest APPEND accepted, in bytes.
     #[serde(default = "default_max_append")]
     pub max_append_size: u32,
+    /// Seconds between rescans of the selected mailbox while a client IDLEs.
+    #[serde(default = "default_idle_poll")]
+    pub idle_poll_secs: u64,
 }
 
 /// `[smtp]`.
@@ -224,6 +227,9 @@ fn default_pop3_idle() -> u64 {
 }
 fn default_auth_delay() -> u64 {
     2000
+}
+fn default_idle_poll() -> u64 {
+    5
 }
 fn default_max_append() -> u32 {
     50 * 1024 * 1024

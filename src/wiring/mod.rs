@@ -133,6 +133,7 @@ fn plan_listeners(config: &Config) -> Result<Vec<Planned>, String> {
             hostname: config.hostname.clone(),
             idle_timeout: Duration::from_secs(imap.idle_timeout_secs),
             auth_failure_delay: Duration::from_millis(imap.auth_failure_delay_ms),
+            idle_poll_interval: Duration::from_secs(imap.idle_poll_secs.max(1)),
             limits: ImapLimits {
                 max_append: imap.max_append_size,
                 ..ImapLimits::default()
