@@ -19,6 +19,7 @@ fn imap(implicit_tls: bool, now: Instant) -> ImapSession {
         implicit_tls,
         starttls_available: !implicit_tls,
         plaintext_auth: false,
+        may_override_client: false,
     };
     ImapSession::new(Arc::new(ImapConfig::default()), conn, now)
 }

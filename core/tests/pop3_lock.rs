@@ -29,6 +29,7 @@ impl Run {
             implicit_tls: false,
             starttls_available: false,
             plaintext_auth: true,
+            may_override_client: false,
         };
         let now = Instant::now();
         let mut run = Run {

@@ -37,6 +37,7 @@ fn gate(peer: &str, now: Instant) -> (Drive<impl Session>, Seen) {
                 implicit_tls: false,
                 starttls_available: false,
                 plaintext_auth: true,
+                may_override_client: false,
             };
             *record.borrow_mut() = Some(client);
             let cfg = Pop3Config {

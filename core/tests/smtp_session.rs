@@ -143,6 +143,7 @@ fn conn(plaintext_auth: bool, starttls: bool) -> SmtpConnInfo {
         starttls_available: starttls,
         plaintext_auth,
         trusted: true,
+        may_override_client: false,
     }
 }
 

@@ -25,6 +25,7 @@ fn pop3(implicit_tls: bool, now: Instant) -> Pop3Session {
         implicit_tls,
         starttls_available: !implicit_tls,
         plaintext_auth: false,
+        may_override_client: false,
     };
     Pop3Session::new(Arc::new(Pop3Config::default()), conn, now)
 }

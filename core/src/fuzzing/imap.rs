@@ -196,6 +196,7 @@ impl ImapHarness {
             implicit_tls: implicit,
             starttls_available: tls.is_some() && !implicit || conn_byte & 2 != 0,
             plaintext_auth: conn_byte & 1 != 0,
+            may_override_client: conn_byte & 32 != 0,
         };
         let inner = ImapSession::new(Arc::new(cfg), conn, epoch);
         let session: Box<dyn Session> = match tls {

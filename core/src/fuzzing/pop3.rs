@@ -95,6 +95,7 @@ fn encode_command(command: &Command) -> Vec<u8> {
         Command::Rset => b"RSET".to_vec(),
         Command::Noop => b"NOOP".to_vec(),
         Command::Quit => b"QUIT".to_vec(),
+        Command::Xclient(parsed) => crate::fuzzing::smtp::encode_xclient(parsed),
     }
 }
 
@@ -325,6 +326,7 @@ fn session_setup(conn_byte: u8) -> (Arc<Pop3Config>, ConnInfo) {
         implicit_tls: false,
         starttls_available: conn_byte & 2 != 0,
         plaintext_auth: conn_byte & 4 == 0,
+        may_override_client: conn_byte & 32 != 0,
     };
     (Arc::new(cfg), conn)
 }

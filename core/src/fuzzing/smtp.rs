@@ -133,7 +133,14 @@ fn check_command(command: &Command, line: &[u8]) {
                 );
             }
         }
-        Command::Data
+        Command::Xclient(Ok(x)) => {
+            let texts = [&x.helo, &x.name, &x.proto];
+            for text in texts.into_iter().flatten() {
+                assert!(!text.is_empty(), "empty XCLIENT value from {line:?}");
+            }
+        }
+        Command::Xclient(Err(_))
+        | Command::Data
         | Command::Bdat { .. }
         | Command::Rset
         | Command::Noop
@@ -235,6 +242,28 @@ fn encode_smtp_command(command: &Command) -> Vec<u8> {
                 line.push(b' ');
                 line.extend_from_slice(response);
             }
+            line
+        }
+        Command::Xclient(parsed) => encode_xclient(parsed),
+    }
+}
+
+/// A canonical XCLIENT line that parses to `parsed` again (shared with the POP3
+/// grammar target): the encoder's own line, or a small line that fails the same way.
+pub(crate) fn encode_xclient(
+    parsed: &Result<crate::proxy::xclient::Xclient, crate::proxy::xclient::XclientError>,
+) -> Vec<u8> {
+    use crate::proxy::xclient::{self, Xclient, XclientError};
+    match parsed {
+        // Only ignored or unavailable attributes: say so with one of them.
+        Ok(x) if *x == Xclient::default() => b"XCLIENT ADDR=[UNAVAILABLE]".to_vec(),
+        Ok(x) => xclient::encode(x).into_bytes(),
+        Err(XclientError::Syntax) => b"XCLIENT".to_vec(),
+        Err(XclientError::UnknownAttribute) => b"XCLIENT FOO=1".to_vec(),
+        Err(XclientError::BadValue) => b"XCLIENT ADDR=nonsense".to_vec(),
+        Err(XclientError::TooLong) => {
+            let mut line = b"XCLIENT HELO=".to_vec();
+            line.resize(xclient::MAX_LINE + 1, b'a');
             line
         }
     }
@@ -804,6 +833,7 @@ fn smtp_setup(conn_byte: u8, tls: bool) -> (Arc<SmtpConfig>, SmtpConnInfo) {
         starttls_available: tls || conn_byte & 8 != 0,
         plaintext_auth: conn_byte & 4 == 0,
         trusted: true,
+        may_override_client: conn_byte & 32 != 0,
     };
     (Arc::new(cfg), conn)
 }

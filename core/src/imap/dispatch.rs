@@ -34,7 +34,8 @@ impl ImapSession {
                 self.tagged(&tag, Condition::Ok, None, "LOGOUT completed");
                 self.close();
             }
-            C::Id(_) => {
+            C::Id(pairs) => {
+                self.learn_client(&pairs);
                 self.raw(b"* ID (\"name\" \"tidegate\")\r\n");
                 self.tagged(&tag, Condition::Ok, None, "ID completed");
             }

@@ -34,6 +34,8 @@ impl ImapListener {
             implicit_tls: self.implicit_tls,
             starttls_available: self.tls.is_some() && !self.implicit_tls,
             plaintext_auth: self.plaintext_auth.allows(client.ip()),
+            // Not wired to `[trust] networks` yet: ID fields are ignored.
+            may_override_client: false,
         };
         let session = ImapSession::new(self.config.clone(), conn, now);
         match (&self.tls, self.implicit_tls) {

@@ -149,6 +149,8 @@ pub struct ImapSession {
     /// Requests given up on whose late reply still needs handling: an AppendBegin
     /// that timed out (a late `AppendStarted` is aborted) and the aborts themselves.
     pub(super) orphans: Vec<RequestId>,
+    /// `x-proxy-ttl` from a trusted ID: the proxy hops still allowed after this server.
+    pub(super) proxy_ttl: Option<u8>,
 }
 
 impl ImapSession {
@@ -172,6 +174,7 @@ impl ImapSession {
             auth_failures: 0,
             peer_eof: false,
             orphans: Vec::new(),
+            proxy_ttl: None,
         };
         let greeting = format!("{} IMAP4rev1 ready", session.cfg.hostname);
         let caps = Code::Capability(session.capabilities());
@@ -180,6 +183,34 @@ impl ImapSession {
             .timers
             .set(Timer::Idle, now + session.cfg.idle_timeout);
         session
+    }
+
+    /// The client address the session uses (logging, [`crate::Request::Authenticate`]):
+    /// the accepted peer, or what a trusted proxy named in ID before login.
+    pub fn client(&self) -> std::net::SocketAddr {
+        self.conn.client
+    }
+
+    /// The proxy hops still allowed (ID `x-proxy-ttl`), when a trusted proxy said so.
+    pub fn proxy_ttl(&self) -> Option<u8> {
+        self.proxy_ttl
+    }
+
+    /// The ID fields of a proxy (RFC 2971; Dovecot's `x-originating-ip`,
+    /// `x-originating-port`, `x-proxy-ttl`): believed only from a peer with
+    /// `may_override_client` and only before login; otherwise ignored, as ID is
+    /// informational (RFC 2971 §3.1).
+    pub(super) fn learn_client(&mut self, pairs: &[crate::proxy::imap_id::IdPair]) {
+        if !self.conn.may_override_client || self.account().is_some() {
+            return;
+        }
+        let named = crate::proxy::imap_id::client_of(pairs);
+        if let Some(ip) = named.ip {
+            self.conn.client = std::net::SocketAddr::new(ip, named.port.unwrap_or(0));
+        }
+        if named.ttl.is_some() {
+            self.proxy_ttl = named.ttl;
+        }
     }
 
     /// True once the session has queued its `Close`.

@@ -7,6 +7,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 
 use super::session::{Pop3Session, State, Waiting};
 use super::transaction::Mailbox;
+use crate::proxy::xclient::{Xclient, XclientError};
 use crate::request::{Account, Failure, Reply, Request};
 use crate::secret::Secret;
 use crate::timer::Timer;
@@ -20,6 +21,29 @@ impl Pop3Session {
             return self.reply(PLAINTEXT_REFUSED);
         }
         self.state = State::Authorization { user: Some(name) };
+        self.reply("+OK");
+    }
+
+    /// `XCLIENT` from a trusted proxy (the caller checked `may_override_client`): only
+    /// before USER or AUTH, it replaces the client address used from then on and records
+    /// the TTL; the session stays in AUTHORIZATION (Dovecot's POP3 answer, `+OK`).
+    pub(super) fn xclient(&mut self, parsed: Result<Xclient, XclientError>) {
+        let fresh =
+            matches!(self.state, State::Authorization { user: None }) && self.auth_failures == 0;
+        if !fresh {
+            return self.bad_command("-ERR Command not valid in this state");
+        }
+        let x = match parsed {
+            Ok(x) => x,
+            Err(XclientError::TooLong) => return self.bad_command("-ERR Command line too long"),
+            Err(_) => return self.bad_command("-ERR Syntax error: invalid XCLIENT attributes"),
+        };
+        if let Some(ip) = x.addr {
+            self.conn.client = std::net::SocketAddr::new(ip, x.port.unwrap_or(0));
+        }
+        if x.ttl.is_some() {
+            self.proxy_ttl = x.ttl;
+        }
         self.reply("+OK");
     }
 

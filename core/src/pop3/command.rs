@@ -4,6 +4,7 @@
 //! direct split is clearer than a combinator grammar. The input is one complete line
 //! from [`crate::wire::LineBuffer`], CRLF removed.
 
+use crate::proxy::xclient::{self, Xclient, XclientError};
 use crate::secret::Secret;
 
 /// A message number as the client wrote it. Numbers too large for `u64` saturate, which
@@ -46,6 +47,11 @@ pub enum Command {
     Noop,
     /// `QUIT` (RFC 1939 §4, §6).
     Quit,
+    /// `XCLIENT name=value…`: a trusted proxy names its client (Postfix `XCLIENT_README`,
+    /// as Dovecot's POP3 server accepts it). The attributes are parsed here; whether the
+    /// peer may send it is the session's decision, so a malformed line is kept as the
+    /// error.
+    Xclient(Result<Xclient, XclientError>),
 }
 
 /// Why a line is not a command.
@@ -66,6 +72,9 @@ pub fn parse(line: &[u8]) -> Result<Command, ParseError> {
         Some(sp) => (&line[..sp], Some(&line[sp + 1..])),
         None => (line, None),
     };
+    if keyword.eq_ignore_ascii_case(b"XCLIENT") {
+        return Ok(Command::Xclient(xclient::parse(line)));
+    }
     if keyword.is_empty() || keyword.len() > 4 || !keyword.iter().all(u8::is_ascii_alphabetic) {
         return Err(ParseError::Unknown);
     }
@@ -213,6 +222,20 @@ mod tests {
         assert_eq!(parse(b"XYZZY"), Err(ParseError::Unknown));
         assert_eq!(parse(b""), Err(ParseError::Unknown));
         assert_eq!(parse(b"\0\xff"), Err(ParseError::Unknown));
+    }
+
+    #[test]
+    fn xclient_keeps_its_parse_result() {
+        let Ok(Command::Xclient(Ok(x))) = parse(b"xclient ADDR=192.0.2.9 PORT=4711 TTL=3") else {
+            panic!("XCLIENT not recognised");
+        };
+        assert_eq!(x.addr, Some("192.0.2.9".parse().unwrap()));
+        assert_eq!((x.port, x.ttl), (Some(4711), Some(3)));
+        assert_eq!(
+            parse(b"XCLIENT ADDR=nonsense"),
+            Ok(Command::Xclient(Err(XclientError::BadValue)))
+        );
+        assert_eq!(parse(b"XCLIENTS"), Err(ParseError::Unknown));
     }
 
     #[test]

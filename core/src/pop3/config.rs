@@ -82,4 +82,8 @@ pub struct ConnInfo {
     /// Whether USER/PASS and AUTH PLAIN may be used before TLS is active, from
     /// `[tls] plaintext_auth` and the client's address.
     pub plaintext_auth: bool,
+    /// The peer is in `[trust] networks`: only then does the session believe the client
+    /// address a proxy names with POP3/SMTP `XCLIENT` or the IMAP `ID` fields
+    /// (`x-originating-ip`, RFC 2971 §3.3). `false` keeps both commands as they were.
+    pub may_override_client: bool,
 }

@@ -34,6 +34,8 @@ impl Pop3Listener {
             implicit_tls: self.implicit_tls,
             starttls_available: self.tls.is_some() && !self.implicit_tls,
             plaintext_auth: self.plaintext_auth.allows(client.ip()),
+            // Not wired to `[trust] networks` yet: XCLIENT stays unknown.
+            may_override_client: false,
         };
         let session = Pop3Session::new(self.config.clone(), conn, now);
         match (&self.tls, self.implicit_tls) {

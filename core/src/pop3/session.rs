@@ -65,6 +65,8 @@ pub struct Pop3Session {
     /// The account whose mailbox the store locked for this session (with
     /// `mailbox_lock`), released when the session closes.
     pub(super) locked: Option<Account>,
+    /// `TTL=` from a trusted XCLIENT: the proxy hops still allowed after this server.
+    pub(super) proxy_ttl: Option<u8>,
 }
 
 impl Pop3Session {
@@ -81,6 +83,7 @@ impl Pop3Session {
             io: Outbox::new(),
             timers: TimerTable::default(),
             bad_commands: 0,
+            proxy_ttl: None,
             auth_failures: 0,
             peer_eof: false,
             locked: None,
@@ -99,6 +102,17 @@ impl Pop3Session {
     /// True once the session has queued its `Close`.
     pub fn is_closed(&self) -> bool {
         matches!(self.state, State::Closed)
+    }
+
+    /// The client address the session uses (logging, [`Request::Authenticate`], login
+    /// penalties): the accepted peer, or what a trusted proxy named with `XCLIENT`.
+    pub fn client(&self) -> std::net::SocketAddr {
+        self.conn.client
+    }
+
+    /// The proxy hops still allowed (`XCLIENT TTL=`), when a trusted proxy said so.
+    pub fn proxy_ttl(&self) -> Option<u8> {
+        self.proxy_ttl
     }
 
     /// Appends one reply line (text without CRLF).
@@ -174,7 +188,7 @@ impl Pop3Session {
         }
     }
 
-    fn bad_command(&mut self, reply: &str) {
+    pub(super) fn bad_command(&mut self, reply: &str) {
         self.reply(reply);
         self.bad_commands += 1;
         if self.bad_commands >= self.cfg.limits.max_bad_commands {
@@ -203,6 +217,9 @@ impl Pop3Session {
             Command::Top(n, lines) if in_transaction => self.retrieve(now, n, Some(lines)),
             Command::Dele(n) if in_transaction => self.dele(n),
             Command::Rset if in_transaction => self.rset(),
+            Command::Xclient(parsed) if self.conn.may_override_client => self.xclient(parsed),
+            // From an untrusted peer XCLIENT is a command like any unknown one.
+            Command::Xclient(_) => self.bad_command("-ERR Unknown command"),
             _ => self.bad_command("-ERR Command not valid in this state"),
         }
     }
@@ -217,6 +234,9 @@ impl Pop3Session {
         }
         if self.stls_available() {
             self.io.out.extend_from_slice(b"STLS\r\n");
+        }
+        if self.conn.may_override_client {
+            self.io.out.extend_from_slice(b"XCLIENT\r\n");
         }
         self.io
             .out

@@ -8,6 +8,7 @@
 //! length limit.
 
 use super::address::{self, AddressError, Param, Path, PathKind};
+use crate::proxy::xclient::{self, Xclient, XclientError};
 
 /// One parsed command.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,6 +63,11 @@ pub enum Command {
         /// The base64 initial response, still encoded (`=` for an empty one).
         initial_response: Option<Vec<u8>>,
     },
+    /// `XCLIENT name=value…` (Postfix `XCLIENT_README`): a trusted proxy names its
+    /// client. The attributes are parsed here; whether the peer may send it is the
+    /// session's decision (`550 5.7.0` otherwise), so a malformed line is kept as the
+    /// error.
+    Xclient(Result<Xclient, XclientError>),
 }
 
 /// Why a line is not a command; each variant names the reply it gets.
@@ -126,6 +132,7 @@ pub fn parse(line: &[u8]) -> Result<Command, ParseError> {
             None => return Err(ParseError::Syntax("Syntax: VRFY address")),
         },
         b"AUTH" => auth(args)?,
+        b"XCLIENT" => Command::Xclient(xclient::parse(line)),
         _ => return Err(ParseError::Unknown),
     };
     Ok(command)

@@ -107,4 +107,7 @@ pub struct SmtpConnInfo {
     pub plaintext_auth: bool,
     /// The client is in `[trust] networks` or on loopback (LMTP accepts only these).
     pub trusted: bool,
+    /// The peer is in `[trust] networks` (loopback alone is not enough): only then is
+    /// Postfix-style `XCLIENT` accepted and advertised; otherwise it gets `550 5.7.0`.
+    pub may_override_client: bool,
 }

@@ -109,7 +109,12 @@ impl SmtpSession {
             self.messages
         );
         let tx = self.tx.as_ref()?;
-        let helo = self.greeted.as_ref().map_or("unknown", |g| g.name.as_str());
+        // The real client's HELO name from a trusted XCLIENT wins over the proxy's EHLO.
+        let helo = match (&self.forwarded.helo, &self.greeted) {
+            (Some(name), _) => name.as_str(),
+            (None, Some(g)) => g.name.as_str(),
+            (None, None) => "unknown",
+        };
         let extended = self.greeted.as_ref().is_some_and(|g| g.extended);
         let single = match tx.recipients.as_slice() {
             [only] => Some(only.address.as_str()),

@@ -151,6 +151,10 @@ impl SmtpSession {
         if self.cfg.role == SmtpRole::Submission && self.login_allowed() {
             lines.push("AUTH PLAIN LOGIN".to_owned());
         }
+        if self.conn.may_override_client {
+            // Postfix XCLIENT_README: the attribute names the server accepts.
+            lines.push("XCLIENT ADDR PORT HELO NAME PROTO TTL".to_owned());
+        }
         lines.push("HELP".to_owned());
         let last = lines.len() - 1;
         let numbered: Vec<String> = lines

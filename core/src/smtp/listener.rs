@@ -45,6 +45,7 @@ impl SmtpListener {
             starttls_available: self.tls.is_some(),
             plaintext_auth: self.plaintext_auth.allows(client.ip()),
             trusted,
+            may_override_client: self.trusted.iter().any(|n| n.contains(client.ip())),
         };
         if self.config.role == SmtpRole::Lmtp && !trusted {
             let line = reply::lmtp_untrusted(&self.config.hostname);

@@ -13,6 +13,7 @@ use super::data::{Chunk, CommitPlan};
 use super::envelope::Envelope;
 use super::reply;
 use crate::io::{Action, MAX_READ, Peer, RequestId, Session};
+use crate::proxy::xclient::{Xclient, XclientError};
 use crate::request::{Account, Reply, Request};
 use crate::timer::{Timer, TimerTable};
 use crate::wire::{DotUnstuffer, LineBuffer, LineEvent};
@@ -104,7 +105,28 @@ pub struct SmtpSession {
     pub(super) auth_failures: u32,
     /// The client will send nothing more; close once buffered input is handled.
     peer_eof: bool,
+    /// What a trusted proxy's XCLIENT said beyond the address (which replaces
+    /// `conn.client`): the client's own HELO name and the proxy hops still allowed.
+    pub(super) forwarded: Forwarded,
 }
+
+/// The XCLIENT attributes kept after the address (Postfix `XCLIENT_README`).
+#[derive(Debug, Clone, Default)]
+pub(super) struct Forwarded {
+    /// `HELO=`: the name the real client gave, used in `Received:` instead of the
+    /// proxy's own EHLO name.
+    pub(super) helo: Option<String>,
+    /// `TTL=`: proxy hops still allowed.
+    pub(super) ttl: Option<u8>,
+}
+
+/// XCLIENT from a peer outside `[trust] networks` (Postfix's answer).
+const XCLIENT_UNAUTHORIZED: &str = "550 5.7.0 Not authorized";
+/// XCLIENT before EHLO/LHLO, inside a transaction or after AUTH (RFC 5321 §4.2.4 code).
+const XCLIENT_BAD_SEQUENCE: &str =
+    "503 5.5.1 XCLIENT is allowed only after EHLO, before AUTH and MAIL";
+/// A malformed XCLIENT line (RFC 3463 §3.6: `5.5.4` invalid command arguments).
+const XCLIENT_SYNTAX: &str = "501 5.5.4 Invalid XCLIENT attributes";
 
 impl SmtpSession {
     /// A session for a connection accepted at `now`; the greeting is queued at once.
@@ -158,12 +180,60 @@ impl SmtpSession {
             bad_commands: 0,
             auth_failures: 0,
             peer_eof: false,
+            forwarded: Forwarded::default(),
         }
     }
 
     /// True once the session has queued its `Close`.
     pub fn is_closed(&self) -> bool {
         matches!(self.phase, Phase::Closed)
+    }
+
+    /// The client address the session uses (`Received:`, [`Request::Authenticate`],
+    /// login penalties): the accepted peer, or what a trusted proxy named with XCLIENT.
+    pub fn client(&self) -> std::net::SocketAddr {
+        self.conn.client
+    }
+
+    /// The proxy hops still allowed (`XCLIENT TTL=`), when a trusted proxy said so.
+    pub fn proxy_ttl(&self) -> Option<u8> {
+        self.forwarded.ttl
+    }
+
+    /// XCLIENT (Postfix `XCLIENT_README`): from a trusted peer after EHLO/LHLO, the
+    /// session starts over as a new connection from the named client (a fresh `220`
+    /// greeting; the client greets again). Refused after AUTH and inside a transaction.
+    fn xclient(&mut self, parsed: Result<Xclient, XclientError>) {
+        if !self.conn.may_override_client {
+            return self.bad_command(XCLIENT_UNAUTHORIZED);
+        }
+        if self.greeted.is_none() || self.tx.is_some() || self.account.is_some() {
+            return self.bad_command(XCLIENT_BAD_SEQUENCE);
+        }
+        let x = match parsed {
+            Ok(x) => x,
+            Err(XclientError::TooLong) => return self.bad_command(reply::LINE_TOO_LONG),
+            Err(_) => return self.bad_command(XCLIENT_SYNTAX),
+        };
+        // xtext can carry CR and LF: a name that is not a HELO name would break the
+        // `Received:` field, so the whole line is refused.
+        if let Some(helo) = &x.helo
+            && !super::address::is_helo_name(helo.as_bytes())
+        {
+            return self.bad_command(XCLIENT_SYNTAX);
+        }
+        if let Some(ip) = x.addr {
+            self.conn.client = std::net::SocketAddr::new(ip, x.port.unwrap_or(0));
+        }
+        if x.helo.is_some() {
+            self.forwarded.helo = x.helo;
+        }
+        if x.ttl.is_some() {
+            self.forwarded.ttl = x.ttl;
+        }
+        self.greeted = None;
+        let greeting = reply::greeting(&self.cfg.hostname, self.lmtp());
+        self.reply(&greeting);
     }
 
     pub(super) fn lmtp(&self) -> bool {
@@ -328,6 +398,7 @@ impl SmtpSession {
                 mechanism,
                 initial_response,
             } => self.auth(now, &mechanism, initial_response),
+            Command::Xclient(parsed) => self.xclient(parsed),
         }
     }
 }

@@ -422,6 +422,7 @@ pub fn conn(plaintext_auth: bool, starttls: bool) -> ConnInfo {
         implicit_tls: false,
         starttls_available: starttls,
         plaintext_auth,
+        may_override_client: false,
     }
 }
 
