@@ -50,6 +50,7 @@ pub fn listener_for(
         tls: (config.starttls || config.implicit_tls).then(|| pki.server.clone()),
         implicit_tls: config.implicit_tls,
         plaintext_auth: plaintext_auth(config),
+        trusted: Vec::new(),
     }
 }
 

@@ -67,6 +67,7 @@ impl Env {
                 tls: Some(tls.clone()),
                 implicit_tls,
                 plaintext_auth: PlaintextAuth::Trusted(Vec::new()),
+                trusted: Vec::new(),
             })
         };
         let store = Arc::new(LocalStore::new(users, maildir.clone()));

@@ -161,6 +161,7 @@ fn listener_builds_plain_tls_and_busy_sessions() {
         tls: Some(tls.server.clone()),
         implicit_tls: false,
         plaintext_auth: PlaintextAuth::Never,
+        trusted: Vec::new(),
     };
     let mut session = plain.open(client, now);
     let greeting = String::from_utf8(drain(&mut session, now, &mut Vec::new())).unwrap();

@@ -121,6 +121,7 @@ fn plan_listeners(config: &Config) -> Result<Vec<Planned>, String> {
                     tls: Some(tls.clone()),
                     implicit_tls,
                     plaintext_auth: plaintext_auth.clone(),
+                    trusted: trusted.clone(),
                 }))
             };
             let listener =
@@ -149,6 +150,7 @@ fn plan_listeners(config: &Config) -> Result<Vec<Planned>, String> {
                     tls: Some(tls.clone()),
                     implicit_tls,
                     plaintext_auth: plaintext_auth.clone(),
+                    trusted: trusted.clone(),
                 }))
             };
             let listener =

@@ -648,6 +648,7 @@ impl tidegate_store::SessionFactory for E2eSessions {
             implicit_tls: false,
             starttls_available: false,
             plaintext_auth: true,
+            may_override_client: false,
         };
         Box::new(tidegate_core::imap::ImapSession::new(
             std::sync::Arc::new(tidegate_core::imap::ImapConfig::default()),

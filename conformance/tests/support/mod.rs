@@ -81,6 +81,7 @@ impl SmtpEnv {
             tls: Some(tls.clone()),
             implicit_tls: false,
             plaintext_auth: PlaintextAuth::Trusted(Vec::new()),
+            trusted: Vec::new(),
         });
         let smtp = |role, plaintext_auth| {
             Listener::Smtp(SmtpListener {

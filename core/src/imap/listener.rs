@@ -8,7 +8,7 @@ use rustls::ServerConfig;
 
 use super::{BUSY_REPLY, ConnInfo, ImapConfig, ImapSession};
 use crate::io::Session;
-use crate::net::PlaintextAuth;
+use crate::net::{Cidr, PlaintextAuth};
 use crate::refusal::Refusal;
 use crate::tls::Secured;
 
@@ -23,6 +23,8 @@ pub struct ImapListener {
     pub implicit_tls: bool,
     /// When passwords may be sent without TLS.
     pub plaintext_auth: PlaintextAuth,
+    /// Peers (`[trust] networks`) whose XCLIENT or ID may name the real client.
+    pub trusted: Vec<Cidr>,
 }
 
 impl ImapListener {
@@ -35,7 +37,7 @@ impl ImapListener {
             starttls_available: self.tls.is_some() && !self.implicit_tls,
             plaintext_auth: self.plaintext_auth.allows(client.ip()),
             // Not wired to `[trust] networks` yet: ID fields are ignored.
-            may_override_client: false,
+            may_override_client: self.trusted.iter().any(|n| n.contains(client.ip())),
         };
         let session = ImapSession::new(self.config.clone(), conn, now);
         match (&self.tls, self.implicit_tls) {

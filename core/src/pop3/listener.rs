@@ -8,7 +8,7 @@ use rustls::ServerConfig;
 
 use super::{BUSY_REPLY, ConnInfo, Pop3Config, Pop3Session};
 use crate::io::Session;
-use crate::net::PlaintextAuth;
+use crate::net::{Cidr, PlaintextAuth};
 use crate::refusal::Refusal;
 use crate::tls::Secured;
 
@@ -23,6 +23,8 @@ pub struct Pop3Listener {
     pub implicit_tls: bool,
     /// When passwords may be sent without TLS.
     pub plaintext_auth: PlaintextAuth,
+    /// Peers (`[trust] networks`) whose XCLIENT or ID may name the real client.
+    pub trusted: Vec<Cidr>,
 }
 
 impl Pop3Listener {
@@ -35,7 +37,7 @@ impl Pop3Listener {
             starttls_available: self.tls.is_some() && !self.implicit_tls,
             plaintext_auth: self.plaintext_auth.allows(client.ip()),
             // Not wired to `[trust] networks` yet: XCLIENT stays unknown.
-            may_override_client: false,
+            may_override_client: self.trusted.iter().any(|n| n.contains(client.ip())),
         };
         let session = Pop3Session::new(self.config.clone(), conn, now);
         match (&self.tls, self.implicit_tls) {

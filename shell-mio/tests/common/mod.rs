@@ -40,6 +40,7 @@ impl SessionFactory for Factory {
             implicit_tls: false,
             starttls_available: false,
             plaintext_auth: true,
+            may_override_client: false,
         };
         Box::new(Pop3Session::new(self.config.clone(), conn, now))
     }
