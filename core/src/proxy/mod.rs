@@ -20,6 +20,7 @@
 
 mod backend;
 pub mod backend_tls;
+mod front;
 pub mod gate;
 pub mod haproxy;
 pub mod imap;
