@@ -27,8 +27,7 @@ fn id_config() -> ProxyConfig {
 }
 
 fn route(d: &mut Drive<impl Session>) {
-    let id = d.route_request("alice", b"secret");
-    d.reply(id, remote("alice@example.com", "b1", &[BACKEND1, BACKEND2]));
+    d.route_alice();
 }
 
 #[test]

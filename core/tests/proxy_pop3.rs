@@ -35,8 +35,7 @@ fn routed(d: &mut Drive<impl Session>, extra: &[u8]) {
     let mut input = b"USER alice\r\nPASS secret\r\n".to_vec();
     input.extend_from_slice(extra);
     d.client_sends(&input);
-    let id = d.route_request("alice", b"secret");
-    d.reply(id, remote("alice@example.com", "b1", &[BACKEND1, BACKEND2]));
+    d.route_alice();
 }
 
 #[test]

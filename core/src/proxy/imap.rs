@@ -18,17 +18,16 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 
-use super::backend::BackendLeg;
+use super::front::{self, BackendLogin, Front};
 use super::imap_id;
-use super::relay::{self, Relay};
-use super::route::{BackendTlsMode, ClientAddressMode, FrontConn, ProxyConfig, next_hops};
+use super::relay::Relay;
+use super::route::{BackendTlsMode, ClientAddressMode, FrontConn, ProxyConfig};
 use super::sasl::{self, SaslError};
-use crate::io::{Action, MAX_READ, Peer, RequestId, Session};
-use crate::outbox::Outbox;
-use crate::request::{Account, Backend, Failure, Reply, Request, Route, Service};
+use crate::io::{Action, Peer, RequestId, Session};
+use crate::request::{Failure, Reply, Route, Service};
 use crate::secret::Secret;
-use crate::timer::{Timer, TimerTable};
-use crate::wire::{LineBuffer, LineEvent};
+use crate::timer::Timer;
+use crate::wire::LineEvent;
 
 /// The longest tag accepted; real clients use a handful of characters.
 const MAX_TAG: usize = 64;
@@ -36,6 +35,7 @@ const MAX_TAG: usize = 64;
 const MAX_LITERAL: usize = 1024;
 /// The largest command before login, lines and literals together.
 const MAX_COMMAND: usize = 4 * 1024;
+const BACKEND_DOWN: &str = "NO [UNAVAILABLE] Mail server unavailable, try again later";
 
 /// Where the session is.
 #[derive(Debug)]
@@ -63,12 +63,9 @@ enum Phase {
 
 #[derive(Debug)]
 struct Dialogue {
-    leg: BackendLeg,
+    login: BackendLogin,
     /// The client's tag of its LOGIN/AUTHENTICATE.
     tag: String,
-    account: Account,
-    password: Secret,
-    hops: u8,
     step: Step,
     /// Untagged lines the back-end sent while answering the login, for the client.
     untagged: BytesMut,
@@ -113,42 +110,25 @@ struct Assembly {
 /// An IMAP front-end session for one client connection.
 #[derive(Debug)]
 pub struct ImapFrontSession {
-    cfg: Arc<ProxyConfig>,
-    conn: FrontConn,
-    secure: bool,
+    front: Front,
     phase: Phase,
-    input: LineBuffer,
     command: Assembly,
-    io: Outbox,
-    timers: TimerTable,
-    bad_commands: u32,
-    auth_failures: u32,
 }
 
 impl ImapFrontSession {
     /// A session for a client accepted at `now`; the greeting is queued at once.
     pub fn new(cfg: Arc<ProxyConfig>, conn: FrontConn, now: Instant) -> Self {
         let mut session = ImapFrontSession {
-            input: LineBuffer::new(cfg.limits.max_line),
-            secure: conn.implicit_tls,
-            conn,
+            front: Front::new(cfg, conn, now),
             phase: Phase::Login,
             command: Assembly::default(),
-            io: Outbox::new(),
-            timers: TimerTable::default(),
-            bad_commands: 0,
-            auth_failures: 0,
-            cfg,
         };
         let caps = session.capabilities();
         let _ = write!(
-            session.io.out,
+            session.front.io.out,
             "* OK [CAPABILITY {caps}] {} IMAP4rev1 proxy ready\r\n",
-            session.cfg.hostname
+            session.front.cfg.hostname
         );
-        session
-            .timers
-            .set(Timer::Idle, now + session.cfg.idle_timeout);
         session
     }
 
@@ -157,21 +137,13 @@ impl ImapFrontSession {
         matches!(self.phase, Phase::Done)
     }
 
-    fn login_allowed(&self) -> bool {
-        self.secure || self.conn.plaintext_auth
-    }
-
-    fn starttls_available(&self) -> bool {
-        self.conn.starttls_available && !self.secure
-    }
-
     /// The pre-login capabilities (RFC 3501 §7.2.1): only what the front-end does.
     fn capabilities(&self) -> String {
         let mut caps = String::from("IMAP4rev1 SASL-IR LITERAL+ ID");
-        if self.starttls_available() {
+        if self.front.starttls_available() {
             caps.push_str(" STARTTLS");
         }
-        if self.login_allowed() {
+        if self.front.login_allowed() {
             caps.push_str(" AUTH=PLAIN");
         } else {
             caps.push_str(" LOGINDISABLED");
@@ -180,27 +152,21 @@ impl ImapFrontSession {
     }
 
     fn reply(&mut self, line: &str) {
-        self.io.line(line);
+        self.front.io.line(line);
     }
 
     fn tagged(&mut self, tag: &str, text: &str) {
-        let _ = write!(self.io.out, "{tag} {text}\r\n");
+        let _ = write!(self.front.io.out, "{tag} {text}\r\n");
     }
 
     fn close(&mut self) {
         match std::mem::replace(&mut self.phase, Phase::Done) {
-            Phase::Backend(mut dialogue) => dialogue.leg.close(&mut self.io),
-            Phase::Relay(mut relay) => {
-                relay.close(&mut self.io);
-                self.timers = TimerTable::default();
-                return;
-            }
+            Phase::Backend(mut dialogue) => dialogue.login.leg.close(&mut self.front.io),
+            Phase::Relay(mut relay) => return self.front.close_relay(&mut relay),
             Phase::Done => return,
             _ => {}
         }
-        self.io.push(Action::Close { to: Peer::Client });
-        self.timers = TimerTable::default();
-        self.input.clear();
+        self.front.close_client();
     }
 
     fn reading_commands(&self) -> bool {
@@ -208,20 +174,20 @@ impl ImapFrontSession {
     }
 
     fn resume(&mut self, now: Instant) {
-        while self.reading_commands() && self.io.backlog() < self.cfg.limits.output_high_water {
+        while self.reading_commands() && self.front.can_answer() {
             if let Some(need) = self.command.literal {
-                let raw = self.input.raw();
+                let raw = self.front.input.raw();
                 if raw.len() < need {
                     break;
                 }
                 let literal = Bytes::copy_from_slice(&raw[..need]);
-                self.input.consume(need);
+                self.front.input.consume(need);
                 self.command.size += need;
                 self.command.pieces.push(Piece::Literal(literal));
                 self.command.literal = None;
                 continue;
             }
-            match self.input.next_line() {
+            match self.front.input.next_line() {
                 None => break,
                 Some(LineEvent::TooLong) => {
                     self.command = Assembly::default();
@@ -229,18 +195,17 @@ impl ImapFrontSession {
                     self.bad_command("* BAD Command line too long");
                 }
                 Some(LineEvent::Line(line)) => {
-                    self.timers.set(Timer::Idle, now + self.cfg.idle_timeout);
+                    self.front.touch(now);
                     self.on_line(now, line);
                 }
             }
         }
-        self.io.flush();
+        self.front.io.flush();
     }
 
     fn bad_command(&mut self, reply: &str) {
         self.reply(reply);
-        self.bad_commands += 1;
-        if self.bad_commands >= self.cfg.limits.max_bad_commands {
+        if self.front.count_bad_command() {
             self.reply("* BYE Too many bad commands");
             self.close();
         }
@@ -338,19 +303,19 @@ impl ImapFrontSession {
     }
 
     fn starttls(&mut self, tag: &str) {
-        if !self.starttls_available() {
+        if !self.front.starttls_available() {
             return self.tagged(tag, "BAD STARTTLS not available");
         }
         self.tagged(tag, "OK Begin TLS negotiation now");
-        self.io.push(Action::StartTls { with: Peer::Client });
+        self.front.io.push(Action::StartTls { with: Peer::Client });
         // RFC 3501 §6.2.1 / CVE-2011-0411: nothing read before TLS is kept.
-        self.input.clear();
+        self.front.input.clear();
         self.command = Assembly::default();
-        self.secure = true;
+        self.front.secure = true;
     }
 
     fn login_command(&mut self, now: Instant, tag: String, user: String, password: Secret) {
-        if !self.login_allowed() {
+        if !self.front.login_allowed() {
             return self.tagged(
                 &tag,
                 "NO [PRIVACYREQUIRED] Login disabled until TLS is active",
@@ -360,7 +325,7 @@ impl ImapFrontSession {
     }
 
     fn authenticate(&mut self, now: Instant, tag: String, args: &[u8]) {
-        if !self.login_allowed() {
+        if !self.front.login_allowed() {
             return self.tagged(
                 &tag,
                 "NO [PRIVACYREQUIRED] Login disabled until TLS is active",
@@ -393,47 +358,45 @@ impl ImapFrontSession {
     }
 
     fn login(&mut self, now: Instant, tag: String, user: String, password: Secret) {
-        let Ok(hops) = next_hops(self.conn.hops, self.cfg.max_hops) else {
-            return self.tagged(&tag, "NO [UNAVAILABLE] Proxy loop: too many proxy hops");
-        };
-        let id = self.io.request(Request::Route {
-            user,
-            password: password.clone(),
-            client: self.conn.client.ip(),
-            service: Service::Imap,
-        });
-        self.timers
-            .set(Timer::StoreReply, now + self.cfg.route_timeout);
-        self.phase = Phase::Routing {
-            id,
-            tag,
-            password,
-            hops,
-        };
+        match self
+            .front
+            .request_route(now, user, &password, Service::Imap)
+        {
+            Some((id, hops)) => {
+                self.phase = Phase::Routing {
+                    id,
+                    tag,
+                    password,
+                    hops,
+                }
+            }
+            None => self.tagged(&tag, "NO [UNAVAILABLE] Proxy loop: too many proxy hops"),
+        }
     }
 
     fn on_routed(&mut self, now: Instant, tag: String, reply: Reply, password: Secret, hops: u8) {
         self.phase = Phase::Login;
         match reply {
             Reply::Routed(Route::Remote { account, backend }) => {
-                self.start_backend(now, tag, account, backend, password, hops)
+                match self.front.connect(now, account, backend, password, hops) {
+                    Some(login) => {
+                        self.phase = Phase::Backend(Box::new(Dialogue {
+                            login,
+                            tag,
+                            step: Step::Connecting,
+                            untagged: BytesMut::new(),
+                        }))
+                    }
+                    None => self.tagged(&tag, BACKEND_DOWN),
+                }
             }
-            Reply::Routed(Route::Local(_)) => self.tagged(
-                &tag,
-                "NO [UNAVAILABLE] Mail server unavailable, try again later",
-            ),
+            Reply::Routed(Route::Local(_)) => self.tagged(&tag, BACKEND_DOWN),
             Reply::Failed(failure @ (Failure::Denied | Failure::Throttled(_))) => {
-                self.auth_failures += 1;
-                let close_after = self.auth_failures >= self.cfg.limits.max_auth_failures;
-                let delay = match failure {
-                    Failure::Throttled(penalty) => penalty.max(self.cfg.auth_failure_delay),
-                    _ => self.cfg.auth_failure_delay,
+                let refused = self.front.auth_refused(now, &failure);
+                self.phase = Phase::AuthDelay {
+                    tag,
+                    close_after: refused.close_after,
                 };
-                let at = now
-                    .checked_add(delay)
-                    .unwrap_or(now + self.cfg.auth_failure_delay);
-                self.timers.set(Timer::AuthDelay, at);
-                self.phase = Phase::AuthDelay { tag, close_after };
             }
             Reply::Failed(Failure::Disabled) => {
                 self.tagged(&tag, "NO [CONTACTADMIN] Login is disabled for this account")
@@ -445,58 +408,21 @@ impl ImapFrontSession {
         }
     }
 
-    fn start_backend(
-        &mut self,
-        now: Instant,
-        tag: String,
-        account: Account,
-        backend: Backend,
-        password: Secret,
-        hops: u8,
-    ) {
-        let mut leg = BackendLeg::new(backend);
-        if !leg.connect_next(&mut self.io, self.cfg.source_for(self.conn.client)) {
-            return self.tagged(
-                &tag,
-                "NO [UNAVAILABLE] Mail server unavailable, try again later",
-            );
-        }
-        self.timers
-            .set(Timer::StoreReply, now + self.cfg.backend_timeout);
-        self.phase = Phase::Backend(Box::new(Dialogue {
-            leg,
-            tag,
-            account,
-            password,
-            hops,
-            step: Step::Connecting,
-            untagged: BytesMut::new(),
-        }));
-    }
-
     /// The back-end dialogue failed: close that leg and answer the client's login
     /// command with `text` (after its tag).
     fn backend_failed(&mut self, now: Instant, text: &str, report: Option<String>) {
         let Phase::Backend(mut dialogue) = std::mem::replace(&mut self.phase, Phase::Done) else {
             return;
         };
-        if let Some(reason) = report {
-            dialogue.leg.report(&mut self.io, reason);
-        }
-        dialogue.leg.close(&mut self.io);
-        self.timers.stop(Timer::StoreReply);
+        self.front
+            .abandon_backend(now, &mut dialogue.login.leg, report);
         self.phase = Phase::Login;
         self.tagged(&dialogue.tag, text);
-        self.timers.set(Timer::Idle, now + self.cfg.idle_timeout);
         self.resume(now);
     }
 
     fn backend_down(&mut self, now: Instant, why: String) {
-        self.backend_failed(
-            now,
-            "NO [UNAVAILABLE] Mail server unavailable, try again later",
-            Some(why),
-        );
+        self.backend_failed(now, BACKEND_DOWN, Some(why));
     }
 
     fn on_connected(&mut self, now: Instant, result: Result<(), String>) {
@@ -506,30 +432,11 @@ impl ImapFrontSession {
         if dialogue.step != Step::Connecting {
             return;
         }
-        match result {
-            Ok(()) => {
-                dialogue.step = Step::Greeting;
-                let established = dialogue.leg.established(
-                    &mut self.io,
-                    &self.cfg,
-                    &self.conn,
-                    self.secure,
-                    dialogue.hops,
-                );
-                if let Err(why) = established {
-                    self.backend_down(now, why);
-                }
-            }
-            Err(reason) => {
-                let source = self.cfg.source_for(self.conn.client);
-                if !dialogue.leg.connect_failed(&mut self.io, source, reason) {
-                    self.backend_failed(
-                        now,
-                        "NO [UNAVAILABLE] Mail server unavailable, try again later",
-                        None,
-                    );
-                }
-            }
+        if result.is_ok() {
+            dialogue.step = Step::Greeting;
+        }
+        if let Err(report) = self.front.connected(&mut dialogue.login, result) {
+            self.backend_failed(now, BACKEND_DOWN, report);
         }
     }
 
@@ -537,14 +444,14 @@ impl ImapFrontSession {
         let Phase::Backend(dialogue) = &mut self.phase else {
             return;
         };
-        if let Err(why) = dialogue.leg.receive(&mut self.io, bytes) {
+        if let Err(why) = dialogue.login.leg.receive(&mut self.front.io, bytes) {
             return self.backend_down(now, why);
         }
         loop {
             let Phase::Backend(dialogue) = &mut self.phase else {
                 return;
             };
-            match dialogue.leg.next_line() {
+            match dialogue.login.leg.next_line() {
                 None => return,
                 Some(Err(why)) => return self.backend_down(now, why),
                 Some(Ok(line)) => self.on_backend_line(now, line),
@@ -587,8 +494,8 @@ impl ImapFrontSession {
         let ok = starts_with_ci(rest, b"OK");
         let sent = match step {
             Step::StartTls if ok => {
-                let cfg = self.cfg.backend_tls_config.as_ref();
-                match dialogue.leg.start_tls(&mut self.io, cfg) {
+                let cfg = self.front.cfg.backend_tls_config.as_ref();
+                match dialogue.login.leg.start_tls(&mut self.front.io, cfg) {
                     Ok(()) => self.after_starttls(),
                     Err(why) => Err(why),
                 }
@@ -620,9 +527,12 @@ impl ImapFrontSession {
         let Phase::Backend(dialogue) = &mut self.phase else {
             return Ok(());
         };
-        if self.cfg.backend_tls == BackendTlsMode::StartTls {
+        if self.front.cfg.backend_tls == BackendTlsMode::StartTls {
             dialogue.step = Step::StartTls;
-            return dialogue.leg.send(&mut self.io, b"S1 STARTTLS\r\n");
+            return dialogue
+                .login
+                .leg
+                .send(&mut self.front.io, b"S1 STARTTLS\r\n");
         }
         self.after_starttls()
     }
@@ -631,13 +541,13 @@ impl ImapFrontSession {
         let Phase::Backend(dialogue) = &mut self.phase else {
             return Ok(());
         };
-        if self.cfg.client_address == ClientAddressMode::ImapId {
+        if self.front.cfg.client_address == ClientAddressMode::ImapId {
             dialogue.step = Step::Id;
             let line = format!(
                 "S2 {}\r\n",
-                imap_id::encode_client(self.conn.client, dialogue.hops)
+                imap_id::encode_client(self.front.conn.client, dialogue.login.hops)
             );
-            return dialogue.leg.send(&mut self.io, line.as_bytes());
+            return dialogue.login.leg.send(&mut self.front.io, line.as_bytes());
         }
         self.send_login()
     }
@@ -647,53 +557,35 @@ impl ImapFrontSession {
             return Ok(());
         };
         dialogue.step = Step::Login;
-        let password = std::str::from_utf8(dialogue.password.expose())
+        let password = std::str::from_utf8(dialogue.login.password.expose())
             .ok()
             .filter(|p| quotable(p));
         let line = match password {
-            Some(password) if quotable(&dialogue.account.0) => {
+            Some(password) if quotable(&dialogue.login.account.0) => {
                 let mut line = String::from("S3 LOGIN ");
-                imap_id::quote(&mut line, &dialogue.account.0);
+                imap_id::quote(&mut line, &dialogue.login.account.0);
                 line.push(' ');
                 imap_id::quote(&mut line, password);
                 line.push_str("\r\n");
                 Secret::new(line.into_bytes())
             }
             _ => {
-                let response = sasl::encode_plain(&dialogue.account.0, &dialogue.password);
-                let mut line = b"S3 AUTHENTICATE PLAIN ".to_vec();
-                line.extend_from_slice(response.expose());
-                line.extend_from_slice(b"\r\n");
-                Secret::new(line)
+                return front::send_auth_plain(
+                    &mut self.front.io,
+                    &mut dialogue.login,
+                    b"S3 AUTHENTICATE PLAIN ",
+                );
             }
         };
-        dialogue.leg.send(&mut self.io, line.expose())
+        dialogue.login.leg.send(&mut self.front.io, line.expose())
     }
 
     fn hand_over(&mut self, now: Instant, ok: &[u8]) {
         let Phase::Backend(mut dialogue) = std::mem::replace(&mut self.phase, Phase::Done) else {
             return;
         };
-        self.timers = TimerTable::default();
-        let handed = relay::hand_over(
-            &mut self.io,
-            &mut dialogue.leg,
-            &mut self.input,
-            self.secure,
-            ok,
-            &self.cfg,
-        );
-        match handed {
-            Ok(None) => {}
-            Ok(Some(relay)) => {
-                self.phase = Phase::Relay(relay);
-                self.timers
-                    .set(Timer::Idle, now + self.cfg.relay_idle_timeout);
-            }
-            Err(_) => {
-                self.io.push(Action::Close { to: Peer::Backend });
-                self.io.push(Action::Close { to: Peer::Client });
-            }
+        if let Some(relay) = self.front.hand_over(now, &mut dialogue.login.leg, ok) {
+            self.phase = Phase::Relay(relay);
         }
     }
 
@@ -847,28 +739,17 @@ impl Session for ImapFrontSession {
     fn handle_input(&mut self, now: Instant, from: Peer, bytes: &[u8]) {
         match (&mut self.phase, from) {
             (Phase::Done, _) => {}
-            (Phase::Relay(relay), Peer::Client) => {
-                self.timers
-                    .set(Timer::Idle, now + self.cfg.relay_idle_timeout);
-                if relay.client_bytes(&mut self.io, bytes).is_err() {
-                    self.close();
-                }
-            }
-            (Phase::Relay(relay), Peer::Backend) => {
-                self.timers
-                    .set(Timer::Idle, now + self.cfg.relay_idle_timeout);
-                if relay.backend_bytes(&mut self.io, bytes).is_err() {
+            (Phase::Relay(relay), _) => {
+                if self.front.relay_input(now, relay, from, bytes).is_err() {
                     self.close();
                 }
             }
             (_, Peer::Backend) => self.on_backend_input(now, bytes),
             (_, Peer::Client) => {
-                let limit = self.cfg.limits.max_buffered_input + MAX_READ;
-                if self.input.buffered() + bytes.len() > limit {
+                if !self.front.accept_client_bytes(bytes) {
                     self.reply("* BYE Input buffer overflow");
                     return self.close();
                 }
-                self.input.push(bytes);
                 self.resume(now);
             }
         }
@@ -882,7 +763,7 @@ impl Session for ImapFrontSession {
             }
             _ => self.close(),
         }
-        self.io.flush();
+        self.front.io.flush();
     }
 
     fn handle_reply(&mut self, now: Instant, id: RequestId, reply: Reply) {
@@ -892,7 +773,7 @@ impl Session for ImapFrontSession {
         if *waiting != id {
             return;
         }
-        self.timers.stop(Timer::StoreReply);
+        self.front.timers.stop(Timer::StoreReply);
         if let Phase::Routing {
             tag,
             password,
@@ -906,39 +787,36 @@ impl Session for ImapFrontSession {
     }
 
     fn handle_timeout(&mut self, now: Instant) {
-        while let Some(timer) = self.timers.take_expired(now) {
+        while let Some(timer) = self.front.timers.take_expired(now) {
             self.on_timer(now, timer);
         }
-        self.io.flush();
+        self.front.io.flush();
     }
 
     fn handle_drained(&mut self, now: Instant, to: Peer) {
-        match &mut self.phase {
-            Phase::Relay(relay) => relay.drained(&mut self.io, to),
-            _ if to == Peer::Client => self.io.drained(),
-            _ => {}
-        }
+        let relay = match &mut self.phase {
+            Phase::Relay(relay) => Some(relay),
+            _ => None,
+        };
+        self.front.drained(relay, to);
         self.resume(now);
     }
 
     fn poll_action(&mut self) -> Option<Action> {
-        self.io.poll()
+        self.front.io.poll()
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.next_deadline()
+        self.front.timers.next_deadline()
     }
 
     fn wants_read(&self, from: Peer) -> bool {
         match (&self.phase, from) {
             (Phase::Done, _) => false,
-            (Phase::Relay(relay), _) => relay.wants_read(&self.io, from),
-            (Phase::Backend(dialogue), Peer::Backend) => dialogue.leg.wants_read(),
+            (Phase::Relay(relay), _) => relay.wants_read(&self.front.io, from),
+            (Phase::Backend(dialogue), Peer::Backend) => dialogue.login.leg.wants_read(),
             (_, Peer::Backend) => false,
-            (_, Peer::Client) => {
-                self.input.buffered() < self.cfg.limits.max_buffered_input
-                    && self.io.backlog() < self.cfg.limits.output_high_water
-            }
+            (_, Peer::Client) => self.front.client_wants_read(),
         }
     }
 
@@ -946,7 +824,7 @@ impl Session for ImapFrontSession {
         if to == Peer::Backend {
             self.on_connected(now, result);
         }
-        self.io.flush();
+        self.front.io.flush();
     }
 }
 

@@ -11,6 +11,7 @@
 //! | [`imap_id`] | IMAP ID with the x-originating fields |
 //! | [`backend_tls`] | rustls client for the back-end leg |
 //! | [`sasl`] | PLAIN/LOGIN credentials in, PLAIN out |
+//! | `front` | the client leg, route lookup, back-end connect and hand-over the front-ends share |
 //! | [`pop3`] | [`Pop3FrontSession`] |
 //! | [`submission`] | [`SubmissionFrontSession`] |
 //! | [`imap`] | [`ImapFrontSession`] |
@@ -20,6 +21,7 @@
 
 mod backend;
 pub mod backend_tls;
+mod front;
 pub mod gate;
 pub mod haproxy;
 pub mod imap;

@@ -14,18 +14,17 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use super::backend::BackendLeg;
-use super::relay::{self, Relay};
-use super::route::{BackendTlsMode, ClientAddressMode, FrontConn, ProxyConfig, next_hops};
+use super::front::{self, BackendLogin, Front};
+use super::relay::Relay;
+use super::route::{BackendTlsMode, ClientAddressMode, FrontConn, ProxyConfig};
 use super::sasl::{self, SaslError};
 use super::xclient::{self, Xclient};
-use crate::io::{Action, MAX_READ, Peer, RequestId, Session};
-use crate::outbox::Outbox;
+use crate::io::{Action, Peer, RequestId, Session};
 use crate::pop3::command::{self, Command, ParseError};
-use crate::request::{Account, Backend, Failure, Reply, Request, Route, Service};
+use crate::request::{Failure, Reply, Route, Service};
 use crate::secret::Secret;
-use crate::timer::{Timer, TimerTable};
-use crate::wire::{LineBuffer, LineEvent};
+use crate::timer::Timer;
+use crate::wire::LineEvent;
 
 const PLAINTEXT_REFUSED: &str =
     "-ERR [AUTH] Plaintext authentication disallowed on non-secure connections; use STLS first";
@@ -57,10 +56,7 @@ enum Phase {
 /// The back-end login in progress.
 #[derive(Debug)]
 struct Dialogue {
-    leg: BackendLeg,
-    account: Account,
-    password: Secret,
-    hops: u8,
+    login: BackendLogin,
     step: Step,
 }
 
@@ -80,16 +76,8 @@ enum Step {
 /// sends to the back-end.
 #[derive(Debug)]
 pub struct Pop3FrontSession {
-    cfg: Arc<ProxyConfig>,
-    conn: FrontConn,
-    /// TLS is active on the client leg (implicit, or after STLS).
-    secure: bool,
+    front: Front,
     phase: Phase,
-    input: LineBuffer,
-    io: Outbox,
-    timers: TimerTable,
-    bad_commands: u32,
-    auth_failures: u32,
     /// The client sent EOF before login: close once buffered commands are answered.
     peer_eof: bool,
 }
@@ -97,27 +85,13 @@ pub struct Pop3FrontSession {
 impl Pop3FrontSession {
     /// A session for a client accepted at `now`; the greeting is queued at once.
     pub fn new(cfg: Arc<ProxyConfig>, conn: FrontConn, now: Instant) -> Self {
-        let mut session = Pop3FrontSession {
-            input: LineBuffer::new(cfg.limits.max_line),
-            secure: conn.implicit_tls,
-            conn,
+        let mut front = Front::new(cfg, conn, now);
+        let _ = write!(front.io.out, "+OK {} POP3 ready\r\n", front.cfg.hostname);
+        Pop3FrontSession {
+            front,
             phase: Phase::Login { user: None },
-            io: Outbox::new(),
-            timers: TimerTable::default(),
-            bad_commands: 0,
-            auth_failures: 0,
             peer_eof: false,
-            cfg,
-        };
-        let _ = write!(
-            session.io.out,
-            "+OK {} POP3 ready\r\n",
-            session.cfg.hostname
-        );
-        session
-            .timers
-            .set(Timer::Idle, now + session.cfg.idle_timeout);
-        session
+        }
     }
 
     /// True once the session spliced or closed: the shell drops it.
@@ -126,45 +100,27 @@ impl Pop3FrontSession {
     }
 
     fn reply(&mut self, line: &str) {
-        self.io.line(line);
-    }
-
-    fn login_allowed(&self) -> bool {
-        self.secure || self.conn.plaintext_auth
-    }
-
-    fn stls_available(&self) -> bool {
-        self.conn.starttls_available && !self.secure
+        self.front.reply(line);
     }
 
     /// Closes every connection; nothing follows.
     fn close(&mut self) {
         match std::mem::replace(&mut self.phase, Phase::Done) {
-            Phase::Backend(mut dialogue) => dialogue.leg.close(&mut self.io),
-            Phase::Relay(mut relay) => {
-                relay.close(&mut self.io);
-                self.finish_close();
-                return;
-            }
+            Phase::Backend(mut dialogue) => dialogue.login.leg.close(&mut self.front.io),
+            Phase::Relay(mut relay) => return self.front.close_relay(&mut relay),
             Phase::Done => return,
             _ => {}
         }
-        self.io.push(Action::Close { to: Peer::Client });
-        self.finish_close();
-    }
-
-    fn finish_close(&mut self) {
-        self.timers = TimerTable::default();
-        self.input.clear();
+        self.front.close_client();
     }
 
     /// Answers buffered client commands while the session is in AUTHORIZATION.
     fn resume(&mut self, now: Instant) {
         // Stop answering while the client does not read its replies (CAPA in a loop).
         while matches!(self.phase, Phase::Login { .. } | Phase::SaslResponse)
-            && self.io.backlog() < self.cfg.limits.output_high_water
+            && self.front.can_answer()
         {
-            match self.input.next_line() {
+            match self.front.input.next_line() {
                 None => {
                     if self.peer_eof {
                         self.close();
@@ -178,18 +134,17 @@ impl Pop3FrontSession {
                     self.bad_command("-ERR Command line too long");
                 }
                 Some(LineEvent::Line(line)) => {
-                    self.timers.set(Timer::Idle, now + self.cfg.idle_timeout);
+                    self.front.touch(now);
                     self.on_line(now, &line);
                 }
             }
         }
-        self.io.flush();
+        self.front.io.flush();
     }
 
     fn bad_command(&mut self, reply: &str) {
         self.reply(reply);
-        self.bad_commands += 1;
-        if self.bad_commands >= self.cfg.limits.max_bad_commands {
+        if self.front.count_bad_command() {
             self.reply("-ERR Too many bad commands, closing connection");
             self.close();
         }
@@ -203,20 +158,20 @@ impl Pop3FrontSession {
         match command::parse(line) {
             Ok(Command::Capa) => self.capa(),
             Ok(Command::Quit) => {
-                let line = format!("+OK {} POP3 closing", self.cfg.hostname);
+                let line = format!("+OK {} POP3 closing", self.front.cfg.hostname);
                 self.reply(&line);
                 self.close();
             }
             Ok(Command::Stls) => self.stls(),
             Ok(Command::User(name)) => {
-                if !self.login_allowed() {
+                if !self.front.login_allowed() {
                     return self.reply(PLAINTEXT_REFUSED);
                 }
                 self.phase = Phase::Login { user: Some(name) };
                 self.reply("+OK");
             }
             Ok(Command::Pass(password)) => {
-                if !self.login_allowed() {
+                if !self.front.login_allowed() {
                     return self.reply(PLAINTEXT_REFUSED);
                 }
                 match std::mem::replace(&mut self.phase, Phase::Login { user: None }) {
@@ -237,23 +192,21 @@ impl Pop3FrontSession {
     /// RFC 2449 §5: only what the front-end itself does before login. The back-end's
     /// own capabilities (TOP, UIDL, PIPELINING…) apply after the hand-over.
     fn capa(&mut self) {
-        self.io
-            .out
-            .extend_from_slice(b"+OK Capability list follows\r\nRESP-CODES\r\nAUTH-RESP-CODE\r\n");
-        if self.login_allowed() {
-            self.io.out.extend_from_slice(b"USER\r\nSASL PLAIN\r\n");
+        let (login, stls) = (self.front.login_allowed(), self.front.starttls_available());
+        let out = &mut self.front.io.out;
+        out.extend_from_slice(b"+OK Capability list follows\r\nRESP-CODES\r\nAUTH-RESP-CODE\r\n");
+        if login {
+            out.extend_from_slice(b"USER\r\nSASL PLAIN\r\n");
         }
-        if self.stls_available() {
-            self.io.out.extend_from_slice(b"STLS\r\n");
+        if stls {
+            out.extend_from_slice(b"STLS\r\n");
         }
-        self.io
-            .out
-            .extend_from_slice(b"IMPLEMENTATION tidegate\r\n.\r\n");
+        out.extend_from_slice(b"IMPLEMENTATION tidegate\r\n.\r\n");
     }
 
     fn stls(&mut self) {
-        if !self.stls_available() {
-            let why = if self.secure {
+        if !self.front.starttls_available() {
+            let why = if self.front.secure {
                 "TLS is already active"
             } else {
                 "STLS is not available"
@@ -261,19 +214,23 @@ impl Pop3FrontSession {
             return self.reply(&format!("-ERR {why}"));
         }
         self.reply("+OK Begin TLS negotiation");
-        self.io.push(Action::StartTls { with: Peer::Client });
+        self.front.io.push(Action::StartTls { with: Peer::Client });
         // RFC 2595 §4: plaintext pipelined after STLS is discarded (CVE-2011-0411).
-        self.input.clear();
-        self.secure = true;
+        self.front.input.clear();
+        self.front.secure = true;
         self.phase = Phase::Login { user: None };
     }
 
     fn auth(&mut self, now: Instant, mechanism: Option<&str>, initial: Option<Vec<u8>>) {
-        if !self.login_allowed() {
+        if !self.front.login_allowed() {
             return self.reply(PLAINTEXT_REFUSED);
         }
         match mechanism {
-            None => self.io.out.extend_from_slice(b"+OK\r\nPLAIN\r\n.\r\n"),
+            None => self
+                .front
+                .io
+                .out
+                .extend_from_slice(b"+OK\r\nPLAIN\r\n.\r\n"),
             Some("PLAIN") => match initial {
                 Some(response) => self.sasl_response(now, &response),
                 None => {
@@ -297,41 +254,37 @@ impl Pop3FrontSession {
 
     /// Credentials captured: ask where the user lives (which also checks the password).
     fn login(&mut self, now: Instant, user: String, password: Secret) {
-        let Ok(hops) = next_hops(self.conn.hops, self.cfg.max_hops) else {
-            return self.reply("-ERR [SYS/PERM] Proxy loop: too many proxy hops");
-        };
-        let id = self.io.request(Request::Route {
-            user,
-            password: password.clone(),
-            client: self.conn.client.ip(),
-            service: Service::Pop3,
-        });
-        self.timers
-            .set(Timer::StoreReply, now + self.cfg.route_timeout);
-        self.phase = Phase::Routing { id, password, hops };
+        match self
+            .front
+            .request_route(now, user, &password, Service::Pop3)
+        {
+            Some((id, hops)) => self.phase = Phase::Routing { id, password, hops },
+            None => self.reply("-ERR [SYS/PERM] Proxy loop: too many proxy hops"),
+        }
     }
 
     fn on_routed(&mut self, now: Instant, reply: Reply, password: Secret, hops: u8) {
         self.phase = Phase::Login { user: None };
         match reply {
             Reply::Routed(Route::Remote { account, backend }) => {
-                self.start_backend(now, account, backend, password, hops)
+                match self.front.connect(now, account, backend, password, hops) {
+                    Some(login) => {
+                        self.phase = Phase::Backend(Box::new(Dialogue {
+                            login,
+                            step: Step::Connecting,
+                        }))
+                    }
+                    None => self.reply(BACKEND_DOWN),
+                }
             }
             // The host gives a Remote route to this node's own back-end listener for
             // users served here; a front-end session cannot open a mailbox itself.
             Reply::Routed(Route::Local(_)) => self.reply(BACKEND_DOWN),
             Reply::Failed(failure @ (Failure::Denied | Failure::Throttled(_))) => {
-                self.auth_failures += 1;
-                let close_after = self.auth_failures >= self.cfg.limits.max_auth_failures;
-                let delay = match failure {
-                    Failure::Throttled(penalty) => penalty.max(self.cfg.auth_failure_delay),
-                    _ => self.cfg.auth_failure_delay,
+                let refused = self.front.auth_refused(now, &failure);
+                self.phase = Phase::AuthDelay {
+                    close_after: refused.close_after,
                 };
-                let at = now
-                    .checked_add(delay)
-                    .unwrap_or(now + self.cfg.auth_failure_delay);
-                self.timers.set(Timer::AuthDelay, at);
-                self.phase = Phase::AuthDelay { close_after };
             }
             Reply::Failed(Failure::Disabled) => {
                 self.reply("-ERR [AUTH] Login is disabled for this account")
@@ -340,43 +293,16 @@ impl Pop3FrontSession {
         }
     }
 
-    fn start_backend(
-        &mut self,
-        now: Instant,
-        account: Account,
-        backend: Backend,
-        password: Secret,
-        hops: u8,
-    ) {
-        let mut leg = BackendLeg::new(backend);
-        if !leg.connect_next(&mut self.io, self.cfg.source_for(self.conn.client)) {
-            return self.reply(BACKEND_DOWN);
-        }
-        self.timers
-            .set(Timer::StoreReply, now + self.cfg.backend_timeout);
-        self.phase = Phase::Backend(Box::new(Dialogue {
-            leg,
-            account,
-            password,
-            hops,
-            step: Step::Connecting,
-        }));
-    }
-
     /// The back-end dialogue failed: close that leg, answer the client, and go back to
     /// AUTHORIZATION (the client may try again).
     fn backend_failed(&mut self, now: Instant, reply: &str, report: Option<String>) {
         let Phase::Backend(mut dialogue) = std::mem::replace(&mut self.phase, Phase::Done) else {
             return;
         };
-        if let Some(reason) = report {
-            dialogue.leg.report(&mut self.io, reason);
-        }
-        dialogue.leg.close(&mut self.io);
-        self.timers.stop(Timer::StoreReply);
+        self.front
+            .abandon_backend(now, &mut dialogue.login.leg, report);
         self.phase = Phase::Login { user: None };
         self.reply(reply);
-        self.timers.set(Timer::Idle, now + self.cfg.idle_timeout);
         self.resume(now);
     }
 
@@ -387,26 +313,11 @@ impl Pop3FrontSession {
         if dialogue.step != Step::Connecting {
             return;
         }
-        match result {
-            Ok(()) => {
-                dialogue.step = Step::Greeting;
-                let established = dialogue.leg.established(
-                    &mut self.io,
-                    &self.cfg,
-                    &self.conn,
-                    self.secure,
-                    dialogue.hops,
-                );
-                if let Err(why) = established {
-                    self.backend_failed(now, BACKEND_DOWN, Some(why));
-                }
-            }
-            Err(reason) => {
-                let source = self.cfg.source_for(self.conn.client);
-                if !dialogue.leg.connect_failed(&mut self.io, source, reason) {
-                    self.backend_failed(now, BACKEND_DOWN, None);
-                }
-            }
+        if result.is_ok() {
+            dialogue.step = Step::Greeting;
+        }
+        if let Err(report) = self.front.connected(&mut dialogue.login, result) {
+            self.backend_failed(now, BACKEND_DOWN, report);
         }
     }
 
@@ -414,14 +325,14 @@ impl Pop3FrontSession {
         let Phase::Backend(dialogue) = &mut self.phase else {
             return;
         };
-        if let Err(why) = dialogue.leg.receive(&mut self.io, bytes) {
+        if let Err(why) = dialogue.login.leg.receive(&mut self.front.io, bytes) {
             return self.backend_failed(now, BACKEND_DOWN, Some(why));
         }
         loop {
             let Phase::Backend(dialogue) = &mut self.phase else {
                 return;
             };
-            match dialogue.leg.next_line() {
+            match dialogue.login.leg.next_line() {
                 None => return,
                 Some(Err(why)) => return self.backend_failed(now, BACKEND_DOWN, Some(why)),
                 Some(Ok(line)) => self.on_backend_line(now, line),
@@ -435,20 +346,21 @@ impl Pop3FrontSession {
         };
         let ok = line.starts_with(b"+OK");
         let step = dialogue.step;
+        let front = &mut self.front;
         let sent = match (step, ok) {
-            (Step::Greeting, true) if self.cfg.backend_tls == BackendTlsMode::StartTls => {
+            (Step::Greeting, true) if front.cfg.backend_tls == BackendTlsMode::StartTls => {
                 dialogue.step = Step::Stls;
-                dialogue.leg.send(&mut self.io, b"STLS\r\n")
+                dialogue.login.leg.send(&mut front.io, b"STLS\r\n")
             }
             (Step::Stls, true) => {
-                let cfg = self.cfg.backend_tls_config.as_ref();
-                match dialogue.leg.start_tls(&mut self.io, cfg) {
-                    Ok(()) => self.after_tls(),
+                let cfg = front.cfg.backend_tls_config.as_ref();
+                match dialogue.login.leg.start_tls(&mut front.io, cfg) {
+                    Ok(()) => after_tls(front, dialogue),
                     Err(why) => Err(why),
                 }
             }
-            (Step::Greeting, true) => self.after_tls(),
-            (Step::Xclient, true) => self.send_auth(),
+            (Step::Greeting, true) => after_tls(front, dialogue),
+            (Step::Xclient, true) => send_auth(front, dialogue),
             (Step::Auth, true) => return self.hand_over(now, line),
             (Step::Auth, false) => {
                 let reply = refusal(&line);
@@ -465,66 +377,15 @@ impl Pop3FrontSession {
         }
     }
 
-    /// After the greeting (and STLS): XCLIENT if configured, then the login.
-    fn after_tls(&mut self) -> Result<(), String> {
-        if self.cfg.client_address != ClientAddressMode::Xclient {
-            return self.send_auth();
-        }
-        let Phase::Backend(dialogue) = &mut self.phase else {
-            return Ok(());
-        };
-        let x = Xclient {
-            addr: Some(self.conn.client.ip()),
-            port: Some(self.conn.client.port()),
-            ttl: Some(dialogue.hops),
-            ..Xclient::default()
-        };
-        dialogue.step = Step::Xclient;
-        let line = format!("{}\r\n", xclient::encode(&x));
-        dialogue.leg.send(&mut self.io, line.as_bytes())
-    }
-
-    fn send_auth(&mut self) -> Result<(), String> {
-        let Phase::Backend(dialogue) = &mut self.phase else {
-            return Ok(());
-        };
-        dialogue.step = Step::Auth;
-        let response = sasl::encode_plain(&dialogue.account.0, &dialogue.password);
-        let mut line = Vec::with_capacity(response.expose().len() + 13);
-        line.extend_from_slice(b"AUTH PLAIN ");
-        line.extend_from_slice(response.expose());
-        line.extend_from_slice(b"\r\n");
-        let line = Secret::new(line);
-        dialogue.leg.send(&mut self.io, line.expose())
-    }
-
     /// The back-end accepted the login: relay its `+OK`, then splice or relay.
     fn hand_over(&mut self, now: Instant, ok_line: Bytes) {
         let Phase::Backend(mut dialogue) = std::mem::replace(&mut self.phase, Phase::Done) else {
             return;
         };
-        self.timers = TimerTable::default();
         let mut ok = ok_line.to_vec();
         ok.extend_from_slice(b"\r\n");
-        let handed = relay::hand_over(
-            &mut self.io,
-            &mut dialogue.leg,
-            &mut self.input,
-            self.secure,
-            &ok,
-            &self.cfg,
-        );
-        match handed {
-            Ok(None) => {}
-            Ok(Some(relay)) => {
-                self.phase = Phase::Relay(relay);
-                self.timers
-                    .set(Timer::Idle, now + self.cfg.relay_idle_timeout);
-            }
-            Err(_) => {
-                self.io.push(Action::Close { to: Peer::Backend });
-                self.io.push(Action::Close { to: Peer::Client });
-            }
+        if let Some(relay) = self.front.hand_over(now, &mut dialogue.login.leg, &ok) {
+            self.phase = Phase::Relay(relay);
         }
     }
 
@@ -561,6 +422,28 @@ impl Pop3FrontSession {
     }
 }
 
+/// After the greeting (and STLS): XCLIENT if configured, then the login.
+fn after_tls(front: &mut Front, dialogue: &mut Dialogue) -> Result<(), String> {
+    if front.cfg.client_address != ClientAddressMode::Xclient {
+        return send_auth(front, dialogue);
+    }
+    let x = Xclient {
+        addr: Some(front.conn.client.ip()),
+        port: Some(front.conn.client.port()),
+        ttl: Some(dialogue.login.hops),
+        ..Xclient::default()
+    };
+    dialogue.step = Step::Xclient;
+    let line = format!("{}\r\n", xclient::encode(&x));
+    dialogue.login.leg.send(&mut front.io, line.as_bytes())
+}
+
+/// The login itself: `AUTH PLAIN <base64>` (RFC 5034 §4).
+fn send_auth(front: &mut Front, dialogue: &mut Dialogue) -> Result<(), String> {
+    dialogue.step = Step::Auth;
+    front::send_auth_plain(&mut front.io, &mut dialogue.login, b"AUTH PLAIN ")
+}
+
 /// The reply for a back-end's refused login: its RFC 2449/3206 response code, with our
 /// own text (the back-end's text may describe its internals).
 fn refusal(line: &[u8]) -> &'static str {
@@ -581,29 +464,18 @@ impl Session for Pop3FrontSession {
     fn handle_input(&mut self, now: Instant, from: Peer, bytes: &[u8]) {
         match (&mut self.phase, from) {
             (Phase::Done, _) => {}
-            (Phase::Relay(relay), Peer::Client) => {
-                self.timers
-                    .set(Timer::Idle, now + self.cfg.relay_idle_timeout);
-                if relay.client_bytes(&mut self.io, bytes).is_err() {
-                    self.close();
-                }
-            }
-            (Phase::Relay(relay), Peer::Backend) => {
-                self.timers
-                    .set(Timer::Idle, now + self.cfg.relay_idle_timeout);
-                if relay.backend_bytes(&mut self.io, bytes).is_err() {
+            (Phase::Relay(relay), _) => {
+                if self.front.relay_input(now, relay, from, bytes).is_err() {
                     self.close();
                 }
             }
             (_, Peer::Backend) => self.on_backend_input(now, bytes),
             (_, Peer::Client) => {
-                let limit = self.cfg.limits.max_buffered_input + MAX_READ;
-                if self.input.buffered() + bytes.len() > limit {
+                if !self.front.accept_client_bytes(bytes) {
                     // Only a shell that ignores wants_read gets here.
                     self.reply("-ERR [SYS/PERM] Input buffer overflow");
                     return self.close();
                 }
-                self.input.push(bytes);
                 self.resume(now);
             }
         }
@@ -626,7 +498,7 @@ impl Session for Pop3FrontSession {
             // of the relay closed.
             _ => self.close(),
         }
-        self.io.flush();
+        self.front.io.flush();
     }
 
     fn handle_reply(&mut self, now: Instant, id: RequestId, reply: Reply) {
@@ -636,7 +508,7 @@ impl Session for Pop3FrontSession {
         if *waiting != id {
             return;
         }
-        self.timers.stop(Timer::StoreReply);
+        self.front.timers.stop(Timer::StoreReply);
         if let Phase::Routing { password, hops, .. } =
             std::mem::replace(&mut self.phase, Phase::Login { user: None })
         {
@@ -646,40 +518,36 @@ impl Session for Pop3FrontSession {
     }
 
     fn handle_timeout(&mut self, now: Instant) {
-        while let Some(timer) = self.timers.take_expired(now) {
+        while let Some(timer) = self.front.timers.take_expired(now) {
             self.on_timer(now, timer);
         }
-        self.io.flush();
+        self.front.io.flush();
     }
 
     fn handle_drained(&mut self, now: Instant, to: Peer) {
-        match &mut self.phase {
-            Phase::Relay(relay) => relay.drained(&mut self.io, to),
-            _ if to == Peer::Client => self.io.drained(),
-            _ => {}
-        }
+        let relay = match &mut self.phase {
+            Phase::Relay(relay) => Some(relay),
+            _ => None,
+        };
+        self.front.drained(relay, to);
         self.resume(now);
     }
 
     fn poll_action(&mut self) -> Option<Action> {
-        self.io.poll()
+        self.front.io.poll()
     }
 
-    fn poll_timeout(&self) -> Option<std::time::Instant> {
-        self.timers.next_deadline()
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.front.timers.next_deadline()
     }
 
     fn wants_read(&self, from: Peer) -> bool {
         match (&self.phase, from) {
             (Phase::Done, _) => false,
-            (Phase::Relay(relay), _) => relay.wants_read(&self.io, from),
-            (Phase::Backend(dialogue), Peer::Backend) => dialogue.leg.wants_read(),
+            (Phase::Relay(relay), _) => relay.wants_read(&self.front.io, from),
+            (Phase::Backend(dialogue), Peer::Backend) => dialogue.login.leg.wants_read(),
             (_, Peer::Backend) => false,
-            (_, Peer::Client) => {
-                !self.peer_eof
-                    && self.input.buffered() < self.cfg.limits.max_buffered_input
-                    && self.io.backlog() < self.cfg.limits.output_high_water
-            }
+            (_, Peer::Client) => !self.peer_eof && self.front.client_wants_read(),
         }
     }
 
@@ -687,6 +555,6 @@ impl Session for Pop3FrontSession {
         if to == Peer::Backend {
             self.on_connected(now, result);
         }
-        self.io.flush();
+        self.front.io.flush();
     }
 }

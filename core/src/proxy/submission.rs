@@ -13,17 +13,16 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use super::backend::BackendLeg;
-use super::relay::{self, Relay};
-use super::route::{BackendTlsMode, ClientAddressMode, FrontConn, ProxyConfig, next_hops};
+use super::front::{self, BackendLogin, Front};
+use super::relay::Relay;
+use super::route::{BackendTlsMode, ClientAddressMode, FrontConn, ProxyConfig};
 use super::sasl::{self, SaslError};
 use super::xclient::{self, Xclient};
-use crate::io::{Action, MAX_READ, Peer, RequestId, Session};
-use crate::outbox::Outbox;
-use crate::request::{Account, Backend, Failure, Reply, Request, Route, Service};
+use crate::io::{Action, Peer, RequestId, Session};
+use crate::request::{Failure, Reply, Route, Service};
 use crate::secret::Secret;
-use crate::timer::{Timer, TimerTable};
-use crate::wire::{LineBuffer, LineEvent};
+use crate::timer::Timer;
+use crate::wire::LineEvent;
 
 const BACKEND_DOWN: &str = "451 4.4.1 Mail server unavailable, try again later";
 const TEMP_AUTH: &str = "454 4.7.0 Temporary authentication failure";
@@ -60,10 +59,7 @@ enum Phase {
 
 #[derive(Debug)]
 struct Dialogue {
-    leg: BackendLeg,
-    account: Account,
-    password: Secret,
-    hops: u8,
+    login: BackendLogin,
     step: Step,
     /// Lines of the back-end reply being read (multi-line replies, RFC 5321 §4.2.1).
     reply: Vec<Bytes>,
@@ -89,43 +85,26 @@ enum Step {
 /// A submission front-end session for one client connection.
 #[derive(Debug)]
 pub struct SubmissionFrontSession {
-    cfg: Arc<ProxyConfig>,
-    conn: FrontConn,
-    secure: bool,
+    front: Front,
     phase: Phase,
     /// The name the client gave in EHLO/HELO; `None` before it did (or after STARTTLS).
     helo: Option<String>,
-    input: LineBuffer,
-    io: Outbox,
-    timers: TimerTable,
-    bad_commands: u32,
-    auth_failures: u32,
 }
 
 impl SubmissionFrontSession {
     /// A session for a client accepted at `now`; the greeting is queued at once.
     pub fn new(cfg: Arc<ProxyConfig>, conn: FrontConn, now: Instant) -> Self {
-        let mut session = SubmissionFrontSession {
-            input: LineBuffer::new(cfg.limits.max_line),
-            secure: conn.implicit_tls,
-            conn,
+        let mut front = Front::new(cfg, conn, now);
+        let _ = write!(
+            front.io.out,
+            "220 {} ESMTP submission ready\r\n",
+            front.cfg.hostname
+        );
+        SubmissionFrontSession {
+            front,
             phase: Phase::Login,
             helo: None,
-            io: Outbox::new(),
-            timers: TimerTable::default(),
-            bad_commands: 0,
-            auth_failures: 0,
-            cfg,
-        };
-        let _ = write!(
-            session.io.out,
-            "220 {} ESMTP submission ready\r\n",
-            session.cfg.hostname
-        );
-        session
-            .timers
-            .set(Timer::Idle, now + session.cfg.idle_timeout);
-        session
+        }
     }
 
     /// True once the session spliced or closed: the shell drops it.
@@ -134,31 +113,17 @@ impl SubmissionFrontSession {
     }
 
     fn reply(&mut self, line: &str) {
-        self.io.line(line);
-    }
-
-    fn login_allowed(&self) -> bool {
-        self.secure || self.conn.plaintext_auth
-    }
-
-    fn starttls_available(&self) -> bool {
-        self.conn.starttls_available && !self.secure
+        self.front.reply(line);
     }
 
     fn close(&mut self) {
         match std::mem::replace(&mut self.phase, Phase::Done) {
-            Phase::Backend(mut dialogue) => dialogue.leg.close(&mut self.io),
-            Phase::Relay(mut relay) => {
-                relay.close(&mut self.io);
-                self.timers = TimerTable::default();
-                return;
-            }
+            Phase::Backend(mut dialogue) => dialogue.login.leg.close(&mut self.front.io),
+            Phase::Relay(mut relay) => return self.front.close_relay(&mut relay),
             Phase::Done => return,
             _ => {}
         }
-        self.io.push(Action::Close { to: Peer::Client });
-        self.timers = TimerTable::default();
-        self.input.clear();
+        self.front.close_client();
     }
 
     fn reading_commands(&self) -> bool {
@@ -170,26 +135,25 @@ impl SubmissionFrontSession {
 
     fn resume(&mut self, now: Instant) {
         // Stop answering while the client does not read its replies (CAPA in a loop).
-        while self.reading_commands() && self.io.backlog() < self.cfg.limits.output_high_water {
-            match self.input.next_line() {
+        while self.reading_commands() && self.front.can_answer() {
+            match self.front.input.next_line() {
                 None => break,
                 Some(LineEvent::TooLong) => {
                     self.phase = Phase::Login;
                     self.bad_command("500 5.5.6 Line too long");
                 }
                 Some(LineEvent::Line(line)) => {
-                    self.timers.set(Timer::Idle, now + self.cfg.idle_timeout);
+                    self.front.touch(now);
                     self.on_line(now, &line);
                 }
             }
         }
-        self.io.flush();
+        self.front.io.flush();
     }
 
     fn bad_command(&mut self, reply: &str) {
         self.reply(reply);
-        self.bad_commands += 1;
-        if self.bad_commands >= self.cfg.limits.max_bad_commands {
+        if self.front.count_bad_command() {
             self.reply("421 4.7.0 Too many errors, closing connection");
             self.close();
         }
@@ -229,7 +193,7 @@ impl SubmissionFrontSession {
             b"AUTH" => self.auth(now, rest),
             b"NOOP" | b"RSET" => self.reply("250 2.0.0 OK"),
             b"QUIT" => {
-                let line = format!("221 2.0.0 {} closing connection", self.cfg.hostname);
+                let line = format!("221 2.0.0 {} closing connection", self.front.cfg.hostname);
                 self.reply(&line);
                 self.close();
             }
@@ -251,38 +215,38 @@ impl SubmissionFrontSession {
         };
         self.helo = Some(name.to_owned());
         if verb == b"HELO" {
-            let line = format!("250 {}", self.cfg.hostname);
+            let line = format!("250 {}", self.front.cfg.hostname);
             return self.reply(&line);
         }
         let mut lines = vec![
-            self.cfg.hostname.clone(),
+            self.front.cfg.hostname.clone(),
             "PIPELINING".into(),
             "SIZE".into(),
             "8BITMIME".into(),
             "ENHANCEDSTATUSCODES".into(),
         ];
-        if self.login_allowed() {
+        if self.front.login_allowed() {
             lines.push("AUTH PLAIN LOGIN".into());
         }
-        if self.starttls_available() {
+        if self.front.starttls_available() {
             lines.push("STARTTLS".into());
         }
         let last = lines.len() - 1;
         for (i, line) in lines.iter().enumerate() {
             let sep = if i == last { ' ' } else { '-' };
-            let _ = write!(self.io.out, "250{sep}{line}\r\n");
+            let _ = write!(self.front.io.out, "250{sep}{line}\r\n");
         }
     }
 
     fn starttls(&mut self) {
-        if !self.starttls_available() {
+        if !self.front.starttls_available() {
             return self.bad_command("502 5.5.1 STARTTLS not available");
         }
         self.reply("220 2.0.0 Ready to start TLS");
-        self.io.push(Action::StartTls { with: Peer::Client });
+        self.front.io.push(Action::StartTls { with: Peer::Client });
         // RFC 3207 §4.2: forget everything, pipelined plaintext included.
-        self.input.clear();
-        self.secure = true;
+        self.front.input.clear();
+        self.front.secure = true;
         self.helo = None;
     }
 
@@ -290,7 +254,7 @@ impl SubmissionFrontSession {
         if self.helo.is_none() {
             return self.bad_command("503 5.5.1 EHLO first");
         }
-        if !self.login_allowed() {
+        if !self.front.login_allowed() {
             return self
                 .reply("538 5.7.11 Encryption required for requested authentication mechanism");
         }
@@ -336,85 +300,54 @@ impl SubmissionFrontSession {
     }
 
     fn login(&mut self, now: Instant, user: String, password: Secret) {
-        let Ok(hops) = next_hops(self.conn.hops, self.cfg.max_hops) else {
-            return self.reply("554 5.4.6 Proxy loop: too many proxy hops");
-        };
-        let id = self.io.request(Request::Route {
-            user,
-            password: password.clone(),
-            client: self.conn.client.ip(),
-            service: Service::Submission,
-        });
-        self.timers
-            .set(Timer::StoreReply, now + self.cfg.route_timeout);
-        self.phase = Phase::Routing { id, password, hops };
+        match self
+            .front
+            .request_route(now, user, &password, Service::Submission)
+        {
+            Some((id, hops)) => self.phase = Phase::Routing { id, password, hops },
+            None => self.reply("554 5.4.6 Proxy loop: too many proxy hops"),
+        }
     }
 
     fn on_routed(&mut self, now: Instant, reply: Reply, password: Secret, hops: u8) {
         self.phase = Phase::Login;
         match reply {
             Reply::Routed(Route::Remote { account, backend }) => {
-                self.start_backend(now, account, backend, password, hops)
+                match self.front.connect(now, account, backend, password, hops) {
+                    Some(login) => {
+                        self.phase = Phase::Backend(Box::new(Dialogue {
+                            login,
+                            step: Step::Connecting,
+                            reply: Vec::new(),
+                            offers_xclient: false,
+                            offers_starttls: false,
+                            xclient_sent: false,
+                            tls_done: false,
+                        }))
+                    }
+                    None => self.reply(BACKEND_DOWN),
+                }
             }
             Reply::Routed(Route::Local(_)) => self.reply(BACKEND_DOWN),
             Reply::Failed(failure @ (Failure::Denied | Failure::Throttled(_))) => {
-                self.auth_failures += 1;
-                let close_after = self.auth_failures >= self.cfg.limits.max_auth_failures;
-                let delay = match failure {
-                    Failure::Throttled(penalty) => penalty.max(self.cfg.auth_failure_delay),
-                    _ => self.cfg.auth_failure_delay,
+                let refused = self.front.auth_refused(now, &failure);
+                self.phase = Phase::AuthDelay {
+                    close_after: refused.close_after,
                 };
-                let at = now
-                    .checked_add(delay)
-                    .unwrap_or(now + self.cfg.auth_failure_delay);
-                self.timers.set(Timer::AuthDelay, at);
-                self.phase = Phase::AuthDelay { close_after };
             }
             Reply::Failed(Failure::Disabled) => self.reply(BAD_CREDENTIALS),
             _ => self.reply(TEMP_AUTH),
         }
     }
 
-    fn start_backend(
-        &mut self,
-        now: Instant,
-        account: Account,
-        backend: Backend,
-        password: Secret,
-        hops: u8,
-    ) {
-        let mut leg = BackendLeg::new(backend);
-        if !leg.connect_next(&mut self.io, self.cfg.source_for(self.conn.client)) {
-            return self.reply(BACKEND_DOWN);
-        }
-        self.timers
-            .set(Timer::StoreReply, now + self.cfg.backend_timeout);
-        self.phase = Phase::Backend(Box::new(Dialogue {
-            leg,
-            account,
-            password,
-            hops,
-            step: Step::Connecting,
-            reply: Vec::new(),
-            offers_xclient: false,
-            offers_starttls: false,
-            xclient_sent: false,
-            tls_done: false,
-        }));
-    }
-
     fn backend_failed(&mut self, now: Instant, reply: &str, report: Option<String>) {
         let Phase::Backend(mut dialogue) = std::mem::replace(&mut self.phase, Phase::Done) else {
             return;
         };
-        if let Some(reason) = report {
-            dialogue.leg.report(&mut self.io, reason);
-        }
-        dialogue.leg.close(&mut self.io);
-        self.timers.stop(Timer::StoreReply);
+        self.front
+            .abandon_backend(now, &mut dialogue.login.leg, report);
         self.phase = Phase::Login;
         self.reply(reply);
-        self.timers.set(Timer::Idle, now + self.cfg.idle_timeout);
         self.resume(now);
     }
 
@@ -425,27 +358,12 @@ impl SubmissionFrontSession {
         if dialogue.step != Step::Connecting {
             return;
         }
-        match result {
-            Ok(()) => {
-                dialogue.step = Step::Greeting;
-                dialogue.tls_done = self.cfg.backend_tls == BackendTlsMode::Tls;
-                let established = dialogue.leg.established(
-                    &mut self.io,
-                    &self.cfg,
-                    &self.conn,
-                    self.secure,
-                    dialogue.hops,
-                );
-                if let Err(why) = established {
-                    self.backend_failed(now, BACKEND_DOWN, Some(why));
-                }
-            }
-            Err(reason) => {
-                let source = self.cfg.source_for(self.conn.client);
-                if !dialogue.leg.connect_failed(&mut self.io, source, reason) {
-                    self.backend_failed(now, BACKEND_DOWN, None);
-                }
-            }
+        if result.is_ok() {
+            dialogue.step = Step::Greeting;
+            dialogue.tls_done = self.front.cfg.backend_tls == BackendTlsMode::Tls;
+        }
+        if let Err(report) = self.front.connected(&mut dialogue.login, result) {
+            self.backend_failed(now, BACKEND_DOWN, report);
         }
     }
 
@@ -453,14 +371,14 @@ impl SubmissionFrontSession {
         let Phase::Backend(dialogue) = &mut self.phase else {
             return;
         };
-        if let Err(why) = dialogue.leg.receive(&mut self.io, bytes) {
+        if let Err(why) = dialogue.login.leg.receive(&mut self.front.io, bytes) {
             return self.backend_failed(now, BACKEND_DOWN, Some(why));
         }
         loop {
             let Phase::Backend(dialogue) = &mut self.phase else {
                 return;
             };
-            let line = match dialogue.leg.next_line() {
+            let line = match dialogue.login.leg.next_line() {
                 None => return,
                 Some(Err(why)) => return self.backend_failed(now, BACKEND_DOWN, Some(why)),
                 Some(Ok(line)) => line,
@@ -487,21 +405,21 @@ impl SubmissionFrontSession {
         let Phase::Backend(dialogue) = &mut self.phase else {
             return;
         };
-        let ehlo = format!("EHLO {}\r\n", self.cfg.hostname);
+        let ehlo = format!("EHLO {}\r\n", self.front.cfg.hostname);
         let step = dialogue.step;
         let sent = match (step, code) {
             (Step::Greeting | Step::Xclient, 220) => {
                 dialogue.step = Step::Ehlo;
-                dialogue.leg.send(&mut self.io, ehlo.as_bytes())
+                dialogue.login.leg.send(&mut self.front.io, ehlo.as_bytes())
             }
             (Step::StartTls, 220) => {
                 dialogue.tls_done = true;
-                let cfg = self.cfg.backend_tls_config.as_ref();
-                match dialogue.leg.start_tls(&mut self.io, cfg) {
+                let cfg = self.front.cfg.backend_tls_config.as_ref();
+                match dialogue.login.leg.start_tls(&mut self.front.io, cfg) {
                     // RFC 3207 §4.2: the client starts over with EHLO.
                     Ok(()) => {
                         dialogue.step = Step::Ehlo;
-                        dialogue.leg.send(&mut self.io, ehlo.as_bytes())
+                        dialogue.login.leg.send(&mut self.front.io, ehlo.as_bytes())
                     }
                     Err(why) => Err(why),
                 }
@@ -536,64 +454,40 @@ impl SubmissionFrontSession {
         let Phase::Backend(dialogue) = &mut self.phase else {
             return Ok(());
         };
-        if self.cfg.backend_tls == BackendTlsMode::StartTls && !dialogue.tls_done {
+        if self.front.cfg.backend_tls == BackendTlsMode::StartTls && !dialogue.tls_done {
             if !dialogue.offers_starttls {
                 return Err("the back-end does not offer STARTTLS".into());
             }
             dialogue.step = Step::StartTls;
-            return dialogue.leg.send(&mut self.io, b"STARTTLS\r\n");
+            return dialogue.login.leg.send(&mut self.front.io, b"STARTTLS\r\n");
         }
-        if self.cfg.client_address == ClientAddressMode::Xclient
+        if self.front.cfg.client_address == ClientAddressMode::Xclient
             && dialogue.offers_xclient
             && !dialogue.xclient_sent
         {
             dialogue.xclient_sent = true;
             dialogue.step = Step::Xclient;
             let x = Xclient {
-                addr: Some(self.conn.client.ip()),
-                port: Some(self.conn.client.port()),
+                addr: Some(self.front.conn.client.ip()),
+                port: Some(self.front.conn.client.port()),
                 helo: self.helo.clone(),
                 proto: Some("ESMTP".into()),
-                ttl: Some(dialogue.hops),
+                ttl: Some(dialogue.login.hops),
                 ..Xclient::default()
             };
             let line = format!("{}\r\n", xclient::encode(&x));
-            return dialogue.leg.send(&mut self.io, line.as_bytes());
+            return dialogue.login.leg.send(&mut self.front.io, line.as_bytes());
         }
         dialogue.step = Step::Auth;
-        let response = sasl::encode_plain(&dialogue.account.0, &dialogue.password);
-        let mut line = Vec::with_capacity(response.expose().len() + 13);
-        line.extend_from_slice(b"AUTH PLAIN ");
-        line.extend_from_slice(response.expose());
-        line.extend_from_slice(b"\r\n");
-        let line = Secret::new(line);
-        dialogue.leg.send(&mut self.io, line.expose())
+        front::send_auth_plain(&mut self.front.io, &mut dialogue.login, b"AUTH PLAIN ")
     }
 
     fn hand_over(&mut self, now: Instant, ok: &[u8]) {
         let Phase::Backend(mut dialogue) = std::mem::replace(&mut self.phase, Phase::Done) else {
             return;
         };
-        self.timers = TimerTable::default();
-        let handed = relay::hand_over(
-            &mut self.io,
-            &mut dialogue.leg,
-            &mut self.input,
-            self.secure,
-            ok,
-            &self.cfg,
-        );
-        match handed {
-            Ok(None) => {}
-            Ok(Some(relay)) => {
-                self.phase = Phase::Relay(relay);
-                self.timers
-                    .set(Timer::Idle, now + self.cfg.relay_idle_timeout);
-            }
-            Err(_) => {
-                self.io.push(Action::Close { to: Peer::Backend });
-                self.io.push(Action::Close { to: Peer::Client });
-            }
+        if let Some(relay) = self.front.hand_over(now, &mut dialogue.login.leg, ok) {
+            self.phase = Phase::Relay(relay);
         }
     }
 
@@ -602,7 +496,10 @@ impl SubmissionFrontSession {
             (Timer::Idle, Phase::Relay(_)) => self.close(),
             (Timer::Idle, _) => {
                 // RFC 5321 §4.5.3.2: a server may close an idle session with 421.
-                let line = format!("421 4.4.2 {} Idle for too long, closing", self.cfg.hostname);
+                let line = format!(
+                    "421 4.4.2 {} Idle for too long, closing",
+                    self.front.cfg.hostname
+                );
                 self.reply(&line);
                 self.close();
             }
@@ -652,28 +549,17 @@ impl Session for SubmissionFrontSession {
     fn handle_input(&mut self, now: Instant, from: Peer, bytes: &[u8]) {
         match (&mut self.phase, from) {
             (Phase::Done, _) => {}
-            (Phase::Relay(relay), Peer::Client) => {
-                self.timers
-                    .set(Timer::Idle, now + self.cfg.relay_idle_timeout);
-                if relay.client_bytes(&mut self.io, bytes).is_err() {
-                    self.close();
-                }
-            }
-            (Phase::Relay(relay), Peer::Backend) => {
-                self.timers
-                    .set(Timer::Idle, now + self.cfg.relay_idle_timeout);
-                if relay.backend_bytes(&mut self.io, bytes).is_err() {
+            (Phase::Relay(relay), _) => {
+                if self.front.relay_input(now, relay, from, bytes).is_err() {
                     self.close();
                 }
             }
             (_, Peer::Backend) => self.on_backend_input(now, bytes),
             (_, Peer::Client) => {
-                let limit = self.cfg.limits.max_buffered_input + MAX_READ;
-                if self.input.buffered() + bytes.len() > limit {
+                if !self.front.accept_client_bytes(bytes) {
                     self.reply("421 4.7.0 Input buffer overflow");
                     return self.close();
                 }
-                self.input.push(bytes);
                 self.resume(now);
             }
         }
@@ -689,7 +575,7 @@ impl Session for SubmissionFrontSession {
             ),
             _ => self.close(),
         }
-        self.io.flush();
+        self.front.io.flush();
     }
 
     fn handle_reply(&mut self, now: Instant, id: RequestId, reply: Reply) {
@@ -699,7 +585,7 @@ impl Session for SubmissionFrontSession {
         if *waiting != id {
             return;
         }
-        self.timers.stop(Timer::StoreReply);
+        self.front.timers.stop(Timer::StoreReply);
         if let Phase::Routing { password, hops, .. } =
             std::mem::replace(&mut self.phase, Phase::Login)
         {
@@ -709,39 +595,36 @@ impl Session for SubmissionFrontSession {
     }
 
     fn handle_timeout(&mut self, now: Instant) {
-        while let Some(timer) = self.timers.take_expired(now) {
+        while let Some(timer) = self.front.timers.take_expired(now) {
             self.on_timer(now, timer);
         }
-        self.io.flush();
+        self.front.io.flush();
     }
 
     fn handle_drained(&mut self, now: Instant, to: Peer) {
-        match &mut self.phase {
-            Phase::Relay(relay) => relay.drained(&mut self.io, to),
-            _ if to == Peer::Client => self.io.drained(),
-            _ => {}
-        }
+        let relay = match &mut self.phase {
+            Phase::Relay(relay) => Some(relay),
+            _ => None,
+        };
+        self.front.drained(relay, to);
         self.resume(now);
     }
 
     fn poll_action(&mut self) -> Option<Action> {
-        self.io.poll()
+        self.front.io.poll()
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.next_deadline()
+        self.front.timers.next_deadline()
     }
 
     fn wants_read(&self, from: Peer) -> bool {
         match (&self.phase, from) {
             (Phase::Done, _) => false,
-            (Phase::Relay(relay), _) => relay.wants_read(&self.io, from),
-            (Phase::Backend(dialogue), Peer::Backend) => dialogue.leg.wants_read(),
+            (Phase::Relay(relay), _) => relay.wants_read(&self.front.io, from),
+            (Phase::Backend(dialogue), Peer::Backend) => dialogue.login.leg.wants_read(),
             (_, Peer::Backend) => false,
-            (_, Peer::Client) => {
-                self.input.buffered() < self.cfg.limits.max_buffered_input
-                    && self.io.backlog() < self.cfg.limits.output_high_water
-            }
+            (_, Peer::Client) => self.front.client_wants_read(),
         }
     }
 
@@ -749,6 +632,6 @@ impl Session for SubmissionFrontSession {
         if to == Peer::Backend {
             self.on_connected(now, result);
         }
-        self.io.flush();
+        self.front.io.flush();
     }
 }

@@ -156,6 +156,13 @@ impl<S: Session> Drive<S> {
     }
 
     /// The id of the one outstanding Route request, checking its fields.
+    /// Takes alice's route request (password `secret`) and answers it with the
+    /// account alice@example.com on host b1 at both back-end addresses.
+    pub fn route_alice(&mut self) {
+        let id = self.route_request("alice", b"secret");
+        self.reply(id, remote("alice@example.com", "b1", &[BACKEND1, BACKEND2]));
+    }
+
     pub fn route_request(&mut self, user: &str, password: &[u8]) -> RequestId {
         let (id, request) = self
             .requests
