@@ -1,6 +1,10 @@
-//! The harness of the splice tests: a test-only proxy session, a server running it on
-//! the shell under test, loopback back-ends driven by scripts, and blocking client
-//! helpers with a timeout on every call.
+//! The harness of the splice tests shared by both runtime shells: a test-only proxy
+//! session, a server running it on the shell under test, loopback back-ends driven by
+//! scripts, and blocking client helpers with a timeout on every call.
+//!
+//! The shell under test is the `serve` function at the root of the test binary that
+//! includes this module (`crate::serve`, with the signature both shells share:
+//! `fn(ServerSpec, Shutdown) -> io::Result<()>`).
 //!
 //! The session waits for the client's first line `CONNECT <port> [src=<ip>] [relay]`,
 //! connects to that port on 127.0.0.1 (from `src` if given), relays the back-end's
@@ -21,10 +25,7 @@ use tidegate_core::{Action, Peer, Reply, RequestId, Session};
 use tidegate_store::service::BoxedSession;
 use tidegate_store::{Executor, ServerSpec, SessionFactory, Shutdown as Stop};
 
-/// Runs the shell under test.
-fn serve(spec: ServerSpec, shutdown: Stop) -> io::Result<()> {
-    tidegate_shell_mio::serve(spec, shutdown)
-}
+use crate::serve;
 
 /// Every blocking socket call in a test gives up after this long.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(20);
@@ -38,6 +39,7 @@ const LINE_MAX: usize = 4096;
 const RELAY_HIGH_WATER: usize = 64 * 1024;
 /// How long the session waits for a connect.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// One mebibyte, the unit of the transfer sizes.
 pub const MIB: usize = 1024 * 1024;
 
 // ---- the test session -------------------------------------------------------------------
@@ -294,10 +296,13 @@ pub struct Server {
 }
 
 impl Server {
+    /// A server whose sessions splice with `idle_timeout` and whose shutdown waits up to
+    /// `grace` for open connections.
     pub fn start(idle_timeout: Duration, grace: Duration) -> Server {
         Server::start_with(idle_timeout, grace, 100)
     }
 
+    /// [`Server::start`] with a connection limit.
     pub fn start_with(idle_timeout: Duration, grace: Duration, max_connections: usize) -> Server {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().expect("local addr");
@@ -320,6 +325,7 @@ impl Server {
         }
     }
 
+    /// A server with a long idle timeout (30 s) and grace (5 s).
     pub fn default() -> Server {
         Server::start(Duration::from_secs(30), Duration::from_secs(5))
     }
@@ -347,6 +353,7 @@ impl Drop for Server {
     }
 }
 
+/// Puts [`IO_TIMEOUT`] on every blocking read and write of `stream`.
 pub fn timeouts(stream: &TcpStream) {
     stream.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
     stream.set_write_timeout(Some(IO_TIMEOUT)).expect("timeout");
@@ -360,6 +367,7 @@ pub struct Backend {
 }
 
 impl Backend {
+    /// Listens on a free port of 127.0.0.1 and runs `script` on the first connection.
     pub fn start(script: impl FnOnce(TcpStream) + Send + 'static) -> Backend {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind back-end");
         let port = listener.local_addr().expect("addr").port();
@@ -408,10 +416,73 @@ pub fn read_line(stream: &mut TcpStream) -> String {
     String::from_utf8(line).expect("utf-8 line")
 }
 
+/// A client connection to `server`, with [`timeouts`].
 pub fn connect(server: &Server) -> TcpStream {
     let stream = TcpStream::connect(server.addr).expect("connect");
     timeouts(&stream);
     stream
+}
+
+/// A client connection to `server` that has sent `CONNECT <port><options>` and read the
+/// session's `+OK relayed: <greeting>` line (`options` is empty or starts with a space).
+pub fn connect_through(server: &Server, port: u16, options: &str, greeting: &str) -> TcpStream {
+    let mut client = connect(server);
+    client
+        .write_all(format!("CONNECT {port}{options}\r\n").as_bytes())
+        .expect("send CONNECT");
+    assert_eq!(read_line(&mut client), format!("+OK relayed: {greeting}"));
+    client
+}
+
+/// Reads exactly `expected.len()` bytes and checks they are `expected` (a residual the
+/// session put in front of the spliced bytes).
+pub fn expect_bytes(stream: &mut TcpStream, expected: &[u8]) {
+    assert_eq!(read_n(stream, expected.len()), expected);
+}
+
+/// Connects `count` clients through spliced connections to one back-end that keeps
+/// every socket it accepts, and moves a few KiB both ways through each. Returns the
+/// clients and the back-end's sockets, all left idle.
+pub fn idle_spliced(server: &Server, count: usize) -> (Vec<TcpStream>, Vec<TcpStream>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("idle spliced connection");
+    let port = listener
+        .local_addr()
+        .expect("idle spliced connection")
+        .port();
+    let accepting = thread::spawn(move || {
+        (0..count)
+            .map(|_| {
+                let (mut s, _) = listener.accept().expect("idle spliced connection");
+                timeouts(&s);
+                s.write_all(b"220 hi\r\n").expect("idle spliced connection");
+                s
+            })
+            .collect::<Vec<_>>()
+    });
+    let clients: Vec<TcpStream> = (0..count)
+        .map(|_| {
+            let mut client = connect_through(server, port, "", "220 hi");
+            expect_bytes(&mut client, RESIDUAL_TO_CLIENT);
+            client
+        })
+        .collect();
+    let mut backends = accepting.join().expect("idle spliced connection");
+    let payload = pattern(0x33, 0, 8 * 1024);
+    for (client, backend) in clients.iter().zip(&mut backends) {
+        let mut client = client;
+        client.write_all(&payload).expect("idle spliced connection");
+        let expected = [RESIDUAL_TO_BACKEND, &payload].concat();
+        assert_eq!(read_n(backend, expected.len()), expected);
+        backend
+            .write_all(&payload)
+            .expect("idle spliced connection");
+        let mut echo = vec![0; payload.len()];
+        client
+            .read_exact(&mut echo)
+            .expect("idle spliced connection");
+        assert_eq!(echo, payload);
+    }
+    (clients, backends)
 }
 
 /// A deterministic byte stream that does not repeat with any buffer size.
