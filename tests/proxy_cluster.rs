@@ -51,10 +51,13 @@ struct Cluster {
 
 fn backend_config(
     dir: &Path,
-    name: &str,
-    ip: &str,
+    (name, ip): (&str, &str),
     (pop3, submission, imap): (u16, u16, u16),
+    mode: &str,
 ) -> PathBuf {
+    // PROXY headers are required from the front-end only in the proxy-v2 mode; in the
+    // others it connects plainly and names the client in XCLIENT or ID.
+    let headers = mode == "proxy-v2";
     let path = dir.join(format!("{name}.toml"));
     std::fs::write(
         &path,
@@ -65,7 +68,7 @@ fn backend_config(
              [pop3]\nlisten = [\"{ip}:{pop3}\"]\nauth_failure_delay_ms = 10\n\
              [smtp]\nsubmission = [\"{ip}:{submission}\"]\nauth_failure_delay_ms = 10\n\
              [imap]\nlisten = [\"{ip}:{imap}\"]\nauth_failure_delay_ms = 10\n\
-             [trust]\nnetworks = [\"{SOURCE}/32\"]\nproxy_protocol = true\n\
+             [trust]\nnetworks = [\"{SOURCE}/32\"]\nproxy_protocol = {headers}\n\
              [server]\nshutdown_grace_secs = 1\n"
         ),
     )
@@ -73,7 +76,7 @@ fn backend_config(
     path
 }
 
-fn frontend_config(dir: &Path, (pop3, submission, imap): (u16, u16, u16)) -> PathBuf {
+fn frontend_config(dir: &Path, (pop3, submission, imap): (u16, u16, u16), mode: &str) -> PathBuf {
     let path = dir.join("front.toml");
     std::fs::write(
         &path,
@@ -87,6 +90,7 @@ fn frontend_config(dir: &Path, (pop3, submission, imap): (u16, u16, u16)) -> Pat
              [proxy]\ndefault_host = \"{BACK1}\"\n\
              backend_ports = {{ pop3 = {pop3}, submission = {submission}, imap = {imap} }}\n\
              source_addresses = [\"{SOURCE}\"]\nconnect_timeout_secs = 3\nbackend_down_secs = 1\n\
+             client_address = \"{mode}\"\n\
              [server]\nshutdown_grace_secs = 1\n"
         ),
     )
@@ -113,6 +117,11 @@ fn deliver(config: &Path, to: &str, subject: &str) {
 
 impl Cluster {
     fn start() -> Cluster {
+        Cluster::start_with("proxy-v2")
+    }
+
+    /// A cluster whose front-end tells the back-ends the client address by `mode`.
+    fn start_with(mode: &str) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(
             dir.path().join("users"),
@@ -122,9 +131,9 @@ impl Cluster {
         .unwrap();
         let ports = (free_port(), free_port(), free_port());
         let (pop3, submission, imap) = ports;
-        let b1 = backend_config(dir.path(), "back1", BACK1, ports);
-        let b2 = backend_config(dir.path(), "back2", BACK2, ports);
-        frontend_config(dir.path(), ports);
+        let b1 = backend_config(dir.path(), ("back1", BACK1), ports, mode);
+        let b2 = backend_config(dir.path(), ("back2", BACK2), ports, mode);
+        frontend_config(dir.path(), ports, mode);
         deliver(&b1, "bob@example.com", "bob on back-end 1");
         deliver(&b2, "alice@example.com", "alice on back-end 2");
         let mut cluster = Cluster {
@@ -245,6 +254,31 @@ fn users_reach_their_own_backend_and_the_backend_learns_the_client() {
     // A wrong password never reaches a back-end.
     let (_c, answer) = pop3_login(cluster.pop3, "alice@example.com", "wrong");
     assert!(answer.starts_with("-ERR [AUTH]"), "{answer}");
+}
+
+#[test]
+fn the_backend_learns_the_client_by_xclient_and_imap_id_too() {
+    for mode in ["xclient", "imap-id"] {
+        let cluster = Cluster::start_with(mode);
+        let back2 = cluster.back2.as_ref().unwrap();
+        if mode == "xclient" {
+            // POP3 and submission name the client in XCLIENT.
+            let (mut c, answer) = pop3_login(cluster.pop3, "alice@example.com", "alice-pw");
+            assert!(answer.starts_with("+OK"), "{mode}: {answer}");
+            assert!(c.ask("QUIT\r\n").starts_with("+OK"));
+        } else {
+            // IMAP names it in ID before the login.
+            let mut c = Client::connect(addr(FRONT, cluster.imap));
+            assert!(c.line().starts_with("* OK"));
+            let answer = c.ask("a LOGIN alice@example.com alice-pw\r\n");
+            assert!(answer.starts_with("a OK"), "{mode}: {answer}");
+        }
+        assert!(
+            back2.log_contains("login alice@example.com from 127.0.0.1"),
+            "{mode}"
+        );
+        assert!(!back2.log_contains("from 127.0.0.5"), "{mode}");
+    }
 }
 
 #[test]
