@@ -191,7 +191,9 @@ fn name_value(value: String, unavailable: bool) -> Result<Option<String>, Xclien
     if unavailable {
         return Ok(None);
     }
-    if value.is_empty() || value.len() > MAX_NAME {
+    // xtext can encode any byte; a name with a control character (CR, LF) could end a
+    // line wherever the name is written (a Received: header, a log line).
+    if value.is_empty() || value.len() > MAX_NAME || value.chars().any(char::is_control) {
         return Err(XclientError::BadValue);
     }
     Ok(Some(value))
@@ -200,6 +202,19 @@ fn name_value(value: String, unavailable: bool) -> Result<Option<String>, Xclien
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_with_control_characters_are_refused() {
+        for line in [
+            "XCLIENT HELO=evil+0D+0AX-Injected:+20yes",
+            "XCLIENT NAME=a+0Ab",
+            "XCLIENT PROTO=ESMTP+00",
+        ] {
+            assert_eq!(parse(line.as_bytes()), Err(XclientError::BadValue), "{line}");
+        }
+        let ok = parse(b"XCLIENT HELO=client.example").unwrap();
+        assert_eq!(ok.helo.as_deref(), Some("client.example"));
+    }
 
     #[test]
     fn encodes_what_postfix_expects() {
