@@ -72,6 +72,7 @@ pub mod authd;
 pub mod fuzzing;
 pub mod imap;
 pub mod io;
+pub mod listener;
 pub mod maildir;
 pub mod mime;
 pub mod net;

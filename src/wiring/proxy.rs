@@ -16,7 +16,6 @@ use tidegate_core::proxy::{
 };
 use tidegate_core::refusal::Refusal;
 use tidegate_core::smtp::SmtpListener;
-use tidegate_core::tls::Secured;
 use tidegate_store::service::BoxedSession;
 use tidegate_store::{Accept, Listener};
 
@@ -77,14 +76,7 @@ impl FrontListener {
     }
 
     fn secure<S: tidegate_core::Session + Send + 'static>(&self, session: S) -> BoxedSession {
-        match (&self.tls, self.implicit_tls) {
-            (Some(tls), true) => match Secured::implicit(session, tls.clone()) {
-                Ok(secured) => Box::new(secured),
-                Err(_) => Box::new(Refusal::new(b"")),
-            },
-            (None, true) => Box::new(Refusal::new(b"")),
-            (tls, false) => Box::new(Secured::plain(session, tls.clone())),
-        }
+        tidegate_core::listener::secure(session, self.tls.as_ref(), self.implicit_tls, b"")
     }
 }
 

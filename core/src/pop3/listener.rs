@@ -1,63 +1,19 @@
-//! How a POP3 listener makes sessions: the pure part of accepting a connection.
+//! The POP3 listener: [`crate::listener::Listener`] with POP3 sessions.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use rustls::ServerConfig;
-
 use super::{BUSY_REPLY, ConnInfo, Pop3Config, Pop3Session};
-use crate::io::Session;
-use crate::net::{Cidr, PlaintextAuth};
-use crate::refusal::Refusal;
-use crate::tls::Secured;
+use crate::listener::{Listener, Protocol};
 
-/// One POP3 listening port: its settings, TLS certificate and login policy.
-#[derive(Debug, Clone)]
-pub struct Pop3Listener {
-    /// Settings shared by its sessions.
-    pub config: Arc<Pop3Config>,
-    /// The certificate for STLS (plain port) or for the handshake (implicit-TLS port).
-    pub tls: Option<Arc<ServerConfig>>,
-    /// True for an implicit-TLS port (995): TLS starts with the first byte.
-    pub implicit_tls: bool,
-    /// When passwords may be sent without TLS.
-    pub plaintext_auth: PlaintextAuth,
-    /// Peers (`[trust] networks`) whose XCLIENT or ID may name the real client.
-    pub trusted: Vec<Cidr>,
-}
+/// One POP3 listening port (110 with STLS, or 995).
+pub type Pop3Listener = Listener<Pop3Config>;
 
-impl Pop3Listener {
-    /// The session for a client accepted at `now`. An implicit-TLS listener without a
-    /// certificate cannot serve anyone, so it answers like a full server.
-    pub fn open(&self, client: SocketAddr, now: Instant) -> Box<dyn Session + Send> {
-        let conn = ConnInfo {
-            client,
-            implicit_tls: self.implicit_tls,
-            starttls_available: self.tls.is_some() && !self.implicit_tls,
-            plaintext_auth: self.plaintext_auth.allows(client.ip()),
-            // Not wired to `[trust] networks` yet: XCLIENT stays unknown.
-            may_override_client: self.trusted.iter().any(|n| n.contains(client.ip())),
-        };
-        let session = Pop3Session::new(self.config.clone(), conn, now);
-        match (&self.tls, self.implicit_tls) {
-            (Some(tls), true) => match Secured::implicit(session, tls.clone()) {
-                Ok(secured) => Box::new(secured),
-                Err(_) => Box::new(Refusal::new(BUSY_REPLY)),
-            },
-            (None, true) => Box::new(Refusal::new(BUSY_REPLY)),
-            (tls, false) => Box::new(Secured::plain(session, tls.clone())),
-        }
-    }
+impl Protocol for Pop3Config {
+    type Session = Pop3Session;
+    const BUSY_REPLY: &'static [u8] = BUSY_REPLY;
 
-    /// The session for a client that arrives while the server is full: `-ERR [SYS/TEMP]`,
-    /// then close. On an implicit-TLS port the connection is closed at once: a TLS
-    /// handshake would cost the full server more than the refusal is worth.
-    pub fn busy(&self) -> Box<dyn Session + Send> {
-        if self.implicit_tls {
-            Box::new(Refusal::new(b""))
-        } else {
-            Box::new(Refusal::new(BUSY_REPLY))
-        }
+    fn session(config: Arc<Self>, conn: ConnInfo, now: Instant) -> Pop3Session {
+        Pop3Session::new(config, conn, now)
     }
 }

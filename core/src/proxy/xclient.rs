@@ -210,7 +210,11 @@ mod tests {
             "XCLIENT NAME=a+0Ab",
             "XCLIENT PROTO=ESMTP+00",
         ] {
-            assert_eq!(parse(line.as_bytes()), Err(XclientError::BadValue), "{line}");
+            assert_eq!(
+                parse(line.as_bytes()),
+                Err(XclientError::BadValue),
+                "{line}"
+            );
         }
         let ok = parse(b"XCLIENT HELO=client.example").unwrap();
         assert_eq!(ok.helo.as_deref(), Some("client.example"));
