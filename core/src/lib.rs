@@ -45,6 +45,7 @@
 //!     implicit_tls: false,
 //!     starttls_available: false,
 //!     plaintext_auth: true,
+//!     may_override_client: false,
 //! };
 //! let mut session = Pop3Session::new(Arc::new(Pop3Config::default()), conn, now);
 //! let mut sent = Vec::new();

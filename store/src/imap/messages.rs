@@ -118,28 +118,8 @@ impl ImapMailboxes {
         flags: Flags,
     ) -> Result<MessageRef, ImapStoreError> {
         let dir = self.existing_folder(account, folder)?;
-        for _ in 0..3 {
-            let (sub, name) = locate(&dir, &file.0)?;
-            let Some(parsed) = parse_name(&name) else {
-                return Err(ImapStoreError::Gone);
-            };
-            let base = name.split_once(":2,").map_or(name.as_str(), |(b, _)| b);
-            let base = base.split_once(':').map_or(base, |(b, _)| b);
-            let new_name = format!("{base}:2,{}", flags.to_maildir(parsed.flags));
-            if sub == Sub::Cur && new_name == name {
-                return Ok(MessageRef(format!("cur/{name}")));
-            }
-            match fs::rename(
-                dir.join(sub.name()).join(&name),
-                dir.join("cur").join(&new_name),
-            ) {
-                Ok(()) => return Ok(MessageRef(format!("cur/{new_name}"))),
-                // Renamed by another session meanwhile: look again.
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(ImapStoreError::Gone)
+        // Under the uidlist lock, so a snapshot's listing never misses the file.
+        self.with_uidlist(&dir, |_, _| Ok((rename_flags(&dir, file, flags)?, false)))
     }
 
     /// APPEND: stores the message read from `message` (bytes as given) with `flags` and
@@ -460,4 +440,30 @@ fn read_at(file: &File, offset: u64, max_len: usize) -> Result<(Bytes, bool), Im
         Bytes::from(buf),
         offset.saturating_add(filled as u64) >= len,
     ))
+}
+
+/// The rename of [`ImapMailboxes::set_flags`], following other sessions' renames.
+fn rename_flags(dir: &Path, file: &MessageRef, flags: Flags) -> Result<MessageRef, ImapStoreError> {
+    for _ in 0..3 {
+        let (sub, name) = locate(dir, &file.0)?;
+        let Some(parsed) = parse_name(&name) else {
+            return Err(ImapStoreError::Gone);
+        };
+        let base = name.split_once(":2,").map_or(name.as_str(), |(b, _)| b);
+        let base = base.split_once(':').map_or(base, |(b, _)| b);
+        let new_name = format!("{base}:2,{}", flags.to_maildir(parsed.flags));
+        if sub == Sub::Cur && new_name == name {
+            return Ok(MessageRef(format!("cur/{name}")));
+        }
+        match fs::rename(
+            dir.join(sub.name()).join(&name),
+            dir.join("cur").join(&new_name),
+        ) {
+            Ok(()) => return Ok(MessageRef(format!("cur/{new_name}"))),
+            // Renamed by another session meanwhile: look again.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(ImapStoreError::Gone)
 }

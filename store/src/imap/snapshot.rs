@@ -107,43 +107,48 @@ impl ImapMailboxes {
         } else {
             HashSet::new()
         };
-        let (list, files) = self.sync(&dir)?;
-        let mut messages = Vec::with_capacity(list.entries.len());
-        for (uid, unique) in &list.entries {
-            let Some((sub, name)) = files.get(unique) else {
-                continue;
-            };
-            let (sub, name, meta) = match fs::metadata(dir.join(sub.name()).join(name)) {
-                Ok(meta) => (*sub, name.clone(), meta),
-                // Renamed since the scan (a flag change elsewhere): find it again, so a
-                // message that still exists never looks expunged.
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    let Some((sub, name)) = find_by_unique(&dir, unique)? else {
-                        continue; // expunged meanwhile
-                    };
-                    match fs::metadata(dir.join(sub.name()).join(&name)) {
-                        Ok(meta) => (sub, name, meta),
-                        Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                        Err(e) => return Err(e.into()),
+        self.sync_then(&dir, |list, files| {
+            let mut messages = Vec::with_capacity(list.entries.len());
+            for (uid, unique) in &list.entries {
+                let Some((sub, name)) = files.get(unique) else {
+                    continue;
+                };
+                let (sub, name, meta) = match fs::metadata(dir.join(sub.name()).join(name)) {
+                    Ok(meta) => (*sub, name.clone(), meta),
+                    // Renamed since the scan (a flag change elsewhere): find it again, so a
+                    // message that still exists never looks expunged.
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                        let found = match super::uids::probe(&dir, unique) {
+                            Some(place) => Some(place),
+                            None => find_by_unique(&dir, unique)?,
+                        };
+                        let Some((sub, name)) = found else {
+                            continue; // expunged meanwhile
+                        };
+                        match fs::metadata(dir.join(sub.name()).join(&name)) {
+                            Ok(meta) => (sub, name, meta),
+                            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                            Err(e) => return Err(e.into()),
+                        }
                     }
-                }
-                Err(e) => return Err(e.into()),
-            };
-            let name = name.as_str();
-            let parsed = parse_name(name);
-            messages.push(MessageMeta {
-                uid: *uid,
-                file: MessageRef(format!("{}/{name}", sub.name())),
-                flags: Flags::from_maildir(parsed.as_ref().map_or("", |p| p.flags)),
-                size: parsed.and_then(|p| p.size).unwrap_or(meta.len()),
-                internal_date: meta.mtime(),
-                recent: recent.contains(unique),
-            });
-        }
-        Ok(Snapshot {
-            uidvalidity: list.uidvalidity,
-            uidnext: list.uidnext,
-            messages,
+                    Err(e) => return Err(e.into()),
+                };
+                let name = name.as_str();
+                let parsed = parse_name(name);
+                messages.push(MessageMeta {
+                    uid: *uid,
+                    file: MessageRef(format!("{}/{name}", sub.name())),
+                    flags: Flags::from_maildir(parsed.as_ref().map_or("", |p| p.flags)),
+                    size: parsed.and_then(|p| p.size).unwrap_or(meta.len()),
+                    internal_date: meta.mtime(),
+                    recent: recent.contains(unique),
+                });
+            }
+            Ok(Snapshot {
+                uidvalidity: list.uidvalidity,
+                uidnext: list.uidnext,
+                messages,
+            })
         })
     }
 

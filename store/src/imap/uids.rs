@@ -79,6 +79,41 @@ pub(super) fn scan(folder: &Path) -> io::Result<Files> {
     Ok(files)
 }
 
+/// Finds a message by its unique name without listing a directory: `new/UNIQUE`, or
+/// `cur/UNIQUE:2,FLAGS` for every combination of the standard flag letters (in the
+/// maildir's alphabetical order). A listing can miss a file that is renamed while it
+/// runs; a lookup by name cannot. Files with other letters (keywords of other tools)
+/// are not found this way.
+pub(super) fn probe(folder: &Path, unique: &str) -> Option<(Sub, String)> {
+    // A file renamed between two of the lookups is missed by one pass; a few passes
+    // make that need several renames landing exactly in between.
+    (0..PROBE_PASSES).find_map(|_| probe_once(folder, unique))
+}
+
+/// How many times [`probe`] looks for a file under all its names.
+const PROBE_PASSES: usize = 8;
+
+fn probe_once(folder: &Path, unique: &str) -> Option<(Sub, String)> {
+    if fs::symlink_metadata(folder.join(Sub::New.name()).join(unique)).is_ok() {
+        return Some((Sub::New, unique.to_owned()));
+    }
+    const LETTERS: [char; 5] = ['D', 'F', 'R', 'S', 'T'];
+    let cur = folder.join(Sub::Cur.name());
+    let bare = std::iter::once(unique.to_owned());
+    let flagged = (0u8..32).map(|mask| {
+        let letters: String = LETTERS
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| mask & (1 << i) != 0)
+            .map(|(_, c)| *c)
+            .collect();
+        format!("{unique}:2,{letters}")
+    });
+    bare.chain(flagged)
+        .find(|name| fs::symlink_metadata(cur.join(name)).is_ok())
+        .map(|name| (Sub::Cur, name))
+}
+
 /// Starts the folder's numbering again under a new UIDVALIDITY, when its UIDs ran out
 /// (RFC 3501 §2.3.1.1: UIDs may then be renumbered, with a new UIDVALIDITY).
 fn renumber(list: &mut UidList, files: &Files) -> Result<(), ImapStoreError> {
@@ -139,6 +174,17 @@ impl ImapMailboxes {
     /// counts as gone (a rename by another session can hide it from one listing).
     /// Returns the list and the files.
     pub(super) fn sync(&self, folder: &Path) -> Result<(UidList, Files), ImapStoreError> {
+        self.sync_then(folder, |list, files| Ok((list.clone(), files.clone())))
+    }
+
+    /// [`Self::sync`], then `then` on the result while the uidlist lock is still held:
+    /// flag changes (which rename under the same lock) cannot move a file between the
+    /// listing and what `then` does with it.
+    pub(super) fn sync_then<T>(
+        &self,
+        folder: &Path,
+        then: impl FnOnce(&UidList, &Files) -> Result<T, ImapStoreError>,
+    ) -> Result<T, ImapStoreError> {
         self.with_uidlist(folder, |list, _| {
             let mut files = scan(folder)?;
             for _ in 0..RESCANS {
@@ -153,6 +199,20 @@ impl ImapMailboxes {
                     files.insert(unique, place);
                 }
             }
+            // Still missing after the rescans: look for the file under every name a
+            // flag change can give it, so a message being renamed again and again is
+            // never dropped from the list (which would give it a new UID later).
+            let missing: Vec<String> = list
+                .entries
+                .iter()
+                .filter(|(_, unique)| !files.contains_key(unique))
+                .map(|(_, unique)| unique.clone())
+                .collect();
+            for unique in missing {
+                if let Some(place) = probe(folder, &unique) {
+                    files.insert(unique, place);
+                }
+            }
             let changed = match list.merge(files.keys().map(String::as_str)) {
                 Ok(outcome) => outcome.changed(),
                 Err(_) => {
@@ -160,7 +220,7 @@ impl ImapMailboxes {
                     true
                 }
             };
-            Ok(((list.clone(), files), changed))
+            Ok((then(list, &files)?, changed))
         })
     }
 
