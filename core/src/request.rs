@@ -73,18 +73,15 @@ pub struct Backend {
     pub addrs: Vec<SocketAddr>,
 }
 
-/// Where a proxy front-end sends a user (design.md §1).
+/// Where a proxy front-end sends a user (design.md §1): the back-end that owns the
+/// account. A node that serves some users itself runs its own back-end listeners and
+/// is named in their `tohost`, so every route is a connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Route {
-    /// Serve the user on this node: its `tohost` names this node.
-    Local(Account),
-    /// Relay the user's connection to a back-end, logging in there as `account`.
-    Remote {
-        /// The canonical account name to log in with.
-        account: Account,
-        /// Where the account lives.
-        backend: Backend,
-    },
+pub struct Route {
+    /// The canonical account name to log in with.
+    pub account: Account,
+    /// Where the account lives.
+    pub backend: Backend,
 }
 
 /// Something a session needs done outside the core.

@@ -127,7 +127,7 @@ impl Router {
             record.address,
             addrs[0]
         );
-        Reply::Routed(Route::Remote {
+        Reply::Routed(Route {
             account,
             backend: Backend { host, addrs },
         })
@@ -209,7 +209,7 @@ mod tests {
             ..RouterConfig::default()
         });
         let reply = router.route(&alice(Some("127.0.0.2")), client(), Service::Imap);
-        let Reply::Routed(Route::Remote { account, backend }) = reply else {
+        let Reply::Routed(Route { account, backend }) = reply else {
             panic!("{reply:?}");
         };
         assert_eq!(account.0, "alice@example.com");
@@ -224,7 +224,7 @@ mod tests {
             ..RouterConfig::default()
         });
         let reply = router.route(&alice(None), client(), Service::Pop3);
-        let Reply::Routed(Route::Remote { backend, .. }) = reply else {
+        let Reply::Routed(Route { backend, .. }) = reply else {
             panic!("{reply:?}");
         };
         assert_eq!(backend.addrs, ["[::1]:110".parse().unwrap()]);
@@ -251,18 +251,12 @@ mod tests {
             "{reply:?}"
         );
         let imap = router.route(&user, client(), Service::Imap);
-        assert!(
-            matches!(imap, Reply::Routed(Route::Remote { .. })),
-            "{imap:?}"
-        );
+        assert!(matches!(imap, Reply::Routed(Route { .. })), "{imap:?}");
         router.mark_down(
             "127.0.0.2:110".parse().unwrap(),
             now - Duration::from_secs(60),
         );
         let reply = router.route(&user, client(), Service::Pop3);
-        assert!(
-            matches!(reply, Reply::Routed(Route::Remote { .. })),
-            "{reply:?}"
-        );
+        assert!(matches!(reply, Reply::Routed(Route { .. })), "{reply:?}");
     }
 }

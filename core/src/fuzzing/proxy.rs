@@ -253,7 +253,7 @@ impl<S: Session> Shell<S> {
         let Some(id) = self.routes.pop() else { return };
         let addr = |n: u8| SocketAddr::from(([10, 0, 0, n], 110));
         let reply = match choice % 6 {
-            0 => Reply::Routed(Route::Remote {
+            0 => Reply::Routed(Route {
                 account: Account("alice@example.com".into()),
                 backend: Backend {
                     host: "b1".into(),
@@ -264,7 +264,7 @@ impl<S: Session> Shell<S> {
             2 => Reply::Failed(Failure::Temporary("down".into())),
             3 => Reply::Failed(Failure::Disabled),
             4 => Reply::Failed(Failure::Throttled(Duration::from_secs(5))),
-            _ => Reply::Routed(Route::Local(Account("alice@example.com".into()))),
+            _ => Reply::Failed(Failure::Gone),
         };
         self.s.handle_reply(self.now, id, reply);
     }

@@ -377,7 +377,7 @@ impl ImapFrontSession {
     fn on_routed(&mut self, now: Instant, tag: String, reply: Reply, password: Secret, hops: u8) {
         self.phase = Phase::Login;
         match reply {
-            Reply::Routed(Route::Remote { account, backend }) => {
+            Reply::Routed(Route { account, backend }) => {
                 match self.front.connect(now, account, backend, password, hops) {
                     Some(login) => {
                         self.phase = Phase::Backend(Box::new(Dialogue {
@@ -390,7 +390,6 @@ impl ImapFrontSession {
                     None => self.tagged(&tag, BACKEND_DOWN),
                 }
             }
-            Reply::Routed(Route::Local(_)) => self.tagged(&tag, BACKEND_DOWN),
             Reply::Failed(failure @ (Failure::Denied | Failure::Throttled(_))) => {
                 let refused = self.front.auth_refused(now, &failure);
                 self.phase = Phase::AuthDelay {

@@ -266,7 +266,7 @@ impl Pop3FrontSession {
     fn on_routed(&mut self, now: Instant, reply: Reply, password: Secret, hops: u8) {
         self.phase = Phase::Login { user: None };
         match reply {
-            Reply::Routed(Route::Remote { account, backend }) => {
+            Reply::Routed(Route { account, backend }) => {
                 match self.front.connect(now, account, backend, password, hops) {
                     Some(login) => {
                         self.phase = Phase::Backend(Box::new(Dialogue {
@@ -277,9 +277,6 @@ impl Pop3FrontSession {
                     None => self.reply(BACKEND_DOWN),
                 }
             }
-            // The host gives a Remote route to this node's own back-end listener for
-            // users served here; a front-end session cannot open a mailbox itself.
-            Reply::Routed(Route::Local(_)) => self.reply(BACKEND_DOWN),
             Reply::Failed(failure @ (Failure::Denied | Failure::Throttled(_))) => {
                 let refused = self.front.auth_refused(now, &failure);
                 self.phase = Phase::AuthDelay {

@@ -312,7 +312,7 @@ impl SubmissionFrontSession {
     fn on_routed(&mut self, now: Instant, reply: Reply, password: Secret, hops: u8) {
         self.phase = Phase::Login;
         match reply {
-            Reply::Routed(Route::Remote { account, backend }) => {
+            Reply::Routed(Route { account, backend }) => {
                 match self.front.connect(now, account, backend, password, hops) {
                     Some(login) => {
                         self.phase = Phase::Backend(Box::new(Dialogue {
@@ -328,7 +328,6 @@ impl SubmissionFrontSession {
                     None => self.reply(BACKEND_DOWN),
                 }
             }
-            Reply::Routed(Route::Local(_)) => self.reply(BACKEND_DOWN),
             Reply::Failed(failure @ (Failure::Denied | Failure::Throttled(_))) => {
                 let refused = self.front.auth_refused(now, &failure);
                 self.phase = Phase::AuthDelay {

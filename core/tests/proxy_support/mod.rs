@@ -224,7 +224,7 @@ pub fn shared(cfg: ProxyConfig) -> Arc<ProxyConfig> {
 
 /// A route to the back-end `host` at these addresses, for `account`.
 pub fn remote(account: &str, host: &str, addrs: &[&str]) -> Reply {
-    Reply::Routed(Route::Remote {
+    Reply::Routed(Route {
         account: tidegate_core::Account(account.into()),
         backend: Backend {
             host: host.into(),
