@@ -1,14 +1,14 @@
 //! The `tidegate` binary as users run it: real processes, real files, real sockets.
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod support;
+
+use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
-fn tidegate() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_tidegate"))
-}
+use support::{Node, free_port, local, tidegate};
 
 fn run_with_stdin(mut cmd: Command, stdin: &str) -> std::process::Output {
     let mut child = cmd
@@ -23,14 +23,6 @@ fn run_with_stdin(mut cmd: Command, stdin: &str) -> std::process::Output {
     child.wait_with_output().unwrap()
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn write_config(dir: &Path, port: u16, extra: &str) -> std::path::PathBuf {
     let path = dir.join("config.toml");
     std::fs::write(
@@ -41,33 +33,6 @@ fn write_config(dir: &Path, port: u16, extra: &str) -> std::path::PathBuf {
     )
     .unwrap();
     path
-}
-
-/// Runs `tidegate serve` and kills it when dropped.
-struct Server(Child);
-
-impl Server {
-    fn start(config: &Path, port: u16) -> Server {
-        let child = tidegate()
-            .args(["serve", "--config"])
-            .arg(config)
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "server did not start listening");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Server(child)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 struct Client {
@@ -241,7 +206,7 @@ fn deliver_then_retrieve_over_pop3_then_graceful_stop() {
         "EX_NOUSER for an unknown recipient"
     );
 
-    let mut server = Server::start(&config, port);
+    let mut server = Node::start(&config, local(port));
     let mut client = Client::connect(port);
     assert!(client.line().starts_with("+OK test.example POP3 ready"));
     assert_eq!(client.command("USER bob@test.example"), "+OK\r\n");
@@ -258,7 +223,7 @@ fn deliver_then_retrieve_over_pop3_then_graceful_stop() {
 
     // SIGTERM: the open session may finish; the server exits once it is done.
     // SAFETY: sending a signal to our own child process.
-    unsafe { libc::kill(server.0.id() as i32, libc::SIGTERM) };
+    unsafe { libc::kill(server.pid() as i32, libc::SIGTERM) };
     std::thread::sleep(Duration::from_millis(300));
     assert!(
         TcpStream::connect(("127.0.0.1", port)).is_err(),
@@ -266,16 +231,8 @@ fn deliver_then_retrieve_over_pop3_then_graceful_stop() {
     );
     assert!(client.command("DELE 1").starts_with("+OK"));
     assert!(client.command("QUIT").starts_with("+OK"));
-    let status = server.0.wait().unwrap();
+    let (status, stderr) = server.wait();
     assert!(status.success(), "graceful stop exits 0, got {status:?}");
-    let mut stderr = String::new();
-    server
-        .0
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
     assert!(stderr.contains("signal"), "{stderr}");
     let new_dir = dir.path().join("mail/test.example/bob/new");
     let cur_dir = dir.path().join("mail/test.example/bob/cur");
@@ -423,7 +380,7 @@ fn import_a_dovecot_passwd_file_then_log_in_with_the_old_passwords() {
     assert!(lines[3].starts_with("cy@test.example {SSHA}") && lines[3].ends_with(" nologin"));
     assert!(!dir.path().join(".users.tmp").exists());
 
-    let _server = Server::start(&config, port);
+    let _server = Node::start(&config, local(port));
     for (user, password, answer) in [
         ("ann@test.example", "Tr0ub4dor&3", "+OK Logged in"),
         ("ben@test.example", "Tr0ub4dor&3", "+OK Logged in"),

@@ -102,6 +102,15 @@ impl Node {
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
+
+    /// Waits for the process to exit (after a signal) and returns its status and the
+    /// log it wrote.
+    pub fn wait(&mut self) -> (std::process::ExitStatus, String) {
+        let status = self.child.wait().unwrap();
+        // The log reader ends with the process; give it a moment to take the last bytes.
+        std::thread::sleep(Duration::from_millis(100));
+        (status, self.log.lock().unwrap().clone())
+    }
 }
 
 impl Drop for Node {
