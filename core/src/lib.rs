@@ -69,6 +69,7 @@
 //! ```
 
 pub mod authd;
+pub mod dsn;
 #[cfg(any(fuzzing, test, feature = "fuzzing"))]
 pub mod fuzzing;
 pub mod imap;

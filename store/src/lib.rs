@@ -15,6 +15,7 @@ pub mod maildir;
 pub mod node;
 pub mod password;
 pub mod penalty;
+pub mod queue;
 pub mod router;
 pub mod service;
 pub mod tls;

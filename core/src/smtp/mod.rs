@@ -88,6 +88,7 @@ pub use address::{AddressError, MAX_DOMAIN, MAX_LOCAL_PART, MAX_PATH, Param, Pat
 pub use config::{SmtpConfig, SmtpConnInfo, SmtpLimits, SmtpRole};
 pub use listener::SmtpListener;
 pub use session::SmtpSession;
+pub(crate) use trace::rfc5322_date;
 
 /// The reply a listener sends instead of a greeting when it already serves its maximum
 /// number of connections (RFC 5321 §3.8: `421`, the client retries later).

@@ -99,7 +99,7 @@ pub(super) fn protocol(
 
 /// Formats a Unix time as an RFC 5322 §3.3 date-time in UTC:
 /// `Thu, 1 Jan 1970 00:00:00 +0000`.
-pub(super) fn rfc5322_date(unix_time: u64) -> String {
+pub(crate) fn rfc5322_date(unix_time: u64) -> String {
     const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
     const MONTHS: [&str; 12] = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",

@@ -1,0 +1,149 @@
+//! Sending delivery status notifications back to the sender: a failure report when
+//! recipients failed for good (or the message expired), one delay warning when it is
+//! late. Reports are built by [`tidegate_core::dsn`], sent with the null reverse-path
+//! and never about a message that had one (RFC 5321 §4.5.5, RFC 3464 §1): bounces
+//! cannot loop.
+//!
+//! A sender in a local domain gets the report in its maildir at once; any other sender
+//! gets it through the queue like any outgoing message. A local domain without such a
+//! user, or a user database that cannot be asked, drops the report with a log line.
+
+use std::fs::File;
+use std::io::Read;
+use std::sync::Arc;
+
+use tidegate_core::Account;
+use tidegate_core::dsn::{self, DsnKind, DsnRecipient, DsnReport, MAX_QUOTED_HEADER};
+use tidegate_core::user::Lookup;
+
+use super::{NewEntry, Queue, QueueEntry};
+use crate::maildir::MaildirStore;
+use crate::users::UserDirectory;
+
+/// Where reports to local senders go.
+#[derive(Clone)]
+pub struct LocalMail {
+    /// Who is local.
+    pub users: Arc<dyn UserDirectory>,
+    /// Their maildirs.
+    pub maildir: MaildirStore,
+}
+
+impl std::fmt::Debug for LocalMail {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalMail").finish_non_exhaustive()
+    }
+}
+
+/// Builds and sends reports.
+#[derive(Debug, Clone)]
+pub struct Bouncer {
+    /// Our name (`Reporting-MTA`, `MAILER-DAEMON@…`).
+    pub hostname: String,
+    /// Local delivery of reports, when this node has mailboxes.
+    pub local: Option<LocalMail>,
+}
+
+impl Bouncer {
+    /// Sends a report of `kind` about `recipients` of `entry` to its sender; nothing for
+    /// a null sender. `retry_until` is the give-up time named in a delay warning.
+    pub fn send(
+        &self,
+        queue: &Queue,
+        entry: &QueueEntry,
+        kind: DsnKind,
+        recipients: &[DsnRecipient],
+        now: u64,
+        retry_until: Option<u64>,
+    ) {
+        if entry.sender.is_empty() || recipients.is_empty() {
+            return;
+        }
+        let original = read_head(queue, &entry.id);
+        let boundary = format!("{}/{}", entry.id, random_token());
+        let report = dsn::build(&DsnReport {
+            kind,
+            reporting_mta: &self.hostname,
+            to: &entry.sender,
+            queue_id: &entry.id,
+            arrived: entry.arrived,
+            now,
+            retry_until,
+            recipients,
+            original: &original,
+            boundary: &boundary,
+        });
+        let what = match kind {
+            DsnKind::Failure => "failure report",
+            DsnKind::Delay => "delay warning",
+        };
+        if let Some(local) = &self.local {
+            match local.users.lookup(&entry.sender) {
+                Lookup::Found(record) => {
+                    let account = Account(record.address);
+                    match local
+                        .maildir
+                        .deliver(std::slice::from_ref(&account), &report[..])
+                    {
+                        Ok(name) => log::info!(
+                            "queue: {what} for {} delivered to {} as {name}",
+                            entry.id,
+                            account.0
+                        ),
+                        Err(e) => log::error!(
+                            "queue: {what} for {} to {}: {e}; report dropped",
+                            entry.id,
+                            account.0
+                        ),
+                    }
+                    return;
+                }
+                Lookup::NotFound => {
+                    log::warn!(
+                        "queue: {what} for {}: sender {} is not a local user; report dropped",
+                        entry.id,
+                        entry.sender
+                    );
+                    return;
+                }
+                Lookup::TempFail(reason) => {
+                    log::error!(
+                        "queue: {what} for {}: user database: {reason}; report dropped",
+                        entry.id
+                    );
+                    return;
+                }
+                Lookup::UnknownDomain => {}
+            }
+        }
+        let new = NewEntry {
+            sender: String::new(),
+            recipients: vec![entry.sender.clone()],
+            eight_bit: true,
+            smtputf8: entry.smtputf8,
+        };
+        match queue.enqueue(new, &report[..], now) {
+            Ok(id) => {
+                queue.release(&id);
+                log::info!("queue: {what} for {} queued as {id}", entry.id);
+            }
+            Err(e) => log::error!("queue: {what} for {}: {e}; report dropped", entry.id),
+        }
+    }
+}
+
+/// The first [`MAX_QUOTED_HEADER`] octets of an entry's message (enough for its header).
+fn read_head(queue: &Queue, id: &str) -> Vec<u8> {
+    let mut head = Vec::new();
+    if let Ok(file) = File::open(queue.message_path(id)) {
+        let _ = file.take(MAX_QUOTED_HEADER as u64).read_to_end(&mut head);
+    }
+    head
+}
+
+/// A random hex token (MIME boundaries, jitter).
+pub(crate) fn random_token() -> String {
+    let mut bytes = [0u8; 8];
+    let _ = getrandom::getrandom(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,505 @@
+//! The delivery threads: each takes the earliest due entry, tries its due recipients
+//! one destination (domain) at a time through a [`Transport`], records every
+//! recipient's outcome, and sends the reports the [`super::schedule`] calls for.
+//!
+//! The runners use blocking sockets on threads of their own (`[relay] runners`), away
+//! from the event loops, so outbound delivery behaves the same under either shell.
+//! [`Runner::stop`] lets each runner finish the attempt it is in (bounded by the
+//! transport's timeouts) and joins them for at most a grace period; whatever is still
+//! in flight then is retried after the restart (at-least-once, see [`super`]).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use tidegate_core::dsn::{DsnKind, DsnRecipient};
+
+use super::bounce::Bouncer;
+use super::entry::domain_of;
+use super::{Queue, QueueEntry, RecipientState, RetryPolicy, unix_now};
+
+/// One delivery attempt: one transaction to one destination domain.
+#[derive(Debug)]
+pub struct Attempt<'a> {
+    /// The queue id (for logs).
+    pub id: &'a str,
+    /// The destination domain (lowercased) of every recipient.
+    pub domain: &'a str,
+    /// The reverse-path; empty for a bounce.
+    pub sender: &'a str,
+    /// The recipients, in RCPT order.
+    pub recipients: &'a [String],
+    /// The message file (CRLF line ends, not dot-stuffed).
+    pub message: &'a Path,
+    /// The body needs 8BITMIME (RFC 6152).
+    pub eight_bit: bool,
+    /// The envelope or headers need SMTPUTF8 (RFC 6531).
+    pub smtputf8: bool,
+}
+
+/// What happened to one recipient; the text is the reply, one line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Accepted by the receiving server.
+    Delivered(String),
+    /// A temporary failure: try again later.
+    Deferred(String),
+    /// A permanent failure: give up and bounce.
+    Failed(String),
+}
+
+/// The whole attempt failed before any recipient result (no route, connection refused,
+/// greeting or MAIL refused, TLS required and missing, …).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptFailure {
+    /// Retrying cannot help (null MX, NXDOMAIN, a `5xx` greeting or MAIL reply).
+    pub permanent: bool,
+    /// Why, one line (a reply, or the error).
+    pub text: String,
+}
+
+/// Sends one attempt. The real one resolves the route (smarthost or MX), signs and
+/// speaks SMTP; tests use doubles.
+pub trait Transport: Send + Sync + 'static {
+    /// Delivers to every recipient of `attempt`, returning one verdict per recipient
+    /// in order, or the failure of the whole attempt.
+    fn send(&self, attempt: &Attempt<'_>) -> Result<Vec<Verdict>, AttemptFailure>;
+}
+
+/// The runner settings (`[relay] runners` and the retry keys).
+#[derive(Debug, Clone)]
+pub struct RunnerConfig {
+    /// Delivery threads.
+    pub runners: usize,
+    /// When to retry, warn and give up.
+    pub policy: RetryPolicy,
+    /// The longest an idle runner sleeps before looking at the queue again (entries
+    /// become due while it sleeps; enqueue and flush wake it early).
+    pub idle_poll: Duration,
+    /// How long [`Runner::stop`] waits for runners in the middle of an attempt.
+    pub stop_grace: Duration,
+}
+
+impl Default for RunnerConfig {
+    fn default() -> Self {
+        RunnerConfig {
+            runners: 2,
+            policy: RetryPolicy::default(),
+            idle_poll: Duration::from_secs(30),
+            stop_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The running delivery threads.
+pub struct Runner {
+    queue: Arc<Queue>,
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+    grace: Duration,
+}
+
+impl std::fmt::Debug for Runner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runner")
+            .field("threads", &self.threads.len())
+            .finish()
+    }
+}
+
+/// What one runner thread needs.
+struct Worker {
+    queue: Arc<Queue>,
+    transport: Arc<dyn Transport>,
+    bouncer: Bouncer,
+    config: RunnerConfig,
+    stop: Arc<AtomicBool>,
+}
+
+impl Runner {
+    /// Starts `config.runners` threads (at least one) delivering from `queue`.
+    pub fn start(
+        queue: Arc<Queue>,
+        transport: Arc<dyn Transport>,
+        bouncer: Bouncer,
+        config: RunnerConfig,
+    ) -> std::io::Result<Runner> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut threads = Vec::new();
+        let grace = config.stop_grace;
+        for n in 0..config.runners.max(1) {
+            let worker = Worker {
+                queue: queue.clone(),
+                transport: transport.clone(),
+                bouncer: bouncer.clone(),
+                config: config.clone(),
+                stop: stop.clone(),
+            };
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("queue-runner-{n}"))
+                    .spawn(move || worker.run())?,
+            );
+        }
+        Ok(Runner {
+            queue,
+            stop,
+            threads,
+            grace,
+        })
+    }
+
+    /// Stops the runners: each finishes its current attempt; waits up to the grace
+    /// period for them.
+    pub fn stop(self) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.queue.wake_all();
+        let deadline = Instant::now() + self.grace;
+        for thread in self.threads {
+            while !thread.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if thread.is_finished() {
+                let _ = thread.join();
+            } else {
+                log::warn!("queue: a runner is still in an attempt; it is retried after restart");
+            }
+        }
+    }
+}
+
+impl Worker {
+    fn run(self) {
+        while !self.stop.load(Ordering::SeqCst) {
+            let now = unix_now();
+            match self.queue.take_due(now) {
+                Some(entry) => {
+                    let entry = process(
+                        &self.queue,
+                        self.transport.as_ref(),
+                        &self.bouncer,
+                        &self.config.policy,
+                        entry,
+                        now,
+                    );
+                    if let Err(e) = self.queue.put_back(entry) {
+                        log::error!("queue: cannot record an attempt: {e}");
+                    }
+                }
+                None => {
+                    let wait = self
+                        .queue
+                        .next_due()
+                        .map_or(self.config.idle_poll, |due| {
+                            Duration::from_secs(due.saturating_sub(now))
+                        })
+                        .clamp(Duration::from_millis(50), self.config.idle_poll);
+                    self.queue.wait(wait);
+                }
+            }
+        }
+    }
+}
+
+/// A random value for the jitter.
+fn random() -> u64 {
+    let mut bytes = [0u8; 8];
+    let _ = getrandom::getrandom(&mut bytes);
+    u64::from_le_bytes(bytes)
+}
+
+/// One pass over an entry at `now`: expire it, or try each due destination once and
+/// record the outcomes (written after each destination), then send the reports due.
+/// Returns the entry's new state for [`Queue::put_back`].
+pub fn process(
+    queue: &Queue,
+    transport: &dyn Transport,
+    bouncer: &Bouncer,
+    policy: &RetryPolicy,
+    mut entry: QueueEntry,
+    now: u64,
+) -> QueueEntry {
+    let mut failed: Vec<DsnRecipient> = Vec::new();
+    if policy.expired(entry.arrived, now) {
+        for r in &mut entry.recipients {
+            if r.state == RecipientState::Pending {
+                r.state = RecipientState::Failed;
+                let why = if r.last_reply.is_empty() {
+                    "no attempt succeeded".to_owned()
+                } else {
+                    r.last_reply.clone()
+                };
+                r.last_reply = format!("message expired after {} attempts: {why}", r.attempts);
+                log::info!("queue: {} to <{}> expired: {why}", entry.id, r.address);
+                failed.push(DsnRecipient {
+                    address: r.address.clone(),
+                    diagnostic: r.last_reply.clone(),
+                });
+            }
+        }
+        bouncer.send(queue, &entry, DsnKind::Failure, &failed, now, None);
+        return entry;
+    }
+    let mut domains: Vec<String> = Vec::new();
+    for r in &entry.recipients {
+        let domain = r.domain();
+        if r.state == RecipientState::Pending && r.next_attempt <= now && !domains.contains(&domain)
+        {
+            domains.push(domain);
+        }
+    }
+    let message = queue.message_path(&entry.id);
+    for domain in domains {
+        let indexes: Vec<usize> = entry
+            .recipients
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| {
+                r.state == RecipientState::Pending
+                    && r.next_attempt <= now
+                    && domain_of(&r.address) == domain
+            })
+            .map(|(i, _)| i)
+            .collect();
+        let addresses: Vec<String> = indexes
+            .iter()
+            .filter_map(|&i| entry.recipients.get(i).map(|r| r.address.clone()))
+            .collect();
+        let attempt = Attempt {
+            id: &entry.id,
+            domain: &domain,
+            sender: &entry.sender,
+            recipients: &addresses,
+            message: &message,
+            eight_bit: entry.eight_bit,
+            smtputf8: entry.smtputf8,
+        };
+        let verdicts: Vec<Verdict> = match transport.send(&attempt) {
+            Ok(verdicts) if verdicts.len() == addresses.len() => verdicts,
+            Ok(_) => addresses
+                .iter()
+                .map(|_| Verdict::Deferred("internal error: wrong number of results".into()))
+                .collect(),
+            Err(failure) if failure.permanent => addresses
+                .iter()
+                .map(|_| Verdict::Failed(failure.text.clone()))
+                .collect(),
+            Err(failure) => addresses
+                .iter()
+                .map(|_| Verdict::Deferred(failure.text.clone()))
+                .collect(),
+        };
+        let jitter = random();
+        for (&i, verdict) in indexes.iter().zip(verdicts) {
+            let Some(r) = entry.recipients.get_mut(i) else {
+                continue;
+            };
+            r.attempts = r.attempts.saturating_add(1);
+            match verdict {
+                Verdict::Delivered(text) => {
+                    log::info!("queue: {} delivered to <{}>: {text}", entry.id, r.address);
+                    r.state = RecipientState::Delivered;
+                    r.last_reply = text;
+                }
+                Verdict::Deferred(text) => {
+                    r.next_attempt = policy.next_attempt(now, r.attempts, jitter);
+                    log::info!(
+                        "queue: {} to <{}> deferred (attempt {}, next in {} s): {text}",
+                        entry.id,
+                        r.address,
+                        r.attempts,
+                        r.next_attempt.saturating_sub(now)
+                    );
+                    r.last_reply = text;
+                }
+                Verdict::Failed(text) => {
+                    log::info!("queue: {} to <{}> failed: {text}", entry.id, r.address);
+                    r.state = RecipientState::Failed;
+                    failed.push(DsnRecipient {
+                        address: r.address.clone(),
+                        diagnostic: text.clone(),
+                    });
+                    r.last_reply = text;
+                }
+            }
+        }
+        if let Err(e) = queue.save(&entry) {
+            log::error!("queue: cannot record the attempt for {}: {e}", entry.id);
+        }
+    }
+    bouncer.send(queue, &entry, DsnKind::Failure, &failed, now, None);
+    if policy.warning_due(entry.arrived, entry.warned, now) {
+        let late: Vec<DsnRecipient> = entry
+            .recipients
+            .iter()
+            .filter(|r| r.state == RecipientState::Pending)
+            .map(|r| DsnRecipient {
+                address: r.address.clone(),
+                diagnostic: r.last_reply.clone(),
+            })
+            .collect();
+        let until = entry.arrived.saturating_add(policy.max_age.as_secs());
+        bouncer.send(queue, &entry, DsnKind::Delay, &late, now, Some(until));
+        entry.warned = true;
+    }
+    entry
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::queue::NewEntry;
+
+    type Answer = Result<Vec<Verdict>, AttemptFailure>;
+    /// Domain, recipients and message bytes of one attempt.
+    type Seen = (String, Vec<String>, Vec<u8>);
+
+    /// Answers each attempt from a script and records what it was asked.
+    #[derive(Default)]
+    struct Script {
+        answers: Mutex<Vec<Answer>>,
+        seen: Mutex<Vec<Seen>>,
+    }
+
+    impl Transport for Script {
+        fn send(&self, a: &Attempt<'_>) -> Result<Vec<Verdict>, AttemptFailure> {
+            let body = std::fs::read(a.message).unwrap();
+            self.seen
+                .lock()
+                .unwrap()
+                .push((a.domain.to_owned(), a.recipients.to_vec(), body));
+            self.answers.lock().unwrap().remove(0)
+        }
+    }
+
+    fn setup(recipients: &[&str], sender: &str) -> (tempfile::TempDir, Queue, QueueEntry) {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = Queue::open(&dir.path().join("q"), false, "h").unwrap();
+        let id = queue
+            .enqueue(
+                NewEntry {
+                    sender: sender.into(),
+                    recipients: recipients.iter().map(|r| r.to_string()).collect(),
+                    eight_bit: false,
+                    smtputf8: false,
+                },
+                &b"Subject: hello\r\n\r\nbody\r\n"[..],
+                1000,
+            )
+            .unwrap();
+        queue.release(&id);
+        let entry = queue.take_due(1000).unwrap();
+        (dir, queue, entry)
+    }
+
+    fn bouncer() -> Bouncer {
+        Bouncer {
+            hostname: "mx.test".into(),
+            local: None,
+        }
+    }
+
+    #[test]
+    fn one_transaction_per_domain_and_outcomes_recorded() {
+        let (_dir, queue, entry) = setup(&["a@one.test", "b@two.test", "c@ONE.test"], "s@src.test");
+        let script = Script::default();
+        *script.answers.lock().unwrap() = vec![
+            Ok(vec![
+                Verdict::Delivered("250 ok".into()),
+                Verdict::Deferred("451 later".into()),
+            ]),
+            Err(AttemptFailure {
+                permanent: true,
+                text: "no such domain".into(),
+            }),
+        ];
+        let policy = RetryPolicy::default();
+        let entry = process(&queue, &script, &bouncer(), &policy, entry, 1000);
+        let seen = script.seen.lock().unwrap();
+        assert_eq!(seen.len(), 2);
+        assert_eq!(seen[0].0, "one.test");
+        assert_eq!(seen[0].1, vec!["a@one.test", "c@ONE.test"]);
+        assert_eq!(seen[0].2, b"Subject: hello\r\n\r\nbody\r\n");
+        assert_eq!(seen[1].1, vec!["b@two.test"]);
+        let states: Vec<_> = entry.recipients.iter().map(|r| r.state).collect();
+        assert_eq!(
+            states,
+            vec![
+                RecipientState::Delivered,
+                RecipientState::Failed,
+                RecipientState::Pending
+            ]
+        );
+        let c = &entry.recipients[2];
+        assert_eq!(c.attempts, 1);
+        assert!(
+            (1225..=1300).contains(&c.next_attempt),
+            "{}",
+            c.next_attempt
+        );
+        assert_eq!(c.last_reply, "451 later");
+        // The failure report to the (remote) sender was queued with a null sender.
+        queue.put_back(entry).unwrap();
+        let bounces: Vec<_> = queue
+            .list()
+            .into_iter()
+            .filter(|e| e.sender.is_empty())
+            .collect();
+        assert_eq!(bounces.len(), 1);
+        assert_eq!(bounces[0].recipients[0].address, "s@src.test");
+        let report = std::fs::read_to_string(queue.message_path(&bounces[0].id)).unwrap();
+        assert!(report.contains("Final-Recipient: rfc822; b@two.test\r\nAction: failed\r\nStatus: 5.0.0\r\nDiagnostic-Code: smtp; no such domain\r\n"), "{report}");
+        assert!(report.contains("Subject: hello\r\n"));
+        assert!(!report.contains("\r\nbody\r\n"));
+    }
+
+    #[test]
+    fn null_sender_never_bounces_and_expiry_fails_everything() {
+        let (_dir, queue, entry) = setup(&["a@one.test"], "");
+        let script = Script::default();
+        let policy = RetryPolicy::default();
+        let late = 1000 + policy.max_age.as_secs();
+        let entry = process(&queue, &script, &bouncer(), &policy, entry, late);
+        assert!(script.seen.lock().unwrap().is_empty());
+        assert_eq!(entry.recipients[0].state, RecipientState::Failed);
+        assert!(entry.is_finished());
+        queue.put_back(entry).unwrap();
+        assert!(queue.is_empty(), "no bounce for a null sender");
+    }
+
+    #[test]
+    fn one_delay_warning() {
+        let (_dir, queue, entry) = setup(&["a@one.test"], "s@src.test");
+        let script = Script::default();
+        let deferred = || {
+            Err(AttemptFailure {
+                permanent: false,
+                text: "connection refused".into(),
+            })
+        };
+        *script.answers.lock().unwrap() = vec![deferred(), deferred()];
+        let policy = RetryPolicy::default();
+        let at = 1000 + policy.delay_warning.as_secs();
+        let entry = process(&queue, &script, &bouncer(), &policy, entry, at);
+        assert!(entry.warned);
+        assert_eq!(entry.recipients[0].state, RecipientState::Pending);
+        let due = entry.recipients[0].next_attempt;
+        let entry = process(&queue, &script, &bouncer(), &policy, entry, due);
+        assert_eq!(entry.recipients[0].attempts, 2);
+        queue.put_back(entry).unwrap();
+        let reports: Vec<_> = queue
+            .list()
+            .into_iter()
+            .filter(|e| e.sender.is_empty())
+            .collect();
+        assert_eq!(reports.len(), 1, "exactly one warning");
+        let text = std::fs::read_to_string(queue.message_path(&reports[0].id)).unwrap();
+        assert!(text.contains(
+            "Action: delayed\r\nStatus: 4.0.0\r\nDiagnostic-Code: smtp; connection refused\r\n"
+        ));
+    }
+}
