@@ -93,7 +93,7 @@ pub mod wire;
 
 pub use io::{Action, MAX_READ, Peer, RequestId, Session};
 pub use request::{
-    Account, Backend, DeliveryId, Failure, MessageInfo, MessageRef, RecipientCheck, Reply, Request,
-    Route, Service,
+    Account, Backend, DeliveryId, Failure, MessageInfo, MessageRef, RecipientCheck, RelayEnvelope,
+    Reply, Request, Route, Service,
 };
 pub use secret::Secret;

@@ -39,6 +39,20 @@ pub enum RecipientCheck {
     OverQuota,
 }
 
+/// The envelope of a message queued for outbound delivery
+/// ([`Request::CommitSubmission`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayEnvelope {
+    /// The reverse-path (the authenticated user's address).
+    pub sender: String,
+    /// Remote recipients in RCPT order, as the client wrote them.
+    pub recipients: Vec<String>,
+    /// The body was declared `8BITMIME` or `BINARYMIME` (RFC 6152, RFC 3030).
+    pub eight_bit: bool,
+    /// `SMTPUTF8` was given on MAIL (RFC 6531).
+    pub smtputf8: bool,
+}
+
 /// One message of a mailbox listing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MessageInfo {
@@ -168,6 +182,20 @@ pub enum Request {
         recipients: Vec<Account>,
         /// SMTP semantics: every recipient or none.
         all_or_nothing: bool,
+    },
+    /// Submission with remote recipients (RFC 6409 with `[relay]`): like
+    /// [`Request::CommitDelivery`] with `all_or_nothing`, and first a copy of the
+    /// message is made durable in the outbound queue for `relay`'s recipients. Answered
+    /// by [`Reply::Delivered`] with one result per local account, in order, then one
+    /// result for the queue copy. Every part succeeds or nothing is left: a failed
+    /// local delivery removes the queue copy, a failed queue copy delivers nothing.
+    CommitSubmission {
+        /// The message.
+        delivery: DeliveryId,
+        /// Local recipients.
+        local: Vec<Account>,
+        /// The envelope of the queue copy.
+        relay: RelayEnvelope,
     },
     /// Discard a message being received (too large, client gone). Answered by
     /// [`Reply::Done`].

@@ -106,6 +106,30 @@ impl Store {
                 }
                 Reply::Delivered(results)
             }
+            Request::CommitSubmission {
+                delivery,
+                local,
+                relay,
+            } => {
+                let names: Vec<&str> = local.iter().map(|a| a.0.as_str()).collect();
+                self.log
+                    .push(format!("commit+queue {} {names:?} {relay:?}", delivery.0));
+                let file = self.open.remove(&delivery.0).unwrap_or_default();
+                let queue_ok = self.fail != Some("queue");
+                let mut results: Vec<Result<(), Failure>> = local.iter().map(|_| Ok(())).collect();
+                results.push(if queue_ok {
+                    Ok(())
+                } else {
+                    Err(Failure::Temporary("queue disk full".into()))
+                });
+                if queue_ok {
+                    for a in &local {
+                        self.delivered.push((a.0.clone(), file.clone()));
+                    }
+                    self.delivered.push(("queue".into(), file));
+                }
+                Reply::Delivered(results)
+            }
             Request::AbortDelivery { delivery } => {
                 self.log.push(format!("abort {}", delivery.0));
                 self.open.remove(&delivery.0);
@@ -788,6 +812,91 @@ fn submission_requires_auth_plain() {
     c.send(b"DATA\r\nx\r\n.\r\n");
     assert!(String::from_utf8_lossy(&c.store.delivered[0].1).contains("with ESMTPA"));
     assert_eq!(c.store.log[0], "auth alice@local.test");
+}
+
+fn relaying_submission() -> Client<SmtpSession> {
+    let cfg = SmtpConfig {
+        relay: true,
+        ..config(SmtpRole::Submission)
+    };
+    let mut c = Client::new(cfg, conn(true, false));
+    c.drain();
+    c.send(b"EHLO client.test\r\n");
+    c
+}
+
+#[test]
+fn relaying_submission_queues_remote_recipients_with_the_local_ones() {
+    let mut c = relaying_submission();
+    assert_eq!(
+        c.send(b"MAIL FROM:<alice@local.test>\r\n"),
+        "530 5.7.0 Authentication required\r\n"
+    );
+    c.send(format!("AUTH PLAIN {PLAIN_OK}\r\n").as_bytes());
+    assert_eq!(
+        c.send(b"MAIL FROM:<>\r\n"),
+        "553 5.7.1 The null sender is not allowed on submission\r\n"
+    );
+    assert_eq!(
+        c.send(b"MAIL FROM:<bob@local.test>\r\n"),
+        "553 5.7.1 Sender address not owned by the authenticated user\r\n"
+    );
+    assert_eq!(
+        c.send(b"MAIL FROM:<Alice@LOCAL.test> BODY=8BITMIME\r\n"),
+        "250 2.1.0 Sender ok\r\n"
+    );
+    assert_eq!(
+        c.send(b"RCPT TO:<friend@remote.test>\r\nRCPT TO:<bob@local.test>\r\nRCPT TO:<x@other.test>\r\nRCPT TO:<nobody@local.test>\r\n"),
+        "250 2.1.5 Recipient ok\r\n250 2.1.5 Recipient ok\r\n250 2.1.5 Recipient ok\r\n\
+         550 5.1.1 <nobody@local.test>: Recipient address rejected: User unknown\r\n"
+    );
+    let done = c.send(b"DATA\r\nSubject: hi\r\n\r\nx\r\n.\r\n");
+    assert!(
+        done.starts_with(
+            "354 Start mail input; end with <CRLF>.<CRLF>\r\n250 2.0.0 Ok: queued as "
+        ),
+        "{done}"
+    );
+    let commit = c
+        .store
+        .log
+        .iter()
+        .find(|l| l.starts_with("commit"))
+        .unwrap();
+    assert_eq!(
+        commit,
+        "commit+queue 1 [\"bob@local.test\"] RelayEnvelope { sender: \"Alice@LOCAL.test\", \
+         recipients: [\"friend@remote.test\", \"x@other.test\"], eight_bit: true, smtputf8: false }"
+    );
+    let who: Vec<&str> = c.store.delivered.iter().map(|d| d.0.as_str()).collect();
+    assert_eq!(who, vec!["bob@local.test", "queue"]);
+
+    // Only remote recipients: still one queue copy; a failed queue copy is a 451.
+    c.store.fail = Some("queue");
+    c.send(b"MAIL FROM:<alice@local.test>\r\nRCPT TO:<friend@remote.test>\r\n");
+    assert_eq!(
+        c.send(b"DATA\r\nx\r\n.\r\n"),
+        "354 Start mail input; end with <CRLF>.<CRLF>\r\n451 4.3.0 Temporary failure, try again later\r\n"
+    );
+    assert_eq!(c.store.delivered.len(), 2);
+}
+
+#[test]
+fn inbound_and_lmtp_never_relay_even_with_relaying_on() {
+    for (role, hello) in [(SmtpRole::Inbound, "EHLO"), (SmtpRole::Lmtp, "LHLO")] {
+        let cfg = SmtpConfig {
+            relay: true,
+            ..config(role)
+        };
+        let mut c = Client::new(cfg, conn(true, true));
+        c.drain();
+        c.send(format!("{hello} client.test\r\n").as_bytes());
+        c.send(b"MAIL FROM:<someone@else.test>\r\n");
+        assert_eq!(
+            c.send(b"RCPT TO:<friend@remote.test>\r\n"),
+            "550 5.7.1 <friend@remote.test>: Relaying denied\r\n"
+        );
+    }
 }
 
 #[test]

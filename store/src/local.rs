@@ -22,6 +22,7 @@ pub use pop3_lock::Pop3Locks;
 use crate::imap::ImapExecutor;
 use crate::maildir::{MaildirStore, STALE_AFTER, StoreError};
 use crate::penalty::{Admission, LoginPenalty};
+use crate::queue::Queue;
 use crate::service::Executor;
 use crate::users::{UserDirectory, normalize_address};
 
@@ -43,6 +44,7 @@ pub struct LocalStore {
     deliveries: deliveries::Deliveries,
     pop3_locks: Option<Arc<Pop3Locks>>,
     imap: Option<ImapExecutor>,
+    queue: Option<Arc<Queue>>,
 }
 
 impl LocalStore {
@@ -61,6 +63,7 @@ impl LocalStore {
             maildir,
             pop3_locks: None,
             imap: None,
+            queue: None,
             deliveries: deliveries::Deliveries::new(DEFAULT_MAX_PENDING, DEFAULT_IDLE_TIMEOUT),
         }
     }
@@ -75,6 +78,18 @@ impl LocalStore {
     pub fn with_imap(mut self, imap: ImapExecutor) -> Self {
         self.imap = Some(imap);
         self
+    }
+
+    /// Accepts submissions with remote recipients ([`Request::CommitSubmission`]) into
+    /// this outbound queue.
+    pub fn with_queue(mut self, queue: Arc<Queue>) -> Self {
+        self.queue = Some(queue);
+        self
+    }
+
+    /// The outbound queue, when relaying is configured.
+    pub fn queue(&self) -> Option<&Arc<Queue>> {
+        self.queue.as_ref()
     }
 
     /// Turns on the cluster-wide POP3 lock: listing a mailbox for a POP3 session takes
@@ -259,6 +274,11 @@ impl Executor for LocalStore {
                 recipients,
                 all_or_nothing,
             } => self.commit_delivery(delivery, recipients, all_or_nothing),
+            Request::CommitSubmission {
+                delivery,
+                local,
+                relay,
+            } => self.commit_submission(delivery, local, relay),
             Request::AbortDelivery { delivery } => {
                 // A busy message is aborted by the request working on it when that
                 // finds the slot gone; an unknown one is already gone.

@@ -77,6 +77,11 @@ pub struct SmtpConfig {
     pub store_timeout: Duration,
     /// Delay before the first failed AUTH is answered; it doubles with each failure.
     pub auth_failure_delay: Duration,
+    /// Outbound delivery is configured (`[relay]`): a submission listener accepts
+    /// recipients outside the local domains for the queue (RFC 6409 §4.3), and the
+    /// reverse-path must then be the authenticated account's own address. Other roles
+    /// ignore it: inbound and LMTP never relay.
+    pub relay: bool,
 }
 
 impl Default for SmtpConfig {
@@ -89,6 +94,7 @@ impl Default for SmtpConfig {
             idle_timeout: Duration::from_secs(300),
             store_timeout: Duration::from_secs(30),
             auth_failure_delay: Duration::from_secs(1),
+            relay: false,
         }
     }
 }

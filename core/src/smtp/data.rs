@@ -10,7 +10,7 @@ use super::reply;
 use super::session::{Phase, SmtpSession, Waiting};
 use super::trace::{self, Trace};
 use crate::io::RequestId;
-use crate::request::{Account, Failure, Reply, Request};
+use crate::request::{Account, Failure, RelayEnvelope, Reply, Request};
 use crate::wire::DotUnstuffer;
 
 /// A BDAT chunk being read.
@@ -336,21 +336,48 @@ impl SmtpSession {
 
     fn commit(&mut self, now: Instant, tx: Envelope, id: String, delivery: crate::DeliveryId) {
         let mut accounts: Vec<Account> = Vec::new();
+        let mut remote: Vec<String> = Vec::new();
         let mut recipients = Vec::with_capacity(tx.recipients.len());
-        for r in tx.recipients {
-            let index = match accounts.iter().position(|a| *a == r.account) {
+        // Remote recipients share one result, the queue copy's, after the accounts'.
+        let mut remote_indexes = Vec::new();
+        for (n, r) in tx.recipients.into_iter().enumerate() {
+            let Some(account) = r.account else {
+                remote_indexes.push(n);
+                remote.push(r.address.clone());
+                recipients.push((r.address, usize::MAX));
+                continue;
+            };
+            let index = match accounts.iter().position(|a| *a == account) {
                 Some(i) => i,
                 None => {
-                    accounts.push(r.account);
+                    accounts.push(account);
                     accounts.len() - 1
                 }
             };
             recipients.push((r.address, index));
         }
-        let request = Request::CommitDelivery {
-            delivery,
-            recipients: accounts,
-            all_or_nothing: !self.lmtp(),
+        let request = if remote.is_empty() {
+            Request::CommitDelivery {
+                delivery,
+                recipients: accounts,
+                all_or_nothing: !self.lmtp(),
+            }
+        } else {
+            for n in remote_indexes {
+                if let Some(entry) = recipients.get_mut(n) {
+                    entry.1 = accounts.len();
+                }
+            }
+            Request::CommitSubmission {
+                delivery,
+                local: accounts,
+                relay: RelayEnvelope {
+                    sender: tx.sender,
+                    recipients: remote,
+                    eight_bit: tx.body != Body::SevenBit,
+                    smtputf8: tx.smtputf8,
+                },
+            }
         };
         let request_id: RequestId = self.request(now, request);
         self.waiting = Some(Waiting::Commit {

@@ -26,8 +26,9 @@ pub(super) enum Body {
 pub(super) struct Recipient {
     /// The address as the client gave it.
     pub(super) address: String,
-    /// The account the store resolved it to.
-    pub(super) account: Account,
+    /// The account the store resolved it to; `None` for a remote recipient accepted
+    /// for the outbound queue (submission with relaying).
+    pub(super) account: Option<Account>,
 }
 
 /// A mail transaction, from MAIL to the end of its message or RSET.
@@ -208,6 +209,9 @@ impl SmtpSession {
         if path.utf8 && !params.smtputf8 {
             return self.reply(reply::UTF8_NEEDS_SMTPUTF8);
         }
+        if let Some(refusal) = self.sender_refusal(&path.address) {
+            return self.reply(refusal);
+        }
         self.tx = Some(Envelope {
             sender: path.address,
             smtputf8: params.smtputf8,
@@ -218,6 +222,23 @@ impl SmtpSession {
             message: None,
         });
         self.reply(reply::SENDER_OK);
+    }
+
+    /// Submission with relaying: the reverse-path must be the account's own address
+    /// (compared without regard to case), and never null, so bounces of relayed mail
+    /// reach the user who sent it (RFC 6409 §6.1 lets a submission server check this).
+    fn sender_refusal(&self, sender: &str) -> Option<&'static str> {
+        if self.cfg.role != SmtpRole::Submission || !self.cfg.relay {
+            return None;
+        }
+        let account = self.account.as_ref()?;
+        if sender.is_empty() {
+            Some(reply::NULL_SENDER_ON_SUBMISSION)
+        } else if !sender.eq_ignore_ascii_case(&account.0) {
+            Some(reply::SENDER_NOT_OWNED)
+        } else {
+            None
+        }
     }
 
     /// RCPT TO (RFC 5321 §4.1.1.3): checked with the store before it is accepted.
@@ -257,7 +278,21 @@ impl SmtpSession {
         let line = match answer {
             Reply::Recipient(RecipientCheck::Local(account)) => {
                 if let Some(tx) = self.tx.as_mut() {
-                    tx.recipients.push(Recipient { address, account });
+                    tx.recipients.push(Recipient {
+                        address,
+                        account: Some(account),
+                    });
+                }
+                return self.reply(reply::RECIPIENT_OK);
+            }
+            Reply::Recipient(RecipientCheck::NotLocal)
+                if self.cfg.role == SmtpRole::Submission && self.cfg.relay =>
+            {
+                if let Some(tx) = self.tx.as_mut() {
+                    tx.recipients.push(Recipient {
+                        address,
+                        account: None,
+                    });
                 }
                 return self.reply(reply::RECIPIENT_OK);
             }

@@ -8,7 +8,7 @@
 //! | role | greeting verb | AUTH | RCPT outside the local domains |
 //! | --- | --- | --- | --- |
 //! | [`SmtpRole::Inbound`] | HELO/EHLO | `502 5.5.1` | `550 5.7.1 … Relaying denied` |
-//! | [`SmtpRole::Submission`] | HELO/EHLO | required before MAIL (`530 5.7.0`) | `554 5.7.1 … outbound delivery is not configured` |
+//! | [`SmtpRole::Submission`] | HELO/EHLO | required before MAIL (`530 5.7.0`) | with [`SmtpConfig::relay`]: accepted for the outbound queue; without: `554 5.7.1 … outbound delivery is not configured` |
 //! | [`SmtpRole::Lmtp`] | LHLO | `502 5.5.1` | `550 5.7.1 … Relaying denied` |
 //!
 //! Extensions: PIPELINING (RFC 2920), SIZE (RFC 1870), 8BITMIME (RFC 6152),
@@ -36,6 +36,10 @@
 //!   one result per *distinct* account in the request (a mailbox named by two RCPTs gets
 //!   one copy). The header is `Return-Path:` plus a `Received:` field (RFC 5321 §4.4),
 //!   CRLF line ends. Appended bytes are unstuffed message bytes with CRLF line ends.
+//!   With remote recipients (submission with [`SmtpConfig::relay`]) the commit is
+//!   `CommitSubmission { local, relay }` instead, answered with one result per local
+//!   account and then one for the queue copy; any failure is `451 4.3.0`. MAIL FROM
+//!   must then be the authenticated account's address (`553 5.7.1`), never `<>`.
 //! * `BDAT` → the first chunk sends `BeginDelivery` (unless that chunk is already too
 //!   large), then appends and the commit as for DATA at `BDAT … LAST`.
 //! * A refused message (too large, bad line ends, a line too long, a failed append) gets

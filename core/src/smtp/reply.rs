@@ -166,10 +166,20 @@ pub(super) fn relay_denied(address: &str) -> String {
     format!("550 5.7.1 <{address}>: Relaying denied")
 }
 
-/// RCPT of a foreign domain on the submission port, until outbound delivery exists.
+/// RCPT of a foreign domain on the submission port when outbound delivery (`[relay]`)
+/// is not configured.
 pub(super) fn no_outbound(address: &str) -> String {
     format!("554 5.7.1 <{address}>: outbound delivery is not configured")
 }
+
+/// MAIL FROM on submission with relaying, when the reverse-path is not the
+/// authenticated account's address (RFC 6409 §6.1; RFC 3463 5.7.1).
+pub(super) const SENDER_NOT_OWNED: &str =
+    "553 5.7.1 Sender address not owned by the authenticated user";
+
+/// MAIL FROM:<> on submission with relaying: users do not send bounces (RFC 6409 §6.1).
+pub(super) const NULL_SENDER_ON_SUBMISSION: &str =
+    "553 5.7.1 The null sender is not allowed on submission";
 
 /// RCPT of a user over quota.
 pub(super) fn recipient_over_quota(address: &str) -> String {

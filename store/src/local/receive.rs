@@ -1,10 +1,11 @@
 //! SMTP/LMTP requests: recipient checks and streaming delivery into the maildirs.
 
 use tidegate_core::user::Lookup;
-use tidegate_core::{Account, DeliveryId, Failure, RecipientCheck, Reply};
+use tidegate_core::{Account, DeliveryId, Failure, RecipientCheck, RelayEnvelope, Reply};
 
 use super::{DIRECTORY_TEXT, LocalStore, TEMPORARY_TEXT, failure, to_failure};
 use crate::maildir::{PendingMessage, Recipient};
+use crate::queue::{NewEntry, unix_now};
 use crate::users::normalize_address;
 
 impl LocalStore {
@@ -112,7 +113,13 @@ impl LocalStore {
                 return Reply::Failed(Failure::Temporary(TEMPORARY_TEXT.into()));
             }
         };
-        let recipients: Vec<Recipient> = recipients
+        let recipients = self.with_quotas(recipients);
+        Reply::Delivered(self.commit_to(message, &recipients, all_or_nothing))
+    }
+
+    /// The recipients of a commit with their current quotas.
+    fn with_quotas(&self, recipients: Vec<Account>) -> Vec<Recipient> {
+        recipients
             .into_iter()
             .map(|account| {
                 let quota = match self.users.lookup(&account.0) {
@@ -126,13 +133,22 @@ impl LocalStore {
                 };
                 Recipient { account, quota }
             })
-            .collect();
+            .collect()
+    }
+
+    /// Commits a message to local recipients; one result per recipient.
+    fn commit_to(
+        &self,
+        message: PendingMessage,
+        recipients: &[Recipient],
+        all_or_nothing: bool,
+    ) -> Vec<Result<(), Failure>> {
         let name = message.final_name();
-        let results = message.commit(&recipients, all_or_nothing);
+        let results = message.commit(recipients, all_or_nothing);
         let mut delivered = Vec::new();
         let replies = results
             .into_iter()
-            .zip(&recipients)
+            .zip(recipients)
             .map(|(result, recipient)| match result {
                 Ok(()) => {
                     delivered.push(recipient.account.0.as_str());
@@ -144,7 +160,77 @@ impl LocalStore {
         if !delivered.is_empty() {
             log::info!("delivered {name} to {}", delivered.join(", "));
         }
-        Reply::Delivered(replies)
+        replies
+    }
+
+    /// A submission with remote recipients: the queue copy is written and fsynced
+    /// first, then the local recipients get theirs (all or nothing); only when both
+    /// worked is the queue copy released to the runners. Otherwise the queue copy is
+    /// removed and every result is a failure, so nothing is left visible.
+    pub(super) fn commit_submission(
+        &self,
+        id: DeliveryId,
+        local: Vec<Account>,
+        relay: RelayEnvelope,
+    ) -> Reply {
+        let slots = local.len() + 1;
+        let temporary = || Failure::Temporary(TEMPORARY_TEXT.into());
+        let all_failed = || Reply::Delivered((0..slots).map(|_| Err(temporary())).collect());
+        let mut message = match self.deliveries.remove(id) {
+            Ok(message) => message,
+            Err(missing) => {
+                log::error!("commit of {missing:?} delivery {}", id.0);
+                return Reply::Failed(temporary());
+            }
+        };
+        let Some(queue) = self.queue.clone() else {
+            log::error!("a submission with remote recipients, but relaying is not configured");
+            message.abort();
+            return Reply::Failed(Failure::Permanent("relaying is not configured".into()));
+        };
+        let queued = message
+            .flush()
+            .map_err(|e| std::io::Error::other(e.to_string()))
+            .and_then(|()| std::fs::File::open(message.temp_path()))
+            .and_then(|file| {
+                let new = NewEntry {
+                    sender: relay.sender.clone(),
+                    recipients: relay.recipients.clone(),
+                    eight_bit: relay.eight_bit,
+                    smtputf8: relay.smtputf8,
+                };
+                queue.enqueue(new, file, unix_now())
+            });
+        let queue_id = match queued {
+            Ok(queue_id) => queue_id,
+            Err(e) => {
+                log::error!("queueing a message from {}: {e}", relay.sender);
+                message.abort();
+                return all_failed();
+            }
+        };
+        let mut results = if local.is_empty() {
+            message.abort();
+            Vec::new()
+        } else {
+            let recipients = self.with_quotas(local);
+            self.commit_to(message, &recipients, true)
+        };
+        if results.iter().all(Result::is_ok) {
+            queue.release(&queue_id);
+            log::info!(
+                "queued {queue_id} from {} for {}",
+                relay.sender,
+                relay.recipients.join(", ")
+            );
+            results.push(Ok(()));
+        } else {
+            queue.discard(&queue_id);
+            results.push(Err(Failure::Temporary(
+                "not queued: local delivery failed".into(),
+            )));
+        }
+        Reply::Delivered(results)
     }
 
     /// Returns a message to its slot, or aborts it if the delivery was aborted meanwhile.

@@ -117,6 +117,13 @@ impl PendingMessage {
         }
     }
 
+    /// Writes out what is buffered, so the temporary file holds every byte appended so
+    /// far (to copy it elsewhere, e.g. into the outbound queue, before the commit).
+    pub fn flush(&mut self) -> Result<(), StoreError> {
+        self.check()?;
+        self.flush_buffer()
+    }
+
     /// Octets appended so far.
     pub fn size(&self) -> u64 {
         self.size
