@@ -1,8 +1,9 @@
 //! The control socket (`tidegate ctl`): a Unix socket in the workarea, readable only by
 //! the server's user, taking one command a connection.
 //!
-//! Protocol: the client sends one line (`reload` or `status`); the server answers
-//! lines and closes. The first answer line is `ok` or `error: REASON`.
+//! Protocol: the client sends one line (`reload`, `status`, `queue list`, `queue flush`
+//! or `queue delete ID`); the server answers lines and closes. The first answer line is
+//! `ok` or `error: REASON`.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -10,6 +11,8 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
+
+use tidegate_store::queue::{Queue, RecipientState, unix_now};
 
 use crate::wiring::{Bound, Reloader};
 
@@ -22,6 +25,8 @@ pub struct StatusInfo {
     pub started: Instant,
     /// What is listening where.
     pub bound: Vec<Bound>,
+    /// The outbound queue, with `[relay]`.
+    pub queue: Option<Arc<Queue>>,
 }
 
 /// Serves the control socket at `path` on a thread of its own. A stale socket file
@@ -72,7 +77,11 @@ fn answer(stream: UnixStream, reloader: &Reloader, status: &StatusInfo) -> std::
             }
         },
         "status" => status_text(status, reloader),
-        other => format!("error: unknown command {other:?} (try reload or status)\n"),
+        command if command == "queue" || command.starts_with("queue ") => match &status.queue {
+            Some(queue) => queue_command(queue, command),
+            None => "error: no outbound queue: [relay] is not configured\n".into(),
+        },
+        other => format!("error: unknown command {other:?} (try reload, status or queue)\n"),
     };
     (&stream).write_all(reply.as_bytes())
 }
@@ -90,7 +99,65 @@ fn status_text(status: &StatusInfo, reloader: &Reloader) -> String {
     for b in &status.bound {
         text.push_str(&format!("listener {}://{}\n", b.scheme, b.addr));
     }
+    if let Some(queue) = &status.queue {
+        text.push_str(&format!("queue_size {}\n", queue.len()));
+    }
     text
+}
+
+/// `queue list`, `queue flush`, `queue delete ID`.
+fn queue_command(queue: &Queue, command: &str) -> String {
+    let words: Vec<&str> = command.split_whitespace().collect();
+    match words.as_slice() {
+        ["queue", "list"] => {
+            let now = unix_now();
+            let mut text = String::from("ok\n");
+            for entry in queue.list() {
+                let sender = if entry.sender.is_empty() {
+                    "<>".to_owned()
+                } else {
+                    entry.sender.clone()
+                };
+                let next = entry
+                    .next_attempt()
+                    .map_or("-".to_owned(), |t| format!("{}s", t.saturating_sub(now)));
+                text.push_str(&format!(
+                    "{} age={}s from={sender} next={next}\n",
+                    entry.id,
+                    now.saturating_sub(entry.arrived)
+                ));
+                for r in &entry.recipients {
+                    let state = match r.state {
+                        RecipientState::Pending => "pending",
+                        RecipientState::Delivered => "delivered",
+                        RecipientState::Failed => "failed",
+                    };
+                    text.push_str(&format!(
+                        "  {} {state} attempts={}{}\n",
+                        r.address,
+                        r.attempts,
+                        if r.last_reply.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" last={}", r.last_reply.replace(['\r', '\n'], " "))
+                        }
+                    ));
+                }
+            }
+            text
+        }
+        ["queue", "flush"] => {
+            let n = queue.flush();
+            log::info!("control: queue flushed ({n} messages due now)");
+            format!("ok\n{n} messages due now\n")
+        }
+        ["queue", "delete", id] => match queue.delete(id) {
+            Ok(true) => format!("ok\ndeleted {id}\n"),
+            Ok(false) => format!("error: no queued message {id}\n"),
+            Err(e) => format!("error: deleting {id}: {e}\n"),
+        },
+        _ => "error: try queue list, queue flush or queue delete ID\n".into(),
+    }
 }
 
 /// `tidegate ctl COMMAND`: sends the command and prints the answer. Fails when the

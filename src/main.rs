@@ -80,8 +80,28 @@ enum CtlAction {
     /// Re-read the config file and the user database without dropping connections
     /// (like SIGHUP). A config that fails validation is refused and the old one stays.
     Reload,
-    /// Print the version, uptime and listeners.
+    /// Print the version, uptime, listeners and outbound queue size.
     Status,
+    /// The outbound queue (`[relay]`).
+    Queue {
+        /// What to do with it.
+        #[command(subcommand)]
+        action: QueueAction,
+    },
+}
+
+/// `tidegate ctl queue` commands.
+#[derive(Subcommand)]
+enum QueueAction {
+    /// Every queued message: id, age, sender, next attempt, each recipient's state.
+    List,
+    /// Make every queued message due now.
+    Flush,
+    /// Remove one message from the queue without delivering it.
+    Delete {
+        /// The queue id (from `ctl queue list`).
+        id: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -114,6 +134,7 @@ fn serve(path: &std::path::Path) -> Result<(), String> {
         control::StatusInfo {
             started: std::time::Instant::now(),
             bound: prepared.bound.clone(),
+            queue: prepared.queue(),
         },
     )?;
     if config.control.watch {
@@ -138,10 +159,24 @@ fn serve(path: &std::path::Path) -> Result<(), String> {
 fn ctl(config: &std::path::Path, action: CtlAction) -> Result<(), String> {
     let config = Config::load(config)?;
     let command = match action {
-        CtlAction::Reload => "reload",
-        CtlAction::Status => "status",
+        CtlAction::Reload => "reload".to_owned(),
+        CtlAction::Status => "status".to_owned(),
+        CtlAction::Queue {
+            action: QueueAction::List,
+        } => "queue list".to_owned(),
+        CtlAction::Queue {
+            action: QueueAction::Flush,
+        } => "queue flush".to_owned(),
+        CtlAction::Queue {
+            action: QueueAction::Delete { id },
+        } => {
+            if id.is_empty() || id.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(format!("not a queue id: {id:?}"));
+            }
+            format!("queue delete {id}")
+        }
     };
-    let answer = control::send(&config.control_socket(), command)?;
+    let answer = control::send(&config.control_socket(), &command)?;
     print!("{answer}");
     Ok(())
 }

@@ -9,10 +9,12 @@ use tidegate_core::net::{Cidr, PlaintextAuth};
 
 mod authd;
 mod proxy;
+mod relay;
 mod users;
 
 pub use authd::Authd;
 pub use proxy::Proxy;
+pub use relay::Relay;
 pub use users::Users;
 
 /// The whole config file.
@@ -52,6 +54,9 @@ pub struct Config {
     /// Front-end (proxy) mode.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proxy: Option<Proxy>,
+    /// Outbound delivery through the queue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relay: Option<Relay>,
     /// The control socket and automatic reload.
     #[serde(default)]
     pub control: Control,
@@ -280,7 +285,7 @@ impl Default for Server {
 
 /// Sections of the contract that later versions implement; naming one is an error
 /// rather than a silently ignored listener.
-const NOT_YET: &[&str] = &["relay", "metrics"];
+const NOT_YET: &[&str] = &["metrics"];
 
 impl Config {
     /// Parses and validates config text. Relative paths are resolved against `base`
@@ -326,6 +331,9 @@ impl Config {
         }
         if let Some(ca) = self.proxy.as_mut().and_then(|p| p.backend_ca.as_mut()) {
             fix(ca);
+        }
+        if let Some(relay) = self.relay.as_mut() {
+            relay.resolve_paths(&fix);
         }
         if let Some(tls) = self.tls.as_mut() {
             tls.cert.as_mut().map(fix);
@@ -377,6 +385,9 @@ impl Config {
         self.plaintext_auth()?;
         if let Some(proxy) = &self.proxy {
             proxy.validate()?;
+        }
+        if let Some(relay) = &self.relay {
+            relay.validate()?;
         }
         if self.server.max_connections == 0 {
             return Err("server.max_connections must be at least 1".into());

@@ -27,6 +27,7 @@ use tidegate_store::{LoginPenalty, PenaltyConfig};
 
 use crate::config::Config;
 
+mod outbound;
 mod proxy;
 
 use proxy::{FrontKind, FrontListener, Gatable};
@@ -48,6 +49,15 @@ pub struct Prepared {
     pub bound: Vec<Bound>,
     /// Applies a changed config to the running server.
     pub reloader: Arc<Reloader>,
+    /// The outbound queue and its runners, with `[relay]`.
+    pub outbound: Option<outbound::Outbound>,
+}
+
+impl Prepared {
+    /// The outbound queue, with `[relay]` (for `ctl queue` and `ctl status`).
+    pub fn queue(&self) -> Option<Arc<tidegate_store::queue::Queue>> {
+        self.outbound.as_ref().map(|o| o.queue.clone())
+    }
 }
 
 /// Backlog for listening sockets: std's default (128) drops SYNs under a burst of
@@ -164,6 +174,8 @@ fn plan_listeners(config: &Config) -> Result<Vec<Planned>, String> {
             role,
             max_message_size,
             auth_failure_delay: Duration::from_millis(auth_delay_ms),
+            // Only submission relays; the session ignores the flag for other roles.
+            relay: role == SmtpRole::Submission && config.relay.is_some(),
             ..SmtpConfig::default()
         })
     };
@@ -296,7 +308,16 @@ pub fn prepare(config: &Config, config_path: Option<&Path>) -> Result<Prepared, 
         config.storage.fsync,
         &config.hostname,
     );
+    let mut outbound = None;
+    if let Some(relay) = &config.relay {
+        let prepared =
+            outbound::Outbound::prepare(config, relay, directory.clone(), maildir.clone())?;
+        outbound = Some(prepared);
+    }
     let mut local = LocalStore::new(directory.clone(), maildir).with_penalty(penalty);
+    if let Some(outbound) = &outbound {
+        local = local.with_queue(outbound.queue.clone());
+    }
     if config.imap.is_some() {
         let mailboxes = ImapMailboxes::new(
             &config.storage.mailbox_path,
@@ -315,6 +336,7 @@ pub fn prepare(config: &Config, config_path: Option<&Path>) -> Result<Prepared, 
     let node = Arc::new(Node::new(router(config), local));
     let factory = Arc::new(SwappableFactory::new(Listeners(listeners)));
     let reloader = Reloader {
+        relay: config.relay.is_some(),
         config_path: config_path.map(Path::to_path_buf),
         configured,
         factory: factory.clone(),
@@ -333,6 +355,7 @@ pub fn prepare(config: &Config, config_path: Option<&Path>) -> Result<Prepared, 
         spec,
         bound,
         reloader: Arc::new(reloader),
+        outbound,
     })
 }
 
@@ -377,6 +400,8 @@ impl SessionFactory for SwappableFactory {
 /// Re-reads the config file and the user database of a running server
 /// (`tidegate ctl reload`, SIGHUP, `[control] watch`).
 pub struct Reloader {
+    /// Whether `[relay]` was present at start (the queue opens only then).
+    relay: bool,
     config_path: Option<PathBuf>,
     configured: Vec<(&'static str, SocketAddr)>,
     factory: Arc<SwappableFactory>,
@@ -402,6 +427,11 @@ impl Reloader {
             return Ok("users reloaded".into());
         };
         let config = Config::load(path)?;
+        if config.relay.is_some() != self.relay {
+            return Err(
+                "[relay] was added or removed; this version applies that on restart only".into(),
+            );
+        }
         let planned = plan_listeners(&config)?;
         let wanted: Vec<_> = planned.iter().map(|p| (p.scheme, p.addr)).collect();
         if wanted != self.configured {
@@ -452,7 +482,15 @@ pub fn run(prepared: Prepared, shutdown: Shutdown) -> Result<(), String> {
             crate::runtime::NAME
         );
     }
-    crate::runtime::serve(prepared.spec, shutdown).map_err(|e| e.to_string())
+    let runner = match prepared.outbound {
+        Some(outbound) => Some(outbound.start()?),
+        None => None,
+    };
+    let served = crate::runtime::serve(prepared.spec, shutdown).map_err(|e| e.to_string());
+    if let Some(runner) = runner {
+        runner.stop();
+    }
+    served
 }
 
 /// Drops root privileges to `user` after the ports are bound (`[server] user`).
