@@ -77,7 +77,12 @@ impl Server {
     }
 
     fn inbox(&self, user: &str) -> Vec<String> {
-        let new = self.dir.path().join("mail/local.test").join(user).join("new");
+        let new = self
+            .dir
+            .path()
+            .join("mail/local.test")
+            .join(user)
+            .join("new");
         match std::fs::read_dir(new) {
             Ok(entries) => entries
                 .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
@@ -132,8 +137,8 @@ impl Client {
     fn login(port: u16, user: &str, password: &str) -> Client {
         let mut c = Client::connect(port);
         c.send("EHLO client.test\r\n");
-        let token = base64::engine::general_purpose::STANDARD
-            .encode(format!("\0{user}\0{password}"));
+        let token =
+            base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{password}"));
         assert_eq!(
             c.send(&format!("AUTH PLAIN {token}\r\n")),
             "235 2.7.0 Authentication successful\r\n"
@@ -181,7 +186,11 @@ fn relaying_is_refused_on_the_inbound_port_and_for_a_foreign_sender() {
     let _node = server.start();
     let mut inbound = Client::connect(server.smtp);
     inbound.send("EHLO client.test\r\n");
-    assert!(inbound.send("MAIL FROM:<x@remote.test>\r\n").starts_with("250"));
+    assert!(
+        inbound
+            .send("MAIL FROM:<x@remote.test>\r\n")
+            .starts_with("250")
+    );
     assert_eq!(
         inbound.send("RCPT TO:<friend@remote.test>\r\n"),
         "550 5.7.1 <friend@remote.test>: Relaying denied\r\n"
@@ -209,7 +218,10 @@ fn relaying_is_refused_on_the_inbound_port_and_for_a_foreign_sender() {
     );
     let _plain_node = Node::start(&config, local(port));
     let mut c = Client::login(port, "alice@local.test", "secret");
-    assert!(c.send("MAIL FROM:<bob@elsewhere.test>\r\n").starts_with("250"));
+    assert!(
+        c.send("MAIL FROM:<bob@elsewhere.test>\r\n")
+            .starts_with("250")
+    );
     assert_eq!(
         c.send("RCPT TO:<friend@remote.test>\r\n"),
         "554 5.7.1 <friend@remote.test>: outbound delivery is not configured\r\n"
@@ -234,7 +246,10 @@ fn submission_to_an_outside_address_reaches_the_smarthost_and_local_copies_stay_
     to.sort();
     assert_eq!(
         to,
-        vec![vec!["friend@remote.test".to_owned()], vec!["other@far.test".to_owned()]]
+        vec![
+            vec!["friend@remote.test".to_owned()],
+            vec!["other@far.test".to_owned()]
+        ]
     );
     for r in &got {
         assert_eq!(r.sender, "alice@local.test");
@@ -249,7 +264,9 @@ fn submission_to_an_outside_address_reaches_the_smarthost_and_local_copies_stay_
     let bob = server.inbox("bob");
     assert_eq!(bob.len(), 1);
     assert!(bob[0].starts_with("Return-Path: <alice@local.test>\r\n"));
-    wait_until("an empty queue", 10, || queue_files(&server.queue_dir()) == 0);
+    wait_until("an empty queue", 10, || {
+        queue_files(&server.queue_dir()) == 0
+    });
     assert!(node.log_contains("delivered to <friend@remote.test>"));
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(sink.received().len(), 2, "each copy exactly once");
@@ -263,12 +280,21 @@ fn a_temporary_failure_is_retried_and_then_delivered_exactly_once() {
     let server = Server::new(sink.addr.port(), "");
     let node = server.start();
     let mut c = Client::login(server.submission, "alice@local.test", "secret");
-    assert!(c.mail("alice@local.test", &["friend@remote.test"], &message("retry")).starts_with("250"));
+    assert!(
+        c.mail(
+            "alice@local.test",
+            &["friend@remote.test"],
+            &message("retry")
+        )
+        .starts_with("250")
+    );
     let got = sink.wait_for(1, 30);
     assert_eq!(got[0].recipients, vec!["friend@remote.test"]);
     assert!(node.log_contains("deferred (attempt 1"));
     assert!(node.log_contains("deferred (attempt 2"));
-    wait_until("an empty queue", 10, || queue_files(&server.queue_dir()) == 0);
+    wait_until("an empty queue", 10, || {
+        queue_files(&server.queue_dir()) == 0
+    });
     std::thread::sleep(Duration::from_millis(2500));
     assert_eq!(sink.received().len(), 1, "delivered exactly once");
     assert!(server.inbox("alice").is_empty(), "no bounce, no warning");
@@ -277,33 +303,44 @@ fn a_temporary_failure_is_retried_and_then_delivered_exactly_once() {
 #[test]
 fn a_permanent_failure_is_bounced_with_a_dsn_to_the_local_sender() {
     let sink = Sink::start();
-    sink.answer_always("nobody@remote.test", "550 5.1.1 <nobody@remote.test>: no such user here");
+    sink.answer_always(
+        "nobody@remote.test",
+        "550 5.1.1 <nobody@remote.test>: no such user here",
+    );
     let server = Server::new(sink.addr.port(), "");
     let _node = server.start();
     let mut c = Client::login(server.submission, "alice@local.test", "secret");
-    assert!(c
-        .mail(
+    assert!(
+        c.mail(
             "alice@local.test",
             &["nobody@remote.test", "friend@remote.test"],
             &message("doomed")
         )
-        .starts_with("250"));
+        .starts_with("250")
+    );
     let got = sink.wait_for(1, 20);
     assert_eq!(got[0].recipients, vec!["friend@remote.test"]);
-    wait_until("a bounce in alice's inbox", 20, || !server.inbox("alice").is_empty());
+    wait_until("a bounce in alice's inbox", 20, || {
+        !server.inbox("alice").is_empty()
+    });
     let bounce = server.inbox("alice").remove(0);
     assert!(bounce.starts_with("Return-Path: <>\r\n"), "{bounce}");
     assert!(bounce.contains("From: Mail Delivery System <MAILER-DAEMON@mx.local.test>\r\n"));
     assert!(bounce.contains("Content-Type: multipart/report; report-type=delivery-status;"));
-    assert!(bounce.contains(
-        "Final-Recipient: rfc822; nobody@remote.test\r\nAction: failed\r\nStatus: 5.1.1\r\n\
+    assert!(
+        bounce.contains(
+            "Final-Recipient: rfc822; nobody@remote.test\r\nAction: failed\r\nStatus: 5.1.1\r\n\
          Diagnostic-Code: smtp; 550 5.1.1 <nobody@remote.test>: no such user here\r\n"
-    ), "{bounce}");
+        ),
+        "{bounce}"
+    );
     assert!(!bounce.contains("Final-Recipient: rfc822; friend@remote.test"));
     assert!(bounce.contains("Content-Type: text/rfc822-headers\r\n\r\nReceived: "));
     assert!(bounce.contains("Subject: doomed\r\n"));
     assert!(!bounce.contains("Hello from the queue."));
-    wait_until("an empty queue", 10, || queue_files(&server.queue_dir()) == 0);
+    wait_until("an empty queue", 10, || {
+        queue_files(&server.queue_dir()) == 0
+    });
 }
 
 #[test]
@@ -314,7 +351,14 @@ fn a_restart_with_a_full_queue_delivers_everything_exactly_once() {
     let mut c = Client::login(server.submission, "alice@local.test", "secret");
     for n in 0..5 {
         let to = format!("friend{n}@remote.test");
-        assert!(c.mail("alice@local.test", &[&to], &message(&format!("restart {n}"))).starts_with("250"));
+        assert!(
+            c.mail(
+                "alice@local.test",
+                &[&to],
+                &message(&format!("restart {n}"))
+            )
+            .starts_with("250")
+        );
     }
     drop(c);
     // The sink is down: every message is deferred for an hour.
@@ -330,9 +374,15 @@ fn a_restart_with_a_full_queue_delivers_everything_exactly_once() {
     let sink = Sink::start_at(sink_port);
     let _node = server.start();
     assert!(server.ctl(&["status"]).contains("queue_size 5\n"));
-    assert!(server.ctl(&["queue", "flush"]).contains("5 messages due now"));
+    assert!(
+        server
+            .ctl(&["queue", "flush"])
+            .contains("5 messages due now")
+    );
     let got = sink.wait_for(5, 30);
-    wait_until("an empty queue", 10, || queue_files(&server.queue_dir()) == 0);
+    wait_until("an empty queue", 10, || {
+        queue_files(&server.queue_dir()) == 0
+    });
     std::thread::sleep(Duration::from_millis(500));
     let mut subjects: Vec<String> = sink
         .received()
@@ -357,16 +407,29 @@ fn a_restart_with_a_full_queue_delivers_everything_exactly_once() {
 
 #[test]
 fn ctl_queue_lists_and_deletes() {
-    let server = Server::new(free_port(), "retry_min_secs = 3600\nretry_max_secs = 3600\n");
+    let server = Server::new(
+        free_port(),
+        "retry_min_secs = 3600\nretry_max_secs = 3600\n",
+    );
     let node = server.start();
     let mut c = Client::login(server.submission, "alice@local.test", "secret");
-    assert!(c.mail("alice@local.test", &["friend@remote.test"], &message("ctl")).starts_with("250"));
+    assert!(
+        c.mail("alice@local.test", &["friend@remote.test"], &message("ctl"))
+            .starts_with("250")
+    );
     assert!(node.log_contains("deferred (attempt 1"));
     let listed = server.ctl(&["queue", "list"]);
     let id = listed.split_whitespace().next().unwrap().to_owned();
     assert!(listed.contains(" from=alice@local.test next="), "{listed}");
-    assert!(listed.contains("  friend@remote.test pending attempts=1 last="), "{listed}");
-    assert!(server.ctl(&["queue", "delete", &id]).contains(&format!("deleted {id}")));
+    assert!(
+        listed.contains("  friend@remote.test pending attempts=1 last="),
+        "{listed}"
+    );
+    assert!(
+        server
+            .ctl(&["queue", "delete", &id])
+            .contains(&format!("deleted {id}"))
+    );
     assert_eq!(server.ctl(&["queue", "list"]), "");
     assert!(server.ctl(&["status"]).contains("queue_size 0\n"));
     assert_eq!(queue_files(&server.queue_dir()), 0);

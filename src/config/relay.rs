@@ -28,6 +28,9 @@ pub struct Relay {
     /// Nameservers (`ip:port`) for MX lookups; default: those of /etc/resolv.conf.
     #[serde(default)]
     pub nameservers: Vec<SocketAddr>,
+    /// The SMTP port of MX hosts (25; tests point MX lookups at a sink elsewhere).
+    #[serde(default = "default_mx_port")]
+    pub mx_port: u16,
     /// Delivery threads.
     #[serde(default = "default_runners")]
     pub runners: usize,
@@ -76,6 +79,9 @@ pub struct DkimKey {
     pub key: PathBuf,
 }
 
+fn default_mx_port() -> u16 {
+    25
+}
 fn default_runners() -> usize {
     2
 }
@@ -112,6 +118,9 @@ impl Relay {
         }
         if self.runners == 0 || self.runners > 64 {
             return Err("relay.runners must be between 1 and 64".into());
+        }
+        if self.mx_port == 0 {
+            return Err("relay.mx_port must not be 0".into());
         }
         if self.retry_min_secs == 0 {
             return Err("relay.retry_min_secs must be at least 1".into());
