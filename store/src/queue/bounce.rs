@@ -81,9 +81,11 @@ impl Bouncer {
             match local.users.lookup(&entry.sender) {
                 Lookup::Found(record) => {
                     let account = Account(record.address);
+                    // The final delivery adds the (null) reverse-path, RFC 5321 §4.4.
+                    let with_path = Read::chain(&b"Return-Path: <>\r\n"[..], &report[..]);
                     match local
                         .maildir
-                        .deliver(std::slice::from_ref(&account), &report[..])
+                        .deliver(std::slice::from_ref(&account), with_path)
                     {
                         Ok(name) => log::info!(
                             "queue: {what} for {} delivered to {} as {name}",
