@@ -647,7 +647,8 @@ pub const SMTP_OUTPUT_SLACK: usize = 512;
 /// STARTTLS available, bit 4 small limits (64-octet command lines, 128-octet AUTH
 /// lines, 40-octet text lines, 256 bytes of buffered input, 16-byte appends, 3
 /// recipients, 512 bytes of output high water, 200-octet messages) instead of the
-/// defaults. The rest is a script; each operation is one tag byte, and bytes that are
+/// defaults, bit 6 relaying on (submission accepts `NotLocal` recipients and commits
+/// with `CommitSubmission`). The rest is a script; each operation is one tag byte, and bytes that are
 /// no tag are skipped, so a script can be written by hand with spaces and newlines:
 ///
 /// | op | meaning |
@@ -678,7 +679,7 @@ pub const SMTP_OUTPUT_SLACK: usize = 512;
 /// | `CheckRecipient` | `l` Local (the account is the lower-cased address), `m` Local (always the same account), `u` Unknown, `n` NotLocal, `q` OverQuota, `Q` Failed(OverQuota), `t`, `p` |
 /// | `BeginDelivery` | `s` DeliveryStarted (a fresh id), `t`, `p`, `Q` |
 /// | `AppendDelivery` | `o` Done, `t`, `Q`, `p` |
-/// | `CommitDelivery` | `o` Delivered (all delivered), `v` *b* Delivered with recipient *i* failed when bit *i* % 7 of *b* is set (OverQuota if bit 7 is set, else Temporary), `t` Failed(Temporary), `Q` Failed(OverQuota) |
+/// | `CommitDelivery`, `CommitSubmission` (one result more, the queue's) | `o` Delivered (all delivered), `v` *b* Delivered with recipient *i* failed when bit *i* % 7 of *b* is set (OverQuota if bit 7 is set, else Temporary), `t` Failed(Temporary), `Q` Failed(OverQuota) |
 /// | `AbortDelivery` | `o` Done, `t` |
 ///
 /// # Invariants
@@ -814,6 +815,7 @@ fn smtp_setup(conn_byte: u8, tls: bool) -> (Arc<SmtpConfig>, SmtpConnInfo) {
         role,
         ..SmtpConfig::default()
     };
+    cfg.relay = conn_byte & 64 != 0;
     if conn_byte & 16 != 0 {
         cfg.max_message_size = 200;
         cfg.limits = SmtpLimits {
@@ -1669,6 +1671,28 @@ impl<'log, S: SmtpDriven> SmtpHarness<'log, S> {
                     );
                 }
                 Asked::Commit(recipients.len())
+            }
+            Request::CommitSubmission {
+                delivery,
+                local,
+                relay,
+            } => {
+                assert!(
+                    self.cfg.role == SmtpRole::Submission && self.cfg.relay,
+                    "CommitSubmission from a {:?} session without relaying",
+                    self.cfg.role
+                );
+                assert!(
+                    self.deliveries.remove(&delivery.0).is_some(),
+                    "CommitSubmission of {delivery:?}, which is not open"
+                );
+                assert!(!relay.recipients.is_empty() && !relay.sender.is_empty());
+                assert!(
+                    local.len() + relay.recipients.len() <= limits.max_recipients,
+                    "{} recipients in a commit",
+                    local.len() + relay.recipients.len()
+                );
+                Asked::Commit(local.len() + 1)
             }
             Request::AbortDelivery { delivery } => {
                 assert!(
