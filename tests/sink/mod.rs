@@ -59,6 +59,11 @@ impl Sink {
         }
     }
 
+    /// Starts a sink on this address (another loopback address, for MX tests).
+    pub fn start_on_addr(addr: SocketAddr) -> Sink {
+        Sink::start_on(TcpListener::bind(addr).unwrap())
+    }
+
     fn start_on(listener: TcpListener) -> Sink {
         let addr = listener.local_addr().unwrap();
         listener.set_nonblocking(true).unwrap();
