@@ -31,6 +31,9 @@ pub struct Relay {
     /// The SMTP port of MX hosts (25; tests point MX lookups at a sink elsewhere).
     #[serde(default = "default_mx_port")]
     pub mx_port: u16,
+    /// The most messages queued; beyond it submission answers `451` until it drains.
+    #[serde(default = "default_max_queue")]
+    pub max_queue: usize,
     /// Delivery threads.
     #[serde(default = "default_runners")]
     pub runners: usize,
@@ -81,6 +84,9 @@ pub struct DkimKey {
 
 fn default_mx_port() -> u16 {
     25
+}
+fn default_max_queue() -> usize {
+    tidegate_store::queue::DEFAULT_MAX_ENTRIES
 }
 fn default_runners() -> usize {
     2

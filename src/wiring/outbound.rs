@@ -33,7 +33,8 @@ impl Outbound {
     ) -> Result<Outbound, String> {
         let dir = config.storage.workarea.join("queue");
         let queue = Queue::open(&dir, config.storage.fsync, &config.hostname)
-            .map_err(|e| format!("queue {}: {e}", dir.display()))?;
+            .map_err(|e| format!("queue {}: {e}", dir.display()))?
+            .with_max_entries(relay.max_queue);
         Ok(Outbound {
             queue: Arc::new(queue),
             transport: transport(config, relay)?,

@@ -36,6 +36,9 @@ pub use runner::{Attempt, AttemptFailure, Runner, RunnerConfig, Transport, Verdi
 pub use schedule::RetryPolicy;
 pub use spool::SpoolDir;
 
+/// Default bound on queued messages ([`Queue::with_max_entries`]).
+pub const DEFAULT_MAX_ENTRIES: usize = 100_000;
+
 /// The current Unix time in seconds (the runner's and the enqueuer's clock).
 pub fn unix_now() -> u64 {
     SystemTime::now()
@@ -47,6 +50,9 @@ pub fn unix_now() -> u64 {
 #[derive(Debug)]
 pub struct Queue {
     spool: SpoolDir,
+    /// The most entries held; beyond it new mail is refused for now (the in-memory
+    /// view stays bounded; a few hundred bytes an entry).
+    max_entries: usize,
     state: Mutex<State>,
     /// Signalled when an entry becomes due (enqueue, flush) or on shutdown.
     wake: Condvar,
@@ -108,9 +114,17 @@ impl Queue {
         }
         Ok(Queue {
             spool,
+            max_entries: DEFAULT_MAX_ENTRIES,
             state: Mutex::new(state),
             wake: Condvar::new(),
         })
+    }
+
+    /// Sets the most entries held (`[relay] max_queue`); beyond it [`Queue::enqueue`]
+    /// fails and the client gets a temporary failure. Bounces are refused too.
+    pub fn with_max_entries(mut self, max_entries: usize) -> Self {
+        self.max_entries = max_entries;
+        self
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -131,6 +145,12 @@ impl Queue {
     /// entry is *held*: runners leave it alone until [`Queue::release`] (after the
     /// client got its `250`) or [`Queue::discard`] (the transaction failed).
     pub fn enqueue(&self, new: NewEntry, message: impl Read, now: u64) -> io::Result<String> {
+        if self.len() >= self.max_entries {
+            return Err(io::Error::new(
+                io::ErrorKind::StorageFull,
+                format!("the queue is full ({} messages)", self.max_entries),
+            ));
+        }
         let id = self.spool.new_id();
         self.spool.write_message(&id, message)?;
         let entry = QueueEntry {
@@ -370,5 +390,21 @@ mod tests {
         assert!(queue.is_empty());
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
         assert!(!queue.delete("nope").unwrap());
+    }
+
+    #[test]
+    fn a_full_queue_refuses_more() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = Queue::open(dir.path(), false, "h")
+            .unwrap()
+            .with_max_entries(1);
+        queue
+            .enqueue(new_entry(&["b@x.net"]), &b"x"[..], 0)
+            .unwrap();
+        let err = queue
+            .enqueue(new_entry(&["c@x.net"]), &b"y"[..], 0)
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::StorageFull);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
     }
 }
