@@ -802,6 +802,21 @@ fn a_refused_sender_fails_the_attempt() {
         ],
     ));
     assert_eq!(failure1, failure2);
+    // The server hangs up after refusing a pipelined MAIL: the refusal is reported.
+    let failure3 = failure_of(dialogue(
+        &config(),
+        &env,
+        BODY,
+        &[
+            S("220 mx\r\n"),
+            C("EHLO client.example\r\n"),
+            S("250-mx\r\n250 PIPELINING\r\n"),
+            C("MAIL FROM:<alice@example.com>\r\nRCPT TO:<a@example.net>\r\nDATA\r\n"),
+            S("553 5.7.1 sender rejected\r\n"),
+            Eof,
+        ],
+    ));
+    assert_eq!(failure1, failure3);
     assert_eq!(failure1.reply.unwrap().text(), "553 5.7.1 sender rejected");
 }
 

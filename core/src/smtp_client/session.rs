@@ -775,7 +775,15 @@ impl ClientSession {
     /// a permanent `failure.reply`) on the failure.
     fn broken_with(&mut self, failure: Failure) {
         let any_rcpt = self.rcpt_replies.iter().any(Option::is_some);
-        if any_rcpt && self.mail_refused.is_none() {
+        if let Some(reply) = self.mail_refused.take() {
+            // A pipelined MAIL was refused and the server hung up before answering the
+            // rest: the refusal is the reason, not the hang-up.
+            self.finish(Err(Failure {
+                permanent: reply.is_permanent(),
+                detail: format!("the server refused the sender: {}", reply.text()),
+                reply: Some(reply),
+            }));
+        } else if any_rcpt {
             let reply = failure
                 .reply
                 .clone()
