@@ -13,6 +13,7 @@ pub mod local;
 pub mod lock;
 pub mod maildir;
 pub mod node;
+pub mod outbound;
 pub mod password;
 pub mod penalty;
 pub mod router;
