@@ -60,6 +60,10 @@ enum Reply<'a> {
     TruncatedThen(Vec<ResourceRecord<'a>>),
     /// First a datagram with another id, then the real answer.
     SpoofFirst(Vec<ResourceRecord<'a>>),
+    /// Our id but the answer cut short (undecodable).
+    CutShort,
+    /// Our id but another question.
+    OtherQuestion,
 }
 
 fn zone(name: &str, qtype: TYPE) -> Reply<'static> {
@@ -111,6 +115,8 @@ fn zone(name: &str, qtype: TYPE) -> Reply<'static> {
             a("mx.big.test", [192, 0, 2, 40]),
         ]),
         ("mx.big.test", TYPE::A) => records(vec![a("mx.big.test", [192, 0, 2, 40])]),
+        ("cut.test", _) => Reply::CutShort,
+        ("otherq.test", _) => Reply::OtherQuestion,
         ("spoof.test", TYPE::A) => Reply::SpoofFirst(vec![a("spoof.test", [192, 0, 2, 50])]),
         // Everything else exists but has no data of the asked type (NODATA).
         _ => records(vec![]),
@@ -154,6 +160,22 @@ fn respond(query: &[u8], over_tcp: bool) -> Vec<Vec<u8>> {
             spoof.answers = vec![a("spoof.test", [203, 0, 113, 66])];
             out.push(spoof.build_bytes_vec().unwrap());
             reply.answers = answers;
+        }
+        Reply::CutShort => {
+            reply.answers = vec![a("cut.test", [192, 0, 2, 60])];
+            let bytes = reply.build_bytes_vec().unwrap();
+            return vec![bytes[..bytes.len() - 3].to_vec()];
+        }
+        Reply::OtherQuestion => {
+            let mut other = Packet::new_reply(query.id());
+            other.questions.push(simple_dns::Question::new(
+                Name::new_unchecked("elsewhere.test"),
+                question.qtype,
+                question.qclass,
+                false,
+            ));
+            other.answers = vec![a("elsewhere.test", [203, 0, 113, 1])];
+            return vec![other.build_bytes_vec().unwrap()];
         }
     }
     out.push(reply.build_bytes_vec().unwrap());
@@ -377,4 +399,17 @@ fn resolv_conf_file_is_read() {
         ]
     );
     assert!(Resolver::from_resolv_conf(&dir.path().join("absent"), TIMEOUT).is_err());
+}
+
+#[test]
+fn undecodable_or_mismatched_answers_are_not_believed() {
+    let server = start_server();
+    let resolver = resolver(&server);
+    for host in ["cut.test", "otherq.test"] {
+        let got = resolver.addresses(host);
+        assert!(
+            matches!(&got, Err(DnsError::Temporary(why)) if why.contains("timed out")),
+            "{host}: {got:?}"
+        );
+    }
 }

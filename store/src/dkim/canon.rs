@@ -11,14 +11,20 @@ fn is_wsp(byte: u8) -> bool {
 /// raw field as it appears in the message (name, colon, value, continuation lines), with or
 /// without its final CRLF. The name is lower-cased, the value unfolded, each run of
 /// whitespace becomes one space, and whitespace around the colon and at the end goes.
-/// A field without a colon is taken as a name with an empty value.
+/// A field without a colon is taken as a name with an empty value (it is never one of the
+/// fields we sign, but it must not break the output's one-line shape).
 pub fn relaxed_header(field: &[u8]) -> Vec<u8> {
     let (name, value) = match field.iter().position(|&b| b == b':') {
         Some(colon) => (&field[..colon], &field[colon + 1..]),
         None => (field, &[][..]),
     };
     let mut out = Vec::with_capacity(field.len() + 2);
-    out.extend(trim_wsp(name).iter().map(u8::to_ascii_lowercase));
+    let unfolded_name: Vec<u8> = name
+        .iter()
+        .copied()
+        .filter(|&b| b != b'\r' && b != b'\n')
+        .collect();
+    out.extend(trim_wsp(&unfolded_name).iter().map(u8::to_ascii_lowercase));
     out.push(b':');
     let mut pending_space = false;
     let mut value_started = false;
