@@ -8,6 +8,8 @@
 //! session for an accepted connection, who runs requests, and how to stop.
 
 pub mod authd_server;
+pub mod dkim;
+pub mod dns;
 pub mod imap;
 pub mod local;
 pub mod lock;
