@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every fuzz target for N seconds each (N = $1, default 20), with its protocol's
-# dictionary (dicts/PREFIX.dict for a target named PREFIX_*, when it exists, else
-# dicts/pop3.dict, whose line-protocol words suit the framers) and the
+# dictionary (dicts/PREFIX.dict for the longest PREFIX_* of the target's name that has
+# one, or the alias below; else dicts/pop3.dict, whose line-protocol words suit the
+# framers) and the
 # corpus in corpus/<target>/ (the committed seed-* files plus whatever earlier local
 # runs found). Exits non-zero if any target crashes or fails to build; the crashing
 # input is in artifacts/<target>/ (copy it to regressions/<target>/ so `cargo test`
@@ -18,6 +19,22 @@ set -uo pipefail
 # produces (see regressions/README.md). A crash with that message is reported but does
 # not fail the run; any other crash in the same target does. Remove the entry with the fix.
 declare -A known_open=()
+
+# Targets whose dictionary is not named after a prefix of their own name.
+declare -A dict_alias=([smtp_reply]=smtp_client)
+
+# The dictionary of a target: dicts/<alias>.dict, else the longest prefix of the target
+# name ending at an underscore that has a dictionary (smtp_client_session tries
+# smtp_client_session, smtp_client, smtp), else dicts/pop3.dict.
+dict_for() {
+  local name=${dict_alias[$1]:-$1}
+  while :; do
+    [ -f "dicts/$name.dict" ] && { echo "dicts/$name.dict"; return; }
+    [ "$name" = "${name%_*}" ] && break
+    name=${name%_*}
+  done
+  echo dicts/pop3.dict
+}
 
 seconds=${1:-20}
 cd "$(dirname "$0")"
@@ -41,8 +58,7 @@ for target in $targets; do
   echo "=== fuzzing $target for ${seconds}s"
   mkdir -p "corpus/$target"
   log="$logs/$target.log"
-  dict="dicts/${target%%_*}.dict"
-  [ -f "$dict" ] || dict=dicts/pop3.dict
+  dict=$(dict_for "$target")
   # -max_len: session scripts need room for several commands and replies.
   cargo fuzz run "$target" "corpus/$target" -- \
     -max_total_time="$seconds" -dict="$dict" -max_len=8192 \

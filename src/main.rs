@@ -3,6 +3,7 @@
 mod config;
 mod control;
 mod demo;
+mod dkim_cmd;
 mod logger;
 mod runtime;
 mod signals;
@@ -63,6 +64,11 @@ enum Command {
         #[arg(long, default_value_t = 11110)]
         port: u16,
     },
+    /// DKIM signing keys for outbound mail (`dkim generate`).
+    Dkim {
+        #[command(subcommand)]
+        action: dkim_cmd::DkimAction,
+    },
     /// Talk to a running server through its control socket.
     Ctl {
         /// What to do.
@@ -114,6 +120,7 @@ fn main() -> ExitCode {
         Command::Deliver { config, recipients } => return user_cmd::deliver(&config, &recipients),
         Command::Demo { dir, port } => demo::run(&dir, port),
         Command::Ctl { action, config } => ctl(&config, action),
+        Command::Dkim { action } => dkim_cmd::run(action),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

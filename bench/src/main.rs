@@ -11,6 +11,8 @@
 //!   `--per-connection` transactions per connection (EHLO or LHLO, MAIL, RCPT, DATA, a
 //!   dot-stuffed message of `--message-size` bytes); counts the messages whose end of
 //!   data got a 2xx. Prints a `RESULT ...` line like `pop3`.
+//! * `imap`: like `pop3` for IMAP: LOGIN, SELECT INBOX, FETCH 1:* (FLAGS RFC822.SIZE),
+//!   FETCH of one whole message, LOGOUT (`bench/imap.sh`).
 //! * `authd`: `--concurrency` connections sending `--depth` pipelined LOOKUPs at a time to
 //!   an authd (one started in this process unless `--target` is given); prints lookups/s.
 //! * `message`: prints the message `smtp` sends.
@@ -27,6 +29,7 @@
 //! own behaviour is never the question when a figure looks odd.
 
 mod authd;
+mod imap;
 mod net;
 mod pop3;
 mod procstat;
@@ -75,6 +78,8 @@ enum Command {
         #[arg(long, default_value_t = 30.0)]
         timeout: f64,
     },
+    /// Whole IMAP sessions in a loop; prints sessions/s and session latency.
+    Imap(imap::ImapArgs),
     /// authd LOOKUPs per second (an in-process authd unless --target is given).
     Authd(authd::AuthdArgs),
     /// Prints `ticks=… clk_tck=… rss_kb=… hwm_kb=… procs=…` for a process and its
@@ -102,6 +107,7 @@ fn main() -> ExitCode {
         Command::Wait { target, timeout } => procstat::wait(&target, timeout),
         Command::Procstat { pid } => procstat::procstat(pid),
         Command::Authd(args) => authd::authd(args),
+        Command::Imap(args) => imap::imap(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -4,9 +4,10 @@
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream, ToSocketAddrs};
 use std::os::fd::FromRawFd;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
 
 pub fn positive(x: f64) -> bool {
     x.is_finite() && x > 0.0
@@ -228,7 +229,7 @@ impl Summary {
 }
 
 /// Microseconds since `t0`, saturated to u32 (71 minutes).
-pub fn micros_since(t0: std::time::Instant) -> u32 {
+pub fn micros_since(t0: Instant) -> u32 {
     t0.elapsed().as_micros().min(u32::MAX as u128) as u32
 }
 
@@ -242,4 +243,58 @@ pub fn own_cpu_secs() -> f64 {
     };
     let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
     tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+/// What [`run_sessions`] measured.
+pub struct LoadResult {
+    pub latencies: Summary,
+    pub secs: f64,
+    pub errors: Arc<Errors>,
+}
+
+/// `concurrency` threads, each running `session(i)` back to back for `duration` (session
+/// numbers `w, w + concurrency, …` for worker `w`); sessions in progress at the end are
+/// finished and counted. A failed session is recorded and its worker pauses 10 ms.
+pub fn run_sessions<F>(
+    concurrency: usize,
+    duration: Duration,
+    session: F,
+) -> Result<LoadResult, String>
+where
+    F: Fn(usize) -> Result<(), String> + Send + Sync + 'static,
+{
+    let session = Arc::new(session);
+    let errors = Arc::new(Errors::new());
+    let start = Instant::now();
+    let deadline = start + duration;
+    let workers: Vec<_> = (0..concurrency)
+        .map(|w| {
+            let (session, errors) = (session.clone(), errors.clone());
+            thread::spawn(move || {
+                let mut latencies: Vec<u32> = Vec::with_capacity(1 << 16);
+                let mut i = w;
+                while Instant::now() < deadline {
+                    let t0 = Instant::now();
+                    match session(i) {
+                        Ok(()) => latencies.push(micros_since(t0)),
+                        Err(e) => {
+                            errors.add(e);
+                            thread::sleep(Duration::from_millis(10));
+                        }
+                    }
+                    i += concurrency;
+                }
+                latencies
+            })
+        })
+        .collect();
+    let mut lat: Vec<u32> = Vec::new();
+    for w in workers {
+        lat.extend(w.join().map_err(|_| "a worker panicked".to_string())?);
+    }
+    Ok(LoadResult {
+        latencies: Summary::of(&mut lat),
+        secs: start.elapsed().as_secs_f64(),
+        errors,
+    })
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 
-use crate::net::{self, Conn, Errors, Summary, positive};
+use crate::net::{self, Conn, Errors, positive};
 
 #[derive(Args, Clone)]
 pub struct Common {
@@ -69,16 +69,16 @@ pub struct IdleArgs {
 }
 
 /// What every connection needs to know, shared by all threads.
-struct Plan {
+pub(crate) struct Plan {
     target: SocketAddr,
     sources: Vec<Option<Ipv4Addr>>,
     users: Vec<String>,
-    password: String,
+    pub(crate) password: String,
     timeout: Duration,
 }
 
 impl Plan {
-    fn new(c: &Common) -> Result<Plan, String> {
+    pub(crate) fn new(c: &Common) -> Result<Plan, String> {
         let target = net::resolve(&c.target)?;
         let users = match (&c.users_pattern, &c.user) {
             (Some(p), _) => {
@@ -104,15 +104,20 @@ impl Plan {
         })
     }
 
-    fn source(&self, i: usize) -> Option<Ipv4Addr> {
+    /// The server's address.
+    pub(crate) fn target(&self) -> SocketAddr {
+        self.target
+    }
+
+    pub(crate) fn source(&self, i: usize) -> Option<Ipv4Addr> {
         self.sources[i % self.sources.len()]
     }
 
-    fn user(&self, i: usize) -> &str {
+    pub(crate) fn user(&self, i: usize) -> &str {
         &self.users[i % self.users.len()]
     }
 
-    fn open(&self, src: Option<Ipv4Addr>, buf: usize) -> Result<Conn, String> {
+    pub(crate) fn open(&self, src: Option<Ipv4Addr>, buf: usize) -> Result<Conn, String> {
         Conn::open(self.target, src, self.timeout, buf)
     }
 }
@@ -202,38 +207,16 @@ pub fn pop3(args: Pop3Args) -> Result<(), String> {
     if args.concurrency == 0 || !positive(args.duration) || args.retr == 0 {
         return Err("--concurrency, --duration and --retr must be positive".into());
     }
-    let errors = Arc::new(Errors::new());
-    let start = Instant::now();
-    let deadline = start + Duration::from_secs_f64(args.duration);
-    let workers: Vec<_> = (0..args.concurrency)
-        .map(|w| {
-            let plan = plan.clone();
-            let errors = errors.clone();
-            let (n, retr) = (args.concurrency, args.retr);
-            thread::spawn(move || {
-                let mut latencies: Vec<u32> = Vec::with_capacity(1 << 16);
-                let mut i = w;
-                while Instant::now() < deadline {
-                    let t0 = Instant::now();
-                    match session(&plan, plan.source(i), plan.user(i), retr) {
-                        Ok(()) => latencies.push(net::micros_since(t0)),
-                        Err(e) => {
-                            errors.add(e);
-                            thread::sleep(Duration::from_millis(10));
-                        }
-                    }
-                    i += n;
-                }
-                latencies
-            })
-        })
-        .collect();
-    let mut lat: Vec<u32> = Vec::new();
-    for w in workers {
-        lat.extend(w.join().map_err(|_| "a worker panicked".to_string())?);
-    }
-    let secs = start.elapsed().as_secs_f64();
-    let s = Summary::of(&mut lat);
+    let retr = args.retr;
+    let load = {
+        let plan = plan.clone();
+        net::run_sessions(
+            args.concurrency,
+            Duration::from_secs_f64(args.duration),
+            move |i| session(&plan, plan.source(i), plan.user(i), retr),
+        )?
+    };
+    let (secs, s, errors) = (load.secs, load.latencies, load.errors);
     let sessions = s.count;
     let errs = errors.get();
     let rate = sessions as f64 / secs;

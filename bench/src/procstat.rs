@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use crate::net::{self, Conn};
 
-/// Waits until the server greets: a POP3 `+OK` or an SMTP/LMTP `220` greeting, which is
-/// answered with QUIT.
+/// Waits until the server greets: a POP3 `+OK`, an IMAP `* OK` or an SMTP/LMTP `220`
+/// greeting, which is answered with QUIT or LOGOUT.
 pub fn wait(target: &str, timeout: f64) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs_f64(timeout.max(0.0));
     loop {
@@ -16,6 +16,11 @@ pub fn wait(target: &str, timeout: f64) -> Result<(), String> {
             c.read_line("greeting")?;
             if c.line.starts_with(b"+OK") {
                 let _ = c.send("QUIT", b"QUIT\r\n").and_then(|()| c.ok("QUIT"));
+                Ok(())
+            } else if c.line.starts_with(b"* OK") {
+                let _ = c
+                    .send("LOGOUT", b"w LOGOUT\r\n")
+                    .and_then(|()| c.imap_until("LOGOUT", "w").map(drop));
                 Ok(())
             } else if c.line.starts_with(b"220") {
                 while c.line.get(3) == Some(&b'-') {

@@ -16,15 +16,18 @@ pub enum Protocol {
     Submission,
     /// LMTP (`scripts/lmtp/`).
     Lmtp,
+    /// IMAP4rev1 (`scripts/imap/`).
+    Imap,
 }
 
 impl Protocol {
     /// Every protocol, in the order the drivers open their listeners.
-    pub const ALL: [Protocol; 4] = [
+    pub const ALL: [Protocol; 5] = [
         Protocol::Pop3,
         Protocol::Smtp,
         Protocol::Submission,
         Protocol::Lmtp,
+        Protocol::Imap,
     ];
 
     /// The protocol a script directory or `@protocol` word names.
@@ -34,6 +37,7 @@ impl Protocol {
             "smtp" => Some(Protocol::Smtp),
             "submission" => Some(Protocol::Submission),
             "lmtp" => Some(Protocol::Lmtp),
+            "imap" => Some(Protocol::Imap),
             _ => None,
         }
     }
@@ -45,6 +49,7 @@ impl Protocol {
             Protocol::Smtp => "smtp",
             Protocol::Submission => "submission",
             Protocol::Lmtp => "lmtp",
+            Protocol::Imap => "imap",
         }
     }
 
@@ -52,8 +57,15 @@ impl Protocol {
     pub fn default_hostname(self) -> &'static str {
         match self {
             Protocol::Pop3 => "pop.test",
+            Protocol::Imap => "imap.test",
             _ => "mx.test",
         }
+    }
+
+    /// Whether `implicit_tls=true` puts this listener behind TLS from the first byte
+    /// (POP3S, IMAPS; SMTP uses STARTTLS only).
+    pub fn has_implicit_tls(self) -> bool {
+        matches!(self, Protocol::Pop3 | Protocol::Imap)
     }
 
     /// Index into [`Protocol::ALL`].

@@ -232,6 +232,7 @@ impl Server for CoreServer {
         let session = match self.listeners.get(protocol.index()) {
             Some(Listener::Pop3(pop3)) => pop3.open(self.client, now),
             Some(Listener::Smtp(smtp)) => smtp.open(self.client, accepted_at, now),
+            Some(Listener::Imap(imap)) => imap.open(self.client, now),
             _ => return Err(format!("no {protocol} listener")),
         };
         let mut conn = CoreConn::new(
@@ -244,7 +245,7 @@ impl Server for CoreServer {
         if let Some(seed) = self.seed.take() {
             conn.record_seed(seed);
         }
-        if self.implicit_tls && protocol == Protocol::Pop3 && !raw {
+        if self.implicit_tls && protocol.has_implicit_tls() && !raw {
             conn.start_tls()?;
         }
         Ok(Box::new(conn))

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tidegate_core::imap::{ImapConfig, ImapListener};
 use tidegate_core::net::PlaintextAuth;
 use tidegate_core::pop3::{Pop3Config, Pop3Limits, Pop3Listener};
 use tidegate_core::smtp::{SmtpConfig, SmtpLimits, SmtpListener, SmtpRole};
@@ -97,6 +98,39 @@ pub fn smtp_listener_for(
     }
 }
 
+/// The IMAP listener a script describes (`max_message_size` bounds APPEND literals).
+pub fn imap_listener_for(
+    config: &ScriptConfig,
+    pki: &TestPki,
+    auth_failure_delay: Duration,
+) -> ImapListener {
+    let mut imap = ImapConfig {
+        hostname: if config.protocol == Protocol::Imap {
+            config.hostname.clone()
+        } else {
+            Protocol::Imap.default_hostname().into()
+        },
+        auth_failure_delay,
+        ..ImapConfig::default()
+    };
+    if let Some(n) = config.max_bad_commands {
+        imap.limits.max_bad_commands = n;
+    }
+    if let Some(n) = config.max_auth_failures {
+        imap.limits.max_auth_failures = n;
+    }
+    if let Some(n) = config.max_message_size {
+        imap.limits.max_append = u32::try_from(n).unwrap_or(u32::MAX);
+    }
+    ImapListener {
+        config: Arc::new(imap),
+        tls: (config.starttls || config.implicit_tls).then(|| pki.server.clone()),
+        implicit_tls: config.implicit_tls,
+        plaintext_auth: plaintext_auth(config),
+        trusted: config.trusted.clone(),
+    }
+}
+
 /// The listener for `protocol`.
 pub fn listener(
     config: &ScriptConfig,
@@ -111,6 +145,9 @@ pub fn listener(
         Protocol::Smtp => SmtpRole::Inbound,
         Protocol::Submission => SmtpRole::Submission,
         Protocol::Lmtp => SmtpRole::Lmtp,
+        Protocol::Imap => {
+            return Listener::Imap(imap_listener_for(config, pki, auth_failure_delay));
+        }
     };
     Listener::Smtp(smtp_listener_for(config, role, pki, auth_failure_delay))
 }

@@ -1,7 +1,11 @@
 //! An in-memory mailbox store that answers core requests, shared by every driver:
-//! POP3 access here, SMTP/LMTP recipient checks and deliveries in `memstore/smtp.rs`.
+//! POP3 access here, SMTP/LMTP recipient checks and deliveries in `memstore/smtp.rs`,
+//! IMAP on real maildirs in a temporary directory in `memstore/imap.rs`.
 
+mod imap;
 mod smtp;
+
+pub use imap::{FIRST_INTERNAL_DATE, UIDVALIDITY};
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -62,12 +66,23 @@ struct Inner {
 #[derive(Debug, Default)]
 pub struct MemStore {
     inner: Mutex<Inner>,
+    /// Made on first use: users with a domain get an IMAP INBOX there.
+    imap: std::sync::OnceLock<imap::ImapSide>,
 }
 
 impl MemStore {
     /// An empty store.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The IMAP maildirs; a failure to create the temporary directory is a broken test
+    /// machine, not a script failure.
+    fn imap(&self) -> &imap::ImapSide {
+        self.imap.get_or_init(|| {
+            imap::ImapSide::new()
+                .unwrap_or_else(|e| panic!("cannot create the IMAP maildir root: {e}"))
+        })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -81,12 +96,29 @@ impl MemStore {
             .users
             .insert(name.to_owned(), (password.to_owned(), !nologin));
         inner.boxes.entry(name.to_owned()).or_default();
+        drop(inner);
+        if name.contains('@')
+            && let Err(e) = self.imap().add_user(name)
+        {
+            panic!("cannot create the IMAP INBOX of {name}: {e}");
+        }
     }
 
     /// Appends a message to `user`'s inbox (in `new/`) and returns its unique name.
     /// Names are deterministic (`1700000001.M1P1.test`, ...) so scripts can expect UIDLs.
+    /// A user with a domain also gets it in the IMAP INBOX (`new/`, INTERNALDATE fixed).
     pub fn add_message(&self, user: &str, bytes: impl Into<Bytes>) -> String {
-        Self::append(&mut self.lock(), user, bytes.into())
+        let bytes = bytes.into();
+        let mut inner = self.lock();
+        let unique = Self::append(&mut inner, user, bytes.clone());
+        let n = inner.added;
+        drop(inner);
+        if user.contains('@')
+            && let Err(e) = self.imap().add_message(user, &unique, &bytes, n)
+        {
+            panic!("cannot write an IMAP message of {user}: {e}");
+        }
+        unique
     }
 
     fn append(inner: &mut Inner, user: &str, bytes: Bytes) -> String {
@@ -168,6 +200,9 @@ impl MemStore {
 
 impl Executor for MemStore {
     fn execute(&self, request: Request) -> Reply {
+        if let Request::Imap(request) = request {
+            return self.imap().executor().execute(request);
+        }
         let mut inner = self.lock();
         match request {
             Request::Authenticate { user, password, .. } => match inner.users.get(&user) {

@@ -2,14 +2,14 @@
 //!
 //! One line per step; blank lines and lines starting with `#` are ignored. The
 //! directory a script is in (`scripts/pop3/`, `scripts/smtp/`, `scripts/submission/`,
-//! `scripts/lmtp/`) chooses the listener its connections go to; `@protocol` overrides it.
+//! `scripts/lmtp/`, `scripts/imap/`) chooses the listener its connections go to; `@protocol` overrides it.
 //!
 //! | Line | Meaning |
 //! |---|---|
 //! | `C: text` | the client sends `text` and CRLF (escapes: see [`crate::pattern`]) |
 //! | `C<: text` | the client sends `text` without CRLF |
 //! | `S: pattern` | the server's next line matches `pattern` (`*` is a wildcard; `S: .` is the end of a multi-line reply) |
-//! | `@protocol NAME` | `pop3`, `smtp`, `submission` or `lmtp`: the default listener (before the first exchange) |
+//! | `@protocol NAME` | `pop3`, `smtp`, `submission`, `lmtp` or `imap`: the default listener (before the first exchange) |
 //! | `@config key=value` | listener settings, before the first exchange (see [`ScriptConfig`]) |
 //! | `@user NAME PASSWORD [nologin]` | an account in the store; for SMTP a `local@domain` name, whose domain becomes local |
 //! | `@quota USER BYTES` | USER's mailbox limit (RCPT answers `552 5.2.2` when full; a commit over it fails) |

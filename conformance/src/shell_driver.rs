@@ -177,7 +177,7 @@ impl Server for TcpServer {
         let addr = self.addrs[protocol.index()];
         let mut conn = TcpConn::connect(addr, self.pki.clone(), self.timeout)
             .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
-        if self.implicit_tls && protocol == Protocol::Pop3 && !raw {
+        if self.implicit_tls && protocol.has_implicit_tls() && !raw {
             conn.start_tls()?;
         }
         Ok(Box::new(conn))

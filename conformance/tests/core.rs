@@ -24,6 +24,11 @@ fn lmtp_scripts() {
 }
 
 #[test]
+fn imap_scripts() {
+    assert_suite(&CoreDriver::new(), "imap");
+}
+
+#[test]
 fn client_that_never_reads_is_bounded() {
     checks::core_never_reading_client().unwrap();
 }

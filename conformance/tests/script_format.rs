@@ -130,7 +130,7 @@ fn errors_name_file_and_line() {
             "S: x\n@protocol smtp\n",
             "t.txt:2: @protocol must come before",
         ),
-        ("@protocol imap\n", "t.txt:1: usage: @protocol"),
+        ("@protocol nntp\n", "t.txt:1: usage: @protocol"),
         ("@connect pop3 smtp\n", "t.txt:1: usage: @connect"),
         ("@store-fail disk\n", "t.txt:1: usage: @store-fail"),
         ("@expect-stored bob 1\n", "t.txt:1: usage: @expect-stored"),
@@ -163,7 +163,13 @@ fn sizes_durations_and_patterns() {
 
 #[test]
 fn every_shipped_script_parses() {
-    for (protocol, at_least) in [("pop3", 30), ("smtp", 25), ("submission", 8), ("lmtp", 5)] {
+    for (protocol, at_least) in [
+        ("pop3", 30),
+        ("smtp", 25),
+        ("submission", 8),
+        ("lmtp", 5),
+        ("imap", 13),
+    ] {
         let scripts = load_scripts(protocol).unwrap_or_else(|e| panic!("{}", e.join("\n")));
         assert!(
             scripts.len() >= at_least,

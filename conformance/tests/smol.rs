@@ -29,6 +29,11 @@ fn lmtp_scripts() {
 }
 
 #[test]
+fn imap_scripts() {
+    assert_suite(&driver(), "imap");
+}
+
+#[test]
 fn client_that_never_reads_is_bounded() {
     checks::shell_never_reading_client(&driver()).unwrap();
 }

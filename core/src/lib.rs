@@ -85,6 +85,7 @@ pub mod refusal;
 pub mod request;
 pub mod secret;
 pub mod smtp;
+pub mod smtp_client;
 pub mod timer;
 pub mod tls;
 pub mod uidlist;

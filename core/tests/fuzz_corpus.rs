@@ -43,6 +43,10 @@ const TARGETS: &[(&str, Harness)] = &[
     ("smtp_tls_session", |data| {
         fuzzing::smtp_tls_session(Instant::now(), &TLS, data)
     }),
+    ("smtp_reply", fuzzing::smtp_reply),
+    ("smtp_client_session", |data| {
+        fuzzing::smtp_client_session(Instant::now(), data)
+    }),
     ("proxy_header", fuzzing::proxy_header),
     ("proxy_xclient", fuzzing::proxy_xclient),
     ("proxy_pop3_session", |data| {
@@ -325,4 +329,14 @@ fn imap_session_corpus() {
 #[test]
 fn imap_tls_session_corpus() {
     replay("imap_tls_session");
+}
+
+#[test]
+fn smtp_reply_corpus() {
+    replay("smtp_reply");
+}
+
+#[test]
+fn smtp_client_session_corpus() {
+    replay("smtp_client_session");
 }

@@ -130,7 +130,7 @@ fn select_examine_and_unselect() {
     assert_eq!(
         h.take(),
         "* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft)\r\n\
-         * OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft \\*)] Flags permitted\r\n\
+         * OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft)] Flags permitted\r\n\
          * 2 EXISTS\r\n\
          * 1 RECENT\r\n\
          * OK [UNSEEN 2] First unseen\r\n\
@@ -449,7 +449,7 @@ fn check_uid_expunge_and_close() {
     h.send("a STORE 1:2 +FLAGS.SILENT (\\Deleted)\r\nb UID EXPUNGE 2\r\nc CHECK\r\n");
     assert_eq!(
         h.take(),
-        "a OK STORE completed\r\n* 2 EXPUNGE\r\nb OK EXPUNGE completed\r\nc OK NOOP completed\r\n"
+        "a OK STORE completed\r\n* 2 EXPUNGE\r\nb OK EXPUNGE completed\r\nc OK CHECK completed\r\n"
     );
     h.send("d CLOSE\r\ne FETCH 1 FLAGS\r\n");
     assert_eq!(

@@ -8,11 +8,14 @@
 //! session for an accepted connection, who runs requests, and how to stop.
 
 pub mod authd_server;
+pub mod dkim;
+pub mod dns;
 pub mod imap;
 pub mod local;
 pub mod lock;
 pub mod maildir;
 pub mod node;
+pub mod outbound;
 pub mod password;
 pub mod penalty;
 pub mod queue;

@@ -17,6 +17,8 @@
 //! | [`smtp_data`] | `max_line`, two chunking bytes, a client byte stream | DATA/BDAT framing on [`LineBuffer`](crate::wire::LineBuffer) raw bytes as the SMTP session does it: chunking-invariant, equal to a reference, DATA ends only at CRLF `.` CRLF, output never longer than input |
 //! | [`smtp_session`] | config byte, then a script of operations | see [`smtp_session`] |
 //! | [`smtp_tls_session`] | the same, with TLS operations | see [`smtp_tls_session`] |
+//! | [`smtp_reply`] | two chunking bytes, server bytes | whole and chunked input give the same replies; codes, line counts and lengths within limits; no control characters; re-encoding round trip |
+//! | [`smtp_client_session`] | config byte, shape byte, then a script of operations | see [`smtp_client_session`] |
 //! | [`proxy_header`] | PROXY v1/v2 bytes | no panic; exact length; prefixes incomplete; v2 re-encodes; built headers round-trip |
 //! | [`proxy_xclient`] | one XCLIENT line | no panic; xtext round trip; parse → encode → parse |
 //! | [`proxy_pop3_session`] | flags byte, then a script with a scripted back-end | see [`proxy_pop3_session`] |
@@ -56,6 +58,7 @@ mod mime;
 mod pop3;
 mod proxy;
 mod smtp;
+mod smtp_client;
 mod wire;
 
 pub use authd::{authd_client, authd_session, authd_wire};
@@ -71,6 +74,7 @@ pub use proxy::{
 pub use smtp::{
     SMTP_OUTPUT_SLACK, smtp_command, smtp_data, smtp_session, smtp_session_trace, smtp_tls_session,
 };
+pub use smtp_client::{smtp_client_session, smtp_reply};
 pub use wire::{dot_stuffing, line_framer};
 
 // ---------------------------------------------------------------------------------------

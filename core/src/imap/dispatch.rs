@@ -27,7 +27,8 @@ impl ImapSession {
                 self.raw(line.as_bytes());
                 self.tagged(&tag, Condition::Ok, None, "CAPABILITY completed");
             }
-            C::Noop | C::Check if selected => self.poll(now, &tag, "NOOP completed"),
+            C::Noop if selected => self.poll(now, &tag, "NOOP completed"),
+            C::Check if selected => self.poll(now, &tag, "CHECK completed"),
             C::Noop => self.tagged(&tag, Condition::Ok, None, "NOOP completed"),
             C::Logout => {
                 self.untagged(Condition::Bye, None, "Logging out");

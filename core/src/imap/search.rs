@@ -4,9 +4,10 @@
 //! snapshot. Content keys (header fields, BODY, TEXT, the SENT* dates) need the message
 //! bytes: the session sends them to the store in [`crate::imap::ImapRequest::Search`]
 //! and the store calls [`evaluate`] on each candidate message with its bytes. Strings
-//! are compared case-insensitively as substrings (RFC 3501 §6.4.4), on the raw bytes:
-//! neither RFC 2047 encoded words nor transfer encodings are decoded. Charsets:
-//! US-ASCII and UTF-8.
+//! are compared case-insensitively as substrings (RFC 3501 §6.4.4). A header field
+//! matches on its raw bytes or on its text with RFC 2047 encoded words decoded (UTF-8,
+//! US-ASCII, ISO-8859-1); bodies are searched as stored, without undoing transfer
+//! encodings. Charsets of the search strings: US-ASCII and UTF-8.
 
 use crate::imap::date::{Date, parse_header_date};
 use crate::imap::sequence::SequenceSet;
@@ -233,7 +234,13 @@ fn header_contains(content: Option<&[u8]>, name: &str, needle: &str) -> bool {
     let Some(content) = content else { return false };
     header_values(split_header(content).0, name)
         .iter()
-        .any(|v| contains(v, needle))
+        .any(|v| {
+            contains(v, needle)
+                || (v.windows(2).any(|w| w == b"=?")
+                    && crate::mime::decode_encoded_words(v)
+                        .to_lowercase()
+                        .contains(&needle.to_lowercase()))
+        })
 }
 
 fn sent_date(content: Option<&[u8]>) -> Option<Date> {

@@ -109,14 +109,12 @@ impl ImapSession {
         out.extend_from_slice(b"* FLAGS ");
         response::flag_list(&mut out, &SYSTEM_FLAGS);
         out.extend_from_slice(b"\r\n");
+        // No `\*`: the maildir stores the system flags only, so a keyword set by STORE
+        // would not survive the session (RFC 3501 §7.1, PERMANENTFLAGS).
         let permanent = if read_only {
             Vec::new()
         } else {
-            SYSTEM_FLAGS
-                .iter()
-                .map(|f| f.to_string())
-                .chain(["\\*".to_string()])
-                .collect()
+            SYSTEM_FLAGS.iter().map(|f| f.to_string()).collect()
         };
         response::status(
             &mut out,

@@ -20,12 +20,14 @@
 //! Nothing here panics on any input, and every offset lies within the input.
 
 mod address;
+mod encoded_word;
 mod header;
 mod render;
 mod section;
 mod structure;
 
 pub use address::{Address, MISSING_DOMAIN, MISSING_MAILBOX, parse_address_list};
+pub use encoded_word::decode_encoded_words;
 pub use header::{Field, Fields, fields, unfold};
 pub use render::{body_structure, body_structure_of, envelope, envelope_of};
 pub use section::{SectionBytes, SectionPart, section, section_of};

@@ -27,6 +27,8 @@ use crate::wire::LineEvent;
 const BACKEND_DOWN: &str = "451 4.4.1 Mail server unavailable, try again later";
 const TEMP_AUTH: &str = "454 4.7.0 Temporary authentication failure";
 const BAD_CREDENTIALS: &str = "535 5.7.8 Authentication credentials invalid";
+/// The longest back-end reply line relayed to the client (RFC 5321 §4.5.3.1.5: 512).
+const MAX_RELAYED_REPLY: usize = 512;
 /// The most lines of one multi-line back-end reply (an EHLO lists a dozen extensions).
 const MAX_REPLY_LINES: usize = 64;
 
@@ -437,6 +439,23 @@ impl SubmissionFrontSession {
                 return self.hand_over(now, &ok);
             }
             (Step::Auth, 400..=499) => return self.backend_failed(now, TEMP_AUTH, None),
+            // The front-end checked the password already, so a refusal other than 535
+            // (a proxy loop's 554 5.4.6, a disabled account) is the back-end's to explain:
+            // its final line goes to the client as it is.
+            (Step::Auth, 500..=599) if code != 535 => {
+                let last = lines.last().map_or(&b""[..], |l| &l[..]);
+                let text: String =
+                    String::from_utf8_lossy(&last[..last.len().min(MAX_RELAYED_REPLY)])
+                        .chars()
+                        .filter(|c| !c.is_control())
+                        .collect();
+                let reply = if text.len() > 4 && text.is_char_boundary(4) {
+                    format!("{code} {}", &text[4..])
+                } else {
+                    format!("{code} 5.7.0 The mailbox server refused the login")
+                };
+                return self.backend_failed(now, &reply, None);
+            }
             (Step::Auth, _) => return self.backend_failed(now, BAD_CREDENTIALS, None),
             _ => Err(format!(
                 "back-end answered {code} at {step:?}: {}",
