@@ -14,7 +14,7 @@ mod users;
 
 pub use authd::Authd;
 pub use proxy::Proxy;
-pub use relay::Relay;
+pub use relay::{Relay, host_port};
 pub use users::Users;
 
 /// The whole config file.

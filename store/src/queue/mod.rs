@@ -7,6 +7,7 @@
 //! * [`schedule`]: the pure retry policy (backoff with jitter, delay warning, expiry).
 //! * [`runner`]: the delivery threads and the [`runner::Transport`] they send through.
 //! * [`bounce`]: delay warnings and failure reports (RFC 3464) back to the sender.
+//! * [`relay`]: the real transport: smarthost or MX, DKIM, [`crate::outbound::send`].
 //!
 //! # Delivery semantics: at least once
 //!
@@ -21,6 +22,7 @@
 
 pub mod bounce;
 pub mod entry;
+pub mod relay;
 pub mod runner;
 pub mod schedule;
 pub mod spool;
@@ -285,9 +287,14 @@ impl Queue {
             .min()
     }
 
-    /// Records an entry's new state on disk (mid-attempt: after each destination).
+    /// Records an entry's new state on disk (mid-attempt: after each destination), and
+    /// in the view `ctl queue list` shows.
     pub(crate) fn save(&self, entry: &QueueEntry) -> io::Result<()> {
-        self.spool.write_state(entry)
+        self.spool.write_state(entry)?;
+        if let Some(slot) = self.lock().entries.get_mut(&entry.id) {
+            slot.entry = entry.clone();
+        }
+        Ok(())
     }
 
     /// Hands a busy entry back after an attempt: finished or deleted entries are
