@@ -365,7 +365,11 @@ fn a_restart_with_a_full_queue_delivers_everything_exactly_once() {
     drop(c);
     // The sink is down: every message is deferred for an hour.
     wait_until("five deferred messages", 20, || {
-        server.ctl(&["queue", "list"]).matches(" pending attempts=1").count() == 5
+        server
+            .ctl(&["queue", "list"])
+            .matches(" pending attempts=1")
+            .count()
+            == 5
     });
     let listed = server.ctl(&["queue", "list"]);
     assert_eq!(listed.matches(" pending attempts=").count(), 5, "{listed}");

@@ -112,10 +112,16 @@ fn mx_hosts_are_tried_by_preference_with_fallback() {
     wait_until("a bounce", 20, || {
         std::fs::read_dir(&inbox).is_ok_and(|mut d| d.next().is_some())
     });
-    let bounce = std::fs::read_dir(&inbox).unwrap().next().unwrap().unwrap().path();
+    let bounce = std::fs::read_dir(&inbox)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
     let bounce = std::fs::read_to_string(bounce).unwrap();
     assert!(
-        bounce.contains("Final-Recipient: rfc822; someone@null.test\r\nAction: failed\r\nStatus: 5."),
+        bounce
+            .contains("Final-Recipient: rfc822; someone@null.test\r\nAction: failed\r\nStatus: 5."),
         "{bounce}"
     );
 }
@@ -126,7 +132,10 @@ fn required_starttls_that_is_not_offered_keeps_the_message_queued() {
     let dir = tempfile::tempdir().unwrap();
     let (config, submission) = server(
         dir.path(),
-        &format!("smarthost = \"127.0.0.1:{}\"\ntls = \"required\"\n", sink.addr.port()),
+        &format!(
+            "smarthost = \"127.0.0.1:{}\"\ntls = \"required\"\n",
+            sink.addr.port()
+        ),
     );
     let node = Node::start(&config, local(submission));
     assert!(submit(submission, "friend@remote.test", MESSAGE).starts_with("250"));
@@ -138,7 +147,10 @@ fn required_starttls_that_is_not_offered_keeps_the_message_queued() {
         .output()
         .unwrap();
     let listed = String::from_utf8_lossy(&out.stdout);
-    assert!(listed.contains("friend@remote.test pending attempts="), "{listed}");
+    assert!(
+        listed.contains("friend@remote.test pending attempts="),
+        "{listed}"
+    );
     assert!(listed.to_ascii_lowercase().contains("tls"), "{listed}");
 }
 
@@ -158,18 +170,32 @@ fn dkim_signed_mail_passes_a_verifier() {
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("dkim.pem");
     let out = tidegate()
-        .args(["dkim", "generate", "local.test", "--selector", "s1", "--key"])
+        .args([
+            "dkim",
+            "generate",
+            "local.test",
+            "--selector",
+            "s1",
+            "--key",
+        ])
         .arg(&key)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let printed = String::from_utf8(out.stdout).unwrap();
     let record = printed
         .lines()
         .find(|l| l.contains("v=DKIM1"))
         .map(|l| {
             let start = l.find("v=DKIM1").unwrap();
-            l[start..].trim_end_matches('"').replace("\" \"", "").to_owned()
+            l[start..]
+                .trim_end_matches('"')
+                .replace("\" \"", "")
+                .to_owned()
         })
         .expect("a TXT record");
     let (config, submission) = server(
