@@ -19,6 +19,13 @@ use crate::wiring::{Bound, Reloader};
 /// The longest command line accepted.
 const MAX_COMMAND: u64 = 256;
 
+/// The most bytes of entries `queue list` prints, so the answer stays under
+/// [`MAX_ANSWER`]; a longer queue ends the listing with a count of the rest.
+const MAX_LISTING: usize = 4 * 1024 * 1024;
+
+/// The longest answer `tidegate ctl` reads.
+const MAX_ANSWER: u64 = 8 * 1024 * 1024;
+
 /// What `status` reports besides the listeners.
 pub struct StatusInfo {
     /// When the server started.
@@ -112,7 +119,14 @@ fn queue_command(queue: &Queue, command: &str) -> String {
         ["queue", "list"] => {
             let now = unix_now();
             let mut text = String::from("ok\n");
-            for entry in queue.list() {
+            let entries = queue.list();
+            let total = entries.len();
+            let mut more = 0;
+            for (n, entry) in entries.into_iter().enumerate() {
+                if text.len() > MAX_LISTING {
+                    more = total - n;
+                    break;
+                }
                 let sender = if entry.sender.is_empty() {
                     "<>".to_owned()
                 } else {
@@ -143,6 +157,9 @@ fn queue_command(queue: &Queue, command: &str) -> String {
                         }
                     ));
                 }
+            }
+            if more > 0 {
+                text.push_str(&format!("... and {more} more\n"));
             }
             text
         }
@@ -177,7 +194,7 @@ pub fn send(path: &Path, command: &str) -> Result<String, String> {
         .map_err(|e| e.to_string())?;
     let mut answer = String::new();
     stream
-        .take(64 * 1024)
+        .take(MAX_ANSWER)
         .read_to_string(&mut answer)
         .map_err(|e| e.to_string())?;
     match answer.strip_prefix("ok\n") {

@@ -121,7 +121,8 @@ impl Bouncer {
         let new = NewEntry {
             sender: String::new(),
             recipients: vec![entry.sender.clone()],
-            eight_bit: true,
+            // Plain ASCII unless an address in it is not.
+            eight_bit: !report.is_ascii(),
             smtputf8: entry.smtputf8,
         };
         match queue.enqueue(new, &report[..], now) {

@@ -251,7 +251,8 @@ pub fn process(
         }
     }
     let message = queue.message_path(&entry.id);
-    for domain in domains {
+    let last = domains.len().saturating_sub(1);
+    for (n, domain) in domains.into_iter().enumerate() {
         let indexes: Vec<usize> = entry
             .recipients
             .iter()
@@ -325,7 +326,11 @@ pub fn process(
                 }
             }
         }
-        if let Err(e) = queue.save(&entry) {
+        // After the last destination, Queue::put_back records the outcome (or removes
+        // a finished entry): one write instead of two.
+        if n < last
+            && let Err(e) = queue.save(&entry)
+        {
             log::error!("queue: cannot record the attempt for {}: {e}", entry.id);
         }
     }
