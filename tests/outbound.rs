@@ -451,4 +451,18 @@ fn ctl_queue_lists_and_deletes() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no queued message nope"));
+    // [relay] settings are taken at start: a reload that changes them is refused.
+    let text = std::fs::read_to_string(&server.config).unwrap();
+    std::fs::write(
+        &server.config,
+        text.replace("retry_min_secs = 3600", "retry_min_secs = 60"),
+    )
+    .unwrap();
+    let out = tidegate()
+        .args(["ctl", "reload", "--config"])
+        .arg(&server.config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("[relay] changed"));
 }

@@ -336,7 +336,7 @@ pub fn prepare(config: &Config, config_path: Option<&Path>) -> Result<Prepared, 
     let node = Arc::new(Node::new(router(config), local));
     let factory = Arc::new(SwappableFactory::new(Listeners(listeners)));
     let reloader = Reloader {
-        relay: config.relay.is_some(),
+        relay: relay_text(config),
         config_path: config_path.map(Path::to_path_buf),
         configured,
         factory: factory.clone(),
@@ -400,8 +400,8 @@ impl SessionFactory for SwappableFactory {
 /// Re-reads the config file and the user database of a running server
 /// (`tidegate ctl reload`, SIGHUP, `[control] watch`).
 pub struct Reloader {
-    /// Whether `[relay]` was present at start (the queue opens only then).
-    relay: bool,
+    /// `[relay]` as it was at start (the queue and its runners take it then).
+    relay: String,
     config_path: Option<PathBuf>,
     configured: Vec<(&'static str, SocketAddr)>,
     factory: Arc<SwappableFactory>,
@@ -427,9 +427,9 @@ impl Reloader {
             return Ok("users reloaded".into());
         };
         let config = Config::load(path)?;
-        if config.relay.is_some() != self.relay {
+        if relay_text(&config) != self.relay {
             return Err(
-                "[relay] was added or removed; this version applies that on restart only".into(),
+                "[relay] changed; this version applies relay settings on restart only".into(),
             );
         }
         let planned = plan_listeners(&config)?;
@@ -451,6 +451,11 @@ impl Reloader {
     pub fn config_path(&self) -> Option<&Path> {
         self.config_path.as_deref()
     }
+}
+
+/// `[relay]` as text, to tell whether a reload changes it.
+fn relay_text(config: &Config) -> String {
+    format!("{:?}", config.relay)
 }
 
 fn describe_change(old: &[(&str, SocketAddr)], new: &[(&str, SocketAddr)]) -> String {
