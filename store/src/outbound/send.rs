@@ -311,8 +311,13 @@ impl Driver<'_> {
             self.read(&mut buf);
         }
         if let Transport::Tls(stream) = &mut self.transport {
+            // Only write the alert: complete_io could wait to read the peer's.
             stream.conn.send_close_notify();
-            let _ = stream.conn.complete_io(&mut stream.sock);
+            while stream.conn.wants_write() {
+                if let Ok(0) | Err(_) = stream.conn.write_tls(&mut stream.sock) {
+                    break;
+                }
+            }
         }
     }
 
