@@ -1049,3 +1049,37 @@ fn deadlines_follow_the_command_being_answered() {
     assert!(session.is_closed());
     assert_eq!(session.poll_timeout(), None);
 }
+
+#[test]
+fn only_a_completion_reply_delivers() {
+    let env = envelope(&["bob@example.net"]);
+    let start = [
+        S("220 mx\r\n"),
+        C("EHLO client.example\r\n"),
+        S("250 mx\r\n"),
+        C("MAIL FROM:<alice@example.com>\r\n"),
+        S("250 ok\r\n"),
+        C("RCPT TO:<bob@example.net>\r\n"),
+        S("250 ok\r\n"),
+        C("DATA\r\n"),
+    ];
+    // DATA answered as if the message were already taken: nothing was sent, so nothing
+    // was delivered.
+    let mut script = start.to_vec();
+    script.extend([S("250 sure\r\n"), C("QUIT\r\n"), S("221 bye\r\n")]);
+    let results = dialogue(&config(), &env, BODY, &script).unwrap();
+    assert_eq!(results[0].status, RecipientStatus::Deferred);
+    assert!(results[0].reply.text().contains("unexpected reply to DATA"));
+    // The end of data answered with an intermediate reply.
+    let mut script = start.to_vec();
+    script.extend([
+        S("354 go\r\n"),
+        C("Subject: hi\r\n\r\nyo\r\n.\r\n"),
+        S("354 again?\r\n"),
+        C("QUIT\r\n"),
+        S("221 bye\r\n"),
+    ]);
+    let results = dialogue(&config(), &env, BODY, &script).unwrap();
+    assert_eq!(results[0].status, RecipientStatus::Deferred);
+    assert_eq!(results[0].reply.code, 354);
+}

@@ -396,7 +396,7 @@ impl ClientSession {
                 self.refused_temporarily(reply, "the server refused authentication")
             }
             Expect::Mail => {
-                if !reply.is_positive() {
+                if !reply.is_completion() {
                     self.mail_refused = Some(reply);
                     self.to_send.clear();
                 }
@@ -579,7 +579,7 @@ impl ClientSession {
     fn accepted(&self) -> usize {
         self.rcpt_replies
             .iter()
-            .filter(|r| r.as_ref().is_some_and(SmtpReply::is_positive))
+            .filter(|r| r.as_ref().is_some_and(SmtpReply::is_completion))
             .count()
     }
 
@@ -626,6 +626,16 @@ impl ClientSession {
                 };
                 self.want_body();
             }
+            // A 2xx to DATA would claim a message that was never sent: not delivered.
+            Some(reply) if reply.is_completion() => {
+                let odd = SmtpReply::synthetic(
+                    451,
+                    (4, 5, 0),
+                    &format!("unexpected reply to DATA: {}", reply.text()),
+                );
+                let results = self.final_results(&odd);
+                self.finish_and_quit(Ok(results));
+            }
             Some(reply) => {
                 let results = self.final_results(&reply);
                 self.finish_and_quit(Ok(results));
@@ -659,7 +669,7 @@ impl ClientSession {
     }
 
     fn bdat_reply(&mut self, reply: SmtpReply, last: bool) {
-        if !reply.is_positive() && self.bdat_refused.is_none() {
+        if !reply.is_completion() && self.bdat_refused.is_none() {
             // RFC 3030 §2: a refused chunk ends the message; the chunks already in
             // flight are still answered, then the first refusal stands for all.
             self.bdat_refused = Some(reply.clone());
@@ -685,7 +695,7 @@ impl ClientSession {
         self.rcpt_replies
             .iter()
             .map(|rcpt| match rcpt {
-                Some(reply) if !reply.is_positive() => RecipientResult::from_reply(reply.clone()),
+                Some(reply) if !reply.is_completion() => RecipientResult::from_reply(reply.clone()),
                 _ => RecipientResult::from_reply(final_reply.clone()),
             })
             .collect()
