@@ -1,6 +1,6 @@
 //! The client state machine: one mail transaction from the greeting to QUIT.
 //!
-//! Every command sent pushes what its reply means onto a queue ([`Expect`]); every reply
+//! Every command sent pushes what its reply means onto a queue (`Expect`); every reply
 //! read pops the front, so pipelined groups (RFC 2920) and one-at-a-time dialogues run
 //! the same code, and each reply is matched to its command in order. The mail
 //! transaction itself is in `transaction.rs`.
