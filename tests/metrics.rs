@@ -3,8 +3,9 @@
 //! real POP3, IMAP and SMTP sessions, `curl` for the scrape.
 //!
 //! Every counter asserted here starts at zero in a fresh process, so the values are
-//! exact: two POP3 logins and one IMAP login succeed on the back-end (one of the POP3
-//! ones handed over by the front-end), one of each fails, one message is delivered.
+//! exact: three POP3 logins and two IMAP logins succeed on the back-end (one POP3 login
+//! handed over by the front-end, one over implicit TLS and one IMAP login after
+//! STARTTLS, both by curl), one of each fails, one message is delivered.
 //! Session totals include the connection with which the test waits for each node's
 //! POP3 listener.
 
@@ -44,6 +45,7 @@ fn addr(ip: &str, port: u16) -> SocketAddr {
 
 struct Ports {
     pop3: u16,
+    pop3s: u16,
     imap: u16,
     smtp: u16,
     submission: u16,
@@ -57,13 +59,15 @@ fn write_configs(dir: &Path, p: &Ports) {
     )
     .unwrap();
     let (pop3, imap, smtp, submission, metrics) = (p.pop3, p.imap, p.smtp, p.submission, p.metrics);
+    let pop3s = p.pop3s;
     std::fs::write(
         dir.join("back.toml"),
         format!(
             "hostname = \"back.test\"\n\
              [storage]\nmailbox_path = \"back-mail\"\nworkarea = \"back-work\"\nfsync = false\n\
              [users]\nfile = \"users\"\n\
-             [pop3]\nlisten = [\"{BACK}:{pop3}\"]\nauth_failure_delay_ms = 10\n\
+             [pop3]\nlisten = [\"{BACK}:{pop3}\"]\nlisten_tls = [\"{BACK}:{pop3s}\"]\n\
+             auth_failure_delay_ms = 10\n\
              [imap]\nlisten = [\"{BACK}:{imap}\"]\nauth_failure_delay_ms = 10\n\
              [smtp]\nlisten = [\"{BACK}:{smtp}\"]\nsubmission = [\"{BACK}:{submission}\"]\n\
              auth_failure_delay_ms = 10\n\
@@ -194,6 +198,7 @@ fn counters_and_login_lines_of_a_back_end_and_a_front_end() {
     let dir = tempfile::tempdir().unwrap();
     let ports = Ports {
         pop3: free_port(),
+        pop3s: free_port(),
         imap: free_port(),
         smtp: free_port(),
         submission: free_port(),
@@ -252,6 +257,25 @@ fn counters_and_login_lines_of_a_back_end_and_a_front_end() {
     assert!(ok.starts_with("a2 OK"), "{ok}");
     imap.ask("a3 LOGOUT\r\n");
 
+    // TLS logins by a real client: implicit TLS on POP3, STARTTLS on IMAP.
+    let curl_login = |url: String| {
+        let out = Command::new("curl")
+            .args([
+                "-s",
+                "-k",
+                "--max-time",
+                "10",
+                "-u",
+                "alice@example.com:alice-pw",
+            ])
+            .args(["--ssl-reqd", &url])
+            .output()
+            .expect("curl is installed");
+        assert!(out.status.success(), "curl {url}: {out:?}");
+    };
+    curl_login(format!("pop3s://{BACK}:{}/", ports.pop3s));
+    curl_login(format!("imap://{BACK}:{}/INBOX?ALL", ports.imap));
+
     // POP3 through the front-end, handed over to the back-end.
     let mut proxied = Client::connect(addr(FRONT, ports.pop3));
     assert!(proxied.ask("USER alice@example.com\r\n").starts_with("+OK"));
@@ -265,21 +289,21 @@ fn counters_and_login_lines_of_a_back_end_and_a_front_end() {
         &back_url,
         &[
             "# TYPE tidegate_logins_total counter",
-            "tidegate_logins_total{protocol=\"pop3\",result=\"success\"} 2",
+            "tidegate_logins_total{protocol=\"pop3\",result=\"success\"} 3",
             "tidegate_logins_total{protocol=\"pop3\",result=\"failure\"} 1",
             "tidegate_logins_total{protocol=\"pop3\",result=\"tempfail\"} 0",
-            "tidegate_logins_total{protocol=\"imap\",result=\"success\"} 1",
+            "tidegate_logins_total{protocol=\"imap\",result=\"success\"} 2",
             "tidegate_logins_total{protocol=\"imap\",result=\"failure\"} 1",
             "tidegate_deliveries_total{result=\"delivered\"} 1",
             "tidegate_deliveries_total{result=\"failed\"} 0",
             &bytes,
-            "tidegate_sessions_total{protocol=\"pop3\"} 4",
-            "tidegate_sessions_total{protocol=\"imap\"} 1",
+            "tidegate_sessions_total{protocol=\"pop3\"} 5",
+            "tidegate_sessions_total{protocol=\"imap\"} 2",
             "tidegate_sessions_total{protocol=\"smtp\"} 1",
             "tidegate_sessions{protocol=\"pop3\"} 0",
             "tidegate_sessions{protocol=\"imap\"} 0",
-            // Five password checks, the RCPT check and the quota lookup at delivery.
-            "tidegate_user_lookup_seconds_count{backend=\"file\"} 7",
+            // Seven password checks, the RCPT check and the quota lookup at delivery.
+            "tidegate_user_lookup_seconds_count{backend=\"file\"} 9",
             "tidegate_config_generation 1",
             "tidegate_queue_messages 0",
         ],
@@ -298,7 +322,7 @@ fn counters_and_login_lines_of_a_back_end_and_a_front_end() {
     let scrape = curl(&back_url);
     assert!(scrape.contains("\ntidegate_uptime_seconds "), "{scrape}");
     assert!(
-        scrape.contains("tidegate_user_lookup_seconds_bucket{backend=\"file\",le=\"+Inf\"} 7\n"),
+        scrape.contains("tidegate_user_lookup_seconds_bucket{backend=\"file\",le=\"+Inf\"} 9\n"),
         "{scrape}"
     );
 
@@ -326,6 +350,14 @@ fn counters_and_login_lines_of_a_back_end_and_a_front_end() {
     assert!(front.log_contains(&format!(
         " to {FRONT}:{} protocol=pop3 method=USER/PASS result=success tls=no session=",
         ports.pop3
+    )));
+    assert!(back.log_contains(&format!(
+        " to {BACK}:{} protocol=pop3 method=AUTH-PLAIN result=success tls=yes session=",
+        ports.pop3s
+    )));
+    assert!(back.log_contains(&format!(
+        " to {BACK}:{} protocol=imap method=AUTHENTICATE-PLAIN result=success tls=yes session=",
+        ports.imap
     )));
     assert!(!back.log_contains("alice-pw") && !front.log_contains("alice-pw"));
     assert!(!back.log_contains("guess-Secret-9"));

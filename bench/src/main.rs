@@ -13,6 +13,8 @@
 //!   data got a 2xx. Prints a `RESULT ...` line like `pop3`.
 //! * `authd`: `--concurrency` connections sending `--depth` pipelined LOOKUPs at a time to
 //!   an authd (one started in this process unless `--target` is given); prints lookups/s.
+//! * `mixed`: POP3, IMAP and submission sessions through proxy front-ends, for
+//!   `bench/cluster.sh`.
 //! * `message`: prints the message `smtp` sends.
 //! * `idle`: opens `--connections` authenticated sessions, prints `READY ...` when all are
 //!   up, holds them for `--hold` seconds, then QUITs them all.
@@ -27,6 +29,7 @@
 //! own behaviour is never the question when a figure looks odd.
 
 mod authd;
+mod mixed;
 mod net;
 mod pop3;
 mod procstat;
@@ -75,6 +78,8 @@ enum Command {
         #[arg(long, default_value_t = 30.0)]
         timeout: f64,
     },
+    /// Mixed POP3, IMAP and submission sessions through front-ends (bench/cluster.sh).
+    Mixed(mixed::MixedArgs),
     /// authd LOOKUPs per second (an in-process authd unless --target is given).
     Authd(authd::AuthdArgs),
     /// Prints `ticks=… clk_tck=… rss_kb=… hwm_kb=… procs=…` for a process and its
@@ -102,6 +107,7 @@ fn main() -> ExitCode {
         Command::Wait { target, timeout } => procstat::wait(&target, timeout),
         Command::Procstat { pid } => procstat::procstat(pid),
         Command::Authd(args) => authd::authd(args),
+        Command::Mixed(args) => mixed::mixed(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
