@@ -202,12 +202,16 @@ log "starting the authd ($USERS users)"
 t0=$(date +%s.%N)
 TIDEGATE_LOG=info "$TIDEGATE" serve --config "$WORKDIR/authd.toml" 2> "$WORKDIR/authd.log" &
 AUTHD_PID=$!
-for _ in $(seq 600); do
-    if (exec 3<>"/dev/tcp/$AUTHD_IP/$AUTHD_PORT") 2>/dev/null; then break; fi
+# The port is bound before the users file is loaded; the "listening" log line comes
+# after the load, when the authd starts answering.
+for _ in $(seq 1200); do
+    if grep -q "listening: authd://" "$WORKDIR/authd.log"; then break; fi
+    kill -0 "$AUTHD_PID" 2>/dev/null || { cat "$WORKDIR/authd.log" >&2; exit 1; }
     sleep 0.1
 done
 t1=$(date +%s.%N)
-log "authd up in $(echo "$t1 - $t0" | bc) s, $(( $(rss_kb "$AUTHD_PID") / 1024 )) MiB resident"
+log "authd answering after $(echo "$t1 - $t0" | bc) s (users file loaded), $(( $(rss_kb "$AUTHD_PID") / 1024 )) MiB resident, $(ticks "$AUTHD_PID") ticks of CPU"
+echo "RESULT_AUTHD users=$USERS load_secs=$(echo "$t1 - $t0" | bc) rss_mib=$(( $(rss_kb "$AUTHD_PID") / 1024 ))"
 
 users_section() {
     cat <<EOF

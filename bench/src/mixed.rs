@@ -265,8 +265,8 @@ pub fn mixed(args: MixedArgs) -> Result<(), String> {
         return Err("--duration and --timeout must be positive, --users-pattern needs {}".into());
     }
     let (message, _) = crate::smtp::compose(args.message_size, "bench@bench.test", 0)?;
-    let mut message = crate::smtp::dot_stuff(&message);
-    message.extend_from_slice(b".\r\n");
+    // Dot-stuffed, with the `.` line that ends the data.
+    let message = crate::smtp::dot_stuff(&message);
     let plan = Arc::new(Plan {
         sources: net::sources(SocketAddr::from((fronts[0], args.pop3_port)), args.sources),
         fronts,
