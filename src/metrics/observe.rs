@@ -316,3 +316,129 @@ pub fn front<S: Session + Send + 'static>(
     };
     Observed::new(session, tap, client)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+    use std::time::Instant;
+
+    use tidegate_core::{Account, Secret};
+
+    use super::*;
+
+    /// A session that asks for a password check whenever the client sends a line, and
+    /// remembers the replies it gets.
+    #[derive(Default)]
+    struct Asking {
+        actions: VecDeque<Action>,
+        next: u64,
+        replies: Vec<RequestId>,
+    }
+
+    impl Session for Asking {
+        fn handle_input(&mut self, _: Instant, _: Peer, _: &[u8]) {
+            self.next += 1;
+            self.actions.push_back(Action::Request {
+                id: RequestId(self.next),
+                request: Request::Authenticate {
+                    user: "carol@example.com".into(),
+                    password: Secret::new(b"pw".to_vec()),
+                    client: "192.0.2.9".parse().unwrap(),
+                },
+            });
+        }
+        fn handle_eof(&mut self, _: Instant, _: Peer) {}
+        fn handle_reply(&mut self, _: Instant, id: RequestId, _: Reply) {
+            self.replies.push(id);
+        }
+        fn handle_timeout(&mut self, _: Instant) {}
+        fn handle_drained(&mut self, _: Instant, _: Peer) {}
+        fn poll_action(&mut self) -> Option<Action> {
+            self.actions.pop_front()
+        }
+        fn poll_timeout(&self) -> Option<Instant> {
+            None
+        }
+        fn wants_read(&self, _: Peer) -> bool {
+            true
+        }
+    }
+
+    /// The value of one sample line of the global registry.
+    fn sample(line: &str) -> u64 {
+        let text = metrics::global().render(Instant::now());
+        text.lines()
+            .find_map(|l| l.strip_prefix(line)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {line} in\n{text}"))
+    }
+
+    // LMTP has no logins in real sessions, so no other test in this binary moves these
+    // counters of the process-wide registry.
+    const LOGIN: &str = "tidegate_logins_total{protocol=\"lmtp\",result=";
+
+    #[test]
+    fn replies_are_counted_by_result_and_sessions_while_alive() {
+        let results = ["success", "failure", "tempfail"];
+        let before: Vec<u64> = results
+            .iter()
+            .map(|r| sample(&format!("{LOGIN}\"{r}\"}}")))
+            .collect();
+        let open_before = sample("tidegate_sessions{protocol=\"lmtp\"}");
+        let tap = Tap {
+            protocol: Protocol::Lmtp,
+            local: "127.0.0.1:24".parse().unwrap(),
+            implicit_tls: false,
+        };
+        let mut session = Observed::new(Asking::default(), tap, "192.0.2.9:4000".parse().unwrap());
+        assert_eq!(
+            sample("tidegate_sessions{protocol=\"lmtp\"}"),
+            open_before + 1
+        );
+        let now = Instant::now();
+        let replies = [
+            Reply::Authenticated(Account("carol@example.com".into())),
+            Reply::Failed(Failure::Denied),
+            Reply::Failed(Failure::Throttled(std::time::Duration::from_secs(1))),
+            Reply::Failed(Failure::Temporary("directory down".into())),
+        ];
+        for reply in replies {
+            session.handle_input(now, Peer::Client, b"x\r\n");
+            let Some(Action::Request { id, .. }) = session.poll_action() else {
+                panic!("no request");
+            };
+            // A reply to another id is not a login result.
+            session.handle_reply(now, RequestId(id.0 + 100), Reply::Done);
+            session.handle_reply(now, id, reply);
+        }
+        assert_eq!(session.inner.replies.len(), 8, "every reply is passed on");
+        let after: Vec<u64> = results
+            .iter()
+            .map(|r| sample(&format!("{LOGIN}\"{r}\"}}")))
+            .collect();
+        assert_eq!(after[0] - before[0], 1);
+        assert_eq!(after[1] - before[1], 2);
+        assert_eq!(after[2] - before[2], 1);
+        drop(session);
+        assert_eq!(sample("tidegate_sessions{protocol=\"lmtp\"}"), open_before);
+    }
+
+    #[test]
+    fn starttls_and_the_login_command_are_seen() {
+        let tap = Tap {
+            protocol: Protocol::Imap,
+            local: "127.0.0.1:143".parse().unwrap(),
+            implicit_tls: false,
+        };
+        let mut session = Observed::new(Asking::default(), tap, "192.0.2.9:4000".parse().unwrap());
+        assert!(!session.tls);
+        session.watch_action(&Action::StartTls { with: Peer::Client });
+        assert!(session.tls);
+        session.handle_input(Instant::now(), Peer::Client, b"a1 AUTHENTICATE PLAIN\r\n");
+        let Some(action) = session.poll_action() else {
+            panic!("no request");
+        };
+        assert!(matches!(action, Action::Request { .. }));
+        let pending = session.pending.as_ref().map(|p| p.method.clone());
+        assert_eq!(pending, Some(Method::Authenticate("PLAIN".into())));
+    }
+}
