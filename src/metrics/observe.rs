@@ -40,15 +40,18 @@ pub struct Tap {
     pub implicit_tls: bool,
 }
 
-/// A protocol session with its observer (see the module documentation).
+/// A protocol session with its observer (see the module documentation). It adds 96
+/// bytes to every session, plus about 100 bytes on the heap until a login succeeds.
 pub struct Observed<S> {
     inner: S,
     tap: Tap,
     session: u64,
     client: SocketAddr,
     tls: bool,
-    sniffer: Option<Sniffer>,
-    pending: Option<PendingLogin>,
+    /// Boxed so that an authenticated (idle) session keeps 8 bytes of it, not 100.
+    sniffer: Option<Box<Sniffer>>,
+    /// Boxed: present only between the password request and its reply.
+    pending: Option<Box<PendingLogin>>,
 }
 
 /// A password check that was asked for and not yet answered.
@@ -74,7 +77,7 @@ impl<S: Session> Observed<S> {
             session: NEXT_SESSION.fetch_add(1, Ordering::Relaxed),
             client,
             tls: tap.implicit_tls,
-            sniffer: logs_in.then(|| Sniffer::new(tap.protocol)),
+            sniffer: logs_in.then(|| Box::new(Sniffer::new(tap.protocol))),
             pending: None,
         }
     }
@@ -91,12 +94,12 @@ impl<S: Session> Observed<S> {
                     .sniffer
                     .as_ref()
                     .map_or(Method::Unknown, |s| s.method.clone());
-                self.pending = Some(PendingLogin {
+                self.pending = Some(Box::new(PendingLogin {
                     id: *id,
                     user: user.clone(),
                     client: *client,
                     method,
-                });
+                }));
             }
             _ => {}
         }
