@@ -41,7 +41,7 @@ pub struct Tap {
 }
 
 /// A protocol session with its observer (see the module documentation). It adds 96
-/// bytes to every session, plus about 100 bytes on the heap until a login succeeds.
+/// bytes to every session, plus about 130 bytes on the heap until a login succeeds.
 pub struct Observed<S> {
     inner: S,
     tap: Tap,
