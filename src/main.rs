@@ -5,6 +5,7 @@ mod control;
 mod demo;
 mod dkim_cmd;
 mod logger;
+mod metrics;
 mod runtime;
 mod signals;
 mod user_cmd;
@@ -114,6 +115,10 @@ fn main() -> ExitCode {
 fn serve(path: &std::path::Path) -> Result<(), String> {
     let config = Config::load(path)?;
     let prepared = wiring::prepare(&config, Some(path))?;
+    tidegate_store::metrics::global().start(std::time::Instant::now());
+    if let Some(section) = &config.metrics {
+        metrics::serve(section.listen)?;
+    }
     let socket = config.control_socket();
     control::serve(
         &socket,

@@ -8,10 +8,12 @@ use serde::{Deserialize, Serialize};
 use tidegate_core::net::{Cidr, PlaintextAuth};
 
 mod authd;
+mod metrics;
 mod proxy;
 mod users;
 
 pub use authd::Authd;
+pub use metrics::Metrics;
 pub use proxy::Proxy;
 pub use users::Users;
 
@@ -58,6 +60,9 @@ pub struct Config {
     /// Process settings.
     #[serde(default)]
     pub server: Server,
+    /// The Prometheus text endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<Metrics>,
 }
 
 /// `[storage]`.
@@ -280,7 +285,7 @@ impl Default for Server {
 
 /// Sections of the contract that later versions implement; naming one is an error
 /// rather than a silently ignored listener.
-const NOT_YET: &[&str] = &["relay", "metrics"];
+const NOT_YET: &[&str] = &["relay"];
 
 impl Config {
     /// Parses and validates config text. Relative paths are resolved against `base`
@@ -459,10 +464,18 @@ mod tests {
 
     #[test]
     fn unimplemented_sections_and_bad_values_are_refused() {
+        let metrics = Config::parse("[metrics]\nlisten = \"127.0.0.1:9425\"\n", Path::new("."));
+        assert_eq!(
+            metrics.unwrap().metrics.map(|m| m.listen),
+            Some("127.0.0.1:9425".parse().unwrap())
+        );
+        assert!(Config::parse("[metrics]\nlisten = \"nowhere\"\n", Path::new(".")).is_err());
         assert!(
-            Config::parse("[metrics]\nlisten = \"127.0.0.1:9425\"\n", Path::new("."))
-                .unwrap_err()
-                .contains("[metrics]")
+            Config::parse(
+                "[metrics]\nlisten = \"127.0.0.1:1\"\npath = \"/m\"\n",
+                Path::new(".")
+            )
+            .is_err()
         );
         assert!(
             Config::parse("[pop3]\nlock = true\nlock_stale_secs = 1\n", Path::new("."))

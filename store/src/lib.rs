@@ -14,6 +14,7 @@ pub mod imap;
 pub mod local;
 pub mod lock;
 pub mod maildir;
+pub mod metrics;
 pub mod node;
 pub mod outbound;
 pub mod password;
