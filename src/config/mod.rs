@@ -194,8 +194,16 @@ pub struct Control {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Server {
-    /// Drop root to this user after binding the ports.
+    /// Started as root: drop to this user after binding the ports and creating the
+    /// control socket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
+    /// The group to drop to; default the primary group of `user`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// Started as root without `user`: serve as root anyway instead of refusing.
+    #[serde(default)]
+    pub allow_root: bool,
     /// Event loops / executor threads; 0 = one per core.
     #[serde(default)]
     pub threads: usize,
@@ -270,6 +278,8 @@ impl Default for Server {
     fn default() -> Self {
         Server {
             user: None,
+            group: None,
+            allow_root: false,
             threads: 0,
             workers: 0,
             max_connections: default_max_connections(),
@@ -377,6 +387,9 @@ impl Config {
         self.plaintext_auth()?;
         if let Some(proxy) = &self.proxy {
             proxy.validate()?;
+        }
+        if self.server.group.is_some() && self.server.user.is_none() {
+            return Err("server.group needs server.user (the account to drop root to)".into());
         }
         if self.server.max_connections == 0 {
             return Err("server.max_connections must be at least 1".into());

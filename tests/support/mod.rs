@@ -119,3 +119,78 @@ impl Drop for Node {
         let _ = self.child.wait();
     }
 }
+
+/// A line-based client (POP3, SMTP, IMAP) over a plain socket, with a read timeout.
+pub struct LineClient {
+    reader: std::io::BufReader<TcpStream>,
+}
+
+impl LineClient {
+    /// Connects to `addr` (reads nothing yet).
+    pub fn connect(addr: SocketAddr) -> LineClient {
+        let stream = TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        LineClient {
+            reader: std::io::BufReader::new(stream),
+        }
+    }
+
+    /// Reads one line (with its CRLF); empty at end of stream.
+    pub fn line(&mut self) -> String {
+        use std::io::BufRead;
+        let mut line = String::new();
+        let _ = self.reader.read_line(&mut line);
+        line
+    }
+
+    /// Reads lines until one starts with `prefix` and returns that line.
+    pub fn until(&mut self, prefix: &str) -> String {
+        loop {
+            let line = self.line();
+            if line.is_empty() || line.starts_with(prefix) {
+                return line;
+            }
+        }
+    }
+
+    /// Sends raw bytes.
+    pub fn send(&mut self, bytes: &[u8]) {
+        use std::io::Write;
+        self.reader.get_mut().write_all(bytes).unwrap();
+    }
+
+    /// Sends `command` and CRLF, and reads one line.
+    pub fn ask(&mut self, command: &str) -> String {
+        self.send(format!("{command}\r\n").as_bytes());
+        self.line()
+    }
+
+    /// The socket, for timeouts and shutdowns.
+    pub fn stream(&self) -> &TcpStream {
+        self.reader.get_ref()
+    }
+}
+
+/// A field of `/proc/PID/status` (`VmRSS`, `Uid`, ...), its value trimmed.
+pub fn proc_status(pid: u32, field: &str) -> Option<String> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .map(|v| v.trim().to_owned())
+}
+
+/// The resident memory of process `pid` in KiB (`VmRSS`).
+pub fn rss_kib(pid: u32) -> u64 {
+    proc_status(pid, "VmRSS")
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Whether this test process runs as root (it can mount, chown and drop privileges).
+pub fn is_root() -> bool {
+    proc_status(std::process::id(), "Uid")
+        .and_then(|v| v.split_whitespace().nth(1).map(|e| e == "0"))
+        .unwrap_or(false)
+}
