@@ -8,10 +8,12 @@ use serde::{Deserialize, Serialize};
 use tidegate_core::net::{Cidr, PlaintextAuth};
 
 mod authd;
+mod hidden;
 mod proxy;
 mod users;
 
 pub use authd::Authd;
+pub use hidden::Hidden;
 pub use proxy::Proxy;
 pub use users::Users;
 
@@ -538,5 +540,31 @@ mod tests {
             let err = Config::parse(bad, Path::new(".")).unwrap_err();
             assert!(err.contains(needle), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn secrets_never_show_in_debug_or_the_printed_config() {
+        let config = Config::parse(
+            "[authd]\nlisten = \"127.0.0.1:2400\"\nsecret = \"authd-s3cret-one\"\n\
+             [users]\nbackend = \"ldap\"\nauthd_secret = \"authd-s3cret-two\"\n\
+             [users.ldap]\nurl = \"ldap://127.0.0.1:3389\"\nbase = \"dc=x\"\n\
+             bind_dn = \"cn=reader\"\nbind_password = \"ldap-bind-s3cret\"\n",
+            Path::new("."),
+        )
+        .unwrap();
+        let debug = format!("{config:?} {config:#?}");
+        let printed = config.to_toml();
+        for secret in ["authd-s3cret-one", "authd-s3cret-two", "ldap-bind-s3cret"] {
+            assert!(!debug.contains(secret), "Debug shows {secret}: {debug}");
+            assert!(!printed.contains(secret), "check-config shows {secret}");
+        }
+        assert!(debug.contains("<hidden>"));
+        // The secrets still reach the code that needs them.
+        assert_eq!(
+            config.authd.unwrap().secret().unwrap().expose(),
+            b"authd-s3cret-one"
+        );
+        let ldap = config.users.ldap.unwrap().to_store().unwrap();
+        assert_eq!(ldap.bind_password, "ldap-bind-s3cret");
     }
 }

@@ -58,10 +58,15 @@ pub struct Node {
 impl Node {
     /// Starts `tidegate serve --config config` and waits until `wait_for` accepts.
     pub fn start(config: &Path, wait_for: SocketAddr) -> Node {
+        Node::start_logging(config, wait_for, "info")
+    }
+
+    /// Like [`Node::start`], logging at `level` (`TIDEGATE_LOG`: `info`, `trace`...).
+    pub fn start_logging(config: &Path, wait_for: SocketAddr, level: &str) -> Node {
         let mut child = tidegate()
             .args(["serve", "--config"])
             .arg(config)
-            .env("TIDEGATE_LOG", "info")
+            .env("TIDEGATE_LOG", level)
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
@@ -96,6 +101,11 @@ impl Node {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Everything logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
     }
 
     /// The process id (for signals).

@@ -63,7 +63,7 @@ impl Pop3Session {
         &mut self,
         now: Instant,
         mechanism: Option<String>,
-        initial: Option<Vec<u8>>,
+        initial: Option<Secret>,
     ) {
         if !self.login_allowed() {
             return self.reply(PLAINTEXT_REFUSED);
@@ -72,7 +72,7 @@ impl Pop3Session {
             None => self.io.out.extend_from_slice(b"+OK\r\nPLAIN\r\n.\r\n"),
             Some("PLAIN") => match initial {
                 // RFC 5034 §4: "=" is an empty initial response.
-                Some(response) => self.sasl_response(now, &response),
+                Some(response) => self.sasl_response(now, response.expose()),
                 None => {
                     self.state = State::SaslResponse;
                     self.reply("+ ");
