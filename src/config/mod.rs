@@ -97,6 +97,9 @@ pub struct Pop3 {
     /// Autologout in seconds (RFC 1939 §3: at least 600).
     #[serde(default = "default_pop3_idle")]
     pub idle_timeout_secs: u64,
+    /// Seconds a client may stay connected without logging in.
+    #[serde(default = "default_login_timeout")]
+    pub login_timeout_secs: u64,
     /// Delay before a failed login is answered, in milliseconds.
     #[serde(default = "default_auth_delay")]
     pub auth_failure_delay_ms: u64,
@@ -115,6 +118,9 @@ pub struct Imap {
     /// Autologout in seconds (RFC 3501 §5.4: at least 30 minutes).
     #[serde(default = "default_imap_idle")]
     pub idle_timeout_secs: u64,
+    /// Seconds a client may stay connected without logging in.
+    #[serde(default = "default_login_timeout")]
+    pub login_timeout_secs: u64,
     /// Delay before a failed login is answered, in milliseconds.
     #[serde(default = "default_auth_delay")]
     pub auth_failure_delay_ms: u64,
@@ -234,6 +240,9 @@ fn default_workarea() -> PathBuf {
 }
 fn default_pop3_idle() -> u64 {
     600
+}
+fn default_login_timeout() -> u64 {
+    60
 }
 fn default_auth_delay() -> u64 {
     2000
@@ -358,6 +367,17 @@ impl Config {
             return Err(
                 "imap.idle_timeout_secs must be at least 1800 (RFC 3501 section 5.4)".into(),
             );
+        }
+        if self
+            .pop3
+            .as_ref()
+            .is_some_and(|p| p.login_timeout_secs == 0)
+            || self
+                .imap
+                .as_ref()
+                .is_some_and(|i| i.login_timeout_secs == 0)
+        {
+            return Err("login_timeout_secs must be at least 1".into());
         }
         if let Some(pop3) = &self.pop3 {
             if pop3.lock && pop3.lock_stale_secs < 10 {

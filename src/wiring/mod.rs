@@ -108,6 +108,7 @@ fn plan_listeners(config: &Config) -> Result<Vec<Planned>, String> {
         let pop3_config = Arc::new(Pop3Config {
             hostname: config.hostname.clone(),
             idle_timeout: Duration::from_secs(pop3.idle_timeout_secs),
+            login_timeout: Duration::from_secs(pop3.login_timeout_secs),
             auth_failure_delay: Duration::from_millis(pop3.auth_failure_delay_ms),
             mailbox_lock: pop3.lock,
             ..Pop3Config::default()
@@ -133,6 +134,7 @@ fn plan_listeners(config: &Config) -> Result<Vec<Planned>, String> {
         let imap_config = Arc::new(ImapConfig {
             hostname: config.hostname.clone(),
             idle_timeout: Duration::from_secs(imap.idle_timeout_secs),
+            login_timeout: Duration::from_secs(imap.login_timeout_secs),
             auth_failure_delay: Duration::from_millis(imap.auth_failure_delay_ms),
             idle_poll_interval: Duration::from_secs(imap.idle_poll_secs.max(1)),
             limits: ImapLimits {

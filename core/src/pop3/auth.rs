@@ -158,7 +158,7 @@ impl Pop3Session {
         }
     }
 
-    pub(super) fn on_listing(&mut self, account: Account, reply: Reply) {
+    pub(super) fn on_listing(&mut self, now: Instant, account: Account, reply: Reply) {
         match reply {
             Reply::Listing(messages) => {
                 if self.cfg.mailbox_lock {
@@ -171,6 +171,7 @@ impl Pop3Session {
                     mailbox.total_size()
                 );
                 self.state = State::Transaction(mailbox);
+                self.arm_idle(now);
                 self.reply(&line);
             }
             Reply::Failed(Failure::InUse) => {
