@@ -24,6 +24,21 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A port nobody listens on at 127.0.0.1, below the kernel's ephemeral range, so the
+/// thousands of client sockets a test opens cannot have taken it by the time a server
+/// binds it.
+pub fn listen_port() -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let spread = (std::process::id() % 1000) as u16 * 12;
+    loop {
+        let port = 15_000 + spread + NEXT.fetch_add(1, Ordering::Relaxed) % 12_000;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
 /// `127.0.0.1:port`.
 pub fn local(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
@@ -135,6 +150,14 @@ pub struct LineClient {
     reader: std::io::BufReader<TcpStream>,
 }
 
+impl From<TcpStream> for LineClient {
+    fn from(stream: TcpStream) -> LineClient {
+        LineClient {
+            reader: std::io::BufReader::new(stream),
+        }
+    }
+}
+
 impl LineClient {
     /// Connects to `addr` (reads nothing yet).
     pub fn connect(addr: SocketAddr) -> LineClient {
@@ -147,7 +170,7 @@ impl LineClient {
         }
     }
 
-    /// Reads one line (with its CRLF); empty at end of stream.
+    /// Reads one line (with its CRLF); empty at end of stream or on a timeout.
     pub fn line(&mut self) -> String {
         use std::io::BufRead;
         let mut line = String::new();
@@ -203,4 +226,44 @@ pub fn is_root() -> bool {
     proc_status(std::process::id(), "Uid")
         .and_then(|v| v.split_whitespace().nth(1).map(|e| e == "0"))
         .unwrap_or(false)
+}
+
+/// Connects to `to` from the loopback address `source` (127.0.0.x), so one test can
+/// play many clients: std cannot bind a client socket before connecting, so this makes
+/// the three calls itself.
+pub fn connect_from(source: std::net::Ipv4Addr, to: SocketAddr) -> std::io::Result<TcpStream> {
+    use std::os::fd::FromRawFd;
+    let SocketAddr::V4(to) = to else {
+        return Err(std::io::Error::other("IPv4 only"));
+    };
+    let sockaddr = |ip: std::net::Ipv4Addr, port: u16| libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(ip).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // SAFETY: socket(2) with constant arguments; the descriptor it returns is owned by
+    // `stream` at once, which closes it on every path below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a fresh socket nothing else owns.
+    let stream = unsafe { TcpStream::from_raw_fd(fd) };
+    let local = sockaddr(source, 0);
+    let remote = sockaddr(*to.ip(), to.port());
+    // SAFETY: the addresses are live, properly sized sockaddr_in values; `fd` is open.
+    let bound = unsafe { libc::bind(fd, (&raw const local).cast(), len) };
+    if bound != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: as above.
+    let connected = unsafe { libc::connect(fd, (&raw const remote).cast(), len) };
+    if connected != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(stream)
 }
