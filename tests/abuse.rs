@@ -186,7 +186,7 @@ fn slowloris_connections_are_reaped_and_others_are_served() {
     );
     assert!(pop3_took < Duration::from_secs(10) && imap_took < Duration::from_secs(10));
     assert!(
-        peak - baseline < 200 * 1024,
+        peak - baseline < 64 * 1024,
         "RSS grew by {} KiB for {CONNECTIONS} idle connections",
         peak - baseline
     );
@@ -297,9 +297,10 @@ fn huge_literals_and_stalled_data_are_refused_or_bounded() {
     let answer = c.ask("a APPEND INBOX {4294967295}");
     assert!(answer.starts_with("a NO"), "{answer}");
 
-    // Twenty appends announce 40 MB, send 1 MB and stall; twenty SMTP clients do the
-    // same in DATA. Memory stays flat: the bytes go to temporary files.
-    let chunk = vec![b'x'; 1 << 20];
+    // Twenty appends announce 40 MB, send 4 MB and stall; twenty SMTP clients do the
+    // same in DATA. Memory stays well under the 160 MB in flight: the bytes go to
+    // temporary files.
+    let chunk = vec![b'x'; 4 << 20];
     let mut stalled = Vec::new();
     for _ in 0..20 {
         let mut c = login(server.imap);
@@ -326,11 +327,11 @@ fn huge_literals_and_stalled_data_are_refused_or_bounded() {
     drop(stalled);
     std::thread::sleep(Duration::from_secs(1));
     eprintln!(
-        "stalled literals and DATA: 40 clients with 1 MB each in flight; RSS {baseline} KiB \
+        "stalled literals and DATA: 40 clients with 4 MB each in flight; RSS {baseline} KiB \
          -> {peak} KiB; POP3 login meanwhile {took:?}"
     );
     assert!(
-        peak.saturating_sub(baseline) < 24 * 1024,
+        peak.saturating_sub(baseline) < 48 * 1024,
         "RSS grew by {} KiB for 40 stalled uploads",
         peak.saturating_sub(baseline)
     );
