@@ -51,12 +51,26 @@ impl Tmpfs {
         assert!(status.success(), "remount {options}");
     }
 
-    /// Writes a filler file until the filesystem is full.
+    /// Writes a filler file until the filesystem is full. Checks first that the tmpfs
+    /// is really mounted there, and never writes more than 64 MiB, so a lost mount can
+    /// never fill the disk under it.
     fn fill(&self) -> PathBuf {
+        let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+        let target = self.0.to_string_lossy();
+        assert!(
+            mounts
+                .lines()
+                .any(|l| l.starts_with("tmpfs ") && l.split(' ').nth(1) == Some(&*target)),
+            "the tmpfs at {target} is gone"
+        );
         let filler = self.0.join("filler");
         let mut file = std::fs::File::create(&filler).unwrap();
         let block = vec![0u8; 16 * 1024];
-        while file.write_all(&block).is_ok() {}
+        for _ in 0..64 * 64 {
+            if file.write_all(&block).is_err() {
+                break;
+            }
+        }
         let _ = file.write_all(&[0]);
         filler
     }
