@@ -156,6 +156,14 @@ fn serve(path: &std::path::Path) -> Result<(), String> {
         );
         privilege::check_writable(&config.storage.mailbox_path, "mailbox_path", &identity.user)?;
         privilege::check_writable(&config.storage.workarea, "workarea", &identity.user)?;
+        if config.users.backend == "file" && std::fs::File::open(&config.users.file).is_err() {
+            log::warn!(
+                "users file {} is not readable by user {:?}: the running server keeps the \
+                 copy it read as root, but reloads will fail",
+                config.users.file.display(),
+                identity.user
+            );
+        }
     }
     if config.control.watch {
         let files = vec![path.to_path_buf(), config.users.file.clone()];

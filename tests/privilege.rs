@@ -184,3 +184,27 @@ fn a_mailbox_root_the_dropped_user_cannot_write_is_reported() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_users_file_the_dropped_user_cannot_read_is_warned_about() {
+    if !is_root() {
+        eprintln!("skipped: needs a test run as root");
+        return;
+    }
+    let dir = open_tempdir();
+    let users = dir.path().join("users");
+    std::fs::set_permissions(&users, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let (pop3, smtp) = (free_port(), free_port());
+    let path = config(dir.path(), pop3, smtp, "user = \"nobody\"");
+    let node = Node::start(&path, local(pop3));
+    assert!(
+        node.log_contains("reloads will fail"),
+        "no warning: {}",
+        node.log()
+    );
+    // It still serves from the copy read as root.
+    let mut c = LineClient::connect(local(pop3));
+    assert!(c.line().starts_with("+OK"));
+    assert!(c.ask("USER alice@priv.test").starts_with("+OK"));
+    assert!(c.ask("PASS pw").starts_with("+OK"));
+}
