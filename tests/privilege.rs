@@ -208,3 +208,23 @@ fn a_users_file_the_dropped_user_cannot_read_is_warned_about() {
     assert!(c.ask("USER alice@priv.test").starts_with("+OK"));
     assert!(c.ask("PASS pw").starts_with("+OK"));
 }
+
+#[test]
+fn the_test_support_allows_root_in_configs_that_do_not_say() {
+    let dir = tempfile::tempdir().unwrap();
+    for text in [
+        "hostname = \"a.test\"\n[pop3]\nlisten = []\n",
+        "hostname = \"a.test\"\n[server]\nthreads = 1\n[pop3]\nlisten = []\n",
+    ] {
+        let path = write(dir.path(), "c.toml", text);
+        support::allow_root(&path);
+        let out = tidegate()
+            .args(["check-config", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let printed = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{out:?}");
+        assert!(printed.contains("allow_root = true"), "{printed}");
+    }
+}

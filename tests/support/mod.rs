@@ -64,6 +64,31 @@ pub fn wait_listening(addr: SocketAddr, what: &dyn Fn() -> String) {
     }
 }
 
+/// Adds `[server] allow_root = true` to the config file at `path` unless it says
+/// something about `allow_root` already: CI runs the process tests as root, and
+/// `tidegate serve` refuses root without `[server] user` unless told (docs/security.md).
+/// A config that sets `user` still drops to it.
+pub fn allow_root(path: &Path) {
+    let text = std::fs::read_to_string(path).unwrap();
+    if text.contains("allow_root") {
+        return;
+    }
+    let patched = if text.lines().any(|l| l.trim() == "[server]") {
+        let mut out = String::new();
+        for line in text.lines() {
+            out.push_str(line);
+            out.push('\n');
+            if line.trim() == "[server]" {
+                out.push_str("allow_root = true\n");
+            }
+        }
+        out
+    } else {
+        format!("{text}\n[server]\nallow_root = true\n")
+    };
+    std::fs::write(path, patched).unwrap();
+}
+
 /// A running `tidegate serve`; its log (stderr) is collected; killed when dropped.
 pub struct Node {
     child: Child,
@@ -78,6 +103,7 @@ impl Node {
 
     /// Like [`Node::start`], logging at `level` (`TIDEGATE_LOG`: `info`, `trace`...).
     pub fn start_logging(config: &Path, wait_for: SocketAddr, level: &str) -> Node {
+        allow_root(config);
         let mut child = tidegate()
             .args(["serve", "--config"])
             .arg(config)
