@@ -110,6 +110,7 @@ fn plan_listeners(config: &Config) -> Result<Vec<Planned>, String> {
         let pop3_config = Arc::new(Pop3Config {
             hostname: config.hostname.clone(),
             idle_timeout: Duration::from_secs(pop3.idle_timeout_secs),
+            login_timeout: Duration::from_secs(pop3.login_timeout_secs),
             auth_failure_delay: Duration::from_millis(pop3.auth_failure_delay_ms),
             mailbox_lock: pop3.lock,
             ..Pop3Config::default()
@@ -135,6 +136,7 @@ fn plan_listeners(config: &Config) -> Result<Vec<Planned>, String> {
         let imap_config = Arc::new(ImapConfig {
             hostname: config.hostname.clone(),
             idle_timeout: Duration::from_secs(imap.idle_timeout_secs),
+            login_timeout: Duration::from_secs(imap.login_timeout_secs),
             auth_failure_delay: Duration::from_millis(imap.auth_failure_delay_ms),
             idle_poll_interval: Duration::from_secs(imap.idle_poll_secs.max(1)),
             limits: ImapLimits {
@@ -474,31 +476,4 @@ pub fn run(prepared: Prepared, shutdown: Shutdown) -> Result<(), String> {
         );
     }
     crate::runtime::serve(prepared.spec, shutdown).map_err(|e| e.to_string())
-}
-
-/// Drops root privileges to `user` after the ports are bound (`[server] user`).
-pub fn drop_privileges(user: &str) -> Result<(), String> {
-    // SAFETY: plain libc calls; getpwnam's result is read before any other libc call.
-    unsafe {
-        if libc::geteuid() != 0 {
-            return Ok(());
-        }
-        let name =
-            std::ffi::CString::new(user).map_err(|_| "server.user contains NUL".to_owned())?;
-        let pw = libc::getpwnam(name.as_ptr());
-        if pw.is_null() {
-            return Err(format!("server.user: no such user {user:?}"));
-        }
-        let (uid, gid) = ((*pw).pw_uid, (*pw).pw_gid);
-        if libc::setgroups(0, std::ptr::null()) != 0
-            || libc::setgid(gid) != 0
-            || libc::setuid(uid) != 0
-        {
-            return Err(format!(
-                "cannot drop privileges to {user:?}: {}",
-                std::io::Error::last_os_error()
-            ));
-        }
-    }
-    Ok(())
 }

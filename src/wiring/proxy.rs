@@ -248,6 +248,17 @@ pub fn proxy_config(config: &Config) -> Result<Option<Arc<ProxyConfig>>, String>
         source_addrs: proxy.source_addresses.clone(),
         max_hops: proxy.max_hops,
         backend_timeout: connect,
+        // One front-end config serves every protocol: the shorter login timeout wins.
+        login_timeout: Duration::from_secs(
+            [
+                config.pop3.as_ref().map(|p| p.login_timeout_secs),
+                config.imap.as_ref().map(|i| i.login_timeout_secs),
+            ]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(60),
+        ),
         auth_failure_delay: Duration::from_millis(
             config
                 .pop3
