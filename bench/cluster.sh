@@ -197,6 +197,8 @@ file = "$DATA/users"
 [authd]
 listen = "$AUTHD_IP:$AUTHD_PORT"
 secret_file = "$DATA/secret"
+[server]
+allow_root = true
 EOF
 log "starting the authd ($USERS users)"
 t0=$(date +%s.%N)
@@ -251,6 +253,8 @@ networks = ["127.0.1.0/24"]
 proxy_protocol = true
 [metrics]
 listen = "${BACK_IPS[$j]}:$METRICS"
+[server]
+allow_root = true
 EOF
     echo "$path"
 }
@@ -277,6 +281,8 @@ listen = ["$ip:$IMAP"]
 submission = ["$ip:$SUBMISSION"]
 [metrics]
 listen = "$ip:$METRICS"
+[server]
+allow_root = true
 EOF
     echo "$path"
 }
