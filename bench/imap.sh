@@ -114,6 +114,7 @@ file = "$DATA/users"
 [imap]
 listen = ["127.0.0.1:$2"]
 [server]
+allow_root = true
 max_connections = 10000
 shutdown_grace_secs = 1
 CONF

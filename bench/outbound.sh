@@ -171,6 +171,8 @@ tls = "none"
 runners = $RUNNERS
 [server]
 shutdown_grace_secs = 1
+# The benchmark runs as root and has no account to drop to.
+allow_root = true
 EOF
 "$TIDEGATE" serve --config "$DATA/tidegate.toml" 2> "$WORKDIR/tidegate.log" &
 TG_PID=$!

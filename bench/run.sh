@@ -189,6 +189,7 @@ file = "$DATA/users"
 listen = ["127.0.0.1:$1"]
 
 [server]
+allow_root = true
 max_connections = $2
 shutdown_grace_secs = 1
 EOF

@@ -437,6 +437,7 @@ file = "$DATA/users"
 $listener
 
 [server]
+allow_root = true
 max_connections = 10000
 shutdown_grace_secs = 1
 EOF

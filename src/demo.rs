@@ -170,7 +170,7 @@ fn authd_config(p: &Ports) -> String {
          [storage]\nmailbox_path = \"mail\"\nworkarea = \"authd-work\"\n\n\
          [users]\nfile = \"users\"          # edit with `tidegate user ... --users users`\n\n\
          [authd]\nlisten = \"{FRONT}:{authd}\"\nsecret_file = \"authd.secret\"\n\n\
-         [server]\nthreads = 1\nshutdown_grace_secs = 2\n",
+         [server]\nallow_root = true       # a demo runs as whoever starts it; a real server sets user\nthreads = 1\nshutdown_grace_secs = 2\n",
         authd = p.authd
     )
 }
@@ -188,7 +188,7 @@ fn backend_config(name: &str, ip: &str, p: &Ports) -> String {
          # Only the front-end's source address may send PROXY headers; everyone else is\n\
          # served directly.\n\
          [trust]\nnetworks = [\"{SOURCE}/32\"]\nproxy_protocol = true\n\n\
-         [server]\nthreads = 1\nshutdown_grace_secs = 2\n",
+         [server]\nallow_root = true       # a demo runs as whoever starts it; a real server sets user\nthreads = 1\nshutdown_grace_secs = 2\n",
         pop3 = p.pop3,
         smtp = p.smtp,
         submission = p.submission,
@@ -210,7 +210,7 @@ fn frontend_config(p: &Ports) -> String {
          [proxy]\ndefault_host = \"{BACK1}\"        # users without tohost\n\
          backend_ports = {{ pop3 = {pop3}, submission = {submission}, imap = {imap} }}\n\
          client_address = \"proxy-v2\"\nsource_addresses = [\"{SOURCE}\"]\n\n\
-         [server]\nthreads = 1\nshutdown_grace_secs = 2\n",
+         [server]\nallow_root = true       # a demo runs as whoever starts it; a real server sets user\nthreads = 1\nshutdown_grace_secs = 2\n",
         pop3 = p.pop3,
         pop3s = p.pop3s,
         smtp = p.smtp,

@@ -24,7 +24,7 @@ pub enum DkimAction {
         #[arg(long)]
         key: Option<PathBuf>,
         /// An Ed25519 key (RFC 8463) instead of RSA-2048. Not every receiver verifies
-        /// Ed25519 yet; sign with both if unsure.
+        /// Ed25519 yet, which is why RSA is the default.
         #[arg(long)]
         ed25519: bool,
     },

@@ -5,6 +5,8 @@ mod control;
 mod demo;
 mod dkim_cmd;
 mod logger;
+mod metrics;
+mod privilege;
 mod runtime;
 mod signals;
 mod user_cmd;
@@ -133,7 +135,30 @@ fn main() -> ExitCode {
 
 fn serve(path: &std::path::Path) -> Result<(), String> {
     let config = Config::load(path)?;
+    // Decided before anything is bound, so a misspelt account fails early.
+    let plan = privilege::plan(
+        privilege::effective_uid(),
+        config.server.user.as_deref(),
+        config.server.group.as_deref(),
+        config.server.allow_root,
+    )?;
+    privilege::restrict_umask();
+    let identity = match &plan {
+        privilege::Plan::DropTo(identity) => {
+            prepare_dirs_for(identity, &config)?;
+            Some(identity)
+        }
+        privilege::Plan::StayRoot => {
+            log::warn!("serving as root ([server] allow_root = true): set [server] user instead");
+            None
+        }
+        privilege::Plan::Unprivileged => None,
+    };
     let prepared = wiring::prepare(&config, Some(path))?;
+    tidegate_store::metrics::global().start(std::time::Instant::now());
+    if let Some(section) = &config.metrics {
+        metrics::serve(section.listen)?;
+    }
     let socket = config.control_socket();
     control::serve(
         &socket,
@@ -144,6 +169,35 @@ fn serve(path: &std::path::Path) -> Result<(), String> {
             queue: prepared.queue(),
         },
     )?;
+    if let Some(identity) = identity {
+        identity.give(&socket)?;
+        // A certificate generated while root must stay readable for reloads.
+        let generated = tidegate_store::tls::self_signed_cert_path(&config.storage.workarea);
+        if let Some(dir) = generated.parent().filter(|d| d.is_dir()) {
+            for path in [dir.to_path_buf(), dir.join("cert.pem"), dir.join("key.pem")] {
+                if path.exists() {
+                    identity.give(&path)?;
+                }
+            }
+        }
+        identity.drop_to()?;
+        log::info!(
+            "dropped root: running as user {:?} (uid {}, gid {})",
+            identity.user,
+            identity.uid,
+            identity.gid
+        );
+        privilege::check_writable(&config.storage.mailbox_path, "mailbox_path", &identity.user)?;
+        privilege::check_writable(&config.storage.workarea, "workarea", &identity.user)?;
+        if config.users.backend == "file" && std::fs::File::open(&config.users.file).is_err() {
+            log::warn!(
+                "users file {} is not readable by user {:?}: the running server keeps the \
+                 copy it read as root, but reloads will fail",
+                config.users.file.display(),
+                identity.user
+            );
+        }
+    }
     if config.control.watch {
         let files = vec![path.to_path_buf(), config.users.file.clone()];
         control::watch(
@@ -152,15 +206,25 @@ fn serve(path: &std::path::Path) -> Result<(), String> {
             std::time::Duration::from_secs(2),
         );
     }
-    if let Some(user) = &config.server.user {
-        wiring::drop_privileges(user)?;
-    }
     let shutdown = tidegate_store::Shutdown::new();
     signals::install(shutdown.clone())?;
     signals::install_reload(prepared.reloader.clone())?;
     let result = wiring::run(prepared, shutdown);
     let _ = std::fs::remove_file(&socket);
     result
+}
+
+/// Creates the mailbox root and the workarea when missing and hands the new ones to the
+/// account root is dropped to; existing directories keep their owner (a wrong one is
+/// reported once the drop is done).
+fn prepare_dirs_for(identity: &privilege::Identity, config: &Config) -> Result<(), String> {
+    for dir in [&config.storage.mailbox_path, &config.storage.workarea] {
+        if !dir.exists() {
+            std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            identity.give(dir)?;
+        }
+    }
+    Ok(())
 }
 
 fn ctl(config: &std::path::Path, action: CtlAction) -> Result<(), String> {

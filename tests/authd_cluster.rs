@@ -47,7 +47,7 @@ fn two_nodes_share_one_authd_that_dies_and_comes_back() {
         d,
         "authd.toml",
         &format!(
-            "[storage]\nworkarea = \"authd-work\"\n[users]\nfile = \"users\"\n\
+            "[server]\nallow_root = true\n[storage]\nworkarea = \"authd-work\"\n[users]\nfile = \"users\"\n\
              [authd]\nlisten = \"127.0.0.1:{authd_port}\"\nsecret_file = \"secret\"\n"
         ),
     );
@@ -56,7 +56,7 @@ fn two_nodes_share_one_authd_that_dies_and_comes_back() {
             d,
             &format!("{name}.toml"),
             &format!(
-                "hostname = \"{name}.test\"\n[storage]\nmailbox_path = \"mail\"\nworkarea = \"{name}-work\"\n\
+                "hostname = \"{name}.test\"\n[server]\nallow_root = true\n[storage]\nmailbox_path = \"mail\"\nworkarea = \"{name}-work\"\n\
                  [users]\nbackend = \"authd\"\nauthd = \"127.0.0.1:{authd_port}\"\nauthd_secret = \"{secret}\"\n\
                  authd_timeout = 2\nauthd_connect_timeout = 1\n\
                  [pop3]\nlisten = [\"127.0.0.1:{port}\"]\nauth_failure_delay_ms = 10\n"

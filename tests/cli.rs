@@ -28,7 +28,7 @@ fn write_config(dir: &Path, port: u16, extra: &str) -> std::path::PathBuf {
     std::fs::write(
         &path,
         format!(
-            "hostname = \"test.example\"\n[storage]\nmailbox_path = \"mail\"\nworkarea = \"work\"\n[users]\nfile = \"users\"\n[pop3]\nlisten = [\"127.0.0.1:{port}\"]\nauth_failure_delay_ms = 10\n[server]\nshutdown_grace_secs = 2\n{extra}"
+            "hostname = \"test.example\"\n[storage]\nmailbox_path = \"mail\"\nworkarea = \"work\"\n[users]\nfile = \"users\"\n[pop3]\nlisten = [\"127.0.0.1:{port}\"]\nauth_failure_delay_ms = 10\n[server]\nallow_root = true\nshutdown_grace_secs = 2\n{extra}"
         ),
     )
     .unwrap();

@@ -30,7 +30,7 @@ impl Server {
             dir.path(),
             "config.toml",
             &format!(
-                "hostname = \"imap.test\"\n[storage]\nmailbox_path = \"mail\"\nworkarea = \"work\"\n\
+                "hostname = \"imap.test\"\n[server]\nallow_root = true\n[storage]\nmailbox_path = \"mail\"\nworkarea = \"work\"\n\
                  [users]\nfile = \"users\"\n\
                  [imap]\nlisten = [\"127.0.0.1:{imap}\"]\nlisten_tls = [\"127.0.0.1:{imaps}\"]\n\
                  idle_poll_secs = 1\nauth_failure_delay_ms = 10\n\

@@ -69,7 +69,7 @@ fn pop3_imap_and_submission_users_come_from_ldap_and_tohost_routes() {
         dir.path(),
         "server.toml",
         &format!(
-            "hostname = \"ldap.test\"\n[storage]\nmailbox_path = \"mail\"\nworkarea = \"work\"\n\
+            "hostname = \"ldap.test\"\n[server]\nallow_root = true\n[storage]\nmailbox_path = \"mail\"\nworkarea = \"work\"\n\
              [pop3]\nlisten = [\"127.0.0.1:{pop3}\"]\nauth_failure_delay_ms = 10\n\
              [imap]\nlisten = [\"127.0.0.1:{imap}\"]\nauth_failure_delay_ms = 10\n\
              [smtp]\nsubmission = [\"127.0.0.1:{submission}\"]\nauth_failure_delay_ms = 10\n{users}"
@@ -110,7 +110,7 @@ fn pop3_imap_and_submission_users_come_from_ldap_and_tohost_routes() {
         dir.path(),
         "front.toml",
         &format!(
-            "hostname = \"front.test\"\n[storage]\nmailbox_path = \"mail\"\nworkarea = \"front-work\"\n\
+            "hostname = \"front.test\"\n[server]\nallow_root = true\n[storage]\nmailbox_path = \"mail\"\nworkarea = \"front-work\"\n\
              [pop3]\nlisten = [\"127.0.0.1:{front_pop3}\"]\nauth_failure_delay_ms = 10\n\
              [proxy]\ndefault_host = \"127.0.0.1\"\nbackend_ports = {{ pop3 = {pop3} }}\n\
              client_address = \"none\"\nconnect_timeout_secs = 2\n{users}"

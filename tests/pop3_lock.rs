@@ -20,7 +20,7 @@ fn node_config(dir: &Path, name: &str, port: u16) -> PathBuf {
     std::fs::write(
         &path,
         format!(
-            "hostname = \"mx.test\"\n[storage]\nmailbox_path = \"shared-mail\"\nworkarea = \"{name}-work\"\n\
+            "hostname = \"mx.test\"\n[server]\nallow_root = true\n[storage]\nmailbox_path = \"shared-mail\"\nworkarea = \"{name}-work\"\n\
              [users]\nfile = \"users\"\n\
              [pop3]\nlisten = [\"127.0.0.1:{port}\"]\nlock = true\nlock_stale_secs = 60\nauth_failure_delay_ms = 10\n"
         ),

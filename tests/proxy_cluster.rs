@@ -69,7 +69,7 @@ fn backend_config(
              [smtp]\nsubmission = [\"{ip}:{submission}\"]\nauth_failure_delay_ms = 10\n\
              [imap]\nlisten = [\"{ip}:{imap}\"]\nauth_failure_delay_ms = 10\n\
              [trust]\nnetworks = [\"{SOURCE}/32\"]\nproxy_protocol = {headers}\n\
-             [server]\nshutdown_grace_secs = 1\n"
+             [server]\nallow_root = true\nshutdown_grace_secs = 1\n"
         ),
     )
     .unwrap();
@@ -91,7 +91,7 @@ fn frontend_config(dir: &Path, (pop3, submission, imap): (u16, u16, u16), mode: 
              backend_ports = {{ pop3 = {pop3}, submission = {submission}, imap = {imap} }}\n\
              source_addresses = [\"{SOURCE}\"]\nconnect_timeout_secs = 3\nbackend_down_secs = 1\n\
              client_address = \"{mode}\"\n\
-             [server]\nshutdown_grace_secs = 1\n"
+             [server]\nallow_root = true\nshutdown_grace_secs = 1\n"
         ),
     )
     .unwrap();

@@ -16,7 +16,7 @@ fn write_config(dir: &Path, hostname: &str, pop3: &[u16], extra: &str) -> PathBu
     let path = dir.join("config.toml");
     let listen: Vec<String> = pop3.iter().map(|p| format!("\"127.0.0.1:{p}\"")).collect();
     let text = format!(
-        "hostname = \"{hostname}\"\n{extra}\n[storage]\nmailbox_path = \"mail\"\nworkarea = \"work\"\n[users]\nfile = \"users\"\n[pop3]\nlisten = [{}]\n[server]\nshutdown_grace_secs = 1\n",
+        "hostname = \"{hostname}\"\n{extra}\n[storage]\nmailbox_path = \"mail\"\nworkarea = \"work\"\n[users]\nfile = \"users\"\n[pop3]\nlisten = [{}]\n[server]\nallow_root = true\nshutdown_grace_secs = 1\n",
         listen.join(", ")
     );
     // Write then rename, as editors and config management do: the watcher must never

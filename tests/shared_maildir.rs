@@ -30,7 +30,7 @@ fn node_config(dir: &Path, name: &str, p: Ports) -> PathBuf {
         &path,
         format!(
             "hostname = \"{name}.test\"\n\
-             [storage]\nmailbox_path = \"shared-mail\"\nworkarea = \"{name}-work\"\n\
+             [server]\nallow_root = true\n[storage]\nmailbox_path = \"shared-mail\"\nworkarea = \"{name}-work\"\n\
              [users]\nfile = \"users\"\n\
              [smtp]\nlisten = [\"127.0.0.1:{}\"]\n\
              [pop3]\nlisten = [\"127.0.0.1:{}\"]\nlock = true\n\

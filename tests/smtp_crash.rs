@@ -142,7 +142,7 @@ fn sigkill_during_deliveries_loses_nothing_acknowledged() {
     std::fs::write(
         &config,
         format!(
-            "hostname = \"crash.test\"\n[storage]\nmailbox_path = \"mail\"\nworkarea = \"work\"\nfsync = true\n[users]\nfile = \"users\"\n[smtp]\nlisten = [\"127.0.0.1:{port}\"]\n"
+            "hostname = \"crash.test\"\n[server]\nallow_root = true\n[storage]\nmailbox_path = \"mail\"\nworkarea = \"work\"\nfsync = true\n[users]\nfile = \"users\"\n[smtp]\nlisten = [\"127.0.0.1:{port}\"]\n"
         ),
     )
     .unwrap();

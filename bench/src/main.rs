@@ -15,6 +15,8 @@
 //!   FETCH of one whole message, LOGOUT (`bench/imap.sh`).
 //! * `authd`: `--concurrency` connections sending `--depth` pipelined LOOKUPs at a time to
 //!   an authd (one started in this process unless `--target` is given); prints lookups/s.
+//! * `mixed`: POP3, IMAP and submission sessions through proxy front-ends, for
+//!   `bench/cluster.sh`.
 //! * `message`: prints the message `smtp` sends.
 //! * `idle`: opens `--connections` authenticated sessions, prints `READY ...` when all are
 //!   up, holds them for `--hold` seconds, then QUITs them all.
@@ -30,6 +32,7 @@
 
 mod authd;
 mod imap;
+mod mixed;
 mod net;
 mod pop3;
 mod procstat;
@@ -80,6 +83,8 @@ enum Command {
     },
     /// Whole IMAP sessions in a loop; prints sessions/s and session latency.
     Imap(imap::ImapArgs),
+    /// Mixed POP3, IMAP and submission sessions through front-ends (bench/cluster.sh).
+    Mixed(mixed::MixedArgs),
     /// authd LOOKUPs per second (an in-process authd unless --target is given).
     Authd(authd::AuthdArgs),
     /// Prints `ticks=… clk_tck=… rss_kb=… hwm_kb=… procs=…` for a process and its
@@ -108,6 +113,7 @@ fn main() -> ExitCode {
         Command::Procstat { pid } => procstat::procstat(pid),
         Command::Authd(args) => authd::authd(args),
         Command::Imap(args) => imap::imap(args),
+        Command::Mixed(args) => mixed::mixed(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

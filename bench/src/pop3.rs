@@ -138,13 +138,13 @@ impl Conn {
     }
 
     /// The `n`th whitespace-separated number after `+OK` in the last status line.
-    fn number(&self, n: usize) -> Option<u64> {
+    pub fn number(&self, n: usize) -> Option<u64> {
         let text = std::str::from_utf8(&self.line).ok()?;
         text.split_ascii_whitespace().nth(n + 1)?.parse().ok()
     }
 
     /// Reads a multi-line body up to the `.` line; returns its un-dot-stuffed length.
-    fn body(&mut self, what: &str) -> Result<u64, String> {
+    pub fn body(&mut self, what: &str) -> Result<u64, String> {
         let mut bytes = 0u64;
         loop {
             self.read_line(what)?;
@@ -159,7 +159,7 @@ impl Conn {
         }
     }
 
-    fn login(&mut self, user: &str, password: &str) -> Result<(), String> {
+    pub fn login(&mut self, user: &str, password: &str) -> Result<(), String> {
         self.ok("greeting")?;
         self.send("USER", format!("USER {user}\r\n").as_bytes())?;
         self.ok("USER")?;

@@ -118,7 +118,7 @@ impl Conn {
     }
 
     /// Reads a reply and insists on the given class (2 = 2xx, 3 = 3xx).
-    fn expect(&mut self, what: &str, class: u16) -> Result<Reply, String> {
+    pub fn expect(&mut self, what: &str, class: u16) -> Result<Reply, String> {
         let r = self.reply(what)?;
         if r.code / 100 == class {
             Ok(r)

@@ -679,3 +679,20 @@ fn backend_certificate_for_another_name_is_refused() {
     assert!(d.closed.contains(&Peer::Backend));
     assert_eq!(d.failures().len(), 1);
 }
+
+#[test]
+fn a_client_that_never_logs_in_is_closed_at_the_login_timeout() {
+    let mut d = session(config(), conn());
+    d.take_client();
+    // Busy but never logging in: a command every 10 s and a line that never ends.
+    for _ in 0..5 {
+        d.advance(Duration::from_secs(10));
+        d.client_sends(b"CAPA\r\n");
+    }
+    d.client_sends(b"US");
+    d.advance(Duration::from_secs(9));
+    assert!(!d.ended());
+    d.advance(ProxyConfig::default().login_timeout - Duration::from_secs(59));
+    assert!(d.ended(), "still open after the login timeout");
+    assert!(d.take_client().ends_with("\r\n"));
+}

@@ -951,3 +951,135 @@ fn null_sender_is_sent_as_empty_path() {
     )
     .unwrap();
 }
+
+#[test]
+fn a_multi_line_greeting_and_enhanced_codes_on_every_line() {
+    let report = dialogue(
+        &config(),
+        &envelope(&["bob@example.net"]),
+        BODY,
+        &[
+            S("220-mx.example.net ESMTP\r\n220-no UCE\r\n220 welcome\r\n"),
+            C("EHLO client.example\r\n"),
+            S("250-mx.example.net\r\n250 ENHANCEDSTATUSCODES\r\n"),
+            C("MAIL FROM:<alice@example.com>\r\n"),
+            S("250 2.1.0 ok\r\n"),
+            C("RCPT TO:<bob@example.net>\r\n"),
+            S("250 2.1.5 ok\r\n"),
+            C("DATA\r\n"),
+            S("354 go\r\n"),
+            C("Subject: hi\r\n\r\nyo\r\n.\r\n"),
+            S("550-5.7.1 message refused\r\n550 5.7.1 see policy\r\n"),
+            C("QUIT\r\n"),
+            S("221 2.0.0 bye\r\n"),
+        ],
+    );
+    let results = report.unwrap();
+    assert_eq!(results[0].status, RecipientStatus::Failed);
+    assert_eq!(
+        results[0].reply.text(),
+        "550 5.7.1 message refused see policy"
+    );
+}
+
+#[test]
+fn a_local_read_error_drops_the_connection_without_ending_the_data() {
+    #[allow(clippy::disallowed_methods)]
+    let now = Instant::now();
+    let mut session = ClientSession::new(config(), envelope(&["bob@example.net"]), now);
+    let mut sent = Vec::new();
+    let mut report = None;
+    let mut closed = false;
+    for input in [
+        &b"220 mx\r\n"[..],
+        b"250 mx\r\n",
+        b"250 ok\r\n",
+        b"250 ok\r\n",
+        b"354 go\r\n",
+    ] {
+        session.handle_input(now, input);
+        while let Some(event) = session.poll_event() {
+            match event {
+                ClientEvent::Send(bytes) => sent.extend_from_slice(&bytes),
+                ClientEvent::ReadBody { .. } => session.handle_body_error(now, "disk gone"),
+                ClientEvent::Finished(r) => report = Some(r),
+                ClientEvent::Close => closed = true,
+                ClientEvent::StartTls => unreachable!(),
+            }
+        }
+    }
+    assert!(closed);
+    assert!(sent.ends_with(b"DATA\r\n"), "no '.' and no QUIT after DATA");
+    let results = report.unwrap().unwrap();
+    assert_eq!(results[0].status, RecipientStatus::Deferred);
+    assert!(results[0].reply.text().starts_with("451 4.3.0 local error"));
+}
+
+#[test]
+fn deadlines_follow_the_command_being_answered() {
+    let mut config = config();
+    config.command_timeout = Duration::from_secs(100);
+    config.data_timeout = Duration::from_secs(1000);
+    config.quit_timeout = Duration::from_secs(10);
+    #[allow(clippy::disallowed_methods)]
+    let t0 = Instant::now();
+    let mut session = ClientSession::new(config, envelope(&["bob@example.net"]), t0);
+    assert_eq!(session.poll_timeout(), Some(t0 + Duration::from_secs(100)));
+    // Bytes that do not complete a reply do not push the deadline out.
+    let t1 = t0 + Duration::from_secs(50);
+    session.handle_input(t1, b"220 m");
+    assert_eq!(session.poll_timeout(), Some(t0 + Duration::from_secs(100)));
+    session.handle_input(t1, b"x\r\n");
+    assert_eq!(session.poll_timeout(), Some(t1 + Duration::from_secs(100)));
+    for reply in ["250 mx\r\n", "250 ok\r\n", "250 ok\r\n", "354 go\r\n"] {
+        session.handle_input(t1, reply.as_bytes());
+    }
+    while let Some(event) = session.poll_event() {
+        if let ClientEvent::ReadBody { .. } = event {
+            session.handle_body(t1, b"", true);
+        }
+    }
+    assert_eq!(session.poll_timeout(), Some(t1 + Duration::from_secs(1000)));
+    session.handle_input(t1, b"250 ok\r\n");
+    assert_eq!(session.poll_timeout(), Some(t1 + Duration::from_secs(10)));
+    // A spurious early call changes nothing; the QUIT deadline closes quietly.
+    session.handle_timeout(t1);
+    assert!(!session.is_closed());
+    session.handle_timeout(t1 + Duration::from_secs(10));
+    assert!(session.is_closed());
+    assert_eq!(session.poll_timeout(), None);
+}
+
+#[test]
+fn only_a_completion_reply_delivers() {
+    let env = envelope(&["bob@example.net"]);
+    let start = [
+        S("220 mx\r\n"),
+        C("EHLO client.example\r\n"),
+        S("250 mx\r\n"),
+        C("MAIL FROM:<alice@example.com>\r\n"),
+        S("250 ok\r\n"),
+        C("RCPT TO:<bob@example.net>\r\n"),
+        S("250 ok\r\n"),
+        C("DATA\r\n"),
+    ];
+    // DATA answered as if the message were already taken: nothing was sent, so nothing
+    // was delivered.
+    let mut script = start.to_vec();
+    script.extend([S("250 sure\r\n"), C("QUIT\r\n"), S("221 bye\r\n")]);
+    let results = dialogue(&config(), &env, BODY, &script).unwrap();
+    assert_eq!(results[0].status, RecipientStatus::Deferred);
+    assert!(results[0].reply.text().contains("unexpected reply to DATA"));
+    // The end of data answered with an intermediate reply.
+    let mut script = start.to_vec();
+    script.extend([
+        S("354 go\r\n"),
+        C("Subject: hi\r\n\r\nyo\r\n.\r\n"),
+        S("354 again?\r\n"),
+        C("QUIT\r\n"),
+        S("221 bye\r\n"),
+    ]);
+    let results = dialogue(&config(), &env, BODY, &script).unwrap();
+    assert_eq!(results[0].status, RecipientStatus::Deferred);
+    assert_eq!(results[0].reply.code, 354);
+}

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tidegate_core::Secret;
+
+use super::Hidden;
 use tidegate_store::users::{AuthdClientConfig, AuthdClientTls};
 
 /// One value or a list (`listen = "a"` or `listen = ["a", "b"]`).
@@ -37,7 +39,7 @@ pub struct Authd {
     pub listen: OneOrMany<SocketAddr>,
     /// The shared secret clients must present (prefer `secret_file`).
     #[serde(default, skip_serializing)]
-    pub secret: Option<String>,
+    pub secret: Option<Hidden>,
     /// A file holding the shared secret (its first line).
     #[serde(default)]
     pub secret_file: Option<PathBuf>,
@@ -49,7 +51,11 @@ pub struct Authd {
 impl Authd {
     /// The shared secret, from `secret` or `secret_file`.
     pub fn secret(&self) -> Result<Secret, String> {
-        read_secret("authd", self.secret.as_deref(), self.secret_file.as_deref())
+        read_secret(
+            "authd",
+            self.secret.as_ref().map(Hidden::expose),
+            self.secret_file.as_deref(),
+        )
     }
 }
 
@@ -61,7 +67,7 @@ pub struct AuthdClient {
     pub authd: Option<OneOrMany<String>>,
     /// The shared secret (prefer `authd_secret_file`).
     #[serde(default, skip_serializing)]
-    pub authd_secret: Option<String>,
+    pub authd_secret: Option<Hidden>,
     /// A file holding the shared secret.
     #[serde(default)]
     pub authd_secret_file: Option<PathBuf>,
@@ -99,7 +105,7 @@ impl AuthdClient {
             .ok_or("users.backend = \"authd\" needs users.authd = \"host:port\"")?;
         let secret = read_secret(
             "users.authd",
-            self.authd_secret.as_deref(),
+            self.authd_secret.as_ref().map(Hidden::expose),
             self.authd_secret_file.as_deref(),
         )?;
         let mut config = AuthdClientConfig::new(addrs.clone(), secret);

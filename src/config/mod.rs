@@ -8,11 +8,15 @@ use serde::{Deserialize, Serialize};
 use tidegate_core::net::{Cidr, PlaintextAuth};
 
 mod authd;
+mod hidden;
+mod metrics;
 mod proxy;
 mod relay;
 mod users;
 
 pub use authd::Authd;
+pub use hidden::Hidden;
+pub use metrics::Metrics;
 pub use proxy::Proxy;
 pub use relay::{Relay, host_port};
 pub use users::Users;
@@ -63,6 +67,9 @@ pub struct Config {
     /// Process settings.
     #[serde(default)]
     pub server: Server,
+    /// The Prometheus text endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<Metrics>,
 }
 
 /// `[storage]`.
@@ -100,6 +107,9 @@ pub struct Pop3 {
     /// Autologout in seconds (RFC 1939 §3: at least 600).
     #[serde(default = "default_pop3_idle")]
     pub idle_timeout_secs: u64,
+    /// Seconds a client may stay connected without logging in.
+    #[serde(default = "default_login_timeout")]
+    pub login_timeout_secs: u64,
     /// Delay before a failed login is answered, in milliseconds.
     #[serde(default = "default_auth_delay")]
     pub auth_failure_delay_ms: u64,
@@ -118,6 +128,9 @@ pub struct Imap {
     /// Autologout in seconds (RFC 3501 §5.4: at least 30 minutes).
     #[serde(default = "default_imap_idle")]
     pub idle_timeout_secs: u64,
+    /// Seconds a client may stay connected without logging in.
+    #[serde(default = "default_login_timeout")]
+    pub login_timeout_secs: u64,
     /// Delay before a failed login is answered, in milliseconds.
     #[serde(default = "default_auth_delay")]
     pub auth_failure_delay_ms: u64,
@@ -199,8 +212,16 @@ pub struct Control {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Server {
-    /// Drop root to this user after binding the ports.
+    /// Started as root: drop to this user after binding the ports and creating the
+    /// control socket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
+    /// The group to drop to; default the primary group of `user`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// Started as root without `user`: serve as root anyway instead of refusing.
+    #[serde(default)]
+    pub allow_root: bool,
     /// Event loops / executor threads; 0 = one per core.
     #[serde(default)]
     pub threads: usize,
@@ -229,6 +250,9 @@ fn default_workarea() -> PathBuf {
 }
 fn default_pop3_idle() -> u64 {
     600
+}
+fn default_login_timeout() -> u64 {
+    60
 }
 fn default_auth_delay() -> u64 {
     2000
@@ -275,6 +299,8 @@ impl Default for Server {
     fn default() -> Self {
         Server {
             user: None,
+            group: None,
+            allow_root: false,
             threads: 0,
             workers: 0,
             max_connections: default_max_connections(),
@@ -285,7 +311,7 @@ impl Default for Server {
 
 /// Sections of the contract that later versions implement; naming one is an error
 /// rather than a silently ignored listener.
-const NOT_YET: &[&str] = &["metrics"];
+const NOT_YET: &[&str] = &[];
 
 impl Config {
     /// Parses and validates config text. Relative paths are resolved against `base`
@@ -355,6 +381,17 @@ impl Config {
                 "imap.idle_timeout_secs must be at least 1800 (RFC 3501 section 5.4)".into(),
             );
         }
+        if self
+            .pop3
+            .as_ref()
+            .is_some_and(|p| p.login_timeout_secs == 0)
+            || self
+                .imap
+                .as_ref()
+                .is_some_and(|i| i.login_timeout_secs == 0)
+        {
+            return Err("login_timeout_secs must be at least 1".into());
+        }
         if let Some(pop3) = &self.pop3 {
             if pop3.lock && pop3.lock_stale_secs < 10 {
                 return Err("pop3.lock_stale_secs must be at least 10".into());
@@ -388,6 +425,9 @@ impl Config {
         }
         if let Some(relay) = &self.relay {
             relay.validate()?;
+        }
+        if self.server.group.is_some() && self.server.user.is_none() {
+            return Err("server.group needs server.user (the account to drop root to)".into());
         }
         if self.server.max_connections == 0 {
             return Err("server.max_connections must be at least 1".into());
@@ -470,10 +510,18 @@ mod tests {
 
     #[test]
     fn unimplemented_sections_and_bad_values_are_refused() {
+        let metrics = Config::parse("[metrics]\nlisten = \"127.0.0.1:9425\"\n", Path::new("."));
+        assert_eq!(
+            metrics.unwrap().metrics.map(|m| m.listen),
+            Some("127.0.0.1:9425".parse().unwrap())
+        );
+        assert!(Config::parse("[metrics]\nlisten = \"nowhere\"\n", Path::new(".")).is_err());
         assert!(
-            Config::parse("[metrics]\nlisten = \"127.0.0.1:9425\"\n", Path::new("."))
-                .unwrap_err()
-                .contains("[metrics]")
+            Config::parse(
+                "[metrics]\nlisten = \"127.0.0.1:1\"\npath = \"/m\"\n",
+                Path::new(".")
+            )
+            .is_err()
         );
         assert!(
             Config::parse("[pop3]\nlock = true\nlock_stale_secs = 1\n", Path::new("."))
@@ -536,5 +584,31 @@ mod tests {
             let err = Config::parse(bad, Path::new(".")).unwrap_err();
             assert!(err.contains(needle), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn secrets_never_show_in_debug_or_the_printed_config() {
+        let config = Config::parse(
+            "[authd]\nlisten = \"127.0.0.1:2400\"\nsecret = \"authd-s3cret-one\"\n\
+             [users]\nbackend = \"ldap\"\nauthd_secret = \"authd-s3cret-two\"\n\
+             [users.ldap]\nurl = \"ldap://127.0.0.1:3389\"\nbase = \"dc=x\"\n\
+             bind_dn = \"cn=reader\"\nbind_password = \"ldap-bind-s3cret\"\n",
+            Path::new("."),
+        )
+        .unwrap();
+        let debug = format!("{config:?} {config:#?}");
+        let printed = config.to_toml();
+        for secret in ["authd-s3cret-one", "authd-s3cret-two", "ldap-bind-s3cret"] {
+            assert!(!debug.contains(secret), "Debug shows {secret}: {debug}");
+            assert!(!printed.contains(secret), "check-config shows {secret}");
+        }
+        assert!(debug.contains("<hidden>"));
+        // The secrets still reach the code that needs them.
+        assert_eq!(
+            config.authd.unwrap().secret().unwrap().expose(),
+            b"authd-s3cret-one"
+        );
+        let ldap = config.users.ldap.unwrap().to_store().unwrap();
+        assert_eq!(ldap.bind_password, "ldap-bind-s3cret");
     }
 }

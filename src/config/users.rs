@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tidegate_store::users::{LdapAuth, LdapConfig};
 
+use super::Hidden;
 use super::authd::AuthdClient;
 
 /// `[users]`.
@@ -59,9 +60,9 @@ pub struct Ldap {
     /// The DN to bind as for searches; empty: anonymous.
     #[serde(default)]
     pub bind_dn: String,
-    /// Its password.
-    #[serde(default)]
-    pub bind_password: String,
+    /// Its password (never printed: `check-config` leaves it out).
+    #[serde(default, skip_serializing)]
+    pub bind_password: Hidden,
     /// The search filter; `%u` is the address, `%n` the local part, `%d` the domain.
     #[serde(default = "default_filter")]
     pub filter: String,
@@ -102,7 +103,7 @@ impl Ldap {
     pub fn to_store(&self) -> Result<LdapConfig, String> {
         let mut config = LdapConfig::new(&self.url, &self.base);
         config.bind_dn = self.bind_dn.clone();
-        config.bind_password = self.bind_password.clone();
+        config.bind_password = self.bind_password.expose().to_owned();
         config.filter = self.filter.clone();
         config.password_attribute = self.password_attribute.clone();
         config.tohost_attribute = self.tohost_attribute.clone();

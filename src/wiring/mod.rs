@@ -16,11 +16,13 @@ use tidegate_store::imap::{ImapExecutor, ImapMailboxes};
 use tidegate_store::local::{LocalStore, Pop3Locks};
 use tidegate_store::lock::LockOptions;
 use tidegate_store::maildir::MaildirStore;
+use tidegate_store::metrics::DirectoryKind;
 use tidegate_store::node::Node;
 use tidegate_store::router::{BackendPorts, Router, RouterConfig};
 use tidegate_store::service::BoxedSession;
 use tidegate_store::users::{
-    AuthdDirectory, CacheConfig, CachedDirectory, LdapDirectory, UserDirectory, UsersFile,
+    AuthdDirectory, CacheConfig, CachedDirectory, LdapDirectory, TimedDirectory, UserDirectory,
+    UsersFile,
 };
 use tidegate_store::{Listener, Listeners, ServerSpec, SessionFactory, Shutdown};
 use tidegate_store::{LoginPenalty, PenaltyConfig};
@@ -111,13 +113,14 @@ fn plan_listeners(config: &Config) -> Result<Vec<Planned>, String> {
         planned.push(Planned {
             scheme,
             addr: *addr,
-            listener: proxy::gate(config, &trusted, listener),
+            listener: proxy::gate(config, &trusted, listener, *addr),
         })
     };
     if let Some(pop3) = &config.pop3 {
         let pop3_config = Arc::new(Pop3Config {
             hostname: config.hostname.clone(),
             idle_timeout: Duration::from_secs(pop3.idle_timeout_secs),
+            login_timeout: Duration::from_secs(pop3.login_timeout_secs),
             auth_failure_delay: Duration::from_millis(pop3.auth_failure_delay_ms),
             mailbox_lock: pop3.lock,
             ..Pop3Config::default()
@@ -143,6 +146,7 @@ fn plan_listeners(config: &Config) -> Result<Vec<Planned>, String> {
         let imap_config = Arc::new(ImapConfig {
             hostname: config.hostname.clone(),
             idle_timeout: Duration::from_secs(imap.idle_timeout_secs),
+            login_timeout: Duration::from_secs(imap.login_timeout_secs),
             auth_failure_delay: Duration::from_millis(imap.auth_failure_delay_ms),
             idle_poll_interval: Duration::from_secs(imap.idle_poll_secs.max(1)),
             limits: ImapLimits {
@@ -255,13 +259,23 @@ fn router(config: &Config) -> Option<Arc<Router>> {
 /// `cache_ttl_secs` is set.
 fn user_directory(config: &Config) -> Result<Arc<dyn UserDirectory>, String> {
     let users = &config.users;
-    let directory: Arc<dyn UserDirectory> = match (users.backend.as_str(), &users.ldap) {
-        ("authd", _) => Arc::new(AuthdDirectory::new(users.authd.to_store()?)?),
-        ("ldap", Some(ldap)) => {
-            Arc::new(LdapDirectory::new(ldap.to_store()?).map_err(|e| format!("users.ldap: {e}"))?)
-        }
-        _ => Arc::new(UsersFile::open(&users.file).map_err(|e| e.to_string())?),
+    let (directory, kind): (Arc<dyn UserDirectory>, _) = match (users.backend.as_str(), &users.ldap)
+    {
+        ("authd", _) => (
+            Arc::new(AuthdDirectory::new(users.authd.to_store()?)?),
+            DirectoryKind::Authd,
+        ),
+        ("ldap", Some(ldap)) => (
+            Arc::new(LdapDirectory::new(ldap.to_store()?).map_err(|e| format!("users.ldap: {e}"))?),
+            DirectoryKind::Ldap,
+        ),
+        _ => (
+            Arc::new(UsersFile::open(&users.file).map_err(|e| e.to_string())?),
+            DirectoryKind::File,
+        ),
     };
+    // Timed under the cache: the histogram is the database's own latency.
+    let directory: Arc<dyn UserDirectory> = Arc::new(TimedDirectory::new(directory, kind));
     if users.cache_ttl_secs == 0 {
         return Ok(directory);
     }
@@ -334,7 +348,8 @@ pub fn prepare(config: &Config, config_path: Option<&Path>) -> Result<Prepared, 
         local = local.with_pop3_lock(Pop3Locks::new(options));
     }
     let node = Arc::new(Node::new(router(config), local));
-    let factory = Arc::new(SwappableFactory::new(Listeners(listeners)));
+    let locals = bound.iter().map(|b| b.addr).collect();
+    let factory = Arc::new(SwappableFactory::new(Listeners(listeners), locals));
     let reloader = Reloader {
         relay: relay_text(config),
         config_path: config_path.map(Path::to_path_buf),
@@ -363,12 +378,15 @@ pub fn prepare(config: &Config, config_path: Option<&Path>) -> Result<Prepared, 
 /// settings, open sessions keep theirs.
 pub struct SwappableFactory {
     current: RwLock<Arc<Listeners>>,
+    /// The bound address of each listener, for the login log line.
+    locals: Vec<SocketAddr>,
 }
 
 impl SwappableFactory {
-    fn new(listeners: Listeners) -> SwappableFactory {
+    fn new(listeners: Listeners, locals: Vec<SocketAddr>) -> SwappableFactory {
         SwappableFactory {
             current: RwLock::new(Arc::new(listeners)),
+            locals,
         }
     }
 
@@ -389,7 +407,11 @@ impl SwappableFactory {
 
 impl SessionFactory for SwappableFactory {
     fn open(&self, listener: usize, peer: SocketAddr, now: Instant) -> BoxedSession {
-        self.current().open(listener, peer, now)
+        let current = self.current();
+        match (current.0.get(listener), self.locals.get(listener)) {
+            (Some(kind), Some(local)) => crate::metrics::observe::open(kind, *local, peer, now),
+            _ => current.open(listener, peer, now),
+        }
     }
 
     fn busy(&self, listener: usize, peer: SocketAddr, now: Instant) -> BoxedSession {
@@ -444,6 +466,7 @@ impl Reloader {
         self.factory
             .replace(Listeners(planned.into_iter().map(|p| p.listener).collect()));
         self.node.set_router(router(&config));
+        tidegate_store::metrics::global().config_reloaded();
         Ok(format!("reloaded {}", path.display()))
     }
 
@@ -496,31 +519,4 @@ pub fn run(prepared: Prepared, shutdown: Shutdown) -> Result<(), String> {
         runner.stop();
     }
     served
-}
-
-/// Drops root privileges to `user` after the ports are bound (`[server] user`).
-pub fn drop_privileges(user: &str) -> Result<(), String> {
-    // SAFETY: plain libc calls; getpwnam's result is read before any other libc call.
-    unsafe {
-        if libc::geteuid() != 0 {
-            return Ok(());
-        }
-        let name =
-            std::ffi::CString::new(user).map_err(|_| "server.user contains NUL".to_owned())?;
-        let pw = libc::getpwnam(name.as_ptr());
-        if pw.is_null() {
-            return Err(format!("server.user: no such user {user:?}"));
-        }
-        let (uid, gid) = ((*pw).pw_uid, (*pw).pw_gid);
-        if libc::setgroups(0, std::ptr::null()) != 0
-            || libc::setgid(gid) != 0
-            || libc::setuid(uid) != 0
-        {
-            return Err(format!(
-                "cannot drop privileges to {user:?}: {}",
-                std::io::Error::last_os_error()
-            ));
-        }
-    }
-    Ok(())
 }

@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use rustls::ServerConfig;
 use tidegate_core::imap::ImapListener;
@@ -16,10 +16,12 @@ use tidegate_core::proxy::{
 };
 use tidegate_core::refusal::Refusal;
 use tidegate_core::smtp::SmtpListener;
+use tidegate_store::metrics::Protocol;
 use tidegate_store::service::BoxedSession;
 use tidegate_store::{Accept, Listener};
 
 use crate::config::Config;
+use crate::metrics::observe;
 
 /// The front-end protocols.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,14 +71,26 @@ impl FrontListener {
         };
         let cfg = self.config.clone();
         match self.kind {
-            FrontKind::Pop3 => self.secure(Pop3FrontSession::new(cfg, conn, now)),
-            FrontKind::Submission => self.secure(SubmissionFrontSession::new(cfg, conn, now)),
-            FrontKind::Imap => self.secure(ImapFrontSession::new(cfg, conn, now)),
+            FrontKind::Pop3 => self.secure(Pop3FrontSession::new(cfg, conn, now), client),
+            FrontKind::Submission => {
+                self.secure(SubmissionFrontSession::new(cfg, conn, now), client)
+            }
+            FrontKind::Imap => self.secure(ImapFrontSession::new(cfg, conn, now), client),
         }
     }
 
-    fn secure<S: tidegate_core::Session + Send + 'static>(&self, session: S) -> BoxedSession {
-        tidegate_core::listener::secure(session, self.tls.as_ref(), self.implicit_tls, b"")
+    fn secure<S: tidegate_core::Session + Send + 'static>(
+        &self,
+        session: S,
+        client: SocketAddr,
+    ) -> BoxedSession {
+        let protocol = match self.kind {
+            FrontKind::Pop3 => Protocol::Pop3,
+            FrontKind::Submission => Protocol::Submission,
+            FrontKind::Imap => Protocol::Imap,
+        };
+        let observed = observe::front(session, protocol, self.local, self.implicit_tls, client);
+        tidegate_core::listener::secure(observed, self.tls.as_ref(), self.implicit_tls, b"")
     }
 }
 
@@ -103,6 +117,8 @@ pub struct Gated {
     pub trusted: Arc<Vec<Cidr>>,
     /// How long a trusted peer may take to send it.
     pub timeout: Duration,
+    /// The listener's address, for the login log line.
+    pub local: SocketAddr,
 }
 
 /// A listener the gate can open sessions of for the address a header names.
@@ -118,43 +134,31 @@ impl Gatable {
     /// The session for a client a trusted peer's PROXY header named. The peer (a
     /// front-end) already applied the TLS policy to its client, and the hop between
     /// them is trusted, so a password without TLS is accepted on this leg.
-    fn open_for(&self, client: &ProxiedClient, now: Instant) -> BoxedSession {
-        match self {
-            Gatable::Server(Listener::Pop3(pop3)) => {
-                let pop3 = Pop3Listener {
-                    plaintext_auth: PlaintextAuth::Always,
-                    ..pop3.clone()
-                };
-                pop3.open(client.addr, now)
-            }
-            Gatable::Server(Listener::Smtp(smtp)) => {
-                let smtp = SmtpListener {
-                    plaintext_auth: PlaintextAuth::Always,
-                    ..smtp.clone()
-                };
-                smtp.open(client.addr, SystemTime::now(), now)
-            }
-            Gatable::Server(Listener::Imap(imap)) => {
-                let imap = ImapListener {
-                    plaintext_auth: PlaintextAuth::Always,
-                    ..imap.clone()
-                };
-                imap.open(client.addr, now)
-            }
-            Gatable::Server(Listener::Custom(accept)) => accept.open(client.addr, now),
-            Gatable::Front(front) => front.session(client.addr, client.hops, now),
-            Gatable::Server(_) => Box::new(Refusal::new(b"")),
-        }
+    fn open_for(&self, client: &ProxiedClient, local: SocketAddr, now: Instant) -> BoxedSession {
+        let listener = match self {
+            Gatable::Server(Listener::Pop3(pop3)) => Listener::Pop3(Pop3Listener {
+                plaintext_auth: PlaintextAuth::Always,
+                ..pop3.clone()
+            }),
+            Gatable::Server(Listener::Smtp(smtp)) => Listener::Smtp(SmtpListener {
+                plaintext_auth: PlaintextAuth::Always,
+                ..smtp.clone()
+            }),
+            Gatable::Server(Listener::Imap(imap)) => Listener::Imap(ImapListener {
+                plaintext_auth: PlaintextAuth::Always,
+                ..imap.clone()
+            }),
+            Gatable::Server(Listener::Custom(accept)) => return accept.open(client.addr, now),
+            Gatable::Front(front) => return front.session(client.addr, client.hops, now),
+            Gatable::Server(_) => return Box::new(Refusal::new(b"")),
+        };
+        observe::open(&listener, local, client.addr, now)
     }
 
-    fn open(&self, peer: SocketAddr, now: Instant) -> BoxedSession {
+    fn open(&self, peer: SocketAddr, local: SocketAddr, now: Instant) -> BoxedSession {
         match self {
-            Gatable::Server(Listener::Pop3(pop3)) => pop3.open(peer, now),
-            Gatable::Server(Listener::Smtp(smtp)) => smtp.open(peer, SystemTime::now(), now),
-            Gatable::Server(Listener::Imap(imap)) => imap.open(peer, now),
-            Gatable::Server(Listener::Custom(accept)) => accept.open(peer, now),
+            Gatable::Server(listener) => observe::open(listener, local, peer, now),
             Gatable::Front(front) => front.open(peer, now),
-            Gatable::Server(_) => Box::new(Refusal::new(b"")),
         }
     }
 
@@ -173,15 +177,16 @@ impl Gatable {
 impl Accept for Gated {
     fn open(&self, peer: SocketAddr, now: Instant) -> BoxedSession {
         if !self.trusted.iter().any(|net| net.contains(peer.ip())) {
-            return self.inner.open(peer, now);
+            return self.inner.open(peer, self.local, now);
         }
         let inner = self.inner.clone();
+        let local = self.local;
         Box::new(ProxyHeaderGate::new(
             peer,
             &self.trusted,
             now,
             self.timeout,
-            move |client: ProxiedClient| inner.open_for(&client, now),
+            move |client: ProxiedClient| inner.open_for(&client, local, now),
         ))
     }
 
@@ -191,7 +196,7 @@ impl Accept for Gated {
 }
 
 /// Puts `listener` behind a PROXY-header gate when `[trust] proxy_protocol` is on.
-pub fn gate(config: &Config, trusted: &[Cidr], listener: Gatable) -> Listener {
+pub fn gate(config: &Config, trusted: &[Cidr], listener: Gatable, local: SocketAddr) -> Listener {
     if !config.trust.proxy_protocol {
         return match listener {
             Gatable::Server(listener) => listener,
@@ -202,6 +207,7 @@ pub fn gate(config: &Config, trusted: &[Cidr], listener: Gatable) -> Listener {
         inner: listener,
         trusted: Arc::new(trusted.to_vec()),
         timeout: DEFAULT_HEADER_TIMEOUT,
+        local,
     }))
 }
 
@@ -242,6 +248,17 @@ pub fn proxy_config(config: &Config) -> Result<Option<Arc<ProxyConfig>>, String>
         source_addrs: proxy.source_addresses.clone(),
         max_hops: proxy.max_hops,
         backend_timeout: connect,
+        // One front-end config serves every protocol: the shorter login timeout wins.
+        login_timeout: Duration::from_secs(
+            [
+                config.pop3.as_ref().map(|p| p.login_timeout_secs),
+                config.imap.as_ref().map(|i| i.login_timeout_secs),
+            ]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(60),
+        ),
         auth_failure_delay: Duration::from_millis(
             config
                 .pop3

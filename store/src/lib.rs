@@ -7,6 +7,9 @@
 //! between the `tidegate` binary and a shell: which listeners to serve, how to make a
 //! session for an accepted connection, who runs requests, and how to stop.
 
+// The library has no unsafe code (tests and benches make a few system calls).
+#![forbid(unsafe_code)]
+
 pub mod authd_server;
 pub mod dkim;
 pub mod dns;
@@ -14,6 +17,7 @@ pub mod imap;
 pub mod local;
 pub mod lock;
 pub mod maildir;
+pub mod metrics;
 pub mod node;
 pub mod outbound;
 pub mod password;

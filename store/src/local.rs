@@ -180,6 +180,12 @@ impl LocalStore {
             Err(Failure::Temporary(reason)) => AuthOutcome::TempFail(reason),
             Err(_) => AuthOutcome::Denied,
         };
+        let result = match &outcome {
+            AuthOutcome::Accepted(_) => "success",
+            AuthOutcome::TempFail(_) => "tempfail",
+            AuthOutcome::Disabled | AuthOutcome::Denied => "failure",
+        };
+        log::info!("authd login check {user:?} for {client}: {result}");
         Reply::Verified(outcome)
     }
 
@@ -203,7 +209,9 @@ impl LocalStore {
         match self.users.verify(&address, password, client) {
             AuthOutcome::Accepted(record) => {
                 self.penalty.success(client);
-                log::info!("login {} from {client}", record.address);
+                // The login line itself (method, addresses, TLS, session) is written by
+                // the session's observer in the binary, once per attempt.
+                log::debug!("password accepted for {} from {client}", record.address);
                 Ok(record)
             }
             AuthOutcome::Disabled => Err(Failure::Disabled),

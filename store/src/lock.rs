@@ -261,15 +261,19 @@ fn holder(path: &Path) -> io::Result<Option<(u32, String)>> {
 
 /// Whether a process with this id exists on this host.
 fn alive(pid: u32) -> bool {
-    let Ok(pid) = libc::pid_t::try_from(pid) else {
+    let Some(pid) = i32::try_from(pid)
+        .ok()
+        .filter(|p| *p > 0)
+        .and_then(rustix::process::Pid::from_raw)
+    else {
         return false;
     };
-    if pid <= 0 {
-        return false;
+    // Signal 0 only checks that the process exists and may be signalled; EPERM means it
+    // exists under another user.
+    match rustix::process::test_kill_process(pid) {
+        Ok(()) => true,
+        Err(e) => e != rustix::io::Errno::SRCH,
     }
-    // SAFETY: signal 0 only checks that the process exists and may be signalled.
-    let result = unsafe { libc::kill(pid, 0) };
-    result == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
 }
 
 /// Removes the lock at `path` if it is stale; true if it did (or the lock vanished).

@@ -66,6 +66,7 @@ impl Executor for Node {
             },
             (Request::BackendFailed { host, addr, reason }, router) => {
                 log::warn!("back-end {host} ({addr}) failed: {reason}");
+                crate::metrics::global().backend_up(&host, false);
                 if let Some(router) = router {
                     router.mark_down(addr, Instant::now());
                 }

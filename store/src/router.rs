@@ -116,6 +116,7 @@ impl Router {
         };
         let addrs = self.without_down(addrs);
         if addrs.is_empty() {
+            crate::metrics::global().backend_up(&host, false);
             log::warn!(
                 "route for {}: back-end {host} is marked down",
                 record.address
@@ -127,6 +128,9 @@ impl Router {
             record.address,
             addrs[0]
         );
+        let metrics = crate::metrics::global();
+        metrics.handover(&host);
+        metrics.backend_up(&host, true);
         Reply::Routed(Route {
             account,
             backend: Backend { host, addrs },

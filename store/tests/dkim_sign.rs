@@ -199,6 +199,62 @@ fn dkimpy_verifies_rsa_and_ed25519_signatures() {
 }
 
 #[test]
+fn dkimpy_verifies_edge_case_messages() {
+    let Some(python) = python_with_dkim() else {
+        eprintln!("SKIPPED: python3-dkim not installed; apt-get install python3-dkim");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (signer, record) = signer(dir.path(), KeyKind::Ed25519);
+    for message in [
+        // Empty body, header only without the empty line, blank-only body, no final CRLF,
+        // duplicate To (the bottom one is signed), a long folded header, 8-bit text.
+        "From: a@example.com\r\nSubject: empty\r\n\r\n",
+        "From: a@example.com\r\nSubject: no separator\r\n",
+        "From: a@example.com\r\n\r\n\r\n \t\r\n\r\n",
+        "From: a@example.com\r\n\r\nlast line without CRLF",
+        "To: first@example.net\r\nFrom: a@example.com\r\nTo: second@example.net\r\n\r\nx\r\n",
+        "From: a@example.com\r\nSubject: one two three four five six seven eight nine ten\r\n \televen twelve\r\n\r\nx\r\n",
+        "From: =?utf-8?q?J=C3=B6rg?= <j@example.com>\r\nSubject: Grüße\r\n\r\nHällo wörld\r\n",
+    ] {
+        let file = dir.path().join("edge.eml");
+        std::fs::write(&file, message).unwrap();
+        let header = signer.sign_file(&file).unwrap();
+        let signed = format!("{header}{message}");
+        assert_eq!(
+            dkimpy_verdict(python, dir.path(), signed.as_bytes(), &record),
+            "pass",
+            "{message:?}"
+        );
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+    #[test]
+    fn any_message_signs_or_refuses_without_panicking(
+        extra in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..400),
+        with_from in proptest::prelude::any::<bool>(),
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("k.pem");
+        generate_key(&key, KeyKind::Ed25519).unwrap();
+        let signer = DkimSigner::load("example.com", "s", &key).unwrap();
+        let mut message = if with_from { b"From: a@example.com\r\n".to_vec() } else { Vec::new() };
+        message.extend_from_slice(&extra);
+        match signer.sign_reader_at(&message[..], 1) {
+            Ok(header) => {
+                proptest::prop_assert!(header.ends_with("\r\n"));
+                for line in header.trim_end_matches("\r\n").split("\r\n") {
+                    proptest::prop_assert!(line.len() <= 78);
+                }
+            }
+            Err(error) => proptest::prop_assert!(error.0.contains("From"), "{}", error),
+        }
+    }
+}
+
+#[test]
 fn dkimpy_verifies_signatures_made_with_an_openssl_key() {
     let Some(python) = python_with_dkim() else {
         eprintln!("SKIPPED: python3-dkim not installed; apt-get install python3-dkim");

@@ -278,6 +278,14 @@ fn no_mx_means_the_domain_itself() {
             addrs: vec![ip("192.0.2.20"), ip("2001:db8::20")],
         }])
     );
+    let found = resolver(&server).mail_exchangers("plain.test").unwrap();
+    assert_eq!(
+        found[0].socket_addrs(25),
+        vec![
+            "192.0.2.20:25".parse::<SocketAddr>().unwrap(),
+            "[2001:db8::20]:25".parse().unwrap()
+        ]
+    );
 }
 
 #[test]

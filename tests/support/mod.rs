@@ -24,6 +24,21 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A port nobody listens on at 127.0.0.1, below the kernel's ephemeral range, so the
+/// thousands of client sockets a test opens cannot have taken it by the time a server
+/// binds it.
+pub fn listen_port() -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let spread = (std::process::id() % 1000) as u16 * 12;
+    loop {
+        let port = 15_000 + spread + NEXT.fetch_add(1, Ordering::Relaxed) % 12_000;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
 /// `127.0.0.1:port`.
 pub fn local(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
@@ -49,6 +64,31 @@ pub fn wait_listening(addr: SocketAddr, what: &dyn Fn() -> String) {
     }
 }
 
+/// Adds `[server] allow_root = true` to the config file at `path` unless it says
+/// something about `allow_root` already: CI runs the process tests as root, and
+/// `tidegate serve` refuses root without `[server] user` unless told (docs/security.md).
+/// A config that sets `user` still drops to it.
+pub fn allow_root(path: &Path) {
+    let text = std::fs::read_to_string(path).unwrap();
+    if text.contains("allow_root") {
+        return;
+    }
+    let patched = if text.lines().any(|l| l.trim() == "[server]") {
+        let mut out = String::new();
+        for line in text.lines() {
+            out.push_str(line);
+            out.push('\n');
+            if line.trim() == "[server]" {
+                out.push_str("allow_root = true\n");
+            }
+        }
+        out
+    } else {
+        format!("{text}\n[server]\nallow_root = true\n")
+    };
+    std::fs::write(path, patched).unwrap();
+}
+
 /// A running `tidegate serve`; its log (stderr) is collected; killed when dropped.
 pub struct Node {
     child: Child,
@@ -58,10 +98,16 @@ pub struct Node {
 impl Node {
     /// Starts `tidegate serve --config config` and waits until `wait_for` accepts.
     pub fn start(config: &Path, wait_for: SocketAddr) -> Node {
+        Node::start_logging(config, wait_for, "info")
+    }
+
+    /// Like [`Node::start`], logging at `level` (`TIDEGATE_LOG`: `info`, `trace`...).
+    pub fn start_logging(config: &Path, wait_for: SocketAddr, level: &str) -> Node {
+        allow_root(config);
         let mut child = tidegate()
             .args(["serve", "--config"])
             .arg(config)
-            .env("TIDEGATE_LOG", "info")
+            .env("TIDEGATE_LOG", level)
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
@@ -98,6 +144,11 @@ impl Node {
         }
     }
 
+    /// Everything logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
     /// The process id (for signals).
     pub fn pid(&self) -> u32 {
         self.child.id()
@@ -118,4 +169,127 @@ impl Drop for Node {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A line-based client (POP3, SMTP, IMAP) over a plain socket, with a read timeout.
+pub struct LineClient {
+    reader: std::io::BufReader<TcpStream>,
+}
+
+impl From<TcpStream> for LineClient {
+    fn from(stream: TcpStream) -> LineClient {
+        LineClient {
+            reader: std::io::BufReader::new(stream),
+        }
+    }
+}
+
+impl LineClient {
+    /// Connects to `addr` (reads nothing yet).
+    pub fn connect(addr: SocketAddr) -> LineClient {
+        let stream = TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        LineClient {
+            reader: std::io::BufReader::new(stream),
+        }
+    }
+
+    /// Reads one line (with its CRLF); empty at end of stream or on a timeout.
+    pub fn line(&mut self) -> String {
+        use std::io::BufRead;
+        let mut line = String::new();
+        let _ = self.reader.read_line(&mut line);
+        line
+    }
+
+    /// Reads lines until one starts with `prefix` and returns that line.
+    pub fn until(&mut self, prefix: &str) -> String {
+        loop {
+            let line = self.line();
+            if line.is_empty() || line.starts_with(prefix) {
+                return line;
+            }
+        }
+    }
+
+    /// Sends raw bytes.
+    pub fn send(&mut self, bytes: &[u8]) {
+        use std::io::Write;
+        self.reader.get_mut().write_all(bytes).unwrap();
+    }
+
+    /// Sends `command` and CRLF, and reads one line.
+    pub fn ask(&mut self, command: &str) -> String {
+        self.send(format!("{command}\r\n").as_bytes());
+        self.line()
+    }
+
+    /// The socket, for timeouts and shutdowns.
+    pub fn stream(&self) -> &TcpStream {
+        self.reader.get_ref()
+    }
+}
+
+/// A field of `/proc/PID/status` (`VmRSS`, `Uid`, ...), its value trimmed.
+pub fn proc_status(pid: u32, field: &str) -> Option<String> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .map(|v| v.trim().to_owned())
+}
+
+/// The resident memory of process `pid` in KiB (`VmRSS`).
+pub fn rss_kib(pid: u32) -> u64 {
+    proc_status(pid, "VmRSS")
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Whether this test process runs as root (it can mount, chown and drop privileges).
+pub fn is_root() -> bool {
+    proc_status(std::process::id(), "Uid")
+        .and_then(|v| v.split_whitespace().nth(1).map(|e| e == "0"))
+        .unwrap_or(false)
+}
+
+/// Connects to `to` from the loopback address `source` (127.0.0.x), so one test can
+/// play many clients: std cannot bind a client socket before connecting, so this makes
+/// the three calls itself.
+pub fn connect_from(source: std::net::Ipv4Addr, to: SocketAddr) -> std::io::Result<TcpStream> {
+    use std::os::fd::FromRawFd;
+    let SocketAddr::V4(to) = to else {
+        return Err(std::io::Error::other("IPv4 only"));
+    };
+    let sockaddr = |ip: std::net::Ipv4Addr, port: u16| libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(ip).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // SAFETY: socket(2) with constant arguments; the descriptor it returns is owned by
+    // `stream` at once, which closes it on every path below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a fresh socket nothing else owns.
+    let stream = unsafe { TcpStream::from_raw_fd(fd) };
+    let local = sockaddr(source, 0);
+    let remote = sockaddr(*to.ip(), to.port());
+    // SAFETY: the addresses are live, properly sized sockaddr_in values; `fd` is open.
+    let bound = unsafe { libc::bind(fd, (&raw const local).cast(), len) };
+    if bound != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: as above.
+    let connected = unsafe { libc::connect(fd, (&raw const remote).cast(), len) };
+    if connected != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(stream)
 }

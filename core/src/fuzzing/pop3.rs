@@ -80,7 +80,7 @@ fn encode_command(command: &Command) -> Vec<u8> {
             }
             if let Some(response) = initial_response {
                 line.push(b' ');
-                line.extend_from_slice(response);
+                line.extend_from_slice(response.expose());
             }
             line
         }

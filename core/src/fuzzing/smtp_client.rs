@@ -19,8 +19,8 @@ const MAX_FEED: usize = 64;
 /// and including the first error, after which the reader drops what it holds); every
 /// reply has a code from 200 to 599, 1 to [`MAX_REPLY_LINES`] lines of at most
 /// [`MAX_REPLY_LINE`] bytes without control characters, an enhanced code whose class
-/// matches the code, and survives re-encoding; bytes held stay under one line plus one
-/// feed.
+/// matches the code, and survives re-encoding (when the text, with invalid UTF-8 made
+/// U+FFFD, still fits a line); bytes held stay under one line plus one feed.
 pub fn smtp_reply(data: &[u8]) {
     let Some((seed, bytes)) = data.split_first_chunk::<2>() else {
         return;
@@ -36,6 +36,11 @@ pub fn smtp_reply(data: &[u8]) {
     assert_eq!(whole, chunked, "chunking changed the replies");
     for reply in whole.iter().flatten() {
         check_reply(reply);
+        // Invalid UTF-8 became U+FFFD (three octets each): such a line may no longer
+        // fit the limit, so only lines that still fit are re-encoded.
+        if reply.lines.iter().any(|l| l.len() + 4 > MAX_REPLY_LINE) {
+            continue;
+        }
         let mut wire = Vec::new();
         for (i, line) in reply.lines.iter().enumerate() {
             let sep = if i + 1 == reply.lines.len() { ' ' } else { '-' };

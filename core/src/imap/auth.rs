@@ -100,6 +100,7 @@ impl ImapSession {
         match reply {
             Reply::Authenticated(account) => {
                 self.state = State::Authenticated(account);
+                self.arm_idle(now);
                 let caps = Code::Capability(self.capabilities());
                 self.tagged(&tag, Condition::Ok, Some(&caps), "Logged in");
             }

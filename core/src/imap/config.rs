@@ -55,6 +55,10 @@ pub struct ImapConfig {
     pub limits: ImapLimits,
     /// Autologout: RFC 3501 §5.4 requires at least 30 minutes.
     pub idle_timeout: Duration,
+    /// How long after connecting a client may stay in the not-authenticated state
+    /// (RFC 3501 §5.4 allows a shorter autologout there): bounds what a slow or
+    /// silent client holds.
+    pub login_timeout: Duration,
     /// How long a store request may take before the client gets `NO [UNAVAILABLE]`.
     pub store_timeout: Duration,
     /// Delay before a failed login is answered, identical for unknown users and wrong
@@ -71,6 +75,7 @@ impl Default for ImapConfig {
             hostname: "localhost".into(),
             limits: ImapLimits::default(),
             idle_timeout: Duration::from_secs(30 * 60),
+            login_timeout: Duration::from_secs(60),
             store_timeout: Duration::from_secs(30),
             auth_failure_delay: Duration::from_secs(2),
             idle_poll_interval: Duration::from_secs(30),

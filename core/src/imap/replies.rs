@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use super::request::ImapRequest;
 use super::response::{Code, Condition};
-use super::session::{ImapSession, Op, Waiting};
+use super::session::{ImapSession, Op, State, Waiting};
 use crate::io::RequestId;
 use crate::request::{Reply, Request};
 use crate::timer::Timer;
@@ -20,7 +20,11 @@ impl ImapSession {
         match timer {
             Timer::Idle => {
                 if !self.streaming() {
-                    self.untagged(Condition::Bye, None, "Autologout; idle for too long");
+                    let text = match self.state {
+                        State::NotAuthenticated => "Autologout; no login in time",
+                        _ => "Autologout; idle for too long",
+                    };
+                    self.untagged(Condition::Bye, None, text);
                 }
                 self.close();
             }

@@ -151,11 +151,14 @@ pub struct ImapSession {
     pub(super) orphans: Vec<RequestId>,
     /// `x-proxy-ttl` from a trusted ID: the proxy hops still allowed after this server.
     pub(super) proxy_ttl: Option<u8>,
+    /// Past this instant a not-authenticated session is closed (`login_timeout`).
+    login_deadline: Instant,
 }
 
 impl ImapSession {
     /// A session for a connection accepted at `now`; the greeting is queued at once.
     pub fn new(cfg: Arc<ImapConfig>, conn: ConnInfo, now: Instant) -> Self {
+        let cfg_login_timeout = cfg.login_timeout;
         let mut session = ImapSession {
             input: Fragmentizer::new(cfg.limits.max_line),
             secure: conn.implicit_tls,
@@ -175,14 +178,24 @@ impl ImapSession {
             peer_eof: false,
             orphans: Vec::new(),
             proxy_ttl: None,
+            login_deadline: now + cfg_login_timeout,
         };
         let greeting = format!("{} IMAP4rev1 ready", session.cfg.hostname);
         let caps = Code::Capability(session.capabilities());
         session.untagged(Condition::Ok, Some(&caps), &greeting);
+        session.arm_idle(now);
         session
-            .timers
-            .set(Timer::Idle, now + session.cfg.idle_timeout);
-        session
+    }
+
+    /// Arms the autologout: `idle_timeout` from `now`, but before login no later than
+    /// the login deadline.
+    pub(super) fn arm_idle(&mut self, now: Instant) {
+        let idle = now + self.cfg.idle_timeout;
+        let at = match self.state {
+            State::NotAuthenticated => idle.min(self.login_deadline),
+            _ => idle,
+        };
+        self.timers.set(Timer::Idle, at);
     }
 
     /// The client address the session uses (logging, [`crate::Request::Authenticate`]):
@@ -318,7 +331,7 @@ impl ImapSession {
                 }
                 break;
             };
-            self.timers.set(Timer::Idle, now + self.cfg.idle_timeout);
+            self.arm_idle(now);
             match fragment {
                 Fragment::Line { bytes, literal } => self.on_line(now, bytes, literal),
                 Fragment::LiteralData(data) => self.on_literal_data(now, data),

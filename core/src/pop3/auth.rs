@@ -63,7 +63,7 @@ impl Pop3Session {
         &mut self,
         now: Instant,
         mechanism: Option<String>,
-        initial: Option<Vec<u8>>,
+        initial: Option<Secret>,
     ) {
         if !self.login_allowed() {
             return self.reply(PLAINTEXT_REFUSED);
@@ -72,7 +72,7 @@ impl Pop3Session {
             None => self.io.out.extend_from_slice(b"+OK\r\nPLAIN\r\n.\r\n"),
             Some("PLAIN") => match initial {
                 // RFC 5034 §4: "=" is an empty initial response.
-                Some(response) => self.sasl_response(now, &response),
+                Some(response) => self.sasl_response(now, response.expose()),
                 None => {
                     self.state = State::SaslResponse;
                     self.reply("+ ");
@@ -158,7 +158,7 @@ impl Pop3Session {
         }
     }
 
-    pub(super) fn on_listing(&mut self, account: Account, reply: Reply) {
+    pub(super) fn on_listing(&mut self, now: Instant, account: Account, reply: Reply) {
         match reply {
             Reply::Listing(messages) => {
                 if self.cfg.mailbox_lock {
@@ -171,6 +171,7 @@ impl Pop3Session {
                     mailbox.total_size()
                 );
                 self.state = State::Transaction(mailbox);
+                self.arm_idle(now);
                 self.reply(&line);
             }
             Reply::Failed(Failure::InUse) => {

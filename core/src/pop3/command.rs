@@ -23,7 +23,7 @@ pub enum Command {
         /// Mechanism name, upper-cased; `None` asks for the mechanism list.
         mechanism: Option<String>,
         /// The base64 initial response, still encoded.
-        initial_response: Option<Vec<u8>>,
+        initial_response: Option<Secret>,
     },
     /// `CAPA` (RFC 2449 §5).
     Capa,
@@ -138,7 +138,7 @@ fn auth(args: Args<'_>) -> Result<Command, ParseError> {
         }
         Some(_) => return Err(ParseError::Syntax("invalid mechanism name")),
     };
-    let initial_response = words.next().map(<[u8]>::to_vec);
+    let initial_response = words.next().map(|r| Secret::new(r.to_vec()));
     if words.next().is_some() {
         return Err(ParseError::Syntax("too many arguments"));
     }
@@ -273,8 +273,10 @@ mod tests {
             parse(b"auth plain AGEAYg=="),
             Ok(Command::Auth {
                 mechanism: Some("PLAIN".into()),
-                initial_response: Some(b"AGEAYg==".to_vec())
+                initial_response: Some(Secret::new(b"AGEAYg==".to_vec()))
             })
         );
+        // The initial response carries the password: Debug must not show it.
+        assert!(!format!("{:?}", parse(b"AUTH PLAIN AGEAYg==")).contains("AGEAYg"));
     }
 }

@@ -46,6 +46,9 @@ pub struct Pop3Config {
     pub limits: Pop3Limits,
     /// Autologout: RFC 1939 §3 requires at least 10 minutes.
     pub idle_timeout: Duration,
+    /// How long after connecting a client may stay unauthenticated (RFC 1939 §3 sets
+    /// no floor before login): bounds what a slow or silent client holds.
+    pub login_timeout: Duration,
     /// How long a store request may take before the client gets `[SYS/TEMP]`.
     pub store_timeout: Duration,
     /// Delay before a failed login is answered, identical for unknown users and wrong
@@ -63,6 +66,7 @@ impl Default for Pop3Config {
             hostname: "localhost".into(),
             limits: Pop3Limits::default(),
             idle_timeout: Duration::from_secs(600),
+            login_timeout: Duration::from_secs(60),
             store_timeout: Duration::from_secs(30),
             auth_failure_delay: Duration::from_secs(2),
             mailbox_lock: false,

@@ -67,12 +67,15 @@ pub struct Pop3Session {
     pub(super) locked: Option<Account>,
     /// `TTL=` from a trusted XCLIENT: the proxy hops still allowed after this server.
     pub(super) proxy_ttl: Option<u8>,
+    /// Past this instant an unauthenticated session is closed (`login_timeout`).
+    login_deadline: Instant,
 }
 
 impl Pop3Session {
     /// A session for a connection accepted at `now`; the greeting is queued at once.
     pub fn new(cfg: Arc<Pop3Config>, conn: ConnInfo, now: Instant) -> Self {
         let secure = conn.implicit_tls;
+        let cfg_login_timeout = cfg.login_timeout;
         let mut session = Pop3Session {
             input: LineBuffer::new(cfg.limits.max_line),
             cfg,
@@ -87,16 +90,26 @@ impl Pop3Session {
             auth_failures: 0,
             peer_eof: false,
             locked: None,
+            login_deadline: now + cfg_login_timeout,
         };
         let _ = write!(
             session.io.out,
             "+OK {} POP3 ready\r\n",
             session.cfg.hostname
         );
+        session.arm_idle(now);
         session
-            .timers
-            .set(Timer::Idle, now + session.cfg.idle_timeout);
-        session
+    }
+
+    /// Arms the autologout: `idle_timeout` from `now`, but before login no later than
+    /// the login deadline.
+    pub(super) fn arm_idle(&mut self, now: Instant) {
+        let idle = now + self.cfg.idle_timeout;
+        let at = match self.state {
+            State::Transaction(_) => idle,
+            _ => idle.min(self.login_deadline),
+        };
+        self.timers.set(Timer::Idle, at);
     }
 
     /// True once the session has queued its `Close`.
@@ -168,7 +181,7 @@ impl Pop3Session {
                     self.bad_command("-ERR Command line too long");
                 }
                 Some(LineEvent::Line(line)) => {
-                    self.timers.set(Timer::Idle, now + self.cfg.idle_timeout);
+                    self.arm_idle(now);
                     self.on_line(now, line);
                 }
             }
@@ -289,7 +302,10 @@ impl Pop3Session {
                 // close alone says it.
                 let mid_transfer = matches!(&self.waiting, Some(Waiting::Read(s)) if s.started);
                 if !mid_transfer {
-                    self.reply("-ERR Autologout: idle for too long");
+                    self.reply(match self.state {
+                        State::Transaction(_) => "-ERR Autologout: idle for too long",
+                        _ => "-ERR Autologout: no login in time",
+                    });
                 }
                 self.close();
             }
@@ -349,7 +365,7 @@ impl Session for Pop3Session {
         self.timers.stop(Timer::StoreReply);
         match self.waiting.take() {
             Some(Waiting::Authenticate { .. }) => self.on_authenticated(now, reply),
-            Some(Waiting::Listing { account, .. }) => self.on_listing(account, reply),
+            Some(Waiting::Listing { account, .. }) => self.on_listing(now, account, reply),
             Some(Waiting::Read(streaming)) => self.on_chunk(now, streaming, reply),
             Some(Waiting::Commit { deleted, .. }) => self.on_committed(deleted, reply),
             Some(Waiting::AuthDelay { .. }) | None => {}

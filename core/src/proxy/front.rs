@@ -36,6 +36,8 @@ pub(super) struct Front {
     pub(super) timers: TimerTable,
     bad_commands: u32,
     auth_failures: u32,
+    /// Until the hand-over the idle timer never runs past this (`login_timeout`).
+    login_deadline: Instant,
 }
 
 /// The login a front-end replays on the back-end: the leg and who logs in there.
@@ -58,9 +60,11 @@ pub(super) struct Refused {
 impl Front {
     /// The client leg of a connection accepted at `now`, with its idle timer running.
     pub(super) fn new(cfg: Arc<ProxyConfig>, conn: FrontConn, now: Instant) -> Self {
+        let login_deadline = now + cfg.login_timeout;
         let mut timers = TimerTable::default();
-        timers.set(Timer::Idle, now + cfg.idle_timeout);
+        timers.set(Timer::Idle, (now + cfg.idle_timeout).min(login_deadline));
         Front {
+            login_deadline,
             input: LineBuffer::new(cfg.limits.max_line),
             secure: conn.implicit_tls,
             conn,
@@ -92,9 +96,11 @@ impl Front {
         self.io.backlog() < self.cfg.limits.output_high_water
     }
 
-    /// A client command arrived at `now`: the idle timer starts again.
+    /// A client command arrived at `now`: the idle timer starts again, but never runs
+    /// past the login deadline.
     pub(super) fn touch(&mut self, now: Instant) {
-        self.timers.set(Timer::Idle, now + self.cfg.idle_timeout);
+        let at = (now + self.cfg.idle_timeout).min(self.login_deadline);
+        self.timers.set(Timer::Idle, at);
     }
 
     /// Counts one bad command; true when `limits.max_bad_commands` is reached.

@@ -221,7 +221,7 @@ impl Pop3FrontSession {
         self.phase = Phase::Login { user: None };
     }
 
-    fn auth(&mut self, now: Instant, mechanism: Option<&str>, initial: Option<Vec<u8>>) {
+    fn auth(&mut self, now: Instant, mechanism: Option<&str>, initial: Option<Secret>) {
         if !self.front.login_allowed() {
             return self.reply(PLAINTEXT_REFUSED);
         }
@@ -232,7 +232,7 @@ impl Pop3FrontSession {
                 .out
                 .extend_from_slice(b"+OK\r\nPLAIN\r\n.\r\n"),
             Some("PLAIN") => match initial {
-                Some(response) => self.sasl_response(now, &response),
+                Some(response) => self.sasl_response(now, response.expose()),
                 None => {
                     self.phase = Phase::SaslResponse;
                     self.reply("+ ");

@@ -84,6 +84,9 @@ pub struct ProxyConfig {
     pub max_hops: u8,
     /// Autologout before login (RFC 1939 §3: at least 10 minutes for POP3).
     pub idle_timeout: Duration,
+    /// How long after connecting a client may take to log in, however busy it keeps
+    /// the connection: bounds what a slow or silent client holds before the hand-over.
+    pub login_timeout: Duration,
     /// After the hand-over: close both connections when neither carried a byte for this
     /// long (the splice's idle timeout).
     pub relay_idle_timeout: Duration,
@@ -118,6 +121,7 @@ impl Default for ProxyConfig {
             source_addrs: Vec::new(),
             max_hops: 4,
             idle_timeout: Duration::from_secs(600),
+            login_timeout: Duration::from_secs(60),
             relay_idle_timeout: Duration::from_secs(1800),
             route_timeout: Duration::from_secs(30),
             backend_timeout: Duration::from_secs(15),

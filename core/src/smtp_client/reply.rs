@@ -52,6 +52,13 @@ impl SmtpReply {
         (200..400).contains(&self.code)
     }
 
+    /// A 2xx reply: the command completed (RFC 5321 §4.2.1). Only this accepts a
+    /// sender, a recipient or a message; a 3xx where a completion is due is a protocol
+    /// error.
+    pub fn is_completion(&self) -> bool {
+        (200..300).contains(&self.code)
+    }
+
     /// A 4xx reply: transient negative completion, try again later (RFC 5321 §4.2.1).
     pub fn is_transient(&self) -> bool {
         (400..500).contains(&self.code)

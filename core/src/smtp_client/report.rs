@@ -26,9 +26,10 @@ pub struct RecipientResult {
 }
 
 impl RecipientResult {
-    /// The result a reply means: positive delivered, 4xx deferred, 5xx failed.
+    /// The result a reply means: 2xx delivered, 5xx failed, anything else (4xx, or a
+    /// 3xx where a completion was due) deferred.
     pub fn from_reply(reply: SmtpReply) -> Self {
-        let status = if reply.is_positive() {
+        let status = if reply.is_completion() {
             RecipientStatus::Delivered
         } else if reply.is_permanent() {
             RecipientStatus::Failed

@@ -89,19 +89,36 @@ impl RelaxedBody {
 
     /// Canonicalises the next chunk of the body.
     pub fn push(&mut self, chunk: &[u8], sink: &mut impl FnMut(&[u8])) {
-        for &byte in chunk {
+        let mut rest = chunk;
+        while let Some(&byte) = rest.first() {
             if self.pending_cr {
                 self.pending_cr = false;
                 if byte == b'\n' {
                     self.end_line(sink);
+                    rest = &rest[1..];
                     continue;
                 }
-                self.text(b'\r', sink);
+                self.text(b"\r", sink);
             }
             match byte {
-                b'\r' => self.pending_cr = true,
-                b' ' | b'\t' => self.pending_space = true,
-                other => self.text(other, sink),
+                b'\r' => {
+                    self.pending_cr = true;
+                    rest = &rest[1..];
+                }
+                b' ' | b'\t' => {
+                    self.pending_space = true;
+                    rest = &rest[1..];
+                }
+                _ => {
+                    // A run of ordinary bytes goes out in one piece.
+                    let run = rest
+                        .iter()
+                        .position(|&b| matches!(b, b'\r' | b' ' | b'\t'))
+                        .unwrap_or(rest.len());
+                    let (text, after) = rest.split_at(run);
+                    self.text(text, sink);
+                    rest = after;
+                }
             }
         }
     }
@@ -111,14 +128,15 @@ impl RelaxedBody {
     pub fn finish(mut self, sink: &mut impl FnMut(&[u8])) {
         if self.pending_cr {
             self.pending_cr = false;
-            self.text(b'\r', sink);
+            self.text(b"\r", sink);
         }
         if self.line_has_text {
             sink(b"\r\n");
         }
     }
 
-    fn text(&mut self, byte: u8, sink: &mut impl FnMut(&[u8])) {
+    /// Writes non-whitespace text (never empty), after any deferred empty lines and space.
+    fn text(&mut self, text: &[u8], sink: &mut impl FnMut(&[u8])) {
         if !self.line_has_text {
             for _ in 0..self.pending_empty_lines {
                 sink(b"\r\n");
@@ -130,7 +148,7 @@ impl RelaxedBody {
             sink(b" ");
             self.pending_space = false;
         }
-        sink(&[byte]);
+        sink(text);
     }
 
     fn end_line(&mut self, sink: &mut impl FnMut(&[u8])) {

@@ -54,6 +54,17 @@ pub struct MailExchanger {
     pub addrs: Vec<IpAddr>,
 }
 
+impl MailExchanger {
+    /// The host's addresses with `port` (25 for MX delivery, RFC 5321 §4.5.4.2), in
+    /// order, ready for an outbound `Destination`.
+    pub fn socket_addrs(&self, port: u16) -> Vec<SocketAddr> {
+        self.addrs
+            .iter()
+            .map(|ip| SocketAddr::new(*ip, port))
+            .collect()
+    }
+}
+
 /// Why a lookup found no server to deliver to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DnsError {
@@ -187,12 +198,8 @@ impl Resolver {
             return Err(DnsError::NullMx);
         }
         order_by_preference(&mut hosts);
-        let mut seen: Vec<String> = Vec::new();
-        hosts.retain(|(_, host)| {
-            let first = !seen.contains(host);
-            seen.push(host.clone());
-            first
-        });
+        let mut seen = std::collections::HashSet::new();
+        hosts.retain(|(_, host)| seen.insert(host.clone()));
         hosts.truncate(MAX_MX_HOSTS);
 
         let mut found = Vec::new();

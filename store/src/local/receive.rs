@@ -5,6 +5,7 @@ use tidegate_core::{Account, DeliveryId, Failure, RecipientCheck, RelayEnvelope,
 
 use super::{DIRECTORY_TEXT, LocalStore, TEMPORARY_TEXT, failure, to_failure};
 use crate::maildir::{PendingMessage, Recipient};
+use crate::metrics::DeliveryResult;
 use crate::queue::{NewEntry, unix_now};
 use crate::users::normalize_address;
 
@@ -144,17 +145,24 @@ impl LocalStore {
         all_or_nothing: bool,
     ) -> Vec<Result<(), Failure>> {
         let name = message.final_name();
+        let size = message.size();
         let results = message.commit(recipients, all_or_nothing);
+        let metrics = crate::metrics::global();
         let mut delivered = Vec::new();
         let replies = results
             .into_iter()
             .zip(recipients)
             .map(|(result, recipient)| match result {
                 Ok(()) => {
+                    metrics.delivery(DeliveryResult::Delivered);
+                    metrics.delivered_bytes(size);
                     delivered.push(recipient.account.0.as_str());
                     Ok(())
                 }
-                Err(e) => Err(to_failure(&recipient.account.0, "delivery", e)),
+                Err(e) => {
+                    metrics.delivery(DeliveryResult::Failed);
+                    Err(to_failure(&recipient.account.0, "delivery", e))
+                }
             })
             .collect();
         if !delivered.is_empty() {

@@ -60,17 +60,36 @@ pub fn send(
         message,
         envelope: &envelope,
     };
-    match attempt.run(stream, options.tls)? {
-        Ok(report) => Ok(report),
-        Err(TlsFellThrough) => {
+    let result = match attempt.run(stream, options.tls) {
+        Ok(Err(TlsFellThrough)) => {
             log::info!("outbound: TLS with {addr} failed, retrying without TLS");
-            let stream =
-                connect_one(addr, options).map_err(|e| connect_failure(format!("{addr}: {e}")))?;
-            match attempt.run(stream, TlsPolicy::Disabled)? {
-                Ok(report) => Ok(report),
-                Err(TlsFellThrough) => Err(connect_failure("TLS retry without TLS".into())),
-            }
+            connect_one(addr, options)
+                .map_err(|e| connect_failure(format!("{addr}: {e}")))
+                .and_then(|stream| attempt.run(stream, TlsPolicy::Disabled))
+                .and_then(|result| {
+                    result.map_err(|TlsFellThrough| connect_failure("TLS without TLS".into()))
+                })
         }
+        Ok(Ok(outcomes)) => Ok(outcomes),
+        Err(failure) => Err(failure),
+    };
+    log_attempt(addr, &result);
+    result
+}
+
+/// One log line per attempt, for the operator: where it went and what came of it.
+fn log_attempt(addr: SocketAddr, result: &Result<Vec<RecipientOutcome>, SendFailure>) {
+    match result {
+        Ok(outcomes) => {
+            let count = |f: fn(&Outcome) -> bool| outcomes.iter().filter(|o| f(&o.outcome)).count();
+            log::info!(
+                "outbound: {addr}: {} delivered, {} deferred, {} failed",
+                count(|o| matches!(o, Outcome::Delivered(_))),
+                count(|o| matches!(o, Outcome::Deferred(_))),
+                count(|o| matches!(o, Outcome::Failed(_))),
+            );
+        }
+        Err(failure) => log::info!("outbound: {addr}: {failure}"),
     }
 }
 
@@ -292,8 +311,13 @@ impl Driver<'_> {
             self.read(&mut buf);
         }
         if let Transport::Tls(stream) = &mut self.transport {
+            // Only write the alert: complete_io could wait to read the peer's.
             stream.conn.send_close_notify();
-            let _ = stream.conn.complete_io(&mut stream.sock);
+            while stream.conn.wants_write() {
+                if let Ok(0) | Err(_) = stream.conn.write_tls(&mut stream.sock) {
+                    break;
+                }
+            }
         }
     }
 

@@ -114,6 +114,7 @@ impl Queue {
         if !state.entries.is_empty() {
             log::info!("queue: {} messages waiting", state.entries.len());
         }
+        Queue::count(&state);
         Ok(Queue {
             spool,
             max_entries: DEFAULT_MAX_ENTRIES,
@@ -131,6 +132,11 @@ impl Queue {
 
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Publishes the queue's size (`tidegate_queue_messages`) after a change.
+    fn count(state: &State) {
+        crate::metrics::queue_size(state.entries.len());
     }
 
     /// The queue directory.
@@ -172,7 +178,8 @@ impl Queue {
             let _ = self.spool.remove(&id);
             return Err(e);
         }
-        self.lock().entries.insert(
+        let mut state = self.lock();
+        state.entries.insert(
             id.clone(),
             Slot {
                 entry,
@@ -181,6 +188,7 @@ impl Queue {
                 deleted: false,
             },
         );
+        Queue::count(&state);
         Ok(id)
     }
 
@@ -194,7 +202,11 @@ impl Queue {
 
     /// Removes a held entry whose transaction failed: nothing of it stays.
     pub fn discard(&self, id: &str) {
-        self.lock().entries.remove(id);
+        {
+            let mut state = self.lock();
+            state.entries.remove(id);
+            Queue::count(&state);
+        }
         if let Err(e) = self.spool.remove(id) {
             log::error!("queue: cannot remove discarded entry {id}: {e}");
         }
@@ -256,6 +268,7 @@ impl Queue {
             }
             Some(_) => {
                 state.entries.remove(id);
+                Queue::count(&state);
                 drop(state);
                 self.spool.remove(id)?;
                 log::info!("queue: {id} deleted by the operator");
@@ -304,6 +317,7 @@ impl Queue {
         let deleted = state.entries.get(&entry.id).is_none_or(|s| s.deleted);
         if deleted || entry.is_finished() {
             state.entries.remove(&entry.id);
+            Queue::count(&state);
             drop(state);
             return self.spool.remove(&entry.id);
         }

@@ -17,6 +17,7 @@ mod file;
 mod import;
 pub mod ldap;
 mod table;
+mod timed;
 
 use std::fmt;
 use std::io;
@@ -30,6 +31,7 @@ pub use import::{Imported, parse_passwd_file};
 pub use ldap::{LdapAuth, LdapConfig, LdapDirectory};
 pub use table::{MAX_LINE, UserRecord, UserTable, UsersFileError};
 pub use tidegate_core::user::normalize_address;
+pub use timed::TimedDirectory;
 
 /// Why loading or editing a users file failed.
 #[derive(Debug)]

@@ -1,8 +1,11 @@
 //! The client state machine: one mail transaction from the greeting to QUIT.
 //!
-//! Every command sent pushes what its reply means onto a queue ([`Expect`]); every reply
+//! Every command sent pushes what its reply means onto a queue (`Expect`); every reply
 //! read pops the front, so pipelined groups (RFC 2920) and one-at-a-time dialogues run
-//! the same code, and each reply is matched to its command in order.
+//! the same code, and each reply is matched to its command in order. The mail
+//! transaction itself is in `transaction.rs`.
+
+mod transaction;
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -15,7 +18,7 @@ use super::capabilities::Capabilities;
 use super::config::{ClientConfig, Envelope, StartTls};
 use super::data::BodyEncoder;
 use super::reply::{ReplyReader, SmtpReply};
-use super::report::{Failure, RecipientResult, RecipientStatus, Report};
+use super::report::{Failure, RecipientStatus, Report};
 
 /// BDAT commands in flight at once when the server offers PIPELINING (RFC 3030 §4.2
 /// lets them be pipelined); without it each chunk waits for its reply.
@@ -396,7 +399,7 @@ impl ClientSession {
                 self.refused_temporarily(reply, "the server refused authentication")
             }
             Expect::Mail => {
-                if !reply.is_positive() {
+                if !reply.is_completion() {
                     self.mail_refused = Some(reply);
                     self.to_send.clear();
                 }
@@ -482,213 +485,6 @@ impl ClientSession {
             let line = BASE64.encode(password.expose());
             self.command(&line, Expect::AuthDone);
         }
-    }
-
-    /// Checks what the message needs against what the server offers, then sends MAIL,
-    /// the RCPTs and (for DATA) DATA: as one group with PIPELINING, else one by one.
-    fn start_transaction(&mut self) {
-        let needs_utf8 = self.envelope.needs_smtputf8();
-        if needs_utf8 && !self.caps.smtputf8 {
-            // RFC 6531 §3.2: without SMTPUTF8 the message cannot be sent to this server.
-            return self.fail_and_quit(
-                true,
-                None,
-                "the message needs SMTPUTF8, which the server does not offer (RFC 6531)",
-            );
-        }
-        if self.envelope.eight_bit && !self.caps.eight_bit_mime {
-            // RFC 6152 §3: no 8-bit data to a server that does not offer 8BITMIME; the
-            // client does not convert the message.
-            return self.fail_and_quit(
-                true,
-                None,
-                "the message has 8-bit content and the server does not offer 8BITMIME (RFC 6152)",
-            );
-        }
-        if let Some(limit) = self.caps.size
-            && limit > 0
-            && self.envelope.size > limit
-        {
-            let detail = format!(
-                "the message ({} octets) is larger than the server's limit of {limit} (RFC 1870)",
-                self.envelope.size
-            );
-            return self.fail_and_quit(true, None, &detail);
-        }
-        self.pipelined = self.caps.pipelining;
-        self.chunking = self.caps.chunking;
-        self.to_send.push_back(Command::Mail);
-        self.to_send
-            .extend((0..self.envelope.recipients.len()).map(Command::Rcpt));
-        if !self.chunking {
-            self.to_send.push_back(Command::Data);
-        }
-        self.send_envelope();
-    }
-
-    /// Sends what of the envelope group may go now.
-    fn send_envelope(&mut self) {
-        let mut out = String::new();
-        while let Some(&next) = self.to_send.front() {
-            if !self.pipelined && !self.expect.is_empty() {
-                break;
-            }
-            self.to_send.pop_front();
-            match next {
-                Command::Mail => {
-                    out.push_str(&self.mail_command());
-                    self.expect.push_back(Expect::Mail);
-                }
-                Command::Rcpt(i) => {
-                    let Some(rcpt) = self.envelope.recipients.get(i) else {
-                        continue;
-                    };
-                    out.push_str(&format!("RCPT TO:<{rcpt}>\r\n"));
-                    self.expect.push_back(Expect::Rcpt(i));
-                }
-                Command::Data => {
-                    // One by one, DATA only goes when a recipient was accepted.
-                    if !self.pipelined && self.accepted() == 0 {
-                        continue;
-                    }
-                    out.push_str("DATA\r\n");
-                    self.expect.push_back(Expect::Data);
-                }
-            }
-        }
-        if !out.is_empty() {
-            self.events.push_back(ClientEvent::Send(Bytes::from(out)));
-        }
-    }
-
-    fn mail_command(&self) -> String {
-        let mut line = format!("MAIL FROM:<{}>", self.envelope.mail_from);
-        if self.caps.size.is_some() {
-            line.push_str(&format!(" SIZE={}", self.envelope.size));
-        }
-        if self.envelope.eight_bit {
-            line.push_str(" BODY=8BITMIME");
-        }
-        if self.envelope.needs_smtputf8() {
-            line.push_str(" SMTPUTF8");
-        }
-        line.push_str("\r\n");
-        line
-    }
-
-    fn accepted(&self) -> usize {
-        self.rcpt_replies
-            .iter()
-            .filter(|r| r.as_ref().is_some_and(SmtpReply::is_positive))
-            .count()
-    }
-
-    /// An envelope reply came in: send more, or decide once all are in.
-    fn envelope_progress(&mut self) {
-        self.send_envelope();
-        if !self.expect.is_empty() || !self.to_send.is_empty() {
-            return;
-        }
-        // A pipelined DATA got its go-ahead although nothing may follow: end the empty
-        // data so the server is back in command state (RFC 2920 §3.1).
-        let data_go = self.data_reply.as_ref().is_some_and(|r| r.code == 354);
-        let proceed = self.mail_refused.is_none() && self.accepted() > 0;
-        if data_go && !proceed {
-            self.events
-                .push_back(ClientEvent::Send(Bytes::from_static(b".\r\n")));
-            self.expect.push_back(Expect::EmptyData);
-        }
-        if let Some(reply) = self.mail_refused.take() {
-            let permanent = reply.is_permanent();
-            let failure = Failure {
-                permanent,
-                detail: format!("the server refused the sender: {}", reply.text()),
-                reply: Some(reply),
-            };
-            return self.finish_then_quit_after_data(Err(failure));
-        }
-        if !proceed {
-            let results = self.final_results(&SmtpReply::synthetic(554, (5, 5, 1), "unused"));
-            return self.finish_then_quit_after_data(Ok(results));
-        }
-        if self.chunking {
-            self.body = Body::Sending {
-                encoder: BodyEncoder::bdat(),
-                wanted: false,
-            };
-            return self.want_body();
-        }
-        match self.data_reply.take() {
-            Some(reply) if reply.code == 354 => {
-                self.body = Body::Sending {
-                    encoder: BodyEncoder::data(),
-                    wanted: false,
-                };
-                self.want_body();
-            }
-            Some(reply) => {
-                let results = self.final_results(&reply);
-                self.finish_and_quit(Ok(results));
-            }
-            None => self.broken("DATA was not answered".into()),
-        }
-    }
-
-    /// Finishes; QUIT waits until a lone `.` got its reply, if one is in flight.
-    fn finish_then_quit_after_data(&mut self, report: Report) {
-        self.finish(report);
-        if self.expect.is_empty() {
-            self.quit();
-        }
-    }
-
-    /// Asks for the next body chunk if the BDAT window allows.
-    fn want_body(&mut self) {
-        let in_flight = self.expect.len();
-        let window = if self.pipelined { BDAT_WINDOW } else { 1 };
-        if let Body::Sending { wanted, .. } = &mut self.body
-            && !*wanted
-            && (!self.chunking || in_flight < window)
-            && self.bdat_refused.is_none()
-        {
-            *wanted = true;
-            self.events.push_back(ClientEvent::ReadBody {
-                max: self.config.body_chunk.max(1),
-            });
-        }
-    }
-
-    fn bdat_reply(&mut self, reply: SmtpReply, last: bool) {
-        if !reply.is_positive() && self.bdat_refused.is_none() {
-            // RFC 3030 §2: a refused chunk ends the message; the chunks already in
-            // flight are still answered, then the first refusal stands for all.
-            self.bdat_refused = Some(reply.clone());
-            self.body = Body::Ended;
-        }
-        if let Some(refusal) = self.bdat_refused.clone() {
-            if self.expect.is_empty() {
-                let results = self.final_results(&refusal);
-                self.finish_and_quit(Ok(results));
-            }
-            return;
-        }
-        if last {
-            let results = self.final_results(&reply);
-            return self.finish_and_quit(Ok(results));
-        }
-        self.want_body();
-    }
-
-    /// Per-recipient results once `final_reply` answered the message: refused RCPTs keep
-    /// their own reply, accepted ones take the final reply.
-    fn final_results(&self, final_reply: &SmtpReply) -> Vec<RecipientResult> {
-        self.rcpt_replies
-            .iter()
-            .map(|rcpt| match rcpt {
-                Some(reply) if !reply.is_positive() => RecipientResult::from_reply(reply.clone()),
-                _ => RecipientResult::from_reply(final_reply.clone()),
-            })
-            .collect()
     }
 
     // ---- endings ----------------------------------------------------------------------
