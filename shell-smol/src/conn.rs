@@ -434,7 +434,8 @@ impl Conn {
         open && self.session.wants_read(peer)
     }
 
-    /// Takes both sockets for the splice and drops everything else, the session first;
+    /// Takes both sockets and the finished session (kept for what it guards) for the
+    /// splice and drops everything else;
     /// `None` (logged) when the session asked for a splice without a connected back-end.
     fn into_splice(self) -> Option<splice::Job> {
         let Conn {
@@ -454,7 +455,7 @@ impl Conn {
         } = self;
         // Nothing of the session phase outlives it: a spliced connection may sit idle
         // for a long time, and every byte it holds is multiplied by their number.
-        drop((session, executor, answers_tx, answers, timer));
+        drop((executor, answers_tx, answers, timer));
         let (Some(request), Some(backend)) =
             (splice, backend.filter(|b| b.state == BackendState::Open))
         else {
@@ -487,6 +488,7 @@ impl Conn {
             idle: request.idle,
             cut,
             backend_slot,
+            finished: session,
         })
     }
 

@@ -41,7 +41,9 @@
 //!
 //! ## Splice
 //!
-//! `Action::Splice` ends the session: the task drops it and keeps the two sockets.
+//! `Action::Splice` ends the session: the task keeps the two sockets and the finished
+//! session box (a session frees its state before it asks for a splice; what is left,
+//! such as the per-address cap's slot, lives until the splice ends).
 //! Each direction first writes what the session had queued for its destination and the
 //! action's residual bytes, then copies: one non-blocking read into a 64 KiB stack
 //! buffer, written on at once, the part the destination does not take kept (at most

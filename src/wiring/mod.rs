@@ -18,7 +18,7 @@ use tidegate_store::lock::LockOptions;
 use tidegate_store::maildir::MaildirStore;
 use tidegate_store::node::Node;
 use tidegate_store::router::{BackendPorts, Router, RouterConfig};
-use tidegate_store::service::BoxedSession;
+use tidegate_store::service::{AddressLimit, BoxedSession, CappedFactory};
 use tidegate_store::users::{
     AuthdDirectory, CacheConfig, CachedDirectory, LdapDirectory, UserDirectory, UsersFile,
 };
@@ -320,9 +320,13 @@ pub fn prepare(config: &Config, config_path: Option<&Path>) -> Result<Prepared, 
         factory: factory.clone(),
         node: node.clone(),
     };
+    // Front-ends and webmail in `[trust] networks` bring many users from one address.
+    let exempt = config.trusted_networks()?;
+    let per_address = (config.server.max_connections_per_ip > 0)
+        .then(|| AddressLimit::new(config.server.max_connections_per_ip, exempt));
     let spec = ServerSpec {
         listeners: sockets,
-        factory,
+        factory: Arc::new(CappedFactory::new(factory, per_address)),
         executor: node,
         max_connections: config.server.max_connections,
         shutdown_grace: Duration::from_secs(config.server.shutdown_grace_secs),
