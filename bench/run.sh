@@ -190,6 +190,7 @@ listen = ["127.0.0.1:$1"]
 
 [server]
 max_connections = $2
+max_connections_per_ip = 0
 shutdown_grace_secs = 1
 EOF
 }

@@ -314,6 +314,13 @@ pub fn prepare(config: &Config, config_path: Option<&Path>) -> Result<Prepared, 
     }
     let node = Arc::new(Node::new(router(config), local));
     let factory = Arc::new(SwappableFactory::new(Listeners(listeners)));
+    // authd and LMTP clients are tidegate nodes with connection pools: not capped.
+    let uncapped: Vec<usize> = configured
+        .iter()
+        .enumerate()
+        .filter(|(_, (scheme, _))| matches!(*scheme, "authd" | "lmtp"))
+        .map(|(index, _)| index)
+        .collect();
     let reloader = Reloader {
         config_path: config_path.map(Path::to_path_buf),
         configured,
@@ -324,9 +331,10 @@ pub fn prepare(config: &Config, config_path: Option<&Path>) -> Result<Prepared, 
     let exempt = config.trusted_networks()?;
     let per_address = (config.server.max_connections_per_ip > 0)
         .then(|| AddressLimit::new(config.server.max_connections_per_ip, exempt));
+    let factory = CappedFactory::new(factory, per_address).uncapped(uncapped);
     let spec = ServerSpec {
         listeners: sockets,
-        factory: Arc::new(CappedFactory::new(factory, per_address)),
+        factory: Arc::new(factory),
         executor: node,
         max_connections: config.server.max_connections,
         shutdown_grace: Duration::from_secs(config.server.shutdown_grace_secs),

@@ -146,13 +146,25 @@ impl Drop for AddressGuard {
 pub struct CappedFactory<F> {
     inner: F,
     limit: Option<Arc<AddressLimit>>,
+    uncapped: Vec<usize>,
 }
 
 impl<F: SessionFactory> CappedFactory<F> {
     /// Applies `limit` to the sessions `inner` makes; `None` counts nothing but still
     /// frees a proxy session's state when it hands over to a splice.
     pub fn new(inner: F, limit: Option<Arc<AddressLimit>>) -> CappedFactory<F> {
-        CappedFactory { inner, limit }
+        CappedFactory {
+            inner,
+            limit,
+            uncapped: Vec::new(),
+        }
+    }
+
+    /// Leaves the listeners with these indices out of the cap (services whose clients
+    /// are other nodes with connection pools: authd, LMTP).
+    pub fn uncapped(mut self, listeners: impl IntoIterator<Item = usize>) -> Self {
+        self.uncapped.extend(listeners);
+        self
     }
 
     /// The limit applied, if any.
@@ -163,7 +175,11 @@ impl<F: SessionFactory> CappedFactory<F> {
 
 impl<F: SessionFactory> SessionFactory for CappedFactory<F> {
     fn open(&self, listener: usize, peer: SocketAddr, now: Instant) -> BoxedSession {
-        let guard = match self.limit.as_ref().map(|l| l.admit(peer.ip())) {
+        let limit = self
+            .limit
+            .as_ref()
+            .filter(|_| !self.uncapped.contains(&listener));
+        let guard = match limit.map(|l| l.admit(peer.ip())) {
             None | Some(Admission::Exempt) => None,
             Some(Admission::Counted(guard)) => Some(guard),
             Some(Admission::Refused) => {
@@ -386,5 +402,21 @@ mod tests {
         assert_eq!(limit.open_from(peer.ip()), 0);
         let mut third = factory.open(0, peer, now);
         assert_eq!(first_write(&mut third), b"+OK hello\r\n");
+    }
+
+    #[test]
+    fn uncapped_listeners_are_not_counted() {
+        let limit = AddressLimit::new(1, Vec::new());
+        let factory = CappedFactory::new(Greeter, Some(limit.clone())).uncapped([1]);
+        let peer: SocketAddr = "192.0.2.8:40000".parse().unwrap();
+        let now = Instant::now();
+        let mut held: Vec<_> = (0..3).map(|_| factory.open(1, peer, now)).collect();
+        for session in &mut held {
+            assert_eq!(first_write(session), b"+OK hello\r\n");
+        }
+        assert_eq!(limit.open_from(peer.ip()), 0);
+        let _capped = factory.open(0, peer, now);
+        let mut refused = factory.open(0, peer, now);
+        assert_eq!(first_write(&mut refused), b"-ERR [SYS/TEMP] busy\r\n");
     }
 }
