@@ -140,3 +140,79 @@ fn trusted_networks_are_not_capped() {
     assert!(line.starts_with("-ERR [SYS/TEMP]"), "{line:?}");
     drop(held);
 }
+
+/// Sends `command` and returns the reply line.
+fn ask(conn: &mut BufReader<TcpStream>, command: &str) -> String {
+    conn.get_mut()
+        .write_all(format!("{command}\r\n").as_bytes())
+        .unwrap();
+    let mut line = String::new();
+    conn.read_line(&mut line).unwrap();
+    line
+}
+
+#[test]
+fn a_proxied_session_keeps_its_slot_while_it_is_spliced() {
+    let dir = tempfile::tempdir().unwrap();
+    let (front_port, back_port) = (free_port(), free_port());
+    write(dir.path(), "users", "alice@example.com {PLAIN}pw\n");
+    // The back-end trusts the front-end's address: every proxied client arrives from it.
+    let back = write(
+        dir.path(),
+        "back.toml",
+        &format!(
+            "hostname = \"back.test\"\n[storage]\nmailbox_path = \"mail\"\nworkarea = \"back-work\"\n\
+             [users]\nfile = \"users\"\n[pop3]\nlisten = [\"127.0.0.1:{back_port}\"]\n\
+             [trust]\nnetworks = [\"127.0.0.1/32\"]\n[server]\nmax_connections_per_ip = 1\n"
+        ),
+    );
+    let front = write(
+        dir.path(),
+        "front.toml",
+        &format!(
+            "hostname = \"front.test\"\n[storage]\nmailbox_path = \"front-mail\"\nworkarea = \"front-work\"\n\
+             [users]\nfile = \"users\"\n[pop3]\nlisten = [\"127.0.0.1:{front_port}\"]\n\
+             [proxy]\ndefault_host = \"127.0.0.1\"\nbackend_ports = {{ pop3 = {back_port} }}\n\
+             client_address = \"none\"\n[server]\nmax_connections_per_ip = 2\n"
+        ),
+    );
+    let _back = Node::start(&back, local(back_port));
+    let _front = Node::start(&front, local(front_port));
+    let server = local(front_port);
+    let client = Ipv4Addr::new(127, 0, 0, 6);
+
+    let mut spliced = Vec::new();
+    for _ in 0..2 {
+        let (mut conn, line) = greeting(client, server);
+        assert!(line.starts_with("+OK"), "{line:?}");
+        assert!(ask(&mut conn, "USER alice@example.com").starts_with("+OK"));
+        let answer = ask(&mut conn, "PASS pw");
+        assert!(answer.starts_with("+OK"), "{answer:?}");
+        // Served by the back-end through the splice from here on.
+        assert!(ask(&mut conn, "STAT").starts_with("+OK 0 0"));
+        spliced.push(conn);
+    }
+    let (_, line) = greeting(client, server);
+    assert!(line.starts_with("-ERR [SYS/TEMP]"), "{line:?}");
+
+    // The back-end closes after QUIT and the client closes too: the splice ends and
+    // the slot comes back.
+    let mut first = spliced.remove(0);
+    assert!(ask(&mut first, "QUIT").starts_with("+OK"));
+    let mut rest = String::new();
+    assert_eq!(first.read_line(&mut rest).unwrap(), 0);
+    // The splice lasts until both sides closed.
+    drop(first);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_conn, line) = greeting(client, server);
+        if line.starts_with("+OK") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the slot never came back: {line:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
