@@ -130,6 +130,23 @@ done
 
 rss_kb() { sed -n 's/^VmRSS:[[:space:]]*\([0-9]*\).*/\1/p' "/proc/$1/status"; }
 
+# thread_ticks PID: CPU ticks (utime + stime) per thread of PID, event loops and
+# executor threads one by one, other pools summed: shows whether every core worked.
+thread_ticks() {
+    local t name rest
+    for t in /proc/"$1"/task/*; do
+        name=$(cat "$t/comm" 2>/dev/null) || continue
+        rest=$(cut -d')' -f2 "$t/stat" 2>/dev/null) || continue
+        # shellcheck disable=SC2086
+        set -- $rest
+        case "$name" in
+            tidegate-loop-*|tidegate-smol-*) ;;
+            *) name=${name%%-[0-9]*} ;;
+        esac
+        echo "$name $((${12} + ${13}))"
+    done | awk '{ t[$1] += $2 } END { for (k in t) if (t[k] > 0) printf "%s=%d ", k, t[k] }'
+}
+
 # server_config NAME PROTO PLAIN_PORT TLS_PORT MAXCONN [EXTRA]
 server_config() {
     local name=$1 proto=$2
@@ -238,6 +255,7 @@ measure() {
     [ "$up" -gt 0 ] && per=$(awk -v a="$after" -v b="$before" -v n="$up" 'BEGIN { printf "%.1f", (a - b) / n }')
     echo "RESULT shell=$v case=$case connections=$up errors=${errors:-?} rss_before_kb=$before rss_after_kb=$after kib_per_connection=$per"
     ROWS+=("$v|$case|$up|$before|$after|$per")
+    echo "THREADS shell=$v case=$case $(thread_ticks "$pid")"
     stop "$client"
     stop "$pid"
     [ -n "$backend_pid" ] && stop "$backend_pid"
