@@ -2,10 +2,13 @@
 //!
 //! One client address may hold at most `max` sessions at a time; the next connection
 //! from it gets the listener's busy session (POP3 `-ERR [SYS/TEMP]`, SMTP `421`, IMAP
-//! `* BYE`) and is closed. IPv4 addresses count one by one, IPv6 addresses per /64 (one
-//! subscriber's prefix, RFC 6177 §3: a host can pick any address inside it). Addresses
+//! `* BYE [UNAVAILABLE]`) and is closed. IPv4 addresses count one by one, IPv6 addresses per /64 (one
+//! subnet, RFC 4291 §2.5.4: a host picks its own interface identifier inside it). Addresses
 //! in the exempt networks (`[trust] networks`: front-ends, webmail) are never counted,
-//! since a whole cluster's clients arrive from a few of them.
+//! since a whole cluster's clients arrive from a few of them; so are listeners whose
+//! clients are tidegate nodes with connection pools (authd, LMTP: see
+//! [`CappedFactory::uncapped`]). On implicit-TLS ports the busy session closes without
+//! a reply, as for `max_connections`.
 //!
 //! The cap is applied where sessions are made: [`CappedFactory`] wraps the binary's
 //! [`SessionFactory`] and gives every admitted session an [`AddressGuard`] that
