@@ -11,7 +11,7 @@
 //! After every `handle_*` call the task drains `poll_action` until `None` (the
 //! single-mutation rule): `Write` appends to the connection's output queue, `Request`
 //! runs `Executor::execute` via `blocking::unblock` while the connection keeps reading
-//! and writing (the reply comes back on a per-connection channel), `Close` flushes and
+//! and writing (the reply comes back through a small per-connection inbox), `Close` flushes and
 //! then closes. It then waits for whichever comes first: the socket readable (only
 //! while `wants_read`), writable (only while output is pending), a reply, the
 //! session's `poll_timeout`, or the shutdown cut. Reads and writes never wait on each
@@ -100,6 +100,7 @@ use tidegate_store::{ServerSpec, Shutdown};
 mod accept;
 mod conn;
 mod connect;
+mod inbox;
 mod output;
 mod signal;
 mod splice;
