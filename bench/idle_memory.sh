@@ -64,7 +64,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 KEEP=1
 if [ -z "$WORKDIR" ]; then
-    WORKDIR=$(mktemp -d "${TMPDIR:-/tmp}/tidegate-idle.XXXXXX")
+    WORKDIR=$(mktemp -d -t tidegate-idle.XXXXXX)
     KEEP=0
 fi
 mkdir -p "$WORKDIR"
