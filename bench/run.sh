@@ -191,6 +191,7 @@ listen = ["127.0.0.1:$1"]
 [server]
 allow_root = true
 max_connections = $2
+max_connections_per_ip = 0
 shutdown_grace_secs = 1
 EOF
 }

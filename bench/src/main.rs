@@ -20,6 +20,8 @@
 //! * `message`: prints the message `smtp` sends.
 //! * `idle`: opens `--connections` authenticated sessions, prints `READY ...` when all are
 //!   up, holds them for `--hold` seconds, then QUITs them all.
+//! * `hold`: like `idle` for POP3 or IMAP (`SELECT INBOX`, then `IDLE`), plain or
+//!   implicit TLS; holds the connections until stopped (`bench/idle_memory.sh`).
 //! * `wait`: waits until a POP3, SMTP or LMTP server answers with its greeting.
 //! * `procstat`: CPU ticks and resident memory of a process and all its descendants.
 //!
@@ -31,6 +33,7 @@
 //! own behaviour is never the question when a figure looks odd.
 
 mod authd;
+mod hold;
 mod imap;
 mod mixed;
 mod net;
@@ -71,6 +74,9 @@ enum Command {
     },
     /// Opens many authenticated POP3 sessions and holds them idle.
     Idle(pop3::IdleArgs),
+    /// Opens many authenticated POP3 or IMAP (IDLE) connections, plain or TLS, prints
+    /// `READY n=…` and holds them (bench/idle_memory.sh).
+    Hold(hold::HoldArgs),
     /// Waits until the server at --target greets with `+OK` or `220` (exit 0) or
     /// --timeout passes (exit 1).
     Wait {
@@ -109,6 +115,7 @@ fn main() -> ExitCode {
             })
         }
         Command::Idle(args) => pop3::idle(args),
+        Command::Hold(args) => hold::hold(args),
         Command::Wait { target, timeout } => procstat::wait(&target, timeout),
         Command::Procstat { pid } => procstat::procstat(pid),
         Command::Authd(args) => authd::authd(args),

@@ -12,6 +12,8 @@ use crate::request::Request;
 #[derive(Debug)]
 pub(crate) struct Outbox {
     /// Reply bytes not yet handed out as a `Write`; sessions append to it directly.
+    /// Allocated on demand and handed out whole, so an idle session holds no reply
+    /// buffer and a large reply's buffer does not outlive its `Write`.
     pub(crate) out: BytesMut,
     actions: VecDeque<Action>,
     next_id: u64,
@@ -22,7 +24,7 @@ pub(crate) struct Outbox {
 impl Outbox {
     pub(crate) fn new() -> Self {
         Outbox {
-            out: BytesMut::with_capacity(256),
+            out: BytesMut::new(),
             actions: VecDeque::new(),
             next_id: 0,
             unflushed: 0,
@@ -52,7 +54,7 @@ impl Outbox {
     /// Hands the reply bytes built so far out as one `Write`.
     pub(crate) fn flush(&mut self) {
         if !self.out.is_empty() {
-            let bytes = self.out.split().freeze();
+            let bytes = std::mem::take(&mut self.out).freeze();
             self.unflushed += bytes.len();
             self.actions.push_back(Action::Write {
                 to: Peer::Client,
@@ -75,5 +77,29 @@ impl Outbox {
     /// Output produced but not yet drained by the client, in bytes.
     pub(crate) fn backlog(&self) -> usize {
         self.unflushed + self.out.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reply_bytes_are_handed_out_whole_and_no_buffer_stays_behind() {
+        let mut outbox = Outbox::new();
+        assert_eq!(outbox.out.capacity(), 0);
+        outbox.line("+OK first");
+        outbox.line("+OK second");
+        match outbox.poll() {
+            Some(Action::Write { bytes, .. }) => {
+                assert_eq!(&bytes[..], b"+OK first\r\n+OK second\r\n")
+            }
+            other => panic!("expected a write, got {other:?}"),
+        }
+        assert!(outbox.poll().is_none());
+        assert_eq!(outbox.out.capacity(), 0);
+        assert_eq!(outbox.backlog(), 23);
+        outbox.drained();
+        assert_eq!(outbox.backlog(), 0);
     }
 }

@@ -171,6 +171,10 @@ impl<S: Session> Secured<S> {
                 .handle_input(now, Peer::Client, &self.pending_plain[..n]);
             self.pending_plain.advance(n);
         }
+        if self.pending_plain.is_empty() {
+            // Allocated again on demand: an idle connection keeps no plaintext buffer.
+            self.pending_plain = BytesMut::new();
+        }
     }
 
     fn start_tls(&mut self) {

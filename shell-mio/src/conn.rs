@@ -297,8 +297,8 @@ impl Conn {
         }
     }
 
-    /// Turns a connection whose session asked for a splice into a spliced one, dropping
-    /// the session. Output still queued for either socket goes before the residuals.
+    /// Turns a connection whose session asked for a splice into a spliced one, which
+    /// keeps the finished session (and what it guards) until it ends. Output still queued for either socket goes before the residuals.
     pub(crate) fn into_spliced(self, now: Instant, generation: u64) -> Result<Spliced, String> {
         let Phase::Spliced {
             to_client,
@@ -333,7 +333,8 @@ impl Conn {
             idle,
             generation,
             now,
-        ))
+        )
+        .keeping(self.session))
     }
 
     fn may_read(&self, peer: Peer) -> bool {

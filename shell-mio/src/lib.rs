@@ -56,7 +56,9 @@
 //!
 //! ## Splice
 //!
-//! `Action::Splice` ends the session: the loop drops it and keeps only the two sockets.
+//! `Action::Splice` ends the session: the loop keeps only the two sockets and the finished
+//! session box (a session frees its state before it asks for a splice; what is left,
+//! such as the per-address cap's slot, lives until the splice ends).
 //! Each direction first writes what the session had queued for its destination and the
 //! action's residual bytes, then moves bytes with `splice(2)` (`SPLICE_F_MOVE |
 //! SPLICE_F_NONBLOCK`): socket → pipe → socket, never copied through user space. A

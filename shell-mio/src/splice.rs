@@ -19,6 +19,7 @@ use bytes::Bytes;
 use mio::net::TcpStream;
 use mio::{Interest, Registry};
 use tidegate_core::{MAX_READ, Peer};
+use tidegate_store::service::BoxedSession;
 
 use crate::conn::Pump;
 use crate::event_loop::SocketCount;
@@ -50,6 +51,10 @@ pub(crate) struct Spliced {
     generation: u64,
     /// Keeps the back-end socket counted as an open connection.
     _backend_count: SocketCount,
+    /// The session that asked for the splice, kept until the splice ends: what it
+    /// still holds counts the connection (the per-address cap's slot). A session
+    /// should free its own state before it asks for a splice.
+    _finished: Option<BoxedSession>,
 }
 
 /// What the session phase hands over to a [`Spliced`] for one socket.
@@ -84,7 +89,14 @@ impl Spliced {
             deadline: now + idle,
             generation,
             _backend_count: backend_count,
+            _finished: None,
         }
+    }
+
+    /// Keeps the finished `session` until the splice ends.
+    pub(crate) fn keeping(mut self, session: BoxedSession) -> Self {
+        self._finished = Some(session);
+        self
     }
 
     /// Tells a reused slot from this connection.

@@ -21,15 +21,15 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use async_channel::{Receiver, Sender};
 use async_io::{Async, Timer};
 use bytes::Bytes;
-use futures_lite::{StreamExt as _, future};
+use futures_lite::future;
 use tidegate_core::{Action, Failure, MAX_READ, Peer, Reply, Request, RequestId};
 use tidegate_store::service::BoxedSession;
 
 use crate::accept::{Shared, Slot};
 use crate::connect;
+use crate::inbox::{self, Answer, Inbox, Poster};
 use crate::output::Output;
 use crate::signal::Waiter;
 use crate::splice;
@@ -46,9 +46,6 @@ const LINGER_BYTES: usize = 64 * 1024;
 const MAX_PENDING_OUTPUT: usize = 16 * 1024 * 1024;
 /// Turns in a row without waiting before the task yields to others on its thread.
 const BUDGET: u32 = 32;
-
-/// A store reply on its way back to the session.
-type Answer = (RequestId, Reply);
 
 /// Runs one accepted connection to its end. `slot` keeps it counted until then. A
 /// splice continues in a task of its own on `tasks`, which takes the slot along: this
@@ -157,10 +154,10 @@ struct Conn {
     executor: Arc<dyn tidegate_store::Executor>,
     /// Bytes owed to the client, in order.
     out: Output,
-    /// Cloned into every request; the channel holds at most one reply per outstanding
+    /// Cloned into every request; the inbox holds at most one reply per outstanding
     /// request, which the session bounds.
-    answers_tx: Sender<Answer>,
-    answers: Pin<Box<Receiver<Answer>>>,
+    answers_tx: Poster,
+    answers: Inbox,
     /// Fires at `armed`, the deadline currently set.
     timer: Timer,
     armed: Option<Instant>,
@@ -192,7 +189,7 @@ impl Conn {
         peer: SocketAddr,
         session: BoxedSession,
     ) -> Self {
-        let (answers_tx, answers) = async_channel::unbounded();
+        let (answers, answers_tx) = inbox::inbox();
         Conn {
             peer,
             stream,
@@ -200,7 +197,7 @@ impl Conn {
             executor: shared.executor.clone(),
             out: Output::default(),
             answers_tx,
-            answers: Box::pin(answers),
+            answers,
             timer: Timer::never(),
             armed: None,
             cut: Waiter::new(shared.cut.clone()),
@@ -250,7 +247,7 @@ impl Conn {
             }
             if let Some((id, reply)) = wake.answer {
                 let now = Instant::now();
-                self.session.handle_reply(now, id, reply);
+                self.session.handle_reply(now, id, *reply);
                 self.drain_actions(now);
             }
         }
@@ -284,10 +281,10 @@ impl Conn {
             progress = true;
         }
         while self.closing.is_none() {
-            let Ok((id, reply)) = self.answers.try_recv() else {
+            let Some((id, reply)) = self.answers.take() else {
                 break;
             };
-            self.session.handle_reply(now, id, reply);
+            self.session.handle_reply(now, id, *reply);
             self.drain_actions(now);
             progress = true;
         }
@@ -434,7 +431,8 @@ impl Conn {
         open && self.session.wants_read(peer)
     }
 
-    /// Takes both sockets for the splice and drops everything else, the session first;
+    /// Takes both sockets and the finished session (kept for what it guards) for the
+    /// splice and drops everything else;
     /// `None` (logged) when the session asked for a splice without a connected back-end.
     fn into_splice(self) -> Option<splice::Job> {
         let Conn {
@@ -454,7 +452,7 @@ impl Conn {
         } = self;
         // Nothing of the session phase outlives it: a spliced connection may sit idle
         // for a long time, and every byte it holds is multiplied by their number.
-        drop((session, executor, answers_tx, answers, timer));
+        drop((executor, answers_tx, answers, timer));
         let (Some(request), Some(backend)) =
             (splice, backend.filter(|b| b.state == BackendState::Open))
         else {
@@ -487,6 +485,7 @@ impl Conn {
             idle: request.idle,
             cut,
             backend_slot,
+            finished: session,
         })
     }
 
@@ -686,11 +685,11 @@ impl Conn {
         }
     }
 
-    /// Runs a request on the blocking pool; the reply comes back through the channel.
+    /// Runs a request on the blocking pool; the reply comes back through the inbox.
     ///
     /// The request is detached: if the connection ends first it still completes (a
     /// half-applied store operation would be worse than a wasted one) and the reply is
-    /// dropped with the channel.
+    /// dropped with the inbox.
     fn spawn_request(&self, id: RequestId, request: Request) {
         let executor = self.executor.clone();
         let answers = self.answers_tx.clone();
@@ -700,8 +699,8 @@ impl Conn {
                     log::error!("request executor panicked; answering a temporary failure");
                     Reply::Failed(Failure::Temporary("internal error".into()))
                 });
-            // Fails only if the connection is gone, and then nobody needs the reply.
-            let _ = answers.try_send((id, reply));
+            // Dropped if the connection is gone: then nobody needs the reply.
+            answers.post((id, Box::new(reply)));
         })
         .detach();
     }
@@ -751,7 +750,7 @@ impl Conn {
                 wake.backend_readable = want_backend_read && b.stream.poll_readable(cx).is_ready();
                 wake.backend_writable = want_backend_write && b.stream.poll_writable(cx).is_ready();
             }
-            if want_answers && let Poll::Ready(Some(answer)) = answers.as_mut().poll_next(cx) {
+            if want_answers && let Poll::Ready(answer) = answers.poll_take(cx) {
                 wake.answer = Some(answer);
             }
             let any = wake.cut

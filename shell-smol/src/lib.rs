@@ -11,7 +11,7 @@
 //! After every `handle_*` call the task drains `poll_action` until `None` (the
 //! single-mutation rule): `Write` appends to the connection's output queue, `Request`
 //! runs `Executor::execute` via `blocking::unblock` while the connection keeps reading
-//! and writing (the reply comes back on a per-connection channel), `Close` flushes and
+//! and writing (the reply comes back through a small per-connection inbox), `Close` flushes and
 //! then closes. It then waits for whichever comes first: the socket readable (only
 //! while `wants_read`), writable (only while output is pending), a reply, the
 //! session's `poll_timeout`, or the shutdown cut. Reads and writes never wait on each
@@ -41,7 +41,9 @@
 //!
 //! ## Splice
 //!
-//! `Action::Splice` ends the session: the task drops it and keeps the two sockets.
+//! `Action::Splice` ends the session: the task keeps the two sockets and the finished
+//! session box (a session frees its state before it asks for a splice; what is left,
+//! such as the per-address cap's slot, lives until the splice ends).
 //! Each direction first writes what the session had queued for its destination and the
 //! action's residual bytes, then copies: one non-blocking read into a 64 KiB stack
 //! buffer, written on at once, the part the destination does not take kept (at most
@@ -98,6 +100,7 @@ use tidegate_store::{ServerSpec, Shutdown};
 mod accept;
 mod conn;
 mod connect;
+mod inbox;
 mod output;
 mod signal;
 mod splice;

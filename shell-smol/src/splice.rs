@@ -22,6 +22,8 @@ use async_io::{Async, Timer};
 use bytes::Bytes;
 use futures_lite::future;
 
+use tidegate_store::service::BoxedSession;
+
 use crate::accept::Slot;
 use crate::output::Output;
 use crate::signal::Waiter;
@@ -68,6 +70,10 @@ pub(crate) struct Job {
     pub(crate) cut: Waiter,
     /// Keeps the back-end socket counted.
     pub(crate) backend_slot: Slot,
+    /// The session that asked for the splice, kept until the splice ends: what it
+    /// still holds counts the connection (the per-address cap's slot). A session
+    /// should free its own state before it asks for a splice.
+    pub(crate) finished: BoxedSession,
 }
 
 impl Job {
@@ -80,9 +86,10 @@ impl Job {
             idle,
             mut cut,
             backend_slot,
+            finished,
         } = self;
         let end = run(peer, client, backend, idle, &mut cut).await;
-        drop(backend_slot);
+        drop((backend_slot, finished));
         end
     }
 }

@@ -231,6 +231,10 @@ pub struct Server {
     /// Open connections above which new clients are told to come back later.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// Open connections one client address (IPv6: one /64) may hold; more get the busy
+    /// reply. Addresses in `[trust] networks` are exempt. 0 = no cap.
+    #[serde(default = "default_max_connections_per_ip")]
+    pub max_connections_per_ip: u32,
     /// Seconds open sessions get to finish after SIGTERM/SIGINT.
     #[serde(default = "default_grace")]
     pub shutdown_grace_secs: u64,
@@ -281,6 +285,9 @@ fn default_plaintext_auth() -> String {
 fn default_max_connections() -> usize {
     10_000
 }
+fn default_max_connections_per_ip() -> u32 {
+    100
+}
 fn default_grace() -> u64 {
     10
 }
@@ -304,6 +311,7 @@ impl Default for Server {
             threads: 0,
             workers: 0,
             max_connections: default_max_connections(),
+            max_connections_per_ip: default_max_connections_per_ip(),
             shutdown_grace_secs: default_grace(),
         }
     }
@@ -498,6 +506,7 @@ mod tests {
             vec!["127.0.0.1:1110".parse().unwrap()]
         );
         assert_eq!(config.server.max_connections, 10_000);
+        assert_eq!(config.server.max_connections_per_ip, 100);
     }
 
     #[test]

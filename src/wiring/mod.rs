@@ -19,7 +19,7 @@ use tidegate_store::maildir::MaildirStore;
 use tidegate_store::metrics::DirectoryKind;
 use tidegate_store::node::Node;
 use tidegate_store::router::{BackendPorts, Router, RouterConfig};
-use tidegate_store::service::BoxedSession;
+use tidegate_store::service::{AddressLimit, BoxedSession, CappedFactory};
 use tidegate_store::users::{
     AuthdDirectory, CacheConfig, CachedDirectory, LdapDirectory, TimedDirectory, UserDirectory,
     UsersFile,
@@ -350,6 +350,13 @@ pub fn prepare(config: &Config, config_path: Option<&Path>) -> Result<Prepared, 
     let node = Arc::new(Node::new(router(config), local));
     let locals = bound.iter().map(|b| b.addr).collect();
     let factory = Arc::new(SwappableFactory::new(Listeners(listeners), locals));
+    // authd and LMTP clients are tidegate nodes with connection pools: not capped.
+    let uncapped: Vec<usize> = configured
+        .iter()
+        .enumerate()
+        .filter(|(_, (scheme, _))| matches!(*scheme, "authd" | "lmtp"))
+        .map(|(index, _)| index)
+        .collect();
     let reloader = Reloader {
         relay: relay_text(config),
         config_path: config_path.map(Path::to_path_buf),
@@ -357,9 +364,14 @@ pub fn prepare(config: &Config, config_path: Option<&Path>) -> Result<Prepared, 
         factory: factory.clone(),
         node: node.clone(),
     };
+    // Front-ends and webmail in `[trust] networks` bring many users from one address.
+    let exempt = config.trusted_networks()?;
+    let per_address = (config.server.max_connections_per_ip > 0)
+        .then(|| AddressLimit::new(config.server.max_connections_per_ip, exempt));
+    let factory = CappedFactory::new(factory, per_address).uncapped(uncapped);
     let spec = ServerSpec {
         listeners: sockets,
-        factory,
+        factory: Arc::new(factory),
         executor: node,
         max_connections: config.server.max_connections,
         shutdown_grace: Duration::from_secs(config.server.shutdown_grace_secs),

@@ -11,6 +11,10 @@ use std::time::{Duration, Instant};
 
 use tidegate_core::{Reply, Request, Session};
 
+mod per_address;
+
+pub use per_address::{AddressGuard, AddressKey, AddressLimit, Admission, CappedFactory};
+
 /// Runs core requests. Called from worker threads (mio) or blocking tasks (smol), so it
 /// may block on disk and network I/O; it must always return exactly one reply.
 pub trait Executor: Send + Sync + 'static {
@@ -30,6 +34,15 @@ pub trait SessionFactory: Send + Sync + 'static {
     fn busy(&self, listener: usize, peer: SocketAddr, now: Instant) -> BoxedSession;
 }
 
+impl<F: SessionFactory + ?Sized> SessionFactory for Arc<F> {
+    fn open(&self, listener: usize, peer: SocketAddr, now: Instant) -> BoxedSession {
+        (**self).open(listener, peer, now)
+    }
+    fn busy(&self, listener: usize, peer: SocketAddr, now: Instant) -> BoxedSession {
+        (**self).busy(listener, peer, now)
+    }
+}
+
 /// Everything a shell needs to serve.
 pub struct ServerSpec {
     /// Bound listening sockets, in the order the factory knows them.
@@ -38,7 +51,8 @@ pub struct ServerSpec {
     pub factory: Arc<dyn SessionFactory>,
     /// Runs requests off the event loop.
     pub executor: Arc<dyn Executor>,
-    /// Open connections above which new ones get the busy session.
+    /// Open connections above which new ones get the busy session. (The per-address
+    /// cap is the factory's: see [`CappedFactory`].)
     pub max_connections: usize,
     /// On shutdown, how long open sessions may take to finish before they are cut.
     pub shutdown_grace: Duration,

@@ -104,7 +104,7 @@ impl ImapSession {
         self.io.push(Action::StartTls { with: Peer::Client });
         // RFC 3501 §6.2.1 and CVE-2011-0411: nothing pipelined before TLS is used.
         self.input.clear();
-        self.command.clear();
+        self.command = bytes::BytesMut::new();
         self.secure = true;
     }
 

@@ -155,6 +155,14 @@ impl Fragmentizer {
         self.tail.drain(..excess);
     }
 
+    /// Lets go of the buffer's allocation once everything in it was taken, so it dies
+    /// with the last fragment cut from it and an idle session holds no input buffer.
+    fn release_if_empty(&mut self) {
+        if self.buf.is_empty() {
+            self.buf = BytesMut::new();
+        }
+    }
+
     /// The next fragment, or `None` when more input (or a literal decision) is needed.
     pub fn next_fragment(&mut self) -> Option<Fragment> {
         if self.overlong_ended {
@@ -176,6 +184,7 @@ impl Fragmentizer {
                     .len()
                     .min(usize::try_from(remaining).unwrap_or(usize::MAX));
                 let data = self.buf.split_to(n).freeze();
+                self.release_if_empty();
                 self.scanned = 0;
                 self.mode = Mode::Literal(remaining - n as u64);
                 Some(Fragment::LiteralData(data))
@@ -189,6 +198,7 @@ impl Fragmentizer {
             Some(offset) => {
                 let end = self.scanned + offset;
                 let mut line = self.buf.split_to(end + 1);
+                self.release_if_empty();
                 self.scanned = 0;
                 line.truncate(end);
                 if line.last() == Some(&b'\r') {
@@ -210,7 +220,7 @@ impl Fragmentizer {
                 self.scanned = self.buf.len();
                 // One byte of slack for the CR of a line exactly at the limit.
                 if self.buf.len() > self.max_line + 1 {
-                    self.buf.clear();
+                    self.buf = BytesMut::new();
                     self.scanned = 0;
                     self.mode = Mode::Overlong;
                 }
@@ -255,7 +265,7 @@ impl Fragmentizer {
 
     /// Drops everything buffered (STARTTLS: RFC 3501 §6.2.1, CVE-2011-0411).
     pub fn clear(&mut self) {
-        self.buf.clear();
+        self.buf = BytesMut::new();
         self.scanned = 0;
         self.mode = Mode::Line;
         self.overlong_ended = false;
@@ -323,6 +333,23 @@ mod tests {
         assert_eq!(announced(b"x {+}"), None);
         assert_eq!(announced(b"x {1a}"), None);
         assert_eq!(announced(b"x 5}"), None);
+    }
+
+    #[test]
+    fn a_drained_buffer_holds_no_allocation() {
+        let mut f = Fragmentizer::new(100);
+        f.push(&[b'x'; 60]);
+        f.push(b"\r\nA2 IDLE\r\n");
+        assert!(matches!(f.next_fragment(), Some(Fragment::Line { .. })));
+        assert!(f.buf.capacity() > 0, "the second line is still buffered");
+        assert_eq!(f.next_fragment(), Some(line("A2 IDLE", None)));
+        assert_eq!(f.buf.capacity(), 0);
+        // A partial line keeps its bytes, of course.
+        f.push(b"DO");
+        assert_eq!(f.next_fragment(), None);
+        f.push(b"NE\r\n");
+        assert_eq!(f.next_fragment(), Some(line("DONE", None)));
+        assert_eq!(f.buf.capacity(), 0);
     }
 
     #[test]

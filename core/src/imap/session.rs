@@ -132,6 +132,7 @@ pub struct ImapSession {
     pub(super) waiting: Option<Waiting>,
     pub(super) input: Fragmentizer,
     /// The command being assembled: its lines joined by CRLF with literals in place.
+    /// Replaced, not cleared, once used: an idle session keeps no command buffer.
     pub(super) command: BytesMut,
     /// AUTHENTICATE sent `+`: the next line is the SASL response (holds the tag).
     pub(super) sasl_tag: Option<String>,
@@ -341,7 +342,7 @@ impl ImapSession {
                     let tag = tag_of(&self.command)
                         .or_else(|| self.sasl_tag.take())
                         .or_else(|| self.idle_tag.take());
-                    self.command.clear();
+                    self.command = BytesMut::new();
                     self.sasl_tag = None;
                     if let Some(appending) = self.append.take() {
                         self.abort_append(now, appending, "Command line too long");
@@ -378,7 +379,7 @@ impl ImapSession {
         self.command.extend_from_slice(&line);
         if self.command.len() > self.cfg.limits.max_command {
             let tag = tag_of(&self.command);
-            self.command.clear();
+            self.command = BytesMut::new();
             if literal.is_some() {
                 self.input.reject_literal();
             }
@@ -387,7 +388,7 @@ impl ImapSession {
         match literal {
             Some(literal) => self.on_announced(now, literal),
             None => {
-                let complete = self.command.split().freeze();
+                let complete = std::mem::take(&mut self.command).freeze();
                 self.execute(now, &complete);
             }
         }
@@ -399,7 +400,7 @@ impl ImapSession {
         if self.account().is_some()
             && let Some(prefix) = command::parse_append_prefix(&self.command)
         {
-            self.command.clear();
+            self.command = BytesMut::new();
             return self.start_append(now, prefix, literal);
         }
         let authenticated = self.account().is_some();
@@ -407,7 +408,7 @@ impl ImapSession {
             // Only LOGIN and ID take strings before login: refuse anything else before
             // the client sends its literal, so unauthenticated input stays small.
             let tag = tag_of(&self.command);
-            self.command.clear();
+            self.command = BytesMut::new();
             self.input.reject_literal();
             return self.bad(tag.as_deref(), "Log in first");
         }
@@ -421,7 +422,7 @@ impl ImapSession {
             .is_some_and(|n| self.command.len() + 2 + n as usize <= limit);
         if !fits {
             let tag = tag_of(&self.command);
-            self.command.clear();
+            self.command = BytesMut::new();
             self.input.reject_literal();
             return match tag {
                 Some(tag) => {
