@@ -127,6 +127,7 @@ fn check_command(command: &Command, line: &[u8]) {
                 "AUTH mechanism {mechanism:?} from {line:?}"
             );
             if let Some(response) = initial_response {
+                let response = response.expose();
                 assert!(
                     !response.is_empty() && !response.contains(&b' '),
                     "AUTH response {response:?} from {line:?}"
@@ -240,7 +241,7 @@ fn encode_smtp_command(command: &Command) -> Vec<u8> {
             let mut line = format!("AUTH {mechanism}").into_bytes();
             if let Some(response) = initial_response {
                 line.push(b' ');
-                line.extend_from_slice(response);
+                line.extend_from_slice(response.expose());
             }
             line
         }

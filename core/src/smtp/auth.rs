@@ -61,7 +61,7 @@ impl SmtpSession {
     }
 
     /// `AUTH mechanism [initial-response]`.
-    pub(super) fn auth(&mut self, now: Instant, mechanism: &str, initial: Option<Vec<u8>>) {
+    pub(super) fn auth(&mut self, now: Instant, mechanism: &str, initial: Option<Secret>) {
         if self.cfg.role != SmtpRole::Submission {
             return self.reply(reply::AUTH_NOT_AVAILABLE);
         }
@@ -83,7 +83,7 @@ impl SmtpSession {
             _ => return self.reply(reply::AUTH_MECHANISM),
         };
         match initial {
-            Some(response) => self.sasl_response(now, step, &response),
+            Some(response) => self.sasl_response(now, step, response.expose()),
             None => self.challenge(step),
         }
     }

@@ -9,6 +9,7 @@
 
 use super::address::{self, AddressError, Param, Path, PathKind};
 use crate::proxy::xclient::{self, Xclient, XclientError};
+use crate::secret::Secret;
 
 /// One parsed command.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,8 +61,9 @@ pub enum Command {
     Auth {
         /// Mechanism name, upper-cased.
         mechanism: String,
-        /// The base64 initial response, still encoded (`=` for an empty one).
-        initial_response: Option<Vec<u8>>,
+        /// The base64 initial response, still encoded (`=` for an empty one); it holds the
+        /// password, so it is a [`Secret`] (never in `Debug` output).
+        initial_response: Option<Secret>,
     },
     /// `XCLIENT name=value…` (Postfix `XCLIENT_README`): a trusted proxy names its
     /// client. The attributes are parsed here; whether the peer may send it is the
@@ -231,7 +233,7 @@ fn auth(args: &[u8]) -> Result<Command, ParseError> {
         }
         _ => return Err(USAGE),
     };
-    let initial_response = w.next().map(<[u8]>::to_vec);
+    let initial_response = w.next().map(Secret::new);
     if w.next().is_some() {
         return Err(USAGE);
     }
@@ -316,7 +318,7 @@ mod tests {
                 b"AUTH plain AGEAYg==",
                 Ok(Command::Auth {
                     mechanism: "PLAIN".into(),
-                    initial_response: Some(b"AGEAYg==".to_vec()),
+                    initial_response: Some(Secret::new(&b"AGEAYg=="[..])),
                 }),
             ),
             (
