@@ -79,28 +79,12 @@ WORKDIR=$(cd "$WORKDIR" && pwd)
 # Dovecot's auth (user dovecot) and mail processes (user nobody) must reach their files.
 chmod 755 "$WORKDIR"
 
-PIDS=()
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do
-        kill -TERM "$pid" 2>/dev/null || true
-    done
-    for pid in "${PIDS[@]}"; do
-        for _ in $(seq 50); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL "$pid" 2>/dev/null || true
-    done
-    if [ "$KEEP" = 0 ]; then
-        rm -rf "$WORKDIR"
-    else
-        echo "work files kept in $WORKDIR"
-    fi
-}
+BIN=$WORKDIR/bin
+BENCH=$BIN/tidegate-bench
+ROWS=()
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 trap cleanup EXIT
-
-log() { echo "== $*" >&2; }
 
 # Servers and the load generator each need one descriptor per connection.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
@@ -113,28 +97,7 @@ fi
 # ---------------------------------------------------------------------------------------
 # Build
 # ---------------------------------------------------------------------------------------
-BIN=$WORKDIR/bin
-mkdir -p "$BIN"
-if [ "$SKIP_BUILD" = 0 ]; then
-    cd "$ROOT"
-    for v in $VARIANTS; do
-        case "$v" in smol|mio) ;; *) echo "run.sh: unknown variant $v" >&2; exit 2 ;; esac
-    done
-    # mio first, so that target/release/tidegate is the default (smol) build afterwards.
-    for v in mio smol; do
-        case " $VARIANTS " in *" $v "*) ;; *) continue ;; esac
-        case "$v" in
-            smol) log "building tidegate (smol)"; cargo build --release -p tidegate ;;
-            mio) log "building tidegate (mio)"
-                 cargo build --release -p tidegate --no-default-features --features mio ;;
-        esac
-        cp "$TARGET_DIR/release/tidegate" "$BIN/tidegate-$v"
-    done
-    log "building tidegate-bench"
-    cargo build --release -p tidegate-bench
-    cp "$TARGET_DIR/release/tidegate-bench" "$BIN/tidegate-bench"
-fi
-BENCH=$BIN/tidegate-bench
+[ "$SKIP_BUILD" = 1 ] || build_variants "$VARIANTS" "$BIN"
 for v in $VARIANTS; do
     [ -x "$BIN/tidegate-$v" ] || { echo "run.sh: $BIN/tidegate-$v missing" >&2; exit 1; }
 done
@@ -218,72 +181,10 @@ cp -a "$DATA/mail" "$DATA/dovecot-mail"
 # ---------------------------------------------------------------------------------------
 # Measuring
 # ---------------------------------------------------------------------------------------
-kv() { # KEY < line: the value of KEY=value
-    tr ' ' '\n' | sed -n "s/^$1=//p" | head -1
-}
-
-ROWS=()
-
-# measure_pop3 NAME ROOTPID PORT: load the server, account its CPU and memory.
-measure_pop3() {
-    local name=$1 pid=$2 port=$3 before after out peak s rss bp
-    out=$WORKDIR/$name.pop3.out
-    before=$("$BENCH" procstat --pid "$pid")
-    "$BENCH" pop3 --target "127.0.0.1:$port" --concurrency "$CONCURRENCY" \
-        --duration "$DURATION" --users-pattern "user{}@$DOMAIN" --user-count "$USERS" \
-        --password "$PASSWORD" --sources "$SOURCES" > "$out" 2> "$out.err" &
-    bp=$!
-    peak=0
-    while kill -0 "$bp" 2>/dev/null; do
-        s=$("$BENCH" procstat --pid "$pid" 2>/dev/null) || break
-        rss=$(echo "$s" | kv rss_kb)
-        [ "${rss:-0}" -gt "$peak" ] && peak=$rss
-        sleep 0.5
-    done
-    wait "$bp" || log "$name: the load generator failed: $(tail -3 "$out.err")"
-    after=$("$BENCH" procstat --pid "$pid")
-    cat "$out" >&2
-    [ -s "$out.err" ] && sed 's/^/   /' "$out.err" >&2
-    local hwm sessions rate p50 p99 errors t0 t1 clk cpu_ms
-    hwm=$(echo "$after" | kv hwm_kb)
-    # One process (tidegate): VmHWM is the exact peak. A process tree (Dovecot): the
-    # largest sampled sum of VmRSS, or the sum of the live processes' VmHWM if larger.
-    [ "${hwm:-0}" -gt "$peak" ] && peak=$hwm
-    local result
-    result=$(grep '^RESULT' "$out" || echo "RESULT sessions=0 rate=0 p50_ms=0 p99_ms=0 errors=?")
-    sessions=$(echo "$result" | kv sessions)
-    rate=$(echo "$result" | kv rate)
-    p50=$(echo "$result" | kv p50_ms)
-    p99=$(echo "$result" | kv p99_ms)
-    errors=$(echo "$result" | kv errors)
-    t0=$(echo "$before" | kv ticks)
-    t1=$(echo "$after" | kv ticks)
-    clk=$(echo "$after" | kv clk_tck)
-    cpu_ms=$(awk -v a="$t0" -v b="$t1" -v c="$clk" -v n="$sessions" \
-        'BEGIN { if (n > 0) printf "%.3f", (b - a) * 1000 / c / n; else print "nan" }')
-    ROWS+=("$name|$rate|$cpu_ms|$((peak / 1024))|$p50|$p99|$sessions|$errors")
-    echo "RESULT_ROW server=$name sessions=$sessions rate=$rate cpu_ms_per_session=$cpu_ms" \
-         "cpu_ticks=$((t1 - t0)) clk_tck=$clk peak_rss_mb=$((peak / 1024)) p50_ms=$p50" \
-         "p99_ms=$p99 errors=$errors"
-}
-
-wait_for() { # PORT PID NAME LOG
-    if ! "$BENCH" wait --target "127.0.0.1:$1" --timeout 30; then
-        log "$3 did not start; its log:"
-        tail -20 "$4" >&2 || true
-        exit 1
-    fi
-    kill -0 "$2" 2>/dev/null || { log "$3 exited"; tail -20 "$4" >&2; exit 1; }
-}
-
-stop() { # PID
-    kill -TERM "$1" 2>/dev/null || true
-    for _ in $(seq 100); do
-        kill -0 "$1" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$1" 2>/dev/null || true
-    wait "$1" 2>/dev/null || true
+pop3_load() { # PORT: the load generator's arguments
+    echo pop3 --target "127.0.0.1:$1" --concurrency "$CONCURRENCY" --duration "$DURATION" \
+        --users-pattern "user{}@$DOMAIN" --user-count "$USERS" --password "$PASSWORD" \
+        --sources "$SOURCES"
 }
 
 start_tidegate() { # VARIANT PORT MAXCONN NAME -> sets SERVER_PID
@@ -300,14 +201,13 @@ for v in $VARIANTS; do
     PORT=$((PORT + 1))
     log "tidegate-$v: $CONCURRENCY clients for $DURATION s on 127.0.0.1:$PORT"
     start_tidegate "$v" "$PORT" 10000 "tidegate-$v"
-    measure_pop3 "tidegate-$v" "$SERVER_PID" "$PORT"
+    measure "tidegate-$v" "$SERVER_PID" -- $(pop3_load "$PORT")
     stop "$SERVER_PID"
 done
 
 # ---------------------------------------------------------------------------------------
 # Dovecot
 # ---------------------------------------------------------------------------------------
-DOVECOT_DONE=0
 if [ "$SKIP_DOVECOT" = 0 ]; then
     if ! command -v dovecot > /dev/null && [ "$INSTALL_DOVECOT" = 1 ]; then
         log "installing dovecot-pop3d"
@@ -376,9 +276,8 @@ EOF
         PIDS+=("$SERVER_PID")
         wait_for "$PORT" "$SERVER_PID" dovecot "$DV/dovecot.log"
         sleep 1   # let process_min_avail processes come up before the baseline
-        measure_pop3 dovecot "$SERVER_PID" "$PORT"
+        measure dovecot "$SERVER_PID" -- $(pop3_load "$PORT")
         stop "$SERVER_PID"
-        DOVECOT_DONE=1
     else
         log "dovecot not installed (use --install-dovecot); skipping it"
     fi
@@ -424,26 +323,7 @@ echo
 echo "POP3 sessions (connect, USER/PASS, STAT, RETR 1 = $STORED_SIZE-byte message, QUIT):"
 echo "  $CONCURRENCY clients, $DURATION s each, $USERS users, {PLAIN} passwords, same maildir files;"
 echo "  $NCPU CPUs shared by server and load generator; $(uname -r)"
-printf '%-16s %12s %14s %14s %9s %9s %9s %7s\n' server sessions/s "CPU ms/sess" "peak RSS MB" \
-    "p50 ms" "p99 ms" sessions errors
-DV_RATE=""
-DV_CPU=""
-for r in "${ROWS[@]}"; do
-    IFS='|' read -r name rate cpu rss p50 p99 n err <<< "$r"
-    printf '%-16s %12s %14s %14s %9s %9s %9s %7s\n' "$name" "$rate" "$cpu" "$rss" "$p50" "$p99" "$n" "$err"
-    if [ "$name" = dovecot ]; then DV_RATE=$rate; DV_CPU=$cpu; fi
-done
-if [ "$DOVECOT_DONE" = 1 ] && [ -n "$DV_RATE" ]; then
-    echo
-    echo "tidegate / dovecot (sessions/s: higher is better; CPU per session: lower is better):"
-    for r in "${ROWS[@]}"; do
-        IFS='|' read -r name rate cpu _ <<< "$r"
-        [ "$name" = dovecot ] && continue
-        awk -v n="$name" -v r="$rate" -v c="$cpu" -v dr="$DV_RATE" -v dc="$DV_CPU" 'BEGIN {
-            printf "  %-16s sessions/s x%.2f   CPU per session x%.3f\n", n,
-                (dr > 0 ? r / dr : 0), (dc > 0 ? c / dc : 0) }'
-    done
-fi
+report_rows
 if [ "${#IDLE_ROWS[@]}" -gt 0 ]; then
     echo
     echo "Idle authenticated POP3 connections (server VmRSS before and after):"
