@@ -83,21 +83,8 @@ AUTHD_IP=127.0.3.1
 BACK_IPS=(127.0.2.1 127.0.2.2 127.0.2.3 127.0.2.4)
 FRONT_IPS=(127.0.1.1 127.0.1.2)
 
-PIDS=()
-stop_all() {
-    local pid
-    for pid in "${PIDS[@]}"; do
-        kill -TERM "$pid" 2>/dev/null || true
-    done
-    for pid in "${PIDS[@]}"; do
-        for _ in $(seq 50); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL "$pid" 2>/dev/null || true
-    done
-    PIDS=()
-}
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"   # PIDS, stop_all, log; cleanup below replaces its own
 cleanup() {
     stop_all
     [ -n "${AUTHD_PID:-}" ] && kill -TERM "$AUTHD_PID" 2>/dev/null || true
@@ -109,7 +96,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-log() { echo "== $*" >&2; }
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 # ---------------------------------------------------------------------------------------

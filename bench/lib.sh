@@ -3,7 +3,9 @@
 # WORKDIR, KEEP, BENCH and ROWS=() first.
 
 PIDS=()
-cleanup() {
+
+# Stops every process in PIDS (TERM, then KILL after 5 s) and empties the list.
+stop_all() {
     local pid
     for pid in "${PIDS[@]}"; do
         kill -TERM "$pid" 2>/dev/null || true
@@ -15,6 +17,11 @@ cleanup() {
         done
         kill -KILL "$pid" 2>/dev/null || true
     done
+    PIDS=()
+}
+
+cleanup() {
+    stop_all
     if [ "$KEEP" = 0 ]; then
         rm -rf "$WORKDIR"
     else

@@ -298,3 +298,33 @@ where
         errors,
     })
 }
+
+/// Prints a run's `RESULT mode=…` line (for the scripts) and a line for people, then the
+/// first errors; fails when no session completed.
+pub fn report_sessions(
+    mode: &str,
+    target: SocketAddr,
+    concurrency: usize,
+    load: &LoadResult,
+) -> Result<(), String> {
+    let (secs, s) = (load.secs, &load.latencies);
+    let sessions = s.count;
+    let errs = load.errors.get();
+    let rate = sessions as f64 / secs;
+    println!(
+        "RESULT mode={mode} target={target} concurrency={concurrency} sessions={sessions} \
+         secs={secs:.3} rate={rate:.1} mean_ms={:.3} p50_ms={:.3} p99_ms={:.3} max_ms={:.3} \
+         errors={errs}",
+        s.mean, s.p50, s.p99, s.max,
+    );
+    println!(
+        "{mode} {target}: {sessions} sessions in {secs:.1} s = {rate:.0} sessions/s with \
+         {concurrency} clients; latency mean {:.2} ms, p50 {:.2} ms, p99 {:.2} ms; {errs} errors",
+        s.mean, s.p50, s.p99,
+    );
+    load.errors.report();
+    if sessions == 0 {
+        return Err("no session completed".into());
+    }
+    Ok(())
+}

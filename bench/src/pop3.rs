@@ -216,25 +216,7 @@ pub fn pop3(args: Pop3Args) -> Result<(), String> {
             move |i| session(&plan, plan.source(i), plan.user(i), retr),
         )?
     };
-    let (secs, s, errors) = (load.secs, load.latencies, load.errors);
-    let sessions = s.count;
-    let errs = errors.get();
-    let rate = sessions as f64 / secs;
-    println!(
-        "RESULT mode=pop3 target={} concurrency={} sessions={sessions} secs={secs:.3} rate={rate:.1} \
-         mean_ms={:.3} p50_ms={:.3} p99_ms={:.3} max_ms={:.3} errors={errs}",
-        plan.target, args.concurrency, s.mean, s.p50, s.p99, s.max,
-    );
-    println!(
-        "pop3 {}: {sessions} sessions in {secs:.1} s = {rate:.0} sessions/s with {} clients; \
-         latency mean {:.2} ms, p50 {:.2} ms, p99 {:.2} ms; {errs} errors",
-        plan.target, args.concurrency, s.mean, s.p50, s.p99,
-    );
-    errors.report();
-    if sessions == 0 {
-        return Err("no session completed".into());
-    }
-    Ok(())
+    net::report_sessions("pop3", plan.target, args.concurrency, &load)
 }
 
 // ---------------------------------------------------------------------------------------
