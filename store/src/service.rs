@@ -275,3 +275,39 @@ impl std::fmt::Debug for ListenerChanges {
         f.write_str("ListenerChanges")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    #[test]
+    fn listener_changes_wake_the_shell_and_are_taken_in_order() {
+        let changes = ListenerChanges::new();
+        let socket = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = socket.local_addr().unwrap().port();
+        changes.submit([ListenerChange::Remove { index: 0 }]);
+        // A shell registering late is woken at once for what waits.
+        let wakes = Arc::new(AtomicUsize::new(0));
+        let counter = wakes.clone();
+        changes.on_change(move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+        });
+        assert_eq!(wakes.load(Ordering::SeqCst), 1);
+        changes
+            .clone()
+            .submit([ListenerChange::Add { index: 3, socket }]);
+        assert_eq!(wakes.load(Ordering::SeqCst), 2);
+        assert!(changes.is_pending());
+        let taken = changes.take();
+        assert!(matches!(taken[0], ListenerChange::Remove { index: 0 }));
+        match &taken[1] {
+            ListenerChange::Add { index: 3, socket } => {
+                assert_eq!(socket.local_addr().unwrap().port(), port)
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(!changes.is_pending());
+        assert!(changes.take().is_empty());
+    }
+}
