@@ -441,4 +441,22 @@ mod tests {
         let mut refused = factory.open(0, peer, now);
         assert_eq!(first_write(&mut refused), b"-ERR [SYS/TEMP] busy\r\n");
     }
+
+    #[test]
+    fn listeners_a_rule_names_are_not_counted() {
+        let limit = AddressLimit::new(1, Vec::new());
+        // Odd listeners stand for authd and LMTP, whose ids a reload may hand out.
+        let factory =
+            CappedFactory::new(Greeter, Some(limit.clone())).uncapped_if(|id| id % 2 == 1);
+        let peer: SocketAddr = "192.0.2.9:40000".parse().unwrap();
+        let now = Instant::now();
+        let mut held: Vec<_> = (0..3).map(|_| factory.open(5, peer, now)).collect();
+        for session in &mut held {
+            assert_eq!(first_write(session), b"+OK hello\r\n");
+        }
+        assert_eq!(limit.open_from(peer.ip()), 0);
+        let _capped = factory.open(4, peer, now);
+        let mut refused = factory.open(4, peer, now);
+        assert_eq!(first_write(&mut refused), b"-ERR [SYS/TEMP] busy\r\n");
+    }
 }
