@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tidegate_store::queue::{Queue, RecipientState, unix_now};
 
-use crate::wiring::{Bound, Reloader};
+use crate::wiring::Reloader;
 
 /// The longest command line accepted.
 const MAX_COMMAND: u64 = 256;
@@ -26,12 +26,10 @@ const MAX_LISTING: usize = 4 * 1024 * 1024;
 /// The longest answer `tidegate ctl` reads.
 const MAX_ANSWER: u64 = 8 * 1024 * 1024;
 
-/// What `status` reports besides the listeners.
+/// What `status` reports besides the listeners (which the reloader knows).
 pub struct StatusInfo {
     /// When the server started.
     pub started: Instant,
-    /// What is listening where.
-    pub bound: Vec<Bound>,
     /// The outbound queue, with `[relay]`.
     pub queue: Option<Arc<Queue>>,
 }
@@ -103,7 +101,8 @@ fn status_text(status: &StatusInfo, reloader: &Reloader) -> String {
     if let Some(path) = reloader.config_path() {
         text.push_str(&format!("config {}\n", path.display()));
     }
-    for b in &status.bound {
+    // The listeners as the last reload left them.
+    for b in reloader.bound() {
         text.push_str(&format!("listener {}://{}\n", b.scheme, b.addr));
     }
     if let Some(queue) = &status.queue {

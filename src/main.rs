@@ -165,7 +165,6 @@ fn serve(path: &std::path::Path) -> Result<(), String> {
         prepared.reloader.clone(),
         control::StatusInfo {
             started: std::time::Instant::now(),
-            bound: prepared.bound.clone(),
             queue: prepared.queue(),
         },
     )?;

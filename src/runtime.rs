@@ -1,7 +1,7 @@
 //! The runtime shell chosen at build time: smol by default, mio with
 //! `--no-default-features --features mio`.
 
-use tidegate_store::{ServerSpec, Shutdown};
+use tidegate_store::{ListenerChanges, ServerSpec, Shutdown};
 
 #[cfg(not(any(feature = "smol", feature = "mio")))]
 compile_error!("enable one runtime feature: `smol` (default) or `mio`");
@@ -13,14 +13,22 @@ pub const NAME: &str = "mio";
 #[cfg(all(feature = "smol", not(feature = "mio")))]
 pub const NAME: &str = "smol";
 
-/// Serves until `shutdown` fires.
+/// Serves until `shutdown` fires, applying the listener changes reloads submit.
 #[cfg(feature = "mio")]
-pub fn serve(spec: ServerSpec, shutdown: Shutdown) -> std::io::Result<()> {
-    tidegate_shell_mio::serve(spec, shutdown)
+pub fn serve(
+    spec: ServerSpec,
+    shutdown: Shutdown,
+    changes: ListenerChanges,
+) -> std::io::Result<()> {
+    tidegate_shell_mio::serve_with_changes(spec, shutdown, changes)
 }
 
-/// Serves until `shutdown` fires.
+/// Serves until `shutdown` fires, applying the listener changes reloads submit.
 #[cfg(all(feature = "smol", not(feature = "mio")))]
-pub fn serve(spec: ServerSpec, shutdown: Shutdown) -> std::io::Result<()> {
-    tidegate_shell_smol::serve(spec, shutdown)
+pub fn serve(
+    spec: ServerSpec,
+    shutdown: Shutdown,
+    changes: ListenerChanges,
+) -> std::io::Result<()> {
+    tidegate_shell_smol::serve_with_changes(spec, shutdown, changes)
 }

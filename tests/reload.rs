@@ -116,13 +116,114 @@ fn a_config_that_cannot_be_applied_is_refused_and_the_old_one_keeps_running() {
     assert!(err.contains("listen_everywhere"), "{err}");
     assert_eq!(greeting(port), "+OK one.example POP3 ready\r\n");
 
-    let other = free_port();
+    // A listener that cannot be bound (someone else has the port) refuses the whole
+    // reload: the hostname does not change either.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let other = taken.local_addr().unwrap().port();
     write_config(dir.path(), "two.example", &[port, other], "");
     let reload = ctl(&config, "reload");
     assert!(!reload.status.success());
     let err = String::from_utf8_lossy(&reload.stderr).into_owned();
     assert!(err.contains(&format!("+pop3://127.0.0.1:{other}")), "{err}");
     assert_eq!(greeting(port), "+OK one.example POP3 ready\r\n");
+    drop(taken);
+}
+
+/// Waits until nothing accepts on `port` any more (the shell applies a removal after
+/// the reload answered).
+fn wait_refused(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", port)).is_ok() {
+        assert!(Instant::now() < deadline, "port {port} still accepts");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Connects to `port`, waiting for the shell to start accepting there.
+fn wait_greeting(port: u16) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "nothing accepts on {port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    greeting(port)
+}
+
+#[test]
+fn a_reload_adds_and_removes_listeners_and_open_sessions_on_removed_ones_go_on() {
+    let (dir, first) = setup();
+    let config = write_config(dir.path(), "one.example", &[first], "");
+    let _server = Node::start(&config, local(first));
+
+    // A session on the listener that is about to go.
+    let open = TcpStream::connect(("127.0.0.1", first)).unwrap();
+    open.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut open = BufReader::new(open);
+    let mut line = String::new();
+    open.read_line(&mut line).unwrap();
+    assert_eq!(line, "+OK one.example POP3 ready\r\n");
+
+    // Added: accepted at once, with the new settings, and listed by `ctl status`.
+    let second = free_port();
+    write_config(dir.path(), "two.example", &[first, second], "");
+    let reload = ctl(&config, "reload");
+    assert!(reload.status.success(), "{reload:?}");
+    let said = String::from_utf8_lossy(&reload.stdout).into_owned();
+    assert!(
+        said.contains(&format!("+pop3://127.0.0.1:{second}")),
+        "{said}"
+    );
+    assert_eq!(wait_greeting(second), "+OK two.example POP3 ready\r\n");
+    assert_eq!(greeting(first), "+OK two.example POP3 ready\r\n");
+    let status = String::from_utf8(ctl(&config, "status").stdout).unwrap();
+    assert!(
+        status.contains(&format!("listener pop3://127.0.0.1:{second}")),
+        "{status}"
+    );
+
+    // Removed: refused, its port free again; the session opened on it goes on.
+    write_config(dir.path(), "three.example", &[second], "");
+    let reload = ctl(&config, "reload");
+    assert!(reload.status.success(), "{reload:?}");
+    let said = String::from_utf8_lossy(&reload.stdout).into_owned();
+    assert!(
+        said.contains(&format!("-pop3://127.0.0.1:{first}")),
+        "{said}"
+    );
+    wait_refused(first);
+    std::net::TcpListener::bind(("127.0.0.1", first)).expect("the removed listener's port is free");
+    let status = String::from_utf8(ctl(&config, "status").stdout).unwrap();
+    assert!(
+        !status.contains(&format!("listener pop3://127.0.0.1:{first}")),
+        "{status}"
+    );
+    assert_eq!(greeting(second), "+OK three.example POP3 ready\r\n");
+    open.get_mut()
+        .write_all(b"USER alice@example.com\r\n")
+        .unwrap();
+    line.clear();
+    open.read_line(&mut line).unwrap();
+    assert!(line.starts_with("+OK"), "{line}");
+    open.get_mut().write_all(b"PASS pw\r\n").unwrap();
+    line.clear();
+    open.read_line(&mut line).unwrap();
+    assert!(line.starts_with("+OK Logged in"), "{line}");
+    open.get_mut().write_all(b"QUIT\r\n").unwrap();
+    line.clear();
+    open.read_line(&mut line).unwrap();
+    assert_eq!(
+        line,
+        "+OK one.example POP3 closing (0 messages deleted)\r\n"
+    );
+
+    // A changed address is a removal and an addition.
+    let third = free_port();
+    write_config(dir.path(), "four.example", &[third], "");
+    let reload = ctl(&config, "reload");
+    assert!(reload.status.success(), "{reload:?}");
+    assert_eq!(wait_greeting(third), "+OK four.example POP3 ready\r\n");
+    wait_refused(second);
 }
 
 #[test]

@@ -21,6 +21,9 @@ use crate::event_loop::Shared;
 pub(crate) const FIRST_RESERVED_TOKEN: usize = usize::MAX - (1 << 16);
 /// Listener `i` is registered as `LISTENER_TOKEN_BASE - i`.
 const LISTENER_TOKEN_BASE: usize = usize::MAX - 1;
+/// Listener indices (initial and added by reloads) stay below this, inside the
+/// reserved token range and clear of the waker's token.
+const MAX_LISTENERS: usize = LISTENER_TOKEN_BASE - FIRST_RESERVED_TOKEN;
 /// Pause before accepting again after a resource error (EMFILE, ENFILE, ENOBUFS).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
@@ -36,9 +39,10 @@ pub(crate) struct NewConn {
     pub(crate) busy: bool,
 }
 
-/// The listening sockets, registered with loop 0's poll.
+/// The listening sockets, registered with loop 0's poll, indexed like the factory's
+/// listeners; a slot is empty once a reload removed its listener.
 pub(crate) struct Acceptor {
-    listeners: Vec<TcpListener>,
+    listeners: Vec<Option<TcpListener>>,
     /// Set after a resource error: accept again at this time even without an event.
     retry_at: Option<Instant>,
 }
@@ -49,38 +53,77 @@ impl Acceptor {
         listeners: Vec<std::net::TcpListener>,
         registry: &Registry,
     ) -> io::Result<Self> {
-        if listeners.len() > usize::MAX - FIRST_RESERVED_TOKEN - 1 {
+        let mut acceptor = Acceptor {
+            listeners: Vec::with_capacity(listeners.len()),
+            retry_at: None,
+        };
+        for (i, listener) in listeners.into_iter().enumerate() {
+            acceptor.add(i, listener, registry)?;
+        }
+        Ok(acceptor)
+    }
+
+    /// Starts accepting on `listener` as listener `index` (a reload added it). Fails
+    /// when the index is out of the token range or already in use, or when the socket
+    /// cannot be registered; the socket is then closed.
+    pub(crate) fn add(
+        &mut self,
+        index: usize,
+        listener: std::net::TcpListener,
+        registry: &Registry,
+    ) -> io::Result<()> {
+        if index >= MAX_LISTENERS {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "too many listeners",
             ));
         }
-        let mut registered = Vec::with_capacity(listeners.len());
-        for (i, listener) in listeners.into_iter().enumerate() {
-            listener.set_nonblocking(true)?;
-            let mut listener = TcpListener::from_std(listener);
-            registry.register(
-                &mut listener,
-                Token(LISTENER_TOKEN_BASE - i),
-                Interest::READABLE,
-            )?;
-            registered.push(listener);
+        if self.listeners.get(index).is_some_and(Option::is_some) {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("listener {index} exists already"),
+            ));
         }
-        Ok(Acceptor {
-            listeners: registered,
-            retry_at: None,
-        })
+        listener.set_nonblocking(true)?;
+        let mut listener = TcpListener::from_std(listener);
+        registry.register(
+            &mut listener,
+            Token(LISTENER_TOKEN_BASE - index),
+            Interest::READABLE,
+        )?;
+        if self.listeners.len() <= index {
+            self.listeners.resize_with(index + 1, || None);
+        }
+        if let Some(slot) = self.listeners.get_mut(index) {
+            *slot = Some(listener);
+        }
+        Ok(())
+    }
+
+    /// Stops accepting on listener `index` and closes its socket; connections accepted
+    /// on it go on. Returns whether there was such a listener.
+    pub(crate) fn remove(&mut self, index: usize, registry: &Registry) -> bool {
+        match self.listeners.get_mut(index).and_then(Option::take) {
+            Some(mut listener) => {
+                let _ = registry.deregister(&mut listener);
+                true
+            }
+            None => false,
+        }
     }
 
     /// The listener index a token names, if it names one.
     pub(crate) fn listener_of(&self, token: Token) -> Option<usize> {
         let i = LISTENER_TOKEN_BASE.checked_sub(token.0)?;
-        (i < self.listeners.len()).then_some(i)
+        self.listeners
+            .get(i)
+            .is_some_and(Option::is_some)
+            .then_some(i)
     }
 
-    /// The number of listeners.
+    /// The number of listeners accepting now.
     pub(crate) fn count(&self) -> usize {
-        self.listeners.len()
+        self.listeners.iter().flatten().count()
     }
 
     /// When to retry accepting after a resource error.
@@ -106,7 +149,7 @@ impl Acceptor {
         now: Instant,
         shared: &Shared,
     ) -> Option<NewConn> {
-        let listening = self.listeners.get(listener)?;
+        let listening = self.listeners.get(listener)?.as_ref()?;
         loop {
             let (socket, peer) = match listening.accept() {
                 Ok(accepted) => accepted,
@@ -142,7 +185,7 @@ impl Acceptor {
 
     /// Stops accepting: the listening sockets are deregistered and closed.
     pub(crate) fn close(mut self, registry: &Registry) {
-        for listener in &mut self.listeners {
+        for listener in self.listeners.iter_mut().flatten() {
             // Closing the socket removes it from epoll anyway; deregistering is tidy.
             let _ = registry.deregister(listener);
         }

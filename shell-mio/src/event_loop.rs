@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 use tidegate_core::{MAX_READ, Reply, RequestId};
-use tidegate_store::{SessionFactory, Shutdown};
+use tidegate_store::{ListenerChange, ListenerChanges, SessionFactory, Shutdown};
 
 use crate::accept::{Acceptor, FIRST_RESERVED_TOKEN, NewConn};
 use crate::conn::{Conn, Pump};
@@ -83,6 +83,8 @@ pub(crate) struct Shared {
     pub(crate) factory: Arc<dyn SessionFactory>,
     /// The caller's stop signal.
     pub(crate) shutdown: Shutdown,
+    /// Listeners a reload adds or removes; loop 0 applies them.
+    pub(crate) listener_changes: ListenerChanges,
     /// Our own stop signal: a loop failed or a thread could not be started.
     pub(crate) stop: AtomicBool,
     /// Open connections across all loops, busy ones included.
@@ -302,6 +304,7 @@ impl EventLoop {
         loop {
             let now = Instant::now();
             self.drain_inbox(now);
+            self.apply_listener_changes();
             if self.grace_until.is_none() && self.shared.stopping() {
                 self.begin_stop(now);
             }
@@ -376,6 +379,31 @@ impl EventLoop {
                 "stopped accepting; open sessions have {:?} to finish",
                 self.shared.grace
             );
+        }
+    }
+
+    /// Loop 0: starts and stops the listeners a reload added or removed. Without an
+    /// acceptor (another loop, or shutdown has begun) there is nothing to apply, and
+    /// added sockets are closed as they are dropped.
+    fn apply_listener_changes(&mut self) {
+        let Some(acceptor) = self.acceptor.as_mut() else {
+            return;
+        };
+        for change in self.shared.listener_changes.take() {
+            match change {
+                ListenerChange::Add { index, socket } => {
+                    let local = socket.local_addr().ok();
+                    match acceptor.add(index, socket, self.poll.registry()) {
+                        Ok(()) => log::info!("listener {index} accepting on {local:?}"),
+                        Err(e) => log::error!("listener {index} on {local:?}: {e}"),
+                    }
+                }
+                ListenerChange::Remove { index } => {
+                    if acceptor.remove(index, self.poll.registry()) {
+                        log::info!("listener {index} stopped accepting");
+                    }
+                }
+            }
         }
     }
 

@@ -120,7 +120,7 @@ use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 
 use mio::{Poll, Waker};
-use tidegate_store::{ServerSpec, Shutdown};
+use tidegate_store::{ListenerChanges, ServerSpec, Shutdown};
 
 use crate::accept::Acceptor;
 use crate::event_loop::{EventLoop, LoopHandle, Shared, WAKER};
@@ -133,6 +133,18 @@ use crate::workers::Submitter;
 /// a loop fails (its `poll` errors or it panics); the other loops are then wound down
 /// the same way as on shutdown before the error is returned.
 pub fn serve(spec: ServerSpec, shutdown: Shutdown) -> io::Result<()> {
+    serve_with_changes(spec, shutdown, ListenerChanges::new())
+}
+
+/// Like [`serve`], and applies the listener additions and removals submitted to
+/// `changes` while serving (a config reload): loop 0 registers an added socket and
+/// accepts on it from its next turn, and closes a removed one; connections accepted
+/// before go on.
+pub fn serve_with_changes(
+    spec: ServerSpec,
+    shutdown: Shutdown,
+    changes: ListenerChanges,
+) -> io::Result<()> {
     let loop_count = spec.thread_count().max(1);
     let worker_count = spec.worker_count().max(1);
     let mut polls = Vec::with_capacity(loop_count);
@@ -157,9 +169,18 @@ pub fn serve(spec: ServerSpec, shutdown: Shutdown) -> io::Result<()> {
             }
         });
     }
+    if let Some(first) = loops.first() {
+        let waker = Arc::downgrade(first.waker());
+        changes.on_change(move || {
+            if let Some(waker) = waker.upgrade() {
+                let _ = waker.wake();
+            }
+        });
+    }
     let shared = Arc::new(Shared {
         factory: spec.factory,
         shutdown,
+        listener_changes: changes,
         stop: AtomicBool::new(false),
         open: AtomicUsize::new(0),
         per_loop: (0..loop_count).map(|_| AtomicUsize::new(0)).collect(),

@@ -92,13 +92,15 @@ impl Drop for Slot {
     }
 }
 
-/// Accepts connections on `listener` (index `index` of `ServerSpec::listeners`) until
-/// shutdown, spawning one connection task on `tasks` for each.
+/// Accepts connections on `listener` (index `index` of the factory's listeners) until
+/// shutdown or until `removed` fires (a reload removed the listener), spawning one
+/// connection task on `tasks` for each. The socket closes when this returns.
 pub(crate) async fn run(
     shared: Arc<Shared>,
     tasks: Arc<Executor<'static>>,
     listener: Async<TcpListener>,
     index: usize,
+    removed: Arc<Signal>,
 ) {
     let local = listener.get_ref().local_addr().ok();
     log::info!("listener {index} accepting on {local:?}");
@@ -107,7 +109,7 @@ pub(crate) async fn run(
         // Dropping the accept future is harmless: it accepts only when it completes.
         let next = future::or(
             async {
-                shared.stopping.wait().await;
+                future::or(shared.stopping.wait(), removed.wait()).await;
                 None
             },
             async { Some(listener.accept().await) },

@@ -95,7 +95,7 @@ use std::time::Duration;
 use async_executor::{Executor, Task};
 use async_io::{Async, Timer};
 use futures_lite::{FutureExt as _, future};
-use tidegate_store::{ServerSpec, Shutdown};
+use tidegate_store::{ListenerChange, ListenerChanges, ServerSpec, Shutdown};
 
 mod accept;
 mod conn;
@@ -119,6 +119,17 @@ const CUT_WAIT: Duration = Duration::from_secs(1);
 /// `spec.thread_count()` executor threads. Fails only while starting: when a listener
 /// cannot be registered with the reactor or a thread cannot be started.
 pub fn serve(spec: ServerSpec, shutdown: Shutdown) -> io::Result<()> {
+    serve_with_changes(spec, shutdown, ListenerChanges::new())
+}
+
+/// Like [`serve`], and applies the listener additions and removals submitted to
+/// `changes` while serving (a config reload): an added socket gets its own accept task,
+/// a removed one's task stops and closes the socket; connections accepted before go on.
+pub fn serve_with_changes(
+    spec: ServerSpec,
+    shutdown: Shutdown,
+    changes: ListenerChanges,
+) -> io::Result<()> {
     let threads = spec.thread_count();
     let ServerSpec {
         listeners,
@@ -141,21 +152,99 @@ pub fn serve(spec: ServerSpec, shutdown: Shutdown) -> io::Result<()> {
         listeners.len()
     );
 
-    let accepts: Vec<Task<()>> = listeners
-        .into_iter()
-        .enumerate()
-        .map(|(index, listener)| {
-            let accept = accept::run(shared.clone(), tasks.clone(), listener, index);
-            tasks.spawn(contained("accept", accept))
-        })
-        .collect();
+    let mut accepts = Accepts::default();
+    for (index, listener) in listeners.into_iter().enumerate() {
+        accepts.start(&shared, &tasks, index, listener);
+    }
     let stopping = shared.stopping.clone();
     shutdown.on_trigger(move || stopping.fire());
+    let changed = Arc::new(event_listener::Event::new());
+    let notify = changed.clone();
+    changes.on_change(move || {
+        notify.notify(usize::MAX);
+    });
 
-    async_io::block_on(wind_down(&shared, accepts, shutdown_grace));
+    async_io::block_on(async {
+        follow_changes(&shared, &tasks, &mut accepts, &changes, &changed).await;
+        wind_down(&shared, accepts, shutdown_grace).await
+    });
     stop_threads(&halt, workers);
     log::info!("smol shell stopped");
     Ok(())
+}
+
+/// The accept task of each listener, by the factory's index, with the signal that
+/// stops it alone (a reload removed its listener).
+#[derive(Default)]
+struct Accepts(std::collections::BTreeMap<usize, (Task<()>, Arc<Signal>)>);
+
+impl Accepts {
+    /// Spawns the accept task of listener `index`.
+    fn start(
+        &mut self,
+        shared: &Arc<Shared>,
+        tasks: &Arc<Executor<'static>>,
+        index: usize,
+        listener: Async<std::net::TcpListener>,
+    ) {
+        let removed = Arc::new(Signal::default());
+        let accept = accept::run(
+            shared.clone(),
+            tasks.clone(),
+            listener,
+            index,
+            removed.clone(),
+        );
+        let task = tasks.spawn(contained("accept", accept));
+        if let Some((old, signal)) = self.0.insert(index, (task, removed)) {
+            // Indices are never reused; should one be, the old listener stops.
+            signal.fire();
+            old.detach();
+        }
+    }
+}
+
+/// Applies listener changes as they are submitted, until shutdown starts.
+async fn follow_changes(
+    shared: &Arc<Shared>,
+    tasks: &Arc<Executor<'static>>,
+    accepts: &mut Accepts,
+    changes: &ListenerChanges,
+    changed: &event_listener::Event,
+) {
+    loop {
+        let stop = future::or(
+            async {
+                shared.stopping.wait().await;
+                true
+            },
+            async {
+                signal::wait_until(changed, || changes.is_pending()).await;
+                false
+            },
+        )
+        .await;
+        if stop {
+            return;
+        }
+        for change in changes.take() {
+            match change {
+                ListenerChange::Add { index, socket } => {
+                    let local = socket.local_addr().ok();
+                    match Async::new(socket) {
+                        Ok(listener) => accepts.start(shared, tasks, index, listener),
+                        Err(e) => log::error!("listener {index} on {local:?}: {e}"),
+                    }
+                }
+                ListenerChange::Remove { index } => {
+                    if let Some((task, removed)) = accepts.0.remove(&index) {
+                        removed.fire();
+                        task.await;
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Starts the executor threads; on failure stops the ones already started.
@@ -192,9 +281,9 @@ fn stop_threads(halt: &Signal, workers: Vec<JoinHandle<()>>) {
 
 /// Waits for the shutdown signal, then for the listeners to close and the connections
 /// to end, cutting them when the grace period is over.
-async fn wind_down(shared: &Shared, accepts: Vec<Task<()>>, grace: Duration) {
+async fn wind_down(shared: &Shared, accepts: Accepts, grace: Duration) {
     shared.stopping.wait().await;
-    for accept in accepts {
+    for (accept, _) in accepts.0.into_values() {
         accept.await;
     }
     let open = shared.open_connections();

@@ -3,7 +3,7 @@
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use tidegate_core::authd::AuthdConfig;
@@ -24,7 +24,9 @@ use tidegate_store::users::{
     AuthdDirectory, CacheConfig, CachedDirectory, LdapDirectory, TimedDirectory, UserDirectory,
     UsersFile,
 };
-use tidegate_store::{Listener, Listeners, ServerSpec, SessionFactory, Shutdown};
+use tidegate_store::{
+    Listener, ListenerChange, ListenerChanges, ServerSpec, SessionFactory, Shutdown,
+};
 use tidegate_store::{LoginPenalty, PenaltyConfig};
 
 use crate::config::Config;
@@ -53,6 +55,8 @@ pub struct Prepared {
     pub reloader: Arc<Reloader>,
     /// The outbound queue and its runners, with `[relay]`.
     pub outbound: Option<outbound::Outbound>,
+    /// Where the reloader sends listeners it adds or removes, for the shell.
+    pub listener_changes: ListenerChanges,
 }
 
 impl Prepared {
@@ -291,26 +295,24 @@ fn user_directory(config: &Config) -> Result<Arc<dyn UserDirectory>, String> {
 /// Builds the listeners, TLS config and store from `config`, and binds the ports.
 pub fn prepare(config: &Config, config_path: Option<&Path>) -> Result<Prepared, String> {
     let planned = plan_listeners(config)?;
+    reject_duplicates(&planned)?;
     let mut sockets = Vec::new();
-    let mut listeners = Vec::new();
-    let mut bound = Vec::new();
-    let mut configured = Vec::new();
-    for Planned {
-        scheme,
-        addr,
-        listener,
-    } in planned
-    {
-        let socket = bind(addr)?;
+    let mut live = Vec::new();
+    for (id, planned) in planned.into_iter().enumerate() {
+        let socket = bind(planned.addr)?;
         let local = socket.local_addr().map_err(|e| e.to_string())?;
-        bound.push(Bound {
-            scheme,
-            addr: local,
-        });
-        configured.push((scheme, addr));
         sockets.push(socket);
-        listeners.push(listener);
+        live.push(LiveListener {
+            id,
+            configured: planned.addr,
+            slot: ListenerSlot {
+                scheme: planned.scheme,
+                listener: planned.listener,
+                local,
+            },
+        });
     }
+    let bound = live.iter().map(LiveListener::bound).collect();
     let directory = user_directory(config)?;
     // Proxies and webmail in `[trust] networks` log in for many users: never penalised.
     let penalty = LoginPenalty::new(PenaltyConfig {
@@ -348,27 +350,26 @@ pub fn prepare(config: &Config, config_path: Option<&Path>) -> Result<Prepared, 
         local = local.with_pop3_lock(Pop3Locks::new(options));
     }
     let node = Arc::new(Node::new(router(config), local));
-    let locals = bound.iter().map(|b| b.addr).collect();
-    let factory = Arc::new(SwappableFactory::new(Listeners(listeners), locals));
-    // authd and LMTP clients are tidegate nodes with connection pools: not capped.
-    let uncapped: Vec<usize> = configured
-        .iter()
-        .enumerate()
-        .filter(|(_, (scheme, _))| matches!(*scheme, "authd" | "lmtp"))
-        .map(|(index, _)| index)
-        .collect();
+    let factory = Arc::new(SwappableFactory::new(live.iter().map(|l| l.slot.clone())));
+    let listener_changes = ListenerChanges::new();
     let reloader = Reloader {
         relay: relay_text(config),
         config_path: config_path.map(Path::to_path_buf),
-        configured,
+        state: Mutex::new(ReloadState {
+            next_id: live.len(),
+            live,
+        }),
         factory: factory.clone(),
         node: node.clone(),
+        changes: listener_changes.clone(),
     };
     // Front-ends and webmail in `[trust] networks` bring many users from one address.
     let exempt = config.trusted_networks()?;
     let per_address = (config.server.max_connections_per_ip > 0)
         .then(|| AddressLimit::new(config.server.max_connections_per_ip, exempt));
-    let factory = CappedFactory::new(factory, per_address).uncapped(uncapped);
+    // authd and LMTP clients are tidegate nodes with connection pools: not capped.
+    let rule = factory.clone();
+    let factory = CappedFactory::new(factory, per_address).uncapped_if(move |id| rule.uncapped(id));
     let spec = ServerSpec {
         listeners: sockets,
         factory: Arc::new(factory),
@@ -383,52 +384,109 @@ pub fn prepare(config: &Config, config_path: Option<&Path>) -> Result<Prepared, 
         bound,
         reloader: Arc::new(reloader),
         outbound,
+        listener_changes,
     })
 }
 
-/// A [`SessionFactory`] whose listeners a reload replaces: new connections get the new
-/// settings, open sessions keep theirs.
+/// Two listeners on one address cannot both be bound; said before binding either.
+fn reject_duplicates(planned: &[Planned]) -> Result<(), String> {
+    for (i, p) in planned.iter().enumerate() {
+        if let Some(other) = planned[..i].iter().find(|o| o.addr == p.addr) {
+            return Err(format!(
+                "{} is listed twice (as {} and as {})",
+                p.addr, other.scheme, p.scheme
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// What a listener id serves: its protocol and settings, and the address it is bound
+/// to (for the log and `ctl status`).
+#[derive(Clone)]
+struct ListenerSlot {
+    scheme: &'static str,
+    listener: Listener,
+    local: SocketAddr,
+}
+
+/// A listener of the running server: its id (the shell's listener index, never
+/// reused), the address the config names (the key a reload compares) and its slot.
+struct LiveListener {
+    id: usize,
+    configured: SocketAddr,
+    slot: ListenerSlot,
+}
+
+impl LiveListener {
+    fn bound(&self) -> Bound {
+        Bound {
+            scheme: self.slot.scheme,
+            addr: self.slot.local,
+        }
+    }
+}
+
+/// A [`SessionFactory`] whose listeners a reload replaces, adds and removes: new
+/// connections get the new settings, open sessions keep theirs. Indexed by listener id;
+/// an id a reload removed keeps its slot until the next reload, for connections the
+/// shell accepted on it just before it stopped accepting there.
 pub struct SwappableFactory {
-    current: RwLock<Arc<Listeners>>,
-    /// The bound address of each listener, for the login log line.
-    locals: Vec<SocketAddr>,
+    current: RwLock<Arc<Vec<Option<ListenerSlot>>>>,
 }
 
 impl SwappableFactory {
-    fn new(listeners: Listeners, locals: Vec<SocketAddr>) -> SwappableFactory {
+    fn new(slots: impl Iterator<Item = ListenerSlot>) -> SwappableFactory {
         SwappableFactory {
-            current: RwLock::new(Arc::new(listeners)),
-            locals,
+            current: RwLock::new(Arc::new(slots.map(Some).collect())),
         }
     }
 
-    fn current(&self) -> Arc<Listeners> {
+    fn current(&self) -> Arc<Vec<Option<ListenerSlot>>> {
         match self.current.read() {
             Ok(current) => current.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
         }
     }
 
-    fn replace(&self, listeners: Listeners) {
+    fn replace(&self, slots: Vec<Option<ListenerSlot>>) {
         match self.current.write() {
-            Ok(mut current) => *current = Arc::new(listeners),
-            Err(poisoned) => *poisoned.into_inner() = Arc::new(listeners),
+            Ok(mut current) => *current = Arc::new(slots),
+            Err(poisoned) => *poisoned.into_inner() = Arc::new(slots),
         }
+    }
+
+    /// Whether listener `id` is left out of the per-address cap: authd and LMTP
+    /// clients are tidegate nodes with connection pools.
+    fn uncapped(&self, id: usize) -> bool {
+        self.current()
+            .get(id)
+            .and_then(Option::as_ref)
+            .is_some_and(|slot| matches!(slot.scheme, "authd" | "lmtp"))
     }
 }
 
 impl SessionFactory for SwappableFactory {
     fn open(&self, listener: usize, peer: SocketAddr, now: Instant) -> BoxedSession {
-        let current = self.current();
-        match (current.0.get(listener), self.locals.get(listener)) {
-            (Some(kind), Some(local)) => crate::metrics::observe::open(kind, *local, peer, now),
-            _ => current.open(listener, peer, now),
+        match self.current().get(listener).and_then(Option::as_ref) {
+            Some(slot) => crate::metrics::observe::open(&slot.listener, slot.local, peer, now),
+            None => Box::new(tidegate_core::refusal::Refusal::new(b"")),
         }
     }
 
     fn busy(&self, listener: usize, peer: SocketAddr, now: Instant) -> BoxedSession {
-        self.current().busy(listener, peer, now)
+        match self.current().get(listener).and_then(Option::as_ref) {
+            Some(slot) => slot.listener.busy(peer, now),
+            None => Box::new(tidegate_core::refusal::Refusal::new(b"")),
+        }
     }
+}
+
+/// The listeners of the running server, changed under the reloader's lock.
+struct ReloadState {
+    live: Vec<LiveListener>,
+    /// The id the next added listener gets.
+    next_id: usize,
 }
 
 /// Re-reads the config file and the user database of a running server
@@ -437,17 +495,23 @@ pub struct Reloader {
     /// `[relay]` as it was at start (the queue and its runners take it then).
     relay: String,
     config_path: Option<PathBuf>,
-    configured: Vec<(&'static str, SocketAddr)>,
+    /// Held for a whole reload, so that two at once (SIGHUP and `ctl reload`) apply
+    /// one after the other.
+    state: Mutex<ReloadState>,
     factory: Arc<SwappableFactory>,
     node: Arc<Node>,
+    /// Tells the shell which listeners to start and stop.
+    changes: ListenerChanges,
 }
 
 impl Reloader {
-    /// Applies the config file as it is now. A config that fails validation, or that
-    /// adds or removes listeners, is refused with the reason and the running
+    /// Applies the config file as it is now. A config that fails validation, or whose
+    /// new listeners cannot be bound, is refused with the reason and the running
     /// settings stay; otherwise new connections get the new TLS certificate, limits,
-    /// policies and proxy routes, and the user database is re-read. Open sessions
-    /// keep what they started with.
+    /// policies and proxy routes, the user database is re-read, listeners the config
+    /// adds start accepting and listeners it drops stop (their open sessions go on).
+    /// A listener is known by the address the config names: a changed address is a
+    /// removal and an addition, a changed protocol on the same address keeps the socket.
     pub fn reload(&self) -> Result<String, String> {
         let reload_users = || {
             self.node
@@ -467,19 +531,82 @@ impl Reloader {
             );
         }
         let planned = plan_listeners(&config)?;
-        let wanted: Vec<_> = planned.iter().map(|p| (p.scheme, p.addr)).collect();
-        if wanted != self.configured {
-            return Err(format!(
-                "the listeners changed ({}); this version applies listener changes on restart only",
-                describe_change(&self.configured, &wanted)
-            ));
+        reject_duplicates(&planned)?;
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        // Bind every new address before changing anything: one that fails refuses the
+        // whole reload, and the sockets bound so far close as they are dropped.
+        let mut next_id = state.next_id;
+        let mut live = Vec::with_capacity(planned.len());
+        let mut added = Vec::new();
+        for p in planned {
+            let kept = state.live.iter().find(|l| l.configured == p.addr);
+            let (id, local) = match kept {
+                Some(old) => (old.id, old.slot.local),
+                None => {
+                    let socket = bind(p.addr).map_err(|e| {
+                        format!("cannot add listener +{}://{}: {e}", p.scheme, p.addr)
+                    })?;
+                    let local = socket.local_addr().map_err(|e| e.to_string())?;
+                    let id = next_id;
+                    next_id += 1;
+                    added.push(ListenerChange::Add { index: id, socket });
+                    (id, local)
+                }
+            };
+            live.push(LiveListener {
+                id,
+                configured: p.addr,
+                slot: ListenerSlot {
+                    scheme: p.scheme,
+                    listener: p.listener,
+                    local,
+                },
+            });
         }
         reload_users()?;
-        self.factory
-            .replace(Listeners(planned.into_iter().map(|p| p.listener).collect()));
+        let removed: Vec<&LiveListener> = state
+            .live
+            .iter()
+            .filter(|old| !live.iter().any(|l| l.id == old.id))
+            .collect();
+        let mut slots: Vec<Option<ListenerSlot>> = vec![None; next_id];
+        for l in removed.iter().copied().chain(&live) {
+            if let Some(slot) = slots.get_mut(l.id) {
+                *slot = Some(l.slot.clone());
+            }
+        }
+        let describe =
+            |sign: char, l: &LiveListener| format!("{sign}{}://{}", l.slot.scheme, l.slot.local);
+        let mut change: Vec<String> = live
+            .iter()
+            .filter(|l| !state.live.iter().any(|old| old.id == l.id))
+            .map(|l| describe('+', l))
+            .collect();
+        change.extend(removed.iter().map(|l| describe('-', l)));
+        let removals: Vec<ListenerChange> = removed
+            .iter()
+            .map(|l| ListenerChange::Remove { index: l.id })
+            .collect();
+        self.factory.replace(slots);
+        self.changes.submit(removals.into_iter().chain(added));
+        state.live = live;
+        state.next_id = next_id;
+        drop(state);
         self.node.set_router(router(&config));
         tidegate_store::metrics::global().config_reloaded();
-        Ok(format!("reloaded {}", path.display()))
+        if change.is_empty() {
+            Ok(format!("reloaded {}", path.display()))
+        } else {
+            let change = change.join(" ");
+            log::info!("reload: listeners {change}");
+            Ok(format!("reloaded {} (listeners {change})", path.display()))
+        }
+    }
+
+    /// What is listening where now (after the reloads so far).
+    pub fn bound(&self) -> Vec<Bound> {
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.live.iter().map(LiveListener::bound).collect()
     }
 
     /// The config file this server was started from, if any.
@@ -491,25 +618,6 @@ impl Reloader {
 /// `[relay]` as text, to tell whether a reload changes it.
 fn relay_text(config: &Config) -> String {
     format!("{:?}", config.relay)
-}
-
-fn describe_change(old: &[(&str, SocketAddr)], new: &[(&str, SocketAddr)]) -> String {
-    let added: Vec<_> = new
-        .iter()
-        .filter(|l| !old.contains(l))
-        .map(|(s, a)| format!("+{s}://{a}"))
-        .collect();
-    let removed: Vec<_> = old
-        .iter()
-        .filter(|l| !new.contains(l))
-        .map(|(s, a)| format!("-{s}://{a}"))
-        .collect();
-    let all = [added, removed].concat();
-    if all.is_empty() {
-        "their order".into()
-    } else {
-        all.join(" ")
-    }
 }
 
 /// Runs the prepared server until `shutdown` fires and every session ended.
@@ -526,7 +634,8 @@ pub fn run(prepared: Prepared, shutdown: Shutdown) -> Result<(), String> {
         Some(outbound) => Some(outbound.start()?),
         None => None,
     };
-    let served = crate::runtime::serve(prepared.spec, shutdown).map_err(|e| e.to_string());
+    let served = crate::runtime::serve(prepared.spec, shutdown, prepared.listener_changes)
+        .map_err(|e| e.to_string());
     if let Some(runner) = runner {
         runner.stop();
     }

@@ -31,5 +31,8 @@ pub mod users;
 pub use local::LocalStore;
 pub use maildir::{MaildirStore, StoreError};
 pub use penalty::{LoginPenalty, PenaltyConfig};
-pub use service::{Accept, Executor, Listener, Listeners, ServerSpec, SessionFactory, Shutdown};
+pub use service::{
+    Accept, Executor, Listener, ListenerChange, ListenerChanges, Listeners, ServerSpec,
+    SessionFactory, Shutdown,
+};
 pub use users::{CacheConfig, CachedDirectory, UserDirectory, UserRecord, UserTable, UsersFile};

@@ -156,24 +156,158 @@ impl std::fmt::Debug for dyn Accept {
 #[derive(Debug, Clone, Default)]
 pub struct Listeners(pub Vec<Listener>);
 
+impl Listener {
+    /// The session for a connection from `peer` accepted on this listener.
+    pub fn open(&self, peer: SocketAddr, now: Instant) -> BoxedSession {
+        match self {
+            Listener::Pop3(pop3) => pop3.open(peer, now),
+            Listener::Smtp(smtp) => smtp.open(peer, std::time::SystemTime::now(), now),
+            Listener::Imap(imap) => imap.open(peer, now),
+            Listener::Custom(accept) => accept.open(peer, now),
+        }
+    }
+
+    /// The session that tells a client on this listener the server is full.
+    pub fn busy(&self, peer: SocketAddr, now: Instant) -> BoxedSession {
+        match self {
+            Listener::Pop3(pop3) => pop3.busy(),
+            Listener::Smtp(smtp) => smtp.busy(),
+            Listener::Imap(imap) => imap.busy(),
+            Listener::Custom(accept) => accept.busy(peer, now),
+        }
+    }
+}
+
 impl SessionFactory for Listeners {
     fn open(&self, listener: usize, peer: SocketAddr, now: Instant) -> BoxedSession {
         match self.0.get(listener) {
-            Some(Listener::Pop3(pop3)) => pop3.open(peer, now),
-            Some(Listener::Smtp(smtp)) => smtp.open(peer, std::time::SystemTime::now(), now),
-            Some(Listener::Imap(imap)) => imap.open(peer, now),
-            Some(Listener::Custom(accept)) => accept.open(peer, now),
+            Some(kind) => kind.open(peer, now),
             None => Box::new(tidegate_core::refusal::Refusal::new(b"")),
         }
     }
 
     fn busy(&self, listener: usize, peer: SocketAddr, now: Instant) -> BoxedSession {
         match self.0.get(listener) {
-            Some(Listener::Pop3(pop3)) => pop3.busy(),
-            Some(Listener::Smtp(smtp)) => smtp.busy(),
-            Some(Listener::Imap(imap)) => imap.busy(),
-            Some(Listener::Custom(accept)) => accept.busy(peer, now),
+            Some(kind) => kind.busy(peer, now),
             None => Box::new(tidegate_core::refusal::Refusal::new(b"")),
         }
+    }
+}
+
+/// A change to the set of listening sockets while a shell serves (a config reload).
+#[derive(Debug)]
+pub enum ListenerChange {
+    /// Start accepting on `socket`; its connections are opened as listener `index` of
+    /// the factory. Indices of added listeners are new: never one in use or used before.
+    Add {
+        /// The factory's index for this listener.
+        index: usize,
+        /// The bound socket (listening already).
+        socket: TcpListener,
+    },
+    /// Stop accepting on listener `index` and close its socket. Connections accepted on
+    /// it before go on.
+    Remove {
+        /// The factory's index of the listener to close.
+        index: usize,
+    },
+}
+
+/// The binary's side of listener changes: it queues [`ListenerChange`]s, the shell
+/// applies them between events. Cloneable; every clone is the same queue.
+///
+/// The queue holds at most one entry per listener the config can name and is emptied
+/// by the shell on the next wake-up, so it does not grow while a shell serves.
+#[derive(Clone, Default)]
+pub struct ListenerChanges {
+    inner: Arc<ListenerChangesInner>,
+}
+
+#[derive(Default)]
+struct ListenerChangesInner {
+    pending: Mutex<Vec<ListenerChange>>,
+    wakers: Mutex<Vec<Box<dyn Fn() + Send + Sync>>>,
+}
+
+impl ListenerChanges {
+    /// An empty queue no shell watches yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Queues `changes` (applied in order) and wakes the shell.
+    pub fn submit(&self, changes: impl IntoIterator<Item = ListenerChange>) {
+        {
+            let mut pending = self.inner.pending.lock().unwrap_or_else(|e| e.into_inner());
+            pending.extend(changes);
+        }
+        let wakers = self.inner.wakers.lock().unwrap_or_else(|e| e.into_inner());
+        for wake in wakers.iter() {
+            wake();
+        }
+    }
+
+    /// Takes every queued change, oldest first (the shell's side).
+    pub fn take(&self) -> Vec<ListenerChange> {
+        let mut pending = self.inner.pending.lock().unwrap_or_else(|e| e.into_inner());
+        std::mem::take(&mut *pending)
+    }
+
+    /// Whether changes wait to be taken.
+    pub fn is_pending(&self) -> bool {
+        let pending = self.inner.pending.lock().unwrap_or_else(|e| e.into_inner());
+        !pending.is_empty()
+    }
+
+    /// Registers a function that wakes the shell when changes are submitted; it runs
+    /// at once if some are waiting already.
+    pub fn on_change(&self, wake: impl Fn() + Send + Sync + 'static) {
+        let mut wakers = self.inner.wakers.lock().unwrap_or_else(|e| e.into_inner());
+        if self.is_pending() {
+            wake();
+        }
+        wakers.push(Box::new(wake));
+    }
+}
+
+impl std::fmt::Debug for ListenerChanges {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ListenerChanges")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    #[test]
+    fn listener_changes_wake_the_shell_and_are_taken_in_order() {
+        let changes = ListenerChanges::new();
+        let socket = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = socket.local_addr().unwrap().port();
+        changes.submit([ListenerChange::Remove { index: 0 }]);
+        // A shell registering late is woken at once for what waits.
+        let wakes = Arc::new(AtomicUsize::new(0));
+        let counter = wakes.clone();
+        changes.on_change(move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+        });
+        assert_eq!(wakes.load(Ordering::SeqCst), 1);
+        changes
+            .clone()
+            .submit([ListenerChange::Add { index: 3, socket }]);
+        assert_eq!(wakes.load(Ordering::SeqCst), 2);
+        assert!(changes.is_pending());
+        let taken = changes.take();
+        assert!(matches!(taken[0], ListenerChange::Remove { index: 0 }));
+        match &taken[1] {
+            ListenerChange::Add { index: 3, socket } => {
+                assert_eq!(socket.local_addr().unwrap().port(), port)
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(!changes.is_pending());
+        assert!(changes.take().is_empty());
     }
 }

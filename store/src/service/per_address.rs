@@ -150,7 +150,12 @@ pub struct CappedFactory<F> {
     inner: F,
     limit: Option<Arc<AddressLimit>>,
     uncapped: Vec<usize>,
+    /// Listeners left out of the cap by a rule, for listener sets that change.
+    uncapped_rule: Option<UncappedRule>,
 }
+
+/// Tells whether the listener with an index is left out of the cap.
+type UncappedRule = Box<dyn Fn(usize) -> bool + Send + Sync>;
 
 impl<F: SessionFactory> CappedFactory<F> {
     /// Applies `limit` to the sessions `inner` makes; `None` counts nothing but still
@@ -160,7 +165,15 @@ impl<F: SessionFactory> CappedFactory<F> {
             inner,
             limit,
             uncapped: Vec::new(),
+            uncapped_rule: None,
         }
+    }
+
+    /// Leaves the listeners for which `rule` is true out of the cap; for a factory whose
+    /// listeners a reload adds or removes, so that a fixed list of indices cannot say.
+    pub fn uncapped_if(mut self, rule: impl Fn(usize) -> bool + Send + Sync + 'static) -> Self {
+        self.uncapped_rule = Some(Box::new(rule));
+        self
     }
 
     /// Leaves the listeners with these indices out of the cap (services whose clients
@@ -181,7 +194,13 @@ impl<F: SessionFactory> SessionFactory for CappedFactory<F> {
         let limit = self
             .limit
             .as_ref()
-            .filter(|_| !self.uncapped.contains(&listener));
+            .filter(|_| !self.uncapped.contains(&listener))
+            .filter(|_| {
+                !self
+                    .uncapped_rule
+                    .as_ref()
+                    .is_some_and(|rule| rule(listener))
+            });
         let guard = match limit.map(|l| l.admit(peer.ip())) {
             None | Some(Admission::Exempt) => None,
             Some(Admission::Counted(guard)) => Some(guard),
@@ -420,6 +439,24 @@ mod tests {
         assert_eq!(limit.open_from(peer.ip()), 0);
         let _capped = factory.open(0, peer, now);
         let mut refused = factory.open(0, peer, now);
+        assert_eq!(first_write(&mut refused), b"-ERR [SYS/TEMP] busy\r\n");
+    }
+
+    #[test]
+    fn listeners_a_rule_names_are_not_counted() {
+        let limit = AddressLimit::new(1, Vec::new());
+        // Odd listeners stand for authd and LMTP, whose ids a reload may hand out.
+        let factory =
+            CappedFactory::new(Greeter, Some(limit.clone())).uncapped_if(|id| id % 2 == 1);
+        let peer: SocketAddr = "192.0.2.9:40000".parse().unwrap();
+        let now = Instant::now();
+        let mut held: Vec<_> = (0..3).map(|_| factory.open(5, peer, now)).collect();
+        for session in &mut held {
+            assert_eq!(first_write(session), b"+OK hello\r\n");
+        }
+        assert_eq!(limit.open_from(peer.ip()), 0);
+        let _capped = factory.open(4, peer, now);
+        let mut refused = factory.open(4, peer, now);
         assert_eq!(first_write(&mut refused), b"-ERR [SYS/TEMP] busy\r\n");
     }
 }
