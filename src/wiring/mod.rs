@@ -252,6 +252,7 @@ fn router(config: &Config) -> Option<Arc<Router>> {
             lmtp: ports.lmtp,
         },
         down_for: Duration::from_secs(proxy.backend_down_secs),
+        local_names: vec![config.hostname.clone()],
     })))
 }
 

@@ -123,12 +123,33 @@ impl Attempt<'_> {
             data_timeout: self.options.data_timeout,
             quit_timeout: self.options.command_timeout.min(Duration::from_secs(30)),
             body_chunk: tidegate_core::smtp_client::config::DEFAULT_BODY_CHUNK,
+            lmtp: self.options.lmtp,
         };
         let body = Body::open(self.message)?;
+        let transport = if self.options.implicit_tls {
+            let stream = handshake(
+                stream,
+                self.options,
+                TlsPolicy::Required,
+                &self.dest.tls_name,
+            )
+            .map_err(|e| SendFailure {
+                permanent: false,
+                reply: None,
+                detail: format!("TLS handshake failed: {e}"),
+            })?;
+            Transport::Tls(Box::new(stream))
+        } else {
+            Transport::Plain(stream)
+        };
+        let mut config = config;
+        if self.options.implicit_tls {
+            config.starttls = StartTls::Disabled;
+        }
         let session = ClientSession::new(config, self.envelope.clone(), clock());
         let mut driver = Driver {
             session,
-            transport: Transport::Plain(stream),
+            transport,
             body,
             options: self.options,
             policy,
@@ -383,36 +404,51 @@ impl Driver<'_> {
 
     /// The RFC 3207 handshake on the plaintext socket, bounded by the command timeout.
     fn start_tls(&mut self) -> Result<(), String> {
-        let Transport::Plain(mut socket) = std::mem::replace(&mut self.transport, Transport::Gone)
+        let Transport::Plain(socket) = std::mem::replace(&mut self.transport, Transport::Gone)
         else {
             return Err("STARTTLS on a connection that is not plaintext".into());
         };
-        let config = match self.policy {
-            TlsPolicy::Required => tls::verified(self.options.roots.clone())?,
-            TlsPolicy::Opportunistic | TlsPolicy::Disabled => tls::opportunistic()?,
-        };
-        let name = match ServerName::try_from(self.tls_name.to_owned()) {
-            Ok(name) => name,
-            Err(_) if self.policy != TlsPolicy::Required => socket
-                .peer_addr()
-                .map(|a| ServerName::IpAddress(a.ip().into()))
-                .map_err(|e| e.to_string())?,
-            Err(e) => return Err(format!("{:?} is not a valid TLS name: {e}", self.tls_name)),
-        };
-        let mut conn = ClientConnection::new(config, name).map_err(|e| e.to_string())?;
-        socket
-            .set_read_timeout(Some(self.options.command_timeout.max(MIN_WAIT)))
-            .map_err(|e| e.to_string())?;
-        while conn.is_handshaking() {
-            if let Err(e) = conn.complete_io(&mut socket) {
-                // Send the alert that says why, if the socket still takes it.
-                let _ = conn.write_tls(&mut socket);
-                return Err(e.to_string());
-            }
-        }
-        self.transport = Transport::Tls(Box::new(StreamOwned::new(conn, socket)));
+        let stream = handshake(socket, self.options, self.policy, self.tls_name)?;
+        self.transport = Transport::Tls(Box::new(stream));
         Ok(())
     }
+}
+
+/// A TLS client handshake on `socket` (after STARTTLS, or first thing for implicit
+/// TLS), bounded by the command timeout: verified under [`TlsPolicy::Required`] (with
+/// [`SendOptions::tls_config`] when set, else against the roots), unverified otherwise.
+fn handshake(
+    mut socket: TcpStream,
+    options: &SendOptions,
+    policy: TlsPolicy,
+    tls_name: &str,
+) -> Result<StreamOwned<ClientConnection, TcpStream>, String> {
+    let config = match (policy, &options.tls_config) {
+        (TlsPolicy::Required, Some(config)) => config.clone(),
+        (TlsPolicy::Required, None) => tls::verified(options.roots.clone())?,
+        (TlsPolicy::Opportunistic | TlsPolicy::Disabled, _) => tls::opportunistic()?,
+    };
+    let bare = tls_name.trim_start_matches('[').trim_end_matches(']');
+    let name = match ServerName::try_from(bare.to_owned()) {
+        Ok(name) => name,
+        Err(_) if policy != TlsPolicy::Required => socket
+            .peer_addr()
+            .map(|a| ServerName::IpAddress(a.ip().into()))
+            .map_err(|e| e.to_string())?,
+        Err(e) => return Err(format!("{tls_name:?} is not a valid TLS name: {e}")),
+    };
+    let mut conn = ClientConnection::new(config, name).map_err(|e| e.to_string())?;
+    socket
+        .set_read_timeout(Some(options.command_timeout.max(MIN_WAIT)))
+        .map_err(|e| e.to_string())?;
+    while conn.is_handshaking() {
+        if let Err(e) = conn.complete_io(&mut socket) {
+            // Send the alert that says why, if the socket still takes it.
+            let _ = conn.write_tls(&mut socket);
+            return Err(e.to_string());
+        }
+    }
+    Ok(StreamOwned::new(conn, socket))
 }
 
 /// The store's monotonic clock, the one place this module reads it.
