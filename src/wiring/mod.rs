@@ -51,12 +51,12 @@ pub struct Prepared {
     pub bound: Vec<Bound>,
     /// Applies a changed config to the running server.
     pub reloader: Arc<Reloader>,
-    /// The outbound queue and its runners, with `[relay]`.
+    /// The queue and its runners, with `[relay]` or on a proxy front-end receiving mail.
     pub outbound: Option<outbound::Outbound>,
 }
 
 impl Prepared {
-    /// The outbound queue, with `[relay]` (for `ctl queue` and `ctl status`).
+    /// The queue, when there is one (for `ctl queue` and `ctl status`).
     pub fn queue(&self) -> Option<Arc<tidegate_store::queue::Queue>> {
         self.outbound.as_ref().map(|o| o.queue.clone())
     }
@@ -323,12 +323,9 @@ pub fn prepare(config: &Config, config_path: Option<&Path>) -> Result<Prepared, 
         config.storage.fsync,
         &config.hostname,
     );
-    let mut outbound = None;
-    if let Some(relay) = &config.relay {
-        let prepared =
-            outbound::Outbound::prepare(config, relay, directory.clone(), maildir.clone())?;
-        outbound = Some(prepared);
-    }
+    let router = router(config);
+    let outbound =
+        outbound::Outbound::prepare(config, router.clone(), directory.clone(), maildir.clone())?;
     let mut local = LocalStore::new(directory.clone(), maildir).with_penalty(penalty);
     if let Some(outbound) = &outbound {
         local = local.with_queue(outbound.queue.clone());
@@ -348,7 +345,7 @@ pub fn prepare(config: &Config, config_path: Option<&Path>) -> Result<Prepared, 
         };
         local = local.with_pop3_lock(Pop3Locks::new(options));
     }
-    let node = Arc::new(Node::new(router(config), local));
+    let node = Arc::new(Node::new(router, local));
     let locals = bound.iter().map(|b| b.addr).collect();
     let factory = Arc::new(SwappableFactory::new(Listeners(listeners), locals));
     // authd and LMTP clients are tidegate nodes with connection pools: not capped.

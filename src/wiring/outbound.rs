@@ -1,5 +1,6 @@
-//! Outbound delivery (`[relay]`): the queue in the workarea, the runner threads, and
-//! the transport they send through.
+//! The node's queue: outbound delivery (`[relay]`) and, on a proxy front-end with an
+//! inbound SMTP listener, relaying to the back-ends over LMTP. The queue in the
+//! workarea, the runner threads, and the transport they send through.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,11 +11,13 @@ use tidegate_store::dns::Resolver;
 use tidegate_store::maildir::MaildirStore;
 use tidegate_store::outbound::{SendOptions, TlsPolicy};
 use tidegate_store::queue::bounce::{Bouncer, LocalMail};
+use tidegate_store::queue::lmtp::{Dispatch, LmtpTransport};
 use tidegate_store::queue::relay::{RelayTransport, Route, load_roots};
 use tidegate_store::queue::{Queue, Runner, RunnerConfig, Transport};
+use tidegate_store::router::Router;
 use tidegate_store::users::UserDirectory;
 
-use crate::config::{Config, Relay, host_port};
+use crate::config::{Config, Proxy, Relay, host_port};
 
 /// The queue and everything needed to start its runners.
 pub struct Outbound {
@@ -27,31 +30,58 @@ pub struct Outbound {
 
 impl Outbound {
     /// Opens the queue (`<workarea>/queue`, loading what a previous run left) and
-    /// prepares the transport `[relay]` describes.
+    /// prepares the transport: `[relay]` for remote recipients, LMTP to the back-ends
+    /// when `router` is set (proxy mode). `None` when the node needs no queue (neither
+    /// `[relay]` nor a proxy front-end receiving inbound SMTP).
     pub fn prepare(
         config: &Config,
-        relay: &Relay,
+        router: Option<Arc<Router>>,
         users: Arc<dyn UserDirectory>,
         maildir: MaildirStore,
-    ) -> Result<Outbound, String> {
+    ) -> Result<Option<Outbound>, String> {
+        let proxy = config
+            .proxy
+            .as_ref()
+            .filter(|p| p.enabled && router.is_some() && config.smtp.is_some());
+        if config.relay.is_none() && proxy.is_none() {
+            return Ok(None);
+        }
+        // Without `[relay]` the queue keeps its defaults (retry, expiry, runners).
+        let defaults;
+        let settings = match &config.relay {
+            Some(relay) => relay,
+            None => {
+                defaults = toml::from_str::<Relay>("").map_err(|e| e.to_string())?;
+                &defaults
+            }
+        };
         let dir = config.storage.workarea.join("queue");
         let queue = Queue::open(&dir, config.storage.fsync, &config.hostname)
             .map_err(|e| format!("queue {}: {e}", dir.display()))?
-            .with_max_entries(relay.max_queue);
-        Ok(Outbound {
+            .with_max_entries(settings.max_queue);
+        let relay = match &config.relay {
+            Some(relay) => Some(transport(config, relay)?),
+            None => None,
+        };
+        let backends = match (proxy, &router) {
+            (Some(proxy), Some(router)) => Some(lmtp_transport(config, proxy, router, settings)?),
+            _ => None,
+        };
+        Ok(Some(Outbound {
             queue: Arc::new(queue),
-            transport: transport(config, relay)?,
+            transport: Arc::new(Dispatch { backends, relay }),
             bouncer: Bouncer {
                 hostname: config.hostname.clone(),
                 local: Some(LocalMail { users, maildir }),
+                router: proxy.and(router),
             },
             config: RunnerConfig {
-                runners: relay.runners,
-                policy: relay.policy(),
+                runners: settings.runners,
+                policy: settings.policy(),
                 idle_poll: Duration::from_secs(30),
                 stop_grace: Duration::from_secs(10),
             },
-        })
+        }))
     }
 
     /// Starts the runner threads.
@@ -65,6 +95,33 @@ impl Outbound {
         Runner::start(self.queue, self.transport, self.bouncer, self.config)
             .map_err(|e| format!("cannot start the queue runners: {e}"))
     }
+}
+
+/// Proxy mode: LMTP to `host:backend_ports.lmtp` with `[proxy] backend_tls` (STARTTLS
+/// or implicit TLS, verified against the back-end CA) and the queue's timeouts.
+fn lmtp_transport(
+    config: &Config,
+    proxy: &Proxy,
+    router: &Router,
+    settings: &Relay,
+) -> Result<LmtpTransport, String> {
+    let mut options = SendOptions::new(config.hostname.clone());
+    options.lmtp = true;
+    options.connect_timeout = Duration::from_secs(proxy.connect_timeout_secs);
+    options.command_timeout = Duration::from_secs(settings.command_timeout_secs);
+    options.data_timeout = Duration::from_secs(settings.command_timeout_secs.saturating_mul(2));
+    match proxy.backend_tls.as_str() {
+        "starttls" | "tls" => {
+            options.tls = TlsPolicy::Required;
+            options.implicit_tls = proxy.backend_tls == "tls";
+            options.tls_config = Some(super::proxy::backend_client_tls(config, proxy)?);
+        }
+        _ => options.tls = TlsPolicy::Disabled,
+    }
+    Ok(LmtpTransport {
+        port: router.lmtp_port(),
+        options,
+    })
 }
 
 /// The transport for `[relay]`: smarthost or MX, TLS policy, AUTH, DKIM keys.
