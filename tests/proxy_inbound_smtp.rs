@@ -5,7 +5,9 @@
 //!
 //! Users: alice has `tohost=127.0.0.3` (back-end 2); bob has no `tohost` and lives on
 //! `default_host = 127.0.0.2` (back-end 1). The front-end has no `[relay]`: its queue
-//! exists because it is a front-end with an inbound SMTP listener.
+//! exists because it is a front-end with an inbound SMTP listener. It connects to the
+//! back-ends from 127.0.0.5, the only address they trust, which must begin each
+//! connection with a PROXY v2 header.
 
 mod support;
 
@@ -19,6 +21,9 @@ use support::{Node, tidegate};
 const FRONT: &str = "127.0.0.1";
 const BACK1: &str = "127.0.0.2";
 const BACK2: &str = "127.0.0.3";
+/// The front-end's address towards the back-ends: the one they trust, and from which
+/// they require a PROXY header.
+const SOURCE: &str = "127.0.0.5";
 
 /// A port free on every address the test uses.
 fn free_port() -> u16 {
@@ -69,7 +74,7 @@ impl Cluster {
                      [storage]\nmailbox_path = \"{name}-mail\"\nworkarea = \"{name}-work\"\n\
                      [users]\nfile = \"users\"\n\
                      [lmtp]\nlisten = [\"{ip}:{lmtp}\"]\n\
-                     [trust]\nnetworks = [\"127.0.0.0/8\"]\n\
+                     [trust]\nnetworks = [\"{SOURCE}/32\"]\nproxy_protocol = true\n\
                      [server]\nallow_root = true\nshutdown_grace_secs = 1\n"
                 ),
             )
@@ -84,6 +89,7 @@ impl Cluster {
                  [smtp]\nlisten = [\"{FRONT}:{smtp}\"]\n\
                  [proxy]\ndefault_host = \"{BACK1}\"\n\
                  backend_ports = {{ lmtp = {lmtp} }}\nconnect_timeout_secs = 3\n\
+                 source_addresses = [\"{SOURCE}\"]\nclient_address = \"proxy-v2\"\n\
                  [server]\nallow_root = true\nshutdown_grace_secs = 1\n"
             ),
         )

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tidegate_core::Secret;
+use tidegate_core::proxy::haproxy;
 use tidegate_store::dkim::DkimSigner;
 use tidegate_store::dns::Resolver;
 use tidegate_store::maildir::MaildirStore;
@@ -98,7 +99,8 @@ impl Outbound {
 }
 
 /// Proxy mode: LMTP to `host:backend_ports.lmtp` with `[proxy] backend_tls` (STARTTLS
-/// or implicit TLS, verified against the back-end CA) and the queue's timeouts.
+/// or implicit TLS, verified against the back-end CA), from `source_addresses`, with a
+/// PROXY v2 header under `client_address = "proxy-v2"`, and the queue's timeouts.
 fn lmtp_transport(
     config: &Config,
     proxy: &Proxy,
@@ -110,6 +112,14 @@ fn lmtp_transport(
     options.connect_timeout = Duration::from_secs(proxy.connect_timeout_secs);
     options.command_timeout = Duration::from_secs(settings.command_timeout_secs);
     options.data_timeout = Duration::from_secs(settings.command_timeout_secs.saturating_mul(2));
+    // From the addresses the back-ends trust (their LMTP listener serves only trusted
+    // peers), and with the PROXY header they then expect from this node: a LOCAL one,
+    // since the connection is the front-end's own (the client that sent the message is
+    // in the front-end's Received field).
+    options.source_addrs = proxy.source_addresses.clone();
+    if proxy.client_address == "proxy-v2" {
+        options.preamble = haproxy::encode_v2(&haproxy::ProxyHeader::default());
+    }
     match proxy.backend_tls.as_str() {
         "starttls" | "tls" => {
             options.tls = TlsPolicy::Required;

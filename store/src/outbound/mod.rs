@@ -10,7 +10,7 @@
 mod send;
 mod tls;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -75,6 +75,13 @@ pub struct SendOptions {
     /// A ready client configuration for verified TLS (a front-end's back-end CA),
     /// used instead of one built from `roots`.
     pub tls_config: Option<Arc<rustls::ClientConfig>>,
+    /// Local addresses to connect from (the first of the destination's family); empty:
+    /// the kernel chooses. A front-end connects to its back-ends from the address they
+    /// trust (`[proxy] source_addresses`).
+    pub source_addrs: Vec<IpAddr>,
+    /// Bytes written right after the TCP connection is made, before TLS or any SMTP
+    /// byte: a PROXY v2 header for back-ends that expect one from this node.
+    pub preamble: Vec<u8>,
 }
 
 impl SendOptions {
@@ -93,6 +100,8 @@ impl SendOptions {
             lmtp: false,
             implicit_tls: false,
             tls_config: None,
+            source_addrs: Vec::new(),
+            preamble: Vec::new(),
         }
     }
 }
@@ -111,6 +120,8 @@ impl std::fmt::Debug for SendOptions {
             .field("lmtp", &self.lmtp)
             .field("implicit_tls", &self.implicit_tls)
             .field("tls_config", &self.tls_config.is_some())
+            .field("source_addrs", &self.source_addrs)
+            .field("preamble", &self.preamble.len())
             .finish()
     }
 }

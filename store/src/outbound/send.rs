@@ -4,7 +4,7 @@
 
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use rustls::pki_types::ServerName;
@@ -232,11 +232,44 @@ fn connect(
 }
 
 fn connect_one(addr: SocketAddr, options: &SendOptions) -> io::Result<TcpStream> {
-    let stream = TcpStream::connect_timeout(&addr, options.connect_timeout.max(MIN_WAIT))?;
+    let source = options
+        .source_addrs
+        .iter()
+        .find(|ip| ip.is_ipv4() == addr.is_ipv4())
+        .copied();
+    let mut stream = match source {
+        None => TcpStream::connect_timeout(&addr, options.connect_timeout.max(MIN_WAIT))?,
+        Some(ip) => connect_from(ip, addr, options.connect_timeout.max(MIN_WAIT))?,
+    };
     // Pipelined groups and BDAT headers are small writes that must not wait for acks.
     stream.set_nodelay(true)?;
     stream.set_write_timeout(Some(options.command_timeout.max(MIN_WAIT)))?;
+    if !options.preamble.is_empty() {
+        stream.write_all(&options.preamble)?;
+    }
     Ok(stream)
+}
+
+/// Connects to `addr` from the local address `source` (port chosen by the kernel),
+/// waiting at most `timeout`: on Linux a blocking connect honours the send timeout.
+fn connect_from(source: IpAddr, addr: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
+    use rustix::net::{AddressFamily, SocketFlags, SocketType};
+    let family = match addr {
+        SocketAddr::V4(_) => AddressFamily::INET,
+        SocketAddr::V6(_) => AddressFamily::INET6,
+    };
+    let fd = rustix::net::socket_with(family, SocketType::STREAM, SocketFlags::CLOEXEC, None)?;
+    rustix::net::bind(&fd, &SocketAddr::new(source, 0))?;
+    let stream = TcpStream::from(fd);
+    stream.set_write_timeout(Some(timeout))?;
+    match rustix::net::connect(&stream, &addr) {
+        Ok(()) => Ok(stream),
+        Err(rustix::io::Errno::INPROGRESS | rustix::io::Errno::AGAIN) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "connection timed out",
+        )),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// The shortest socket timeout set (zero means "none" to the socket API).
