@@ -21,6 +21,12 @@
 //! message is sent again later, a possible **duplicate, never a loss**. SMTP cannot
 //! close this window (RFC 1047). Likewise a crash after the queue copy was fsynced but
 //! before the client saw `250` may deliver a message the client then sends again.
+//!
+//! On a proxy front-end the queue also holds inbound mail for back-end recipients
+//! ([`entry::Destination::Backend`]). Because the copy is durable before the `250`, a
+//! transaction whose recipients live on several back-ends is accepted whole even when
+//! one of them is down: that back-end's recipients wait for the next retry (and bounce
+//! after the maximum age) while the others are delivered at once.
 
 pub mod bounce;
 pub mod entry;
