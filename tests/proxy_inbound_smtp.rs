@@ -58,6 +58,13 @@ struct Cluster {
 impl Cluster {
     /// Writes the configs and starts the front-end and the back-ends named.
     fn start(back1: bool, back2: bool) -> Cluster {
+        Cluster::start_with(back1, back2, false)
+    }
+
+    /// Like [`Cluster::start`]; with `tls` the back-ends offer STARTTLS with one
+    /// certificate for both their addresses and the front-end requires it, verified
+    /// against that certificate (`backend_tls = "starttls"`, `backend_ca`).
+    fn start_with(back1: bool, back2: bool, tls: bool) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(
             dir.path().join("users"),
@@ -66,6 +73,15 @@ impl Cluster {
         )
         .unwrap();
         let (smtp, lmtp) = (free_port(), free_port());
+        let (mut back_tls, mut front_tls) = (String::new(), String::new());
+        if tls {
+            let cert =
+                rcgen::generate_simple_self_signed(vec![BACK1.into(), BACK2.into()]).unwrap();
+            std::fs::write(dir.path().join("back.crt"), cert.cert.pem()).unwrap();
+            std::fs::write(dir.path().join("back.key"), cert.key_pair.serialize_pem()).unwrap();
+            back_tls = "[tls]\ncert = \"back.crt\"\nkey = \"back.key\"\n".into();
+            front_tls = "backend_tls = \"starttls\"\nbackend_ca = \"back.crt\"\n".into();
+        }
         for (name, ip) in [("back1", BACK1), ("back2", BACK2)] {
             std::fs::write(
                 dir.path().join(format!("{name}.toml")),
@@ -75,7 +91,8 @@ impl Cluster {
                      [users]\nfile = \"users\"\n\
                      [lmtp]\nlisten = [\"{ip}:{lmtp}\"]\n\
                      [trust]\nnetworks = [\"{SOURCE}/32\"]\nproxy_protocol = true\n\
-                     [server]\nallow_root = true\nshutdown_grace_secs = 1\n"
+                     [server]\nallow_root = true\nshutdown_grace_secs = 1\n\
+                     {back_tls}"
                 ),
             )
             .unwrap();
@@ -89,7 +106,7 @@ impl Cluster {
                  [smtp]\nlisten = [\"{FRONT}:{smtp}\"]\n\
                  [proxy]\ndefault_host = \"{BACK1}\"\n\
                  backend_ports = {{ lmtp = {lmtp} }}\nconnect_timeout_secs = 3\n\
-                 source_addresses = [\"{SOURCE}\"]\nclient_address = \"proxy-v2\"\n\
+                 source_addresses = [\"{SOURCE}\"]\nclient_address = \"proxy-v2\"\n{front_tls}\
                  [server]\nallow_root = true\nshutdown_grace_secs = 1\n"
             ),
         )
@@ -259,6 +276,10 @@ fn send(to: SocketAddr, recipients: &[(&str, &str)], subject: &str) -> String {
 /// Checks one stored copy: the front-end's message byte for byte after the trace
 /// fields, the back-end's Return-Path and Received on top, the front-end's below.
 fn check_copy(copy: &str, subject: &str, backend: &str) {
+    check_copy_with(copy, subject, backend, "with LMTP");
+}
+
+fn check_copy_with(copy: &str, subject: &str, backend: &str, protocol: &str) {
     assert!(
         copy.starts_with(&format!(
             "Return-Path: <{SENDER}>\r\nReceived: from front.test"
@@ -268,7 +289,9 @@ fn check_copy(copy: &str, subject: &str, backend: &str) {
     let first_received = copy.split("\r\nReceived: ").nth(1).unwrap();
     assert!(
         first_received.contains(&format!("by {backend}.test"))
-            && first_received.contains("with LMTP"),
+            && [" ", "\r\n"]
+                .iter()
+                .any(|end| first_received.contains(&format!("{protocol}{end}"))),
         "{copy}"
     );
     let second_received = copy.split("\r\nReceived: ").nth(2).unwrap();
@@ -386,4 +409,24 @@ fn a_backend_that_is_down_only_delays_delivery() {
     }
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(cluster.inbox("back1", "bob", 0).len(), 1, "bob got it once");
+}
+
+#[test]
+fn the_lmtp_leg_uses_verified_starttls_when_backend_tls_asks_for_it() {
+    let cluster = Cluster::start_with(true, true, true);
+    let reply = send(
+        addr(FRONT, cluster.smtp),
+        &[
+            ("alice@example.com", "250 2.1.5"),
+            ("bob@example.com", "250 2.1.5"),
+        ],
+        "over-tls",
+    );
+    assert!(reply.starts_with("250 2.0.0 "), "{reply}");
+    for (node, user) in [("back2", "alice"), ("back1", "bob")] {
+        let copies = cluster.inbox(node, user, 1);
+        assert_eq!(copies.len(), 1, "{}", cluster.log());
+        // RFC 3848: LMTPS is LMTP with STARTTLS.
+        check_copy_with(&copies[0], "over-tls", node, "with LMTPS");
+    }
 }

@@ -98,8 +98,8 @@ impl Outbound {
     }
 }
 
-/// Proxy mode: LMTP to `host:backend_ports.lmtp` with `[proxy] backend_tls` (STARTTLS
-/// or implicit TLS, verified against the back-end CA), from `source_addresses`, with a
+/// Proxy mode: LMTP to `host:backend_ports.lmtp` with `[proxy] backend_tls` (required
+/// STARTTLS verified against the back-end CA), from `source_addresses`, with a
 /// PROXY v2 header under `client_address = "proxy-v2"`, and the queue's timeouts.
 fn lmtp_transport(
     config: &Config,
@@ -121,9 +121,10 @@ fn lmtp_transport(
         options.preamble = haproxy::encode_v2(&haproxy::ProxyHeader::default());
     }
     match proxy.backend_tls.as_str() {
+        // LMTP has no implicit-TLS port (tidegate's `[lmtp]` listener offers STARTTLS):
+        // under "tls" the LMTP leg is STARTTLS, required and verified the same way.
         "starttls" | "tls" => {
             options.tls = TlsPolicy::Required;
-            options.implicit_tls = proxy.backend_tls == "tls";
             options.tls_config = Some(super::proxy::backend_client_tls(config, proxy)?);
         }
         _ => options.tls = TlsPolicy::Disabled,

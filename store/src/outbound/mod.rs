@@ -69,9 +69,6 @@ pub struct SendOptions {
     pub data_timeout: Duration,
     /// Speak LMTP (RFC 2033): a proxy front-end relaying to a back-end.
     pub lmtp: bool,
-    /// TLS from the first byte (the back-end's port expects implicit TLS) instead of
-    /// STARTTLS; the handshake is verified as under [`TlsPolicy::Required`].
-    pub implicit_tls: bool,
     /// A ready client configuration for verified TLS (a front-end's back-end CA),
     /// used instead of one built from `roots`.
     pub tls_config: Option<Arc<rustls::ClientConfig>>,
@@ -98,7 +95,6 @@ impl SendOptions {
             command_timeout: Duration::from_secs(5 * 60),
             data_timeout: Duration::from_secs(10 * 60),
             lmtp: false,
-            implicit_tls: false,
             tls_config: None,
             source_addrs: Vec::new(),
             preamble: Vec::new(),
@@ -118,7 +114,6 @@ impl std::fmt::Debug for SendOptions {
             .field("command_timeout", &self.command_timeout)
             .field("data_timeout", &self.data_timeout)
             .field("lmtp", &self.lmtp)
-            .field("implicit_tls", &self.implicit_tls)
             .field("tls_config", &self.tls_config.is_some())
             .field("source_addrs", &self.source_addrs)
             .field("preamble", &self.preamble.len())

@@ -126,30 +126,10 @@ impl Attempt<'_> {
             lmtp: self.options.lmtp,
         };
         let body = Body::open(self.message)?;
-        let transport = if self.options.implicit_tls {
-            let stream = handshake(
-                stream,
-                self.options,
-                TlsPolicy::Required,
-                &self.dest.tls_name,
-            )
-            .map_err(|e| SendFailure {
-                permanent: false,
-                reply: None,
-                detail: format!("TLS handshake failed: {e}"),
-            })?;
-            Transport::Tls(Box::new(stream))
-        } else {
-            Transport::Plain(stream)
-        };
-        let mut config = config;
-        if self.options.implicit_tls {
-            config.starttls = StartTls::Disabled;
-        }
         let session = ClientSession::new(config, self.envelope.clone(), clock());
         let mut driver = Driver {
             session,
-            transport,
+            transport: Transport::Plain(stream),
             body,
             options: self.options,
             policy,
@@ -447,8 +427,7 @@ impl Driver<'_> {
     }
 }
 
-/// A TLS client handshake on `socket` (after STARTTLS, or first thing for implicit
-/// TLS), bounded by the command timeout: verified under [`TlsPolicy::Required`] (with
+/// A TLS client handshake on `socket` after STARTTLS, bounded by the command timeout: verified under [`TlsPolicy::Required`] (with
 /// [`SendOptions::tls_config`] when set, else against the roots), unverified otherwise.
 fn handshake(
     mut socket: TcpStream,

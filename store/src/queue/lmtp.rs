@@ -20,7 +20,7 @@ use crate::outbound::{self, Destination, OutboundMessage, SendOptions};
 pub struct LmtpTransport {
     /// The back-ends' LMTP port (`[proxy] backend_ports.lmtp`).
     pub port: u16,
-    /// How to connect: [`SendOptions::lmtp`] set, TLS per `[proxy] backend_tls`.
+    /// How to connect: [`SendOptions::lmtp`] set, STARTTLS per `[proxy] backend_tls`.
     pub options: SendOptions,
 }
 
