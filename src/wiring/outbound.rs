@@ -43,7 +43,8 @@ impl Outbound {
         let proxy = config
             .proxy
             .as_ref()
-            .filter(|p| p.enabled && router.is_some() && config.smtp.is_some());
+            .filter(|p| p.enabled && router.is_some())
+            .filter(|_| config.smtp.as_ref().is_some_and(|s| !s.listen.is_empty()));
         if config.relay.is_none() && proxy.is_none() {
             return Ok(None);
         }
