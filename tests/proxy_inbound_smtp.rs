@@ -4,7 +4,8 @@
 //! sockets, real maildirs.
 //!
 //! Users: alice has `tohost=127.0.0.3` (back-end 2); bob has no `tohost` and lives on
-//! `default_host = 127.0.0.2` (back-end 1). The front-end has no `[relay]`: its queue
+//! `default_host = 127.0.0.2` (back-end 1); dave has `tohost=127.0.0.1`, the front-end
+//! itself, which is also a back-end (its own LMTP listener). The front-end has no `[relay]`: its queue
 //! exists because it is a front-end with an inbound SMTP listener. It connects to the
 //! back-ends from 127.0.0.5, the only address they trust, which must begin each
 //! connection with a PROXY v2 header.
@@ -69,7 +70,8 @@ impl Cluster {
         std::fs::write(
             dir.path().join("users"),
             "alice@example.com {PLAIN}alice-pw tohost=127.0.0.3\n\
-             bob@example.com {PLAIN}bob-pw\n",
+             bob@example.com {PLAIN}bob-pw\n\
+             dave@example.com {PLAIN}dave-pw tohost=127.0.0.1\n",
         )
         .unwrap();
         let (smtp, lmtp) = (free_port(), free_port());
@@ -104,6 +106,8 @@ impl Cluster {
                  [storage]\nmailbox_path = \"front-mail\"\nworkarea = \"front-work\"\n\
                  [users]\nfile = \"users\"\n\
                  [smtp]\nlisten = [\"{FRONT}:{smtp}\"]\n\
+                 [lmtp]\nlisten = [\"{FRONT}:{lmtp}\"]\n\
+                 [trust]\nnetworks = [\"{SOURCE}/32\"]\nproxy_protocol = true\n\
                  [proxy]\ndefault_host = \"{BACK1}\"\n\
                  backend_ports = {{ lmtp = {lmtp} }}\nconnect_timeout_secs = 3\n\
                  source_addresses = [\"{SOURCE}\"]\nclient_address = \"proxy-v2\"\n{front_tls}\
@@ -319,6 +323,7 @@ fn one_transaction_reaches_recipients_on_two_backends() {
             ("alice@example.com", "250 2.1.5"),
             ("Bob@Example.com", "250 2.1.5"),
             ("nobody@example.com", "550 5.1.1"),
+            ("dave@example.com", "250 2.1.5"),
         ],
         "two-backends",
     );
@@ -329,6 +334,10 @@ fn one_transaction_reaches_recipients_on_two_backends() {
     let bob = cluster.inbox("back1", "bob", 1);
     assert_eq!(bob.len(), 1, "{}", cluster.log());
     check_copy(&bob[0], "two-backends", "back1");
+    // dave's back-end is the front-end's own LMTP listener, which delivers locally.
+    let dave = cluster.inbox("front", "dave", 1);
+    assert_eq!(dave.len(), 1, "{}", cluster.log());
+    check_copy(&dave[0], "two-backends", "front");
     // Each user only on their own back-end, nothing on the front-end.
     assert!(
         read_dir_texts(&cluster.dir.path().join("back1-mail/example.com/alice/new")).is_empty()

@@ -799,13 +799,21 @@ fn inbound_queues_backend_recipients_and_delivers_local_ones() {
 }
 
 #[test]
-fn lmtp_never_forwards_to_another_backend() {
+fn lmtp_delivers_backend_recipients_here_and_never_forwards() {
     let mut c = Client::new(config(SmtpRole::Lmtp), conn(false, false));
     c.drain();
     c.send(b"LHLO client.test\r\nMAIL FROM:<s@r.test>\r\n");
     assert_eq!(
         c.send(b"RCPT TO:<ann@back.test>\r\n"),
-        "451 4.3.0 <ann@back.test>: Temporary failure, try again later\r\n"
+        "250 2.1.5 Recipient ok\r\n"
+    );
+    assert_eq!(
+        c.send(b"DATA\r\nhi\r\n.\r\n"),
+        "354 Start mail input; end with <CRLF>.<CRLF>\r\n250 2.0.0 <ann@back.test> delivered\r\n"
+    );
+    assert_eq!(
+        c.store.log.last().unwrap(),
+        "commit 1 [\"ann@back.test\"] false"
     );
 }
 

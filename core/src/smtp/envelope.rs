@@ -290,16 +290,25 @@ impl SmtpSession {
                 return self.reply(reply::RECIPIENT_OK);
             }
             // Inbound mail on a proxy front-end (and submission) queues it for the
-            // back-end; an LMTP listener never forwards (a loop between nodes).
-            Reply::Recipient(RecipientCheck::Backend(backend))
-                if self.cfg.role != SmtpRole::Lmtp =>
-            {
-                if let Some(tx) = self.tx.as_mut() {
-                    tx.recipients.push(Recipient {
+            // back-end. An LMTP listener is a back-end's delivery entry point and never
+            // forwards (no loop between nodes): it delivers here, as when a node that is
+            // front-end and back-end at once relays to its own LMTP listener.
+            Reply::Recipient(RecipientCheck::Backend(backend)) => {
+                let recipient = if self.lmtp() {
+                    Recipient {
+                        address,
+                        account: Some(backend.account),
+                        backend: None,
+                    }
+                } else {
+                    Recipient {
                         address,
                         account: None,
                         backend: Some(backend),
-                    });
+                    }
+                };
+                if let Some(tx) = self.tx.as_mut() {
+                    tx.recipients.push(recipient);
                 }
                 return self.reply(reply::RECIPIENT_OK);
             }
