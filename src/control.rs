@@ -30,7 +30,7 @@ const MAX_ANSWER: u64 = 8 * 1024 * 1024;
 pub struct StatusInfo {
     /// When the server started.
     pub started: Instant,
-    /// The outbound queue, with `[relay]`.
+    /// The queue, with `[relay]` or on a proxy front-end receiving mail.
     pub queue: Option<Arc<Queue>>,
 }
 
@@ -84,7 +84,10 @@ fn answer(stream: UnixStream, reloader: &Reloader, status: &StatusInfo) -> std::
         "status" => status_text(status, reloader),
         command if command == "queue" || command.starts_with("queue ") => match &status.queue {
             Some(queue) => queue_command(queue, command),
-            None => "error: no outbound queue: [relay] is not configured\n".into(),
+            None => {
+                "error: no queue: neither [relay] nor a proxy front-end with [smtp] is configured\n"
+                    .into()
+            }
         },
         other => format!("error: unknown command {other:?} (try reload, status or queue)\n"),
     };
@@ -146,9 +149,12 @@ fn queue_command(queue: &Queue, command: &str) -> String {
                         RecipientState::Failed => "failed",
                     };
                     text.push_str(&format!(
-                        "  {} {state} attempts={}{}\n",
+                        "  {} {state} attempts={}{}{}\n",
                         r.address,
                         r.attempts,
+                        r.backend
+                            .as_ref()
+                            .map_or(String::new(), |host| format!(" backend={host}")),
                         if r.last_reply.is_empty() {
                             String::new()
                         } else {

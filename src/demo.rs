@@ -48,11 +48,13 @@ struct Ports {
     submission: u16,
     imap: u16,
     authd: u16,
+    /// The back-ends' LMTP port: inbound mail the front-end relays to them.
+    lmtp: u16,
 }
 
 impl Ports {
     fn from(first: u16) -> Result<Ports, String> {
-        first.checked_add(4).ok_or("--port must be below 65531")?;
+        first.checked_add(6).ok_or("--port must be below 65530")?;
         Ok(Ports {
             pop3: first,
             pop3s: first + 1,
@@ -60,6 +62,7 @@ impl Ports {
             submission: first + 3,
             imap: first + 4,
             authd: first + 5,
+            lmtp: first + 6,
         })
     }
 }
@@ -185,6 +188,8 @@ fn backend_config(name: &str, ip: &str, p: &Ports) -> String {
          [pop3]\nlisten = [\"{ip}:{pop3}\"]\nauth_failure_delay_ms = 500\n\n\
          [smtp]\nlisten = [\"{ip}:{smtp}\"]\nsubmission = [\"{ip}:{submission}\"]\nauth_failure_delay_ms = 500\n\n\
          [imap]\nlisten = [\"{ip}:{imap}\"]\nauth_failure_delay_ms = 500\n\n\
+         # Inbound mail the front-end relays here (from its trusted source address).\n\
+         [lmtp]\nlisten = [\"{ip}:{lmtp}\"]\n\n\
          # Only the front-end's source address may send PROXY headers; everyone else is\n\
          # served directly.\n\
          [trust]\nnetworks = [\"{SOURCE}/32\"]\nproxy_protocol = true\n\n\
@@ -193,6 +198,7 @@ fn backend_config(name: &str, ip: &str, p: &Ports) -> String {
         smtp = p.smtp,
         submission = p.submission,
         imap = p.imap,
+        lmtp = p.lmtp,
         users = authd_users(p),
     )
 }
@@ -208,7 +214,7 @@ fn frontend_config(p: &Ports) -> String {
          [smtp]\nlisten = [\"{FRONT}:{smtp}\"]\nsubmission = [\"{FRONT}:{submission}\"]\nauth_failure_delay_ms = 500\n\n\
          [imap]\nlisten = [\"{FRONT}:{imap}\"]\n\n\
          [proxy]\ndefault_host = \"{BACK1}\"        # users without tohost\n\
-         backend_ports = {{ pop3 = {pop3}, submission = {submission}, imap = {imap} }}\n\
+         backend_ports = {{ pop3 = {pop3}, submission = {submission}, imap = {imap}, lmtp = {lmtp} }}\n\
          client_address = \"proxy-v2\"\nsource_addresses = [\"{SOURCE}\"]\n\n\
          [server]\nallow_root = true       # a demo runs as whoever starts it; a real server sets user\nthreads = 1\nshutdown_grace_secs = 2\n",
         pop3 = p.pop3,
@@ -216,6 +222,7 @@ fn frontend_config(p: &Ports) -> String {
         smtp = p.smtp,
         submission = p.submission,
         imap = p.imap,
+        lmtp = p.lmtp,
         users = authd_users(p),
     )
 }

@@ -5,11 +5,11 @@ use std::net::{TcpListener, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A first port whose next four are free on the three demo addresses.
+/// A first port whose next six are free on the three demo addresses.
 fn free_base() -> u16 {
     let mut candidate = 20_000 + (std::process::id() % 20_000) as u16;
     loop {
-        let free = (candidate..candidate + 6).all(|port| {
+        let free = (candidate..candidate + 7).all(|port| {
             ["127.0.0.1", "127.0.0.2", "127.0.0.3"]
                 .iter()
                 .all(|ip| TcpListener::bind((*ip, port)).is_ok())
@@ -17,7 +17,7 @@ fn free_base() -> u16 {
         if free {
             return candidate;
         }
-        candidate += 7;
+        candidate += 8;
     }
 }
 
@@ -74,6 +74,49 @@ fn the_demo_cluster_routes_each_user_and_stops_on_ctrl_c() {
     );
     assert_eq!(pop3_first_subject(base, "bob@demo.test"), "Hello Bob");
     assert_eq!(pop3_first_subject(base, "carol@demo.test"), "Hello Carol");
+    // Inbound mail to the front-end reaches carol's back-end over LMTP (the demo's
+    // back-ends share one maildir root, so her inbox is in `mail/`).
+    let mut smtp = BufReader::new(TcpStream::connect(("127.0.0.1", base + 2)).unwrap());
+    smtp.get_mut()
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    smtp.get_mut()
+        .write_all(
+            b"EHLO friend.example\r\nMAIL FROM:<friend@example.org>\r\n\
+              RCPT TO:<carol@demo.test>\r\nDATA\r\n",
+        )
+        .unwrap();
+    let mut replies = String::new();
+    while !replies.contains("354 ") {
+        let mut line = String::new();
+        assert!(smtp.read_line(&mut line).unwrap() > 0, "{replies}");
+        replies.push_str(&line);
+    }
+    smtp.get_mut()
+        .write_all(b"Subject: via LMTP\r\n\r\nhello\r\n.\r\nQUIT\r\n")
+        .unwrap();
+    let mut line = String::new();
+    smtp.read_line(&mut line).unwrap();
+    assert!(line.starts_with("250 2.0.0"), "{replies}{line}");
+    let inbox = dir.path().join("mail/demo.test/carol/new");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let texts: Vec<String> = std::fs::read_dir(&inbox)
+            .unwrap()
+            .map(|f| std::fs::read_to_string(f.unwrap().path()).unwrap())
+            .collect();
+        if texts
+            .iter()
+            .any(|t| t.contains("Subject: via LMTP") && t.contains("with LMTP"))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not delivered over LMTP: {texts:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     // Each node's config is on disk for running the nodes as separate processes.
     for node in ["authd.toml", "front.toml", "back1.toml", "back2.toml"] {
         assert!(dir.path().join(node).is_file(), "{node}");

@@ -94,7 +94,7 @@ pub mod wire;
 
 pub use io::{Action, MAX_READ, Peer, RequestId, Session};
 pub use request::{
-    Account, Backend, DeliveryId, Failure, MessageInfo, MessageRef, RecipientCheck, RelayEnvelope,
-    Reply, Request, Route, Service,
+    Account, Backend, BackendRecipient, DeliveryId, Failure, MessageInfo, MessageRef,
+    RecipientCheck, RelayEnvelope, Reply, Request, Route, Service,
 };
 pub use secret::Secret;

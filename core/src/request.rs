@@ -37,6 +37,20 @@ pub enum RecipientCheck {
     NotLocal,
     /// A local user whose mailbox is over its `quota=` (`552 5.2.2`).
     OverQuota,
+    /// Proxy mode (design.md §1): a user of this cluster whose mailbox lives on another
+    /// node. The inbound listener accepts it like a local user (`250 2.1.5`); at the end
+    /// of the data the message is queued for that back-end and relayed over LMTP
+    /// (RFC 2033).
+    Backend(BackendRecipient),
+}
+
+/// A recipient whose mailbox is on a back-end ([`RecipientCheck::Backend`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendRecipient {
+    /// The canonical account name, used as the forward-path towards the back-end.
+    pub account: Account,
+    /// The back-end as the user database names it (`tohost`, else `default_host`).
+    pub host: String,
 }
 
 /// The envelope of a message queued for outbound delivery
@@ -51,6 +65,9 @@ pub struct RelayEnvelope {
     pub eight_bit: bool,
     /// `SMTPUTF8` was given on MAIL (RFC 6531).
     pub smtputf8: bool,
+    /// Proxy mode: recipients relayed to their back-ends over LMTP, in RCPT order
+    /// (accounts named twice appear once).
+    pub backends: Vec<BackendRecipient>,
 }
 
 /// One message of a mailbox listing.
@@ -183,7 +200,8 @@ pub enum Request {
         /// SMTP semantics: every recipient or none.
         all_or_nothing: bool,
     },
-    /// Submission with remote recipients (RFC 6409 with `[relay]`): like
+    /// Submission with remote recipients (RFC 6409 with `[relay]`), or inbound mail
+    /// with recipients on back-ends (proxy mode, [`RelayEnvelope::backends`]): like
     /// [`Request::CommitDelivery`] with `all_or_nothing`, and first a copy of the
     /// message is made durable in the outbound queue for `relay`'s recipients. Answered
     /// by [`Reply::Delivered`] with one result per local account, in order, then one

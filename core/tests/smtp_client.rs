@@ -1083,3 +1083,136 @@ fn only_a_completion_reply_delivers() {
     assert_eq!(results[0].status, RecipientStatus::Deferred);
     assert_eq!(results[0].reply.code, 354);
 }
+
+fn lmtp_config() -> ClientConfig {
+    let mut config = config();
+    config.lmtp = true;
+    config
+}
+
+#[test]
+fn lmtp_sends_lhlo_and_data_and_reads_one_reply_per_accepted_recipient() {
+    // CHUNKING is offered but LMTP sends DATA: RFC 2033 §4.2 defines the replies after
+    // the data, one per accepted recipient in RCPT order.
+    let report = dialogue(
+        &lmtp_config(),
+        &envelope(&["a@back.test", "gone@back.test", "full@back.test"]),
+        BODY,
+        &[
+            S("220 back.test LMTP\r\n"),
+            C("LHLO client.example\r\n"),
+            S("250-back.test\r\n250-PIPELINING\r\n250-CHUNKING\r\n250 8BITMIME\r\n"),
+            C("MAIL FROM:<alice@example.com>\r\n\
+               RCPT TO:<a@back.test>\r\n\
+               RCPT TO:<gone@back.test>\r\n\
+               RCPT TO:<full@back.test>\r\n\
+               DATA\r\n"),
+            S("250 2.1.0 ok\r\n250 2.1.5 ok\r\n550 5.1.1 no such user\r\n250 2.1.5 ok\r\n"),
+            S("354 go ahead\r\n"),
+            C("Subject: hi\r\n\r\nyo\r\n.\r\n"),
+            S("250 2.0.0 <a@back.test> delivered\r\n"),
+            S("452 4.2.2 <full@back.test> mailbox full\r\n"),
+            C("QUIT\r\n"),
+            S("221 2.0.0 bye\r\n"),
+        ],
+    );
+    assert_eq!(
+        report,
+        Ok(vec![
+            RecipientResult {
+                status: RecipientStatus::Delivered,
+                reply: reply(250, Some((2, 0, 0)), "2.0.0 <a@back.test> delivered"),
+            },
+            RecipientResult {
+                status: RecipientStatus::Failed,
+                reply: reply(550, Some((5, 1, 1)), "5.1.1 no such user"),
+            },
+            RecipientResult {
+                status: RecipientStatus::Deferred,
+                reply: reply(452, Some((4, 2, 2)), "4.2.2 <full@back.test> mailbox full"),
+            },
+        ])
+    );
+}
+
+#[test]
+fn lmtp_has_no_helo_fallback() {
+    let report = dialogue(
+        &lmtp_config(),
+        &envelope(&["a@back.test"]),
+        BODY,
+        &[
+            S("220 smtp.test ESMTP\r\n"),
+            C("LHLO client.example\r\n"),
+            S("500 5.5.1 command not recognized\r\n"),
+            C("QUIT\r\n"),
+            S("221 bye\r\n"),
+        ],
+    );
+    let failure = failure_of(report);
+    assert!(failure.permanent, "{failure:?}");
+    assert_eq!(failure.reply.map(|r| r.code), Some(500));
+}
+
+#[test]
+fn lmtp_keeps_the_results_already_given_when_the_connection_breaks() {
+    // The first recipient was delivered before the back-end went away: it must not be
+    // sent again; the second one is retried.
+    let report = dialogue(
+        &lmtp_config(),
+        &envelope(&["a@back.test", "b@back.test"]),
+        BODY,
+        &[
+            S("220 back.test LMTP\r\n"),
+            C("LHLO client.example\r\n"),
+            S("250 back.test\r\n"),
+            C("MAIL FROM:<alice@example.com>\r\n"),
+            S("250 2.1.0 ok\r\n"),
+            C("RCPT TO:<a@back.test>\r\n"),
+            S("250 2.1.5 ok\r\n"),
+            C("RCPT TO:<b@back.test>\r\n"),
+            S("250 2.1.5 ok\r\n"),
+            C("DATA\r\n"),
+            S("354 go ahead\r\n"),
+            C("Subject: hi\r\n\r\nyo\r\n.\r\n"),
+            S("250 2.0.0 <a@back.test> delivered\r\n"),
+            Eof,
+        ],
+    );
+    assert_eq!(
+        statuses(&report),
+        [RecipientStatus::Delivered, RecipientStatus::Deferred]
+    );
+}
+
+#[test]
+fn lmtp_starttls_greets_with_lhlo_again() {
+    let mut config = lmtp_config();
+    config.starttls = StartTls::Required;
+    let report = dialogue(
+        &config,
+        &envelope(&["a@back.test"]),
+        BODY,
+        &[
+            S("220 back.test LMTP\r\n"),
+            C("LHLO client.example\r\n"),
+            S("250-back.test\r\n250 STARTTLS\r\n"),
+            C("STARTTLS\r\n"),
+            S("220 2.0.0 go ahead\r\n"),
+            TlsUp,
+            C("LHLO client.example\r\n"),
+            S("250 back.test\r\n"),
+            C("MAIL FROM:<alice@example.com>\r\n"),
+            S("250 2.1.0 ok\r\n"),
+            C("RCPT TO:<a@back.test>\r\n"),
+            S("250 2.1.5 ok\r\n"),
+            C("DATA\r\n"),
+            S("354 go ahead\r\n"),
+            C("Subject: hi\r\n\r\nyo\r\n.\r\n"),
+            S("250 2.0.0 ok\r\n"),
+            C("QUIT\r\n"),
+            S("221 bye\r\n"),
+        ],
+    );
+    assert_eq!(statuses(&report), [RecipientStatus::Delivered]);
+}

@@ -13,7 +13,8 @@ use rustls::{ClientConfig, ClientConnection, ServerConfig};
 use tidegate_core::smtp::{SmtpConfig, SmtpConnInfo, SmtpRole, SmtpSession};
 use tidegate_core::tls::Secured;
 use tidegate_core::{
-    Account, Action, DeliveryId, Failure, Peer, RecipientCheck, Reply, Request, RequestId, Session,
+    Account, Action, BackendRecipient, DeliveryId, Failure, Peer, RecipientCheck, Reply, Request,
+    RequestId, Session,
 };
 
 // ---- A tiny store ----------------------------------------------------------------------
@@ -50,6 +51,11 @@ impl Store {
                     Some(("nobody", "local.test")) => RecipientCheck::Unknown,
                     Some(("quota", "local.test")) => RecipientCheck::OverQuota,
                     Some((user, "local.test")) => RecipientCheck::Local(account(user)),
+                    // Users of this cluster who live on the back-end `b1`.
+                    Some((user, "back.test")) => RecipientCheck::Backend(BackendRecipient {
+                        account: Account(format!("{}@back.test", user.to_ascii_lowercase())),
+                        host: "b1".into(),
+                    }),
                     _ => RecipientCheck::NotLocal,
                 };
                 Reply::Recipient(check)
@@ -756,6 +762,61 @@ fn smtp_commit_failures() {
     assert!(c.store.delivered.is_empty(), "all or nothing");
 }
 
+#[test]
+fn inbound_queues_backend_recipients_and_delivers_local_ones() {
+    let mut c = Client::inbound();
+    c.drain();
+    let out = c.send(
+        b"EHLO client.test\r\nMAIL FROM:<s@r.test>\r\nRCPT TO:<Ann@back.test>\r\n\
+          RCPT TO:<alice@local.test>\r\nRCPT TO:<ann@back.test>\r\nRCPT TO:<x@remote.test>\r\n\
+          DATA\r\nhello\r\n.\r\n",
+    );
+    let (before, last) = out.trim_end().rsplit_once("\r\n").unwrap();
+    assert!(
+        before.ends_with(
+            "250 2.1.0 Sender ok\r\n250 2.1.5 Recipient ok\r\n250 2.1.5 Recipient ok\r\n\
+             250 2.1.5 Recipient ok\r\n550 5.7.1 <x@remote.test>: Relaying denied\r\n\
+             354 Start mail input; end with <CRLF>.<CRLF>"
+        ),
+        "{out}"
+    );
+    assert!(last.starts_with("250 2.0.0 "), "{out}");
+    let commit = c
+        .store
+        .log
+        .iter()
+        .find(|l| l.starts_with("commit"))
+        .unwrap();
+    // One queue copy; the account named twice is one back-end recipient.
+    assert_eq!(
+        commit,
+        "commit+queue 1 [\"alice@local.test\"] RelayEnvelope { sender: \"s@r.test\", \
+         recipients: [], eight_bit: false, smtputf8: false, backends: [BackendRecipient { \
+         account: Account(\"ann@back.test\"), host: \"b1\" }] }"
+    );
+    let who: Vec<&str> = c.store.delivered.iter().map(|d| d.0.as_str()).collect();
+    assert_eq!(who, vec!["alice@local.test", "queue"]);
+}
+
+#[test]
+fn lmtp_delivers_backend_recipients_here_and_never_forwards() {
+    let mut c = Client::new(config(SmtpRole::Lmtp), conn(false, false));
+    c.drain();
+    c.send(b"LHLO client.test\r\nMAIL FROM:<s@r.test>\r\n");
+    assert_eq!(
+        c.send(b"RCPT TO:<ann@back.test>\r\n"),
+        "250 2.1.5 Recipient ok\r\n"
+    );
+    assert_eq!(
+        c.send(b"DATA\r\nhi\r\n.\r\n"),
+        "354 Start mail input; end with <CRLF>.<CRLF>\r\n250 2.0.0 <ann@back.test> delivered\r\n"
+    );
+    assert_eq!(
+        c.store.log.last().unwrap(),
+        "commit 1 [\"ann@back.test\"] false"
+    );
+}
+
 // ---- Submission and AUTH --------------------------------------------------------------------
 
 const PLAIN_OK: &str = "AGFsaWNlQGxvY2FsLnRlc3QAc2VjcmV0";
@@ -866,7 +927,8 @@ fn relaying_submission_queues_remote_recipients_with_the_local_ones() {
     assert_eq!(
         commit,
         "commit+queue 1 [\"bob@local.test\"] RelayEnvelope { sender: \"Alice@LOCAL.test\", \
-         recipients: [\"friend@remote.test\", \"x@other.test\"], eight_bit: true, smtputf8: false }"
+         recipients: [\"friend@remote.test\", \"x@other.test\"], eight_bit: true, smtputf8: false, \
+         backends: [] }"
     );
     let who: Vec<&str> = c.store.delivered.iter().map(|d| d.0.as_str()).collect();
     assert_eq!(who, vec!["bob@local.test", "queue"]);

@@ -53,14 +53,14 @@ pub struct Prepared {
     pub bound: Vec<Bound>,
     /// Applies a changed config to the running server.
     pub reloader: Arc<Reloader>,
-    /// The outbound queue and its runners, with `[relay]`.
+    /// The queue and its runners, with `[relay]` or on a proxy front-end receiving mail.
     pub outbound: Option<outbound::Outbound>,
     /// Where the reloader sends listeners it adds or removes, for the shell.
     pub listener_changes: ListenerChanges,
 }
 
 impl Prepared {
-    /// The outbound queue, with `[relay]` (for `ctl queue` and `ctl status`).
+    /// The queue, when there is one (for `ctl queue` and `ctl status`).
     pub fn queue(&self) -> Option<Arc<tidegate_store::queue::Queue>> {
         self.outbound.as_ref().map(|o| o.queue.clone())
     }
@@ -256,6 +256,7 @@ fn router(config: &Config) -> Option<Arc<Router>> {
             lmtp: ports.lmtp,
         },
         down_for: Duration::from_secs(proxy.backend_down_secs),
+        local_names: vec![config.hostname.clone()],
     })))
 }
 
@@ -324,12 +325,9 @@ pub fn prepare(config: &Config, config_path: Option<&Path>) -> Result<Prepared, 
         config.storage.fsync,
         &config.hostname,
     );
-    let mut outbound = None;
-    if let Some(relay) = &config.relay {
-        let prepared =
-            outbound::Outbound::prepare(config, relay, directory.clone(), maildir.clone())?;
-        outbound = Some(prepared);
-    }
+    let router = router(config);
+    let outbound =
+        outbound::Outbound::prepare(config, router.clone(), directory.clone(), maildir.clone())?;
     let mut local = LocalStore::new(directory.clone(), maildir).with_penalty(penalty);
     if let Some(outbound) = &outbound {
         local = local.with_queue(outbound.queue.clone());
@@ -349,7 +347,7 @@ pub fn prepare(config: &Config, config_path: Option<&Path>) -> Result<Prepared, 
         };
         local = local.with_pop3_lock(Pop3Locks::new(options));
     }
-    let node = Arc::new(Node::new(router(config), local));
+    let node = Arc::new(Node::new(router, local));
     let factory = Arc::new(SwappableFactory::new(live.iter().map(|l| l.slot.clone())));
     let listener_changes = ListenerChanges::new();
     let reloader = Reloader {

@@ -211,6 +211,21 @@ pub fn gate(config: &Config, trusted: &[Cidr], listener: Gatable, local: SocketA
     }))
 }
 
+/// The TLS client configuration towards the back-ends (`backend_tls` other than
+/// `"none"`): `backend_ca`, else the certificate this node serves (a cluster that shares
+/// one certificate needs no CA), else the generated self-signed one.
+pub fn backend_client_tls(
+    config: &Config,
+    proxy: &crate::config::Proxy,
+) -> Result<Arc<rustls::ClientConfig>, String> {
+    let own = config.tls.as_ref().and_then(|t| t.cert.clone());
+    let ca =
+        proxy.backend_ca.clone().or(own).unwrap_or_else(|| {
+            tidegate_store::tls::self_signed_cert_path(&config.storage.workarea)
+        });
+    tidegate_store::tls::client_config(&ca)
+}
+
 /// The front-end settings of `[proxy]`; `None` when proxy mode is off.
 pub fn proxy_config(config: &Config) -> Result<Option<Arc<ProxyConfig>>, String> {
     let Some(proxy) = config.proxy.as_ref().filter(|p| p.enabled) else {
@@ -223,15 +238,7 @@ pub fn proxy_config(config: &Config) -> Result<Option<Arc<ProxyConfig>>, String>
     };
     let backend_tls_config = match backend_tls {
         BackendTlsMode::None => None,
-        _ => {
-            // Without a CA file, trust the certificate this node serves: a cluster that
-            // shares one certificate needs no CA.
-            let own = config.tls.as_ref().and_then(|t| t.cert.clone());
-            let ca = proxy.backend_ca.clone().or(own).unwrap_or_else(|| {
-                tidegate_store::tls::self_signed_cert_path(&config.storage.workarea)
-            });
-            Some(tidegate_store::tls::client_config(&ca)?)
-        }
+        _ => Some(backend_client_tls(config, proxy)?),
     };
     let client_address = match proxy.client_address.as_str() {
         "xclient" => ClientAddressMode::Xclient,

@@ -11,8 +11,10 @@ use crate::router::Router;
 use crate::service::Executor;
 
 /// Routes [`Request::Route`] to the router (when this node is a front-end) after the
-/// store checked the password (with its login penalty), and every other request to
-/// the node's own store.
+/// store checked the password (with its login penalty), answers recipient checks with
+/// the user's back-end (inbound mail is queued for it and relayed over LMTP; only when
+/// the store has a queue, which a node turned into a front-end by a reload lacks until
+/// its restart), and sends every other request to the node's own store.
 #[derive(Debug)]
 pub struct Node {
     router: RwLock<Option<Arc<Router>>>,
@@ -64,6 +66,12 @@ impl Executor for Node {
                 Ok(record) => router.route(&record, client, service),
                 Err(failure) => Reply::Failed(failure),
             },
+            (Request::CheckRecipient { address, size_hint }, Some(router))
+                if self.local.queue().is_some() =>
+            {
+                self.local
+                    .check_recipient_routed(&address, size_hint, &router)
+            }
             (Request::BackendFailed { host, addr, reason }, router) => {
                 log::warn!("back-end {host} ({addr}) failed: {reason}");
                 crate::metrics::global().backend_up(&host, false);

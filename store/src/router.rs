@@ -63,6 +63,21 @@ pub struct RouterConfig {
     pub ports: BackendPorts,
     /// How long a back-end that failed is skipped (0: never skipped).
     pub down_for: Duration,
+    /// Names of this node (its `hostname`): inbound mail for a user whose `tohost` is
+    /// one of them is delivered here rather than relayed (compared without regard to
+    /// case).
+    pub local_names: Vec<String>,
+}
+
+/// Where inbound mail for a user goes on a front-end ([`Router::mail_route`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MailRoute {
+    /// This node holds the mailbox.
+    Local,
+    /// Relay to this back-end over LMTP.
+    Backend(String),
+    /// Neither `tohost` nor `default_host`: no node is known to hold the mailbox.
+    Unroutable,
 }
 
 /// The routing rule: `tohost`, else `default_host`; `None` when neither is set.
@@ -137,6 +152,30 @@ impl Router {
         })
     }
 
+    /// Where inbound mail for `record` goes: its back-end (`tohost`, else
+    /// `default_host`), unless that names this node. The circuit breaker does not apply:
+    /// the queue's retry schedule spaces the attempts.
+    pub fn mail_route(&self, record: &UserRecord) -> MailRoute {
+        match choose_host(record, &self.config) {
+            None => MailRoute::Unroutable,
+            Some(host)
+                if self
+                    .config
+                    .local_names
+                    .iter()
+                    .any(|name| name.eq_ignore_ascii_case(host)) =>
+            {
+                MailRoute::Local
+            }
+            Some(host) => MailRoute::Backend(host.to_owned()),
+        }
+    }
+
+    /// The LMTP port of the back-ends (`backend_ports.lmtp`).
+    pub fn lmtp_port(&self) -> u16 {
+        self.config.ports.lmtp
+    }
+
     /// The circuit breaker: `addr` failed (refused, timed out); skip it for
     /// `down_for`.
     pub fn mark_down(&self, addr: SocketAddr, now: Instant) {
@@ -182,7 +221,7 @@ impl Router {
 
 /// Resolves `host` (a name, an IPv4 address or an IPv6 address with or without
 /// brackets) with `port`.
-fn resolve(host: &str, port: u16) -> std::io::Result<Vec<SocketAddr>> {
+pub(crate) fn resolve(host: &str, port: u16) -> std::io::Result<Vec<SocketAddr>> {
     let bare = host.trim_start_matches('[').trim_end_matches(']');
     if let Ok(ip) = bare.parse::<IpAddr>() {
         return Ok(vec![SocketAddr::new(ip, port)]);
@@ -238,6 +277,29 @@ mod tests {
             matches!(reply, Reply::Failed(Failure::Temporary(_))),
             "{reply:?}"
         );
+    }
+
+    #[test]
+    fn mail_routes_follow_tohost_then_default_and_stay_local_for_this_node() {
+        let router = Router::new(RouterConfig {
+            default_host: Some("127.0.0.9".into()),
+            local_names: vec!["front.test".into()],
+            ..RouterConfig::default()
+        });
+        assert_eq!(
+            router.mail_route(&alice(Some("127.0.0.2"))),
+            MailRoute::Backend("127.0.0.2".into())
+        );
+        assert_eq!(
+            router.mail_route(&alice(None)),
+            MailRoute::Backend("127.0.0.9".into())
+        );
+        assert_eq!(
+            router.mail_route(&alice(Some("FRONT.test"))),
+            MailRoute::Local
+        );
+        let bare = Router::new(RouterConfig::default());
+        assert_eq!(bare.mail_route(&alice(None)), MailRoute::Unroutable);
     }
 
     #[test]

@@ -707,3 +707,125 @@ fn delivery_to_postfix_smtp_sink() {
     let body = String::from_utf8_lossy(MESSAGE).replace("\r\n", "\n");
     assert!(text.contains(&body), "{text}");
 }
+
+// ---- LMTP to a back-end (proxy mode) ----------------------------------------------------
+
+#[test]
+fn lmtp_relay_into_tidegate_lmtp_server_per_recipient() {
+    use tidegate_core::net::PlaintextAuth;
+    use tidegate_core::smtp::{SmtpConfig, SmtpListener, SmtpRole};
+    use tidegate_store::maildir::MaildirStore;
+    use tidegate_store::queue::lmtp::{Dispatch, LmtpTransport};
+    use tidegate_store::queue::{Attempt, Transport, Verdict};
+    use tidegate_store::users::UsersFile;
+    use tidegate_store::{Listener, Listeners, LocalStore, ServerSpec, Shutdown};
+
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users");
+    fs::write(
+        &users,
+        "bob@example.org {PLAIN}x\ncarol@example.org {PLAIN}x\n",
+    )
+    .unwrap();
+    let maildir = MaildirStore::new(dir.path().join("mail"), true, "back.test");
+    let store = LocalStore::new(UsersFile::open(&users).unwrap(), maildir);
+    let pki = pki();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let lmtp = SmtpListener {
+        config: Arc::new(SmtpConfig {
+            hostname: "back.test".into(),
+            role: SmtpRole::Lmtp,
+            ..SmtpConfig::default()
+        }),
+        tls: Some(pki.server.clone()),
+        plaintext_auth: PlaintextAuth::Never,
+        trusted: Vec::new(),
+    };
+    let spec = ServerSpec {
+        listeners: vec![listener],
+        factory: Arc::new(Listeners(vec![Listener::Smtp(lmtp)])),
+        executor: Arc::new(store),
+        max_connections: 10,
+        shutdown_grace: Duration::ZERO,
+        threads: 1,
+        workers: 2,
+    };
+    let shutdown = Shutdown::new();
+    let stop = shutdown.clone();
+    let server = thread::spawn(move || tidegate_shell_smol::serve(spec, stop).expect("serves"));
+
+    // The queue's transport: a back-end attempt goes over LMTP to host:port.
+    let mut options = options();
+    options.lmtp = true;
+    let dispatch = Dispatch {
+        backends: Some(LmtpTransport {
+            port: addr.port(),
+            options: options.clone(),
+        }),
+        relay: None,
+    };
+    let path = dir.path().join("message");
+    fs::write(&path, MESSAGE).unwrap();
+    let recipients = vec![
+        "bob@example.org".to_owned(),
+        "nobody@example.org".to_owned(),
+        "carol@example.org".to_owned(),
+    ];
+    let attempt = |backend| Attempt {
+        id: "q1",
+        domain: "127.0.0.1",
+        backend,
+        sender: "alice@example.com",
+        recipients: &recipients,
+        message: &path,
+        eight_bit: false,
+        smtputf8: false,
+    };
+    let verdicts = dispatch.send(&attempt(Some("127.0.0.1"))).unwrap();
+    assert!(
+        matches!(&verdicts[0], Verdict::Delivered(text) if text.contains("<bob@example.org>")),
+        "{verdicts:?}"
+    );
+    assert!(
+        matches!(&verdicts[1], Verdict::Failed(text) if text.starts_with("550 5.1.1")),
+        "{verdicts:?}"
+    );
+    assert!(
+        matches!(&verdicts[2], Verdict::Delivered(text) if text.contains("<carol@example.org>")),
+        "{verdicts:?}"
+    );
+    // Without [relay], an ordinary remote attempt fails permanently.
+    let remote = dispatch.send(&attempt(None)).unwrap_err();
+    assert!(remote.permanent, "{remote:?}");
+
+    // LMTP inside required, verified STARTTLS.
+    options.tls = TlsPolicy::Required;
+    options.roots = pki.roots.clone();
+    let outcomes = deliver(&dest(&[addr]), &options, &["bob@example.org"], b"", MESSAGE).unwrap();
+    assert!(
+        delivered_text(&outcomes[0].1).contains("<bob@example.org>"),
+        "{outcomes:?}"
+    );
+    shutdown.trigger();
+    server.join().unwrap();
+
+    let stored = |user: &str| -> Vec<Vec<u8>> {
+        let new = dir.path().join(format!("mail/example.org/{user}/new"));
+        fs::read_dir(&new)
+            .unwrap()
+            .map(|f| fs::read(f.unwrap().path()).unwrap())
+            .collect()
+    };
+    let bob = stored("bob");
+    assert_eq!(bob.len(), 2);
+    let carol = stored("carol");
+    assert_eq!(carol.len(), 1);
+    let text = String::from_utf8_lossy(&carol[0]).into_owned();
+    assert!(
+        text.starts_with("Return-Path: <alice@example.com>\r\n"),
+        "{text}"
+    );
+    assert!(text.contains(" with LMTP"), "{text}");
+    assert!(carol[0].ends_with(MESSAGE), "{text}");
+}

@@ -87,7 +87,8 @@ fn check_reply(reply: &SmtpReply) {
 /// opportunistic, 2 and 3 required), bit 2 AUTH credentials, bit 3 AUTH in plaintext
 /// allowed, bit 4 an 8-bit body, bit 5 SMTPUTF8, bit 6 reading the body fails at its
 /// second chunk, bit 7 a body chunk of 7 bytes (else 64 KiB). `data[1]`: the number of
-/// recipients (low two bits, plus one) and the chunking seed. Then a script: `#` *n*
+/// recipients (low two bits, plus one), LMTP mode (bit 2, RFC 2033) and the chunking
+/// seed. Then a script: `#` *n*
 /// feeds the next *n* bytes (chunked); `E` EOF; `I` an I/O error; `T` 61 seconds pass;
 /// `D` time jumps to the deadline; `S` / `F` the TLS handshake succeeds / fails; any
 /// other byte starts a line (up to LF) fed as server bytes.
@@ -96,7 +97,7 @@ fn check_reply(reply: &SmtpReply) {
 /// and the session ends when the server hangs up; recipient results match the
 /// recipients; credentials only inside TLS unless plaintext AUTH is allowed; no MAIL
 /// before TLS under the required policy; no bytes sent between `StartTls` and the
-/// handshake's end; the reader holds at most one line; while the session waits for the
+/// handshake's end; in LMTP mode never HELO or BDAT; the reader holds at most one line; while the session waits for the
 /// server it always has a deadline; every write is bounded.
 pub fn smtp_client_session(start: Instant, data: &[u8]) {
     let Some(([flags, shape], script)) = data.split_first_chunk::<2>() else {
@@ -114,6 +115,7 @@ pub fn smtp_client_session(start: Instant, data: &[u8]) {
     }
     config.auth_plaintext = flags & 8 != 0;
     config.body_chunk = if flags & 128 != 0 { 7 } else { 64 * 1024 };
+    config.lmtp = shape & 4 != 0;
     let recipients = usize::from(shape & 3) + 1;
     let envelope = Envelope {
         mail_from: "alice@example.com".into(),
@@ -267,6 +269,12 @@ impl Run<'_> {
             assert!(
                 self.tls_up || self.config.auth_plaintext,
                 "credentials in clear"
+            );
+        }
+        if self.config.lmtp {
+            assert!(
+                !bytes.starts_with(b"HELO") && !bytes.starts_with(b"BDAT"),
+                "an SMTP command in LMTP mode"
             );
         }
         if bytes.starts_with(b"MAIL") && self.config.starttls == StartTls::Required {

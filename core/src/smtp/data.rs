@@ -10,7 +10,7 @@ use super::reply;
 use super::session::{Phase, SmtpSession, Waiting};
 use super::trace::{self, Trace};
 use crate::io::RequestId;
-use crate::request::{Account, Failure, RelayEnvelope, Reply, Request};
+use crate::request::{Account, BackendRecipient, Failure, RelayEnvelope, Reply, Request};
 use crate::wire::DotUnstuffer;
 
 /// A BDAT chunk being read.
@@ -337,12 +337,22 @@ impl SmtpSession {
     fn commit(&mut self, now: Instant, tx: Envelope, id: String, delivery: crate::DeliveryId) {
         let mut accounts: Vec<Account> = Vec::new();
         let mut remote: Vec<String> = Vec::new();
+        let mut backends: Vec<BackendRecipient> = Vec::new();
         let mut recipients = Vec::with_capacity(tx.recipients.len());
-        // Remote recipients share one result, the queue copy's, after the accounts'.
-        let mut remote_indexes = Vec::new();
+        // Remote and back-end recipients share one result, the queue copy's, after the
+        // accounts'.
+        let mut queued_indexes = Vec::new();
         for (n, r) in tx.recipients.into_iter().enumerate() {
+            if let Some(backend) = r.backend {
+                queued_indexes.push(n);
+                if !backends.iter().any(|b| b.account == backend.account) {
+                    backends.push(backend);
+                }
+                recipients.push((r.address, usize::MAX));
+                continue;
+            }
             let Some(account) = r.account else {
-                remote_indexes.push(n);
+                queued_indexes.push(n);
                 remote.push(r.address.clone());
                 recipients.push((r.address, usize::MAX));
                 continue;
@@ -356,14 +366,14 @@ impl SmtpSession {
             };
             recipients.push((r.address, index));
         }
-        let request = if remote.is_empty() {
+        let request = if remote.is_empty() && backends.is_empty() {
             Request::CommitDelivery {
                 delivery,
                 recipients: accounts,
                 all_or_nothing: !self.lmtp(),
             }
         } else {
-            for n in remote_indexes {
+            for n in queued_indexes {
                 if let Some(entry) = recipients.get_mut(n) {
                     entry.1 = accounts.len();
                 }
@@ -376,6 +386,7 @@ impl SmtpSession {
                     recipients: remote,
                     eight_bit: tx.body != Body::SevenBit,
                     smtputf8: tx.smtputf8,
+                    backends,
                 },
             }
         };

@@ -8,7 +8,7 @@ use super::body::Message;
 use super::config::SmtpRole;
 use super::reply;
 use super::session::{Greeted, SmtpSession, Waiting};
-use crate::request::{Account, Failure, RecipientCheck, Reply, Request};
+use crate::request::{Account, BackendRecipient, Failure, RecipientCheck, Reply, Request};
 
 /// The body type declared on MAIL (RFC 6152, RFC 3030 §3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,6 +29,9 @@ pub(super) struct Recipient {
     /// The account the store resolved it to; `None` for a remote recipient accepted
     /// for the outbound queue (submission with relaying).
     pub(super) account: Option<Account>,
+    /// Proxy mode: the recipient's back-end; the message is queued for it instead of
+    /// being delivered here.
+    pub(super) backend: Option<BackendRecipient>,
 }
 
 /// A mail transaction, from MAIL to the end of its message or RSET.
@@ -281,7 +284,31 @@ impl SmtpSession {
                     tx.recipients.push(Recipient {
                         address,
                         account: Some(account),
+                        backend: None,
                     });
+                }
+                return self.reply(reply::RECIPIENT_OK);
+            }
+            // Inbound mail on a proxy front-end (and submission) queues it for the
+            // back-end. An LMTP listener is a back-end's delivery entry point and never
+            // forwards (no loop between nodes): it delivers here, as when a node that is
+            // front-end and back-end at once relays to its own LMTP listener.
+            Reply::Recipient(RecipientCheck::Backend(backend)) => {
+                let recipient = if self.lmtp() {
+                    Recipient {
+                        address,
+                        account: Some(backend.account),
+                        backend: None,
+                    }
+                } else {
+                    Recipient {
+                        address,
+                        account: None,
+                        backend: Some(backend),
+                    }
+                };
+                if let Some(tx) = self.tx.as_mut() {
+                    tx.recipients.push(recipient);
                 }
                 return self.reply(reply::RECIPIENT_OK);
             }
@@ -292,6 +319,7 @@ impl SmtpSession {
                     tx.recipients.push(Recipient {
                         address,
                         account: None,
+                        backend: None,
                     });
                 }
                 return self.reply(reply::RECIPIENT_OK);

@@ -40,6 +40,12 @@
 //!   `CommitSubmission { local, relay }` instead, answered with one result per local
 //!   account and then one for the queue copy; any failure is `451 4.3.0`. MAIL FROM
 //!   must then be the authenticated account's address (`553 5.7.1`), never `<>`.
+//!   On a proxy front-end the store answers RCPT for a user who lives on a back-end
+//!   with [`RecipientCheck::Backend`](crate::RecipientCheck::Backend): the inbound and
+//!   submission roles accept it (`250 2.1.5`) and the commit is `CommitSubmission` with
+//!   the recipient in [`RelayEnvelope::backends`](crate::RelayEnvelope::backends), so
+//!   the message is queued for relaying over LMTP; the LMTP role never forwards: it
+//!   delivers such a recipient to its account here (no loop between nodes).
 //! * `BDAT` → the first chunk sends `BeginDelivery` (unless that chunk is already too
 //!   large), then appends and the commit as for DATA at `BDAT … LAST`.
 //! * A refused message (too large, bad line ends, a line too long, a failed append) gets

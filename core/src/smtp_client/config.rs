@@ -49,6 +49,10 @@ pub struct ClientConfig {
     pub quit_timeout: Duration,
     /// The most message bytes asked for at once ([`super::ClientEvent::ReadBody`]).
     pub body_chunk: usize,
+    /// Speak LMTP (RFC 2033) instead of SMTP: `LHLO` instead of `EHLO` (no `HELO`
+    /// fallback, §4.1), DATA rather than BDAT, and after the data one reply per accepted
+    /// recipient (§4.2), each deciding that recipient's result.
+    pub lmtp: bool,
 }
 
 impl ClientConfig {
@@ -64,6 +68,7 @@ impl ClientConfig {
             data_timeout: Duration::from_secs(10 * 60),
             quit_timeout: Duration::from_secs(30),
             body_chunk: DEFAULT_BODY_CHUNK,
+            lmtp: false,
         }
     }
 }

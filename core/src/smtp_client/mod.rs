@@ -11,6 +11,12 @@
 //! With PIPELINING (RFC 2920) MAIL, the RCPTs and DATA go as one group and every reply
 //! is still read, in order.
 //!
+//! With [`ClientConfig::lmtp`] the same session speaks LMTP (RFC 2033), which a proxy
+//! front-end uses to hand inbound mail to each recipient's back-end: `LHLO` and no
+//! `HELO` fallback (§4.1), DATA only (the per-recipient replies of §4.2 are defined for
+//! DATA), and after the data one reply per accepted recipient, each recipient's own
+//! result.
+//!
 //! The driver ([`ClientSession`] documents the calls) owns the socket, TLS and the
 //! message file; the session owns the dialogue and the reply deadlines. A reply that does
 //! not parse, a closed connection or a deadline ends the attempt with a temporary

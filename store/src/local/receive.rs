@@ -1,12 +1,15 @@
 //! SMTP/LMTP requests: recipient checks and streaming delivery into the maildirs.
 
 use tidegate_core::user::Lookup;
-use tidegate_core::{Account, DeliveryId, Failure, RecipientCheck, RelayEnvelope, Reply};
+use tidegate_core::{
+    Account, BackendRecipient, DeliveryId, Failure, RecipientCheck, RelayEnvelope, Reply,
+};
 
 use super::{DIRECTORY_TEXT, LocalStore, TEMPORARY_TEXT, failure, to_failure};
 use crate::maildir::{PendingMessage, Recipient};
 use crate::metrics::DeliveryResult;
 use crate::queue::{NewEntry, unix_now};
+use crate::router::{MailRoute, Router};
 use crate::users::normalize_address;
 
 impl LocalStore {
@@ -15,6 +18,29 @@ impl LocalStore {
     /// plus the declared `SIZE=`, or plus one octet without it, above `quota=`). An
     /// unreachable user database is a temporary failure.
     pub(super) fn check_recipient(&self, address: &str, size_hint: Option<u64>) -> Reply {
+        self.check_recipient_via(address, size_hint, None)
+    }
+
+    /// `RCPT TO` on a proxy front-end: like [`LocalStore::check_recipient`], except that
+    /// a user whose mailbox is on a back-end ([`Router::mail_route`]) is
+    /// [`RecipientCheck::Backend`] (no quota check: the back-end makes it at delivery),
+    /// and a user no node is named for is a temporary failure (the sender retries while
+    /// the operator fixes `tohost` or `default_host`).
+    pub fn check_recipient_routed(
+        &self,
+        address: &str,
+        size_hint: Option<u64>,
+        router: &Router,
+    ) -> Reply {
+        self.check_recipient_via(address, size_hint, Some(router))
+    }
+
+    fn check_recipient_via(
+        &self,
+        address: &str,
+        size_hint: Option<u64>,
+        router: Option<&Router>,
+    ) -> Reply {
         let address = normalize_address(address);
         let record = match self.users.lookup(&address) {
             Lookup::Found(record) => record,
@@ -37,6 +63,19 @@ impl LocalStore {
             }
         };
         let account = Account(record.address.clone());
+        match router.map(|router| router.mail_route(&record)) {
+            None | Some(MailRoute::Local) => {}
+            Some(MailRoute::Backend(host)) => {
+                return Reply::Recipient(RecipientCheck::Backend(BackendRecipient {
+                    account,
+                    host,
+                }));
+            }
+            Some(MailRoute::Unroutable) => {
+                log::warn!("recipient {address}: no tohost and no [proxy] default_host");
+                return Reply::Failed(Failure::Temporary("no server for this account".into()));
+            }
+        }
         if let Some(quota) = record.quota() {
             let size = size_hint.unwrap_or(0).max(1);
             match self.maildir.usage(&account) {
@@ -171,7 +210,8 @@ impl LocalStore {
         replies
     }
 
-    /// A submission with remote recipients: the queue copy is written and fsynced
+    /// A submission with remote recipients, or inbound mail with recipients on back-ends
+    /// (proxy mode): the queue copy is written and fsynced
     /// first, then the local recipients get theirs (all or nothing); only when both
     /// worked is the queue copy released to the runners. Otherwise the queue copy is
     /// removed and every result is a failure, so nothing is left visible.
@@ -192,7 +232,7 @@ impl LocalStore {
             }
         };
         let Some(queue) = self.queue.clone() else {
-            log::error!("a submission with remote recipients, but relaying is not configured");
+            log::error!("a message for remote recipients or back-ends, but this node has no queue");
             message.abort();
             return Reply::Failed(Failure::Permanent("relaying is not configured".into()));
         };
@@ -206,6 +246,11 @@ impl LocalStore {
                     recipients: relay.recipients.clone(),
                     eight_bit: relay.eight_bit,
                     smtputf8: relay.smtputf8,
+                    backends: relay
+                        .backends
+                        .iter()
+                        .map(|b| (b.account.0.clone(), b.host.clone()))
+                        .collect(),
                 };
                 queue.enqueue(new, file, unix_now())
             });
@@ -226,10 +271,15 @@ impl LocalStore {
         };
         if results.iter().all(Result::is_ok) {
             queue.release(&queue_id);
+            let backends = relay
+                .backends
+                .iter()
+                .map(|b| format!("{} (on {})", b.account.0, b.host));
+            let all: Vec<String> = relay.recipients.iter().cloned().chain(backends).collect();
             log::info!(
                 "queued {queue_id} from {} for {}",
                 relay.sender,
-                relay.recipients.join(", ")
+                all.join(", ")
             );
             results.push(Ok(()));
         } else {

@@ -10,7 +10,7 @@
 mod send;
 mod tls;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -67,6 +67,18 @@ pub struct SendOptions {
     pub command_timeout: Duration,
     /// The wait for the reply to the end of the data (default 10 min).
     pub data_timeout: Duration,
+    /// Speak LMTP (RFC 2033): a proxy front-end relaying to a back-end.
+    pub lmtp: bool,
+    /// A ready client configuration for verified TLS (a front-end's back-end CA),
+    /// used instead of one built from `roots`.
+    pub tls_config: Option<Arc<rustls::ClientConfig>>,
+    /// Local addresses to connect from (the first of the destination's family); empty:
+    /// the kernel chooses. A front-end connects to its back-ends from the address they
+    /// trust (`[proxy] source_addresses`).
+    pub source_addrs: Vec<IpAddr>,
+    /// Bytes written right after the TCP connection is made, before TLS or any SMTP
+    /// byte: a PROXY v2 header for back-ends that expect one from this node.
+    pub preamble: Vec<u8>,
 }
 
 impl SendOptions {
@@ -82,6 +94,10 @@ impl SendOptions {
             connect_timeout: Duration::from_secs(30),
             command_timeout: Duration::from_secs(5 * 60),
             data_timeout: Duration::from_secs(10 * 60),
+            lmtp: false,
+            tls_config: None,
+            source_addrs: Vec::new(),
+            preamble: Vec::new(),
         }
     }
 }
@@ -97,6 +113,10 @@ impl std::fmt::Debug for SendOptions {
             .field("connect_timeout", &self.connect_timeout)
             .field("command_timeout", &self.command_timeout)
             .field("data_timeout", &self.data_timeout)
+            .field("lmtp", &self.lmtp)
+            .field("tls_config", &self.tls_config.is_some())
+            .field("source_addrs", &self.source_addrs)
+            .field("preamble", &self.preamble.len())
             .finish()
     }
 }

@@ -4,7 +4,7 @@
 
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use rustls::pki_types::ServerName;
@@ -123,6 +123,7 @@ impl Attempt<'_> {
             data_timeout: self.options.data_timeout,
             quit_timeout: self.options.command_timeout.min(Duration::from_secs(30)),
             body_chunk: tidegate_core::smtp_client::config::DEFAULT_BODY_CHUNK,
+            lmtp: self.options.lmtp,
         };
         let body = Body::open(self.message)?;
         let session = ClientSession::new(config, self.envelope.clone(), clock());
@@ -211,11 +212,44 @@ fn connect(
 }
 
 fn connect_one(addr: SocketAddr, options: &SendOptions) -> io::Result<TcpStream> {
-    let stream = TcpStream::connect_timeout(&addr, options.connect_timeout.max(MIN_WAIT))?;
+    let source = options
+        .source_addrs
+        .iter()
+        .find(|ip| ip.is_ipv4() == addr.is_ipv4())
+        .copied();
+    let mut stream = match source {
+        None => TcpStream::connect_timeout(&addr, options.connect_timeout.max(MIN_WAIT))?,
+        Some(ip) => connect_from(ip, addr, options.connect_timeout.max(MIN_WAIT))?,
+    };
     // Pipelined groups and BDAT headers are small writes that must not wait for acks.
     stream.set_nodelay(true)?;
     stream.set_write_timeout(Some(options.command_timeout.max(MIN_WAIT)))?;
+    if !options.preamble.is_empty() {
+        stream.write_all(&options.preamble)?;
+    }
     Ok(stream)
+}
+
+/// Connects to `addr` from the local address `source` (port chosen by the kernel),
+/// waiting at most `timeout`: on Linux a blocking connect honours the send timeout.
+fn connect_from(source: IpAddr, addr: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
+    use rustix::net::{AddressFamily, SocketFlags, SocketType};
+    let family = match addr {
+        SocketAddr::V4(_) => AddressFamily::INET,
+        SocketAddr::V6(_) => AddressFamily::INET6,
+    };
+    let fd = rustix::net::socket_with(family, SocketType::STREAM, SocketFlags::CLOEXEC, None)?;
+    rustix::net::bind(&fd, &SocketAddr::new(source, 0))?;
+    let stream = TcpStream::from(fd);
+    stream.set_write_timeout(Some(timeout))?;
+    match rustix::net::connect(&stream, &addr) {
+        Ok(()) => Ok(stream),
+        Err(rustix::io::Errno::INPROGRESS | rustix::io::Errno::AGAIN) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "connection timed out",
+        )),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// The shortest socket timeout set (zero means "none" to the socket API).
@@ -383,36 +417,50 @@ impl Driver<'_> {
 
     /// The RFC 3207 handshake on the plaintext socket, bounded by the command timeout.
     fn start_tls(&mut self) -> Result<(), String> {
-        let Transport::Plain(mut socket) = std::mem::replace(&mut self.transport, Transport::Gone)
+        let Transport::Plain(socket) = std::mem::replace(&mut self.transport, Transport::Gone)
         else {
             return Err("STARTTLS on a connection that is not plaintext".into());
         };
-        let config = match self.policy {
-            TlsPolicy::Required => tls::verified(self.options.roots.clone())?,
-            TlsPolicy::Opportunistic | TlsPolicy::Disabled => tls::opportunistic()?,
-        };
-        let name = match ServerName::try_from(self.tls_name.to_owned()) {
-            Ok(name) => name,
-            Err(_) if self.policy != TlsPolicy::Required => socket
-                .peer_addr()
-                .map(|a| ServerName::IpAddress(a.ip().into()))
-                .map_err(|e| e.to_string())?,
-            Err(e) => return Err(format!("{:?} is not a valid TLS name: {e}", self.tls_name)),
-        };
-        let mut conn = ClientConnection::new(config, name).map_err(|e| e.to_string())?;
-        socket
-            .set_read_timeout(Some(self.options.command_timeout.max(MIN_WAIT)))
-            .map_err(|e| e.to_string())?;
-        while conn.is_handshaking() {
-            if let Err(e) = conn.complete_io(&mut socket) {
-                // Send the alert that says why, if the socket still takes it.
-                let _ = conn.write_tls(&mut socket);
-                return Err(e.to_string());
-            }
-        }
-        self.transport = Transport::Tls(Box::new(StreamOwned::new(conn, socket)));
+        let stream = handshake(socket, self.options, self.policy, self.tls_name)?;
+        self.transport = Transport::Tls(Box::new(stream));
         Ok(())
     }
+}
+
+/// A TLS client handshake on `socket` after STARTTLS, bounded by the command timeout: verified under [`TlsPolicy::Required`] (with
+/// [`SendOptions::tls_config`] when set, else against the roots), unverified otherwise.
+fn handshake(
+    mut socket: TcpStream,
+    options: &SendOptions,
+    policy: TlsPolicy,
+    tls_name: &str,
+) -> Result<StreamOwned<ClientConnection, TcpStream>, String> {
+    let config = match (policy, &options.tls_config) {
+        (TlsPolicy::Required, Some(config)) => config.clone(),
+        (TlsPolicy::Required, None) => tls::verified(options.roots.clone())?,
+        (TlsPolicy::Opportunistic | TlsPolicy::Disabled, _) => tls::opportunistic()?,
+    };
+    let bare = tls_name.trim_start_matches('[').trim_end_matches(']');
+    let name = match ServerName::try_from(bare.to_owned()) {
+        Ok(name) => name,
+        Err(_) if policy != TlsPolicy::Required => socket
+            .peer_addr()
+            .map(|a| ServerName::IpAddress(a.ip().into()))
+            .map_err(|e| e.to_string())?,
+        Err(e) => return Err(format!("{tls_name:?} is not a valid TLS name: {e}")),
+    };
+    let mut conn = ClientConnection::new(config, name).map_err(|e| e.to_string())?;
+    socket
+        .set_read_timeout(Some(options.command_timeout.max(MIN_WAIT)))
+        .map_err(|e| e.to_string())?;
+    while conn.is_handshaking() {
+        if let Err(e) = conn.complete_io(&mut socket) {
+            // Send the alert that says why, if the socket still takes it.
+            let _ = conn.write_tls(&mut socket);
+            return Err(e.to_string());
+        }
+    }
+    Ok(StreamOwned::new(conn, socket))
 }
 
 /// The store's monotonic clock, the one place this module reads it.

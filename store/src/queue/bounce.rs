@@ -18,6 +18,7 @@ use tidegate_core::user::Lookup;
 
 use super::{NewEntry, Queue, QueueEntry};
 use crate::maildir::MaildirStore;
+use crate::router::{MailRoute, Router};
 use crate::users::UserDirectory;
 
 /// Where reports to local senders go.
@@ -42,6 +43,9 @@ pub struct Bouncer {
     pub hostname: String,
     /// Local delivery of reports, when this node has mailboxes.
     pub local: Option<LocalMail>,
+    /// Proxy mode: a report for a user whose mailbox is on a back-end is queued for
+    /// that back-end (LMTP) instead of being delivered here.
+    pub router: Option<Arc<Router>>,
 }
 
 impl Bouncer {
@@ -77,8 +81,15 @@ impl Bouncer {
             DsnKind::Failure => "failure report",
             DsnKind::Delay => "delay warning",
         };
+        let mut backends = Vec::new();
         if let Some(local) = &self.local {
             match local.users.lookup(&entry.sender) {
+                Lookup::Found(record)
+                    if let Some(MailRoute::Backend(host)) =
+                        self.router.as_ref().map(|r| r.mail_route(&record)) =>
+                {
+                    backends.push((record.address, host));
+                }
                 Lookup::Found(record) => {
                     let account = Account(record.address);
                     // The final delivery adds the (null) reverse-path, RFC 5321 §4.4.
@@ -118,12 +129,18 @@ impl Bouncer {
                 Lookup::UnknownDomain => {}
             }
         }
+        let recipients = if backends.is_empty() {
+            vec![entry.sender.clone()]
+        } else {
+            Vec::new()
+        };
         let new = NewEntry {
             sender: String::new(),
-            recipients: vec![entry.sender.clone()],
+            recipients,
             // Plain ASCII unless an address in it is not.
             eight_bit: !report.is_ascii(),
             smtputf8: entry.smtputf8,
+            backends,
         };
         match queue.enqueue(new, &report[..], now) {
             Ok(id) => {

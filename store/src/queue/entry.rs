@@ -11,14 +11,19 @@
 //! rcpt pending 2 1764412645 bob@example.net 451%204.3.0%20try%20later
 //! ```
 //!
-//! A `rcpt` line is `STATE ATTEMPTS NEXT_ATTEMPT ADDRESS LAST_REPLY`; the address and
-//! the reply are escaped (every byte outside `!`..`~` and `%` itself become `%XX`), so
+//! A `rcpt` line is `STATE ATTEMPTS NEXT_ATTEMPT ADDRESS LAST_REPLY [lmtp:HOST]`; the
+//! last field is there for a recipient a proxy front-end relays to its back-end `HOST`
+//! over LMTP (`tohost`, else `default_host`) instead of to its domain's mail servers.
+//! The address, the reply and the host are escaped (every byte outside `!`..`~` and `%` itself become `%XX`), so
 //! no field can contain a space or a line end. An empty sender or reply is `-`.
 
 use std::fmt::Write as _;
 
 /// The format's first line; a file without it is not a queue entry.
 const MAGIC: &str = "tidegate-queue 1";
+
+/// Marks the optional last field of a `rcpt` line: the recipient's back-end.
+const BACKEND_PREFIX: &str = "lmtp:";
 
 /// The longest state file read back (a safety bound: 100 recipients with long replies
 /// take a few tens of KiB).
@@ -67,6 +72,19 @@ pub struct QueuedRecipient {
     pub next_attempt: u64,
     /// The last reply or error, one line (`550 5.1.1 no such user`), for logs and DSNs.
     pub last_reply: String,
+    /// Proxy mode: the back-end that owns the mailbox; the recipient is delivered there
+    /// over LMTP (RFC 2033) rather than to its domain.
+    pub backend: Option<String>,
+}
+
+/// Where a recipient is delivered: the unit the runner groups recipients by, one
+/// transaction each.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Destination {
+    /// A recipient domain (lowercase), by smarthost or MX.
+    Domain(String),
+    /// A back-end of this cluster, over LMTP.
+    Backend(String),
 }
 
 impl QueuedRecipient {
@@ -78,6 +96,23 @@ impl QueuedRecipient {
             attempts: 0,
             next_attempt: now,
             last_reply: String::new(),
+            backend: None,
+        }
+    }
+
+    /// A recipient not tried yet, due at `now`, relayed to `backend` over LMTP.
+    pub fn for_backend(address: String, backend: String, now: u64) -> Self {
+        QueuedRecipient {
+            backend: Some(backend),
+            ..QueuedRecipient::new(address, now)
+        }
+    }
+
+    /// Where the recipient is delivered.
+    pub fn destination(&self) -> Destination {
+        match &self.backend {
+            Some(host) => Destination::Backend(host.clone()),
+            None => Destination::Domain(self.domain()),
         }
     }
 
@@ -148,7 +183,7 @@ impl QueueEntry {
         let _ = writeln!(out, "flags {}", flags.join(" "));
         let _ = writeln!(out, "warned {}", u8::from(self.warned));
         for r in &self.recipients {
-            let _ = writeln!(
+            let _ = write!(
                 out,
                 "rcpt {} {} {} {} {}",
                 r.state.word(),
@@ -157,6 +192,10 @@ impl QueueEntry {
                 escape_or_dash(&r.address),
                 escape_or_dash(&r.last_reply)
             );
+            if let Some(host) = &r.backend {
+                let _ = write!(out, " {BACKEND_PREFIX}{}", escape_or_dash(host));
+            }
+            out.push('\n');
         }
         out
     }
@@ -210,6 +249,16 @@ fn parse_recipient(rest: &str) -> Option<QueuedRecipient> {
     let next_attempt = fields.next()?.parse().ok()?;
     let address = unescape_or_dash(fields.next()?)?;
     let last_reply = unescape_or_dash(fields.next()?)?;
+    let backend = match fields.next() {
+        None => None,
+        Some(field) => {
+            let host = unescape_or_dash(field.strip_prefix(BACKEND_PREFIX)?)?;
+            if host.is_empty() {
+                return None;
+            }
+            Some(host)
+        }
+    };
     if fields.next().is_some() || address.is_empty() {
         return None;
     }
@@ -219,6 +268,7 @@ fn parse_recipient(rest: &str) -> Option<QueuedRecipient> {
         attempts,
         next_attempt,
         last_reply,
+        backend,
     })
 }
 
@@ -278,6 +328,7 @@ mod tests {
                     attempts: 2,
                     next_attempt: 1_764_412_645,
                     last_reply: "451 4.3.0 try later".into(),
+                    backend: None,
                 },
                 QueuedRecipient {
                     address: "jörg@example.org".into(),
@@ -285,7 +336,9 @@ mod tests {
                     attempts: 1,
                     next_attempt: 0,
                     last_reply: String::new(),
+                    backend: None,
                 },
+                QueuedRecipient::for_backend("ann@example.org".into(), "back 1".into(), 7),
             ],
         }
     }
@@ -298,6 +351,7 @@ mod tests {
             "rcpt pending 2 1764412645 \"b%20o%25b\"@Example.NET 451%204.3.0%20try%20later\n"
         ));
         assert!(text.contains("rcpt delivered 1 0 j%C3%B6rg@example.org -\n"));
+        assert!(text.contains("rcpt pending 0 7 ann@example.org - lmtp:back%201\n"));
         assert_eq!(QueueEntry::from_text("x", &text), Some(entry));
     }
 
@@ -309,7 +363,15 @@ mod tests {
         assert!(text.contains("sender -\n"));
         assert_eq!(QueueEntry::from_text("x", &text).unwrap().sender, "");
         assert_eq!(entry.recipients[0].domain(), "example.net");
-        assert_eq!(entry.next_attempt(), Some(1_764_412_645));
+        assert_eq!(
+            entry.recipients[0].destination(),
+            Destination::Domain("example.net".into())
+        );
+        assert_eq!(
+            entry.recipients[2].destination(),
+            Destination::Backend("back 1".into())
+        );
+        assert_eq!(entry.next_attempt(), Some(7));
         assert!(!entry.is_finished());
     }
 
@@ -331,5 +393,9 @@ mod tests {
             QueueEntry::from_text("x", "tidegate-queue 1\nsender a\nrcpt pending 1 2 a %G1\n"),
             None
         );
+        for odd in ["smtp:b", "lmtp:-", "lmtp:b extra"] {
+            let text = format!("tidegate-queue 1\nsender a\nrcpt pending 1 2 a - {odd}\n");
+            assert_eq!(QueueEntry::from_text("x", &text), None, "{odd}");
+        }
     }
 }

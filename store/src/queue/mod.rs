@@ -8,6 +8,8 @@
 //! * [`runner`]: the delivery threads and the [`runner::Transport`] they send through.
 //! * [`bounce`]: delay warnings and failure reports (RFC 3464) back to the sender.
 //! * [`relay`]: the real transport: smarthost or MX, DKIM, [`crate::outbound::send`].
+//! * [`lmtp`]: proxy mode: recipients on back-ends relayed over LMTP, and the
+//!   [`lmtp::Dispatch`] transport that picks LMTP or `[relay]` per attempt.
 //!
 //! # Delivery semantics: at least once
 //!
@@ -19,9 +21,16 @@
 //! message is sent again later, a possible **duplicate, never a loss**. SMTP cannot
 //! close this window (RFC 1047). Likewise a crash after the queue copy was fsynced but
 //! before the client saw `250` may deliver a message the client then sends again.
+//!
+//! On a proxy front-end the queue also holds inbound mail for back-end recipients
+//! ([`entry::Destination::Backend`]). Because the copy is durable before the `250`, a
+//! transaction whose recipients live on several back-ends is accepted whole even when
+//! one of them is down: that back-end's recipients wait for the next retry (and bounce
+//! after the maximum age) while the others are delivered at once.
 
 pub mod bounce;
 pub mod entry;
+pub mod lmtp;
 pub mod relay;
 pub mod runner;
 pub mod schedule;
@@ -33,7 +42,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-pub use entry::{QueueEntry, QueuedRecipient, RecipientState};
+pub use entry::{Destination, QueueEntry, QueuedRecipient, RecipientState};
 pub use runner::{Attempt, AttemptFailure, Runner, RunnerConfig, Transport, Verdict};
 pub use schedule::RetryPolicy;
 pub use spool::SpoolDir;
@@ -87,6 +96,9 @@ pub struct NewEntry {
     pub eight_bit: bool,
     /// The envelope or headers need SMTPUTF8.
     pub smtputf8: bool,
+    /// Proxy mode: recipients relayed to their back-ends over LMTP, as
+    /// `(address, back-end host)`; they follow `recipients` in the entry.
+    pub backends: Vec<(String, String)>,
 }
 
 impl Queue {
@@ -172,6 +184,11 @@ impl Queue {
                 .recipients
                 .into_iter()
                 .map(|address| QueuedRecipient::new(address, now))
+                .chain(
+                    new.backends
+                        .into_iter()
+                        .map(|(address, host)| QueuedRecipient::for_backend(address, host, now)),
+                )
                 .collect(),
         };
         if let Err(e) = self.spool.write_state(&entry) {
@@ -354,6 +371,7 @@ mod tests {
             recipients: recipients.iter().map(|r| r.to_string()).collect(),
             eight_bit: false,
             smtputf8: false,
+            backends: Vec::new(),
         }
     }
 

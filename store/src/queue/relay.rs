@@ -158,7 +158,7 @@ impl Transport for RelayTransport {
 }
 
 /// One verdict per recipient, in the attempt's order.
-fn verdicts(recipients: &[String], outcomes: Vec<RecipientOutcome>) -> Vec<Verdict> {
+pub(super) fn verdicts(recipients: &[String], outcomes: Vec<RecipientOutcome>) -> Vec<Verdict> {
     let mut outcomes: Vec<Option<RecipientOutcome>> = outcomes.into_iter().map(Some).collect();
     recipients
         .iter()
@@ -177,7 +177,7 @@ fn verdicts(recipients: &[String], outcomes: Vec<RecipientOutcome>) -> Vec<Verdi
         .collect()
 }
 
-fn attempt_failure(failure: SendFailure) -> AttemptFailure {
+pub(super) fn attempt_failure(failure: SendFailure) -> AttemptFailure {
     let text = match &failure.reply {
         Some(reply) => format!("{} ({})", reply.text(), failure.detail),
         None => failure.detail.clone(),

@@ -1,5 +1,5 @@
 //! The delivery threads: each takes the earliest due entry, tries its due recipients
-//! one destination (domain) at a time through a [`Transport`], records every
+//! one destination (a domain, or in proxy mode a back-end) at a time through a [`Transport`], records every
 //! recipient's outcome, and sends the reports the [`super::schedule`] calls for.
 //!
 //! The runners use blocking sockets on threads of their own (`[relay] runners`), away
@@ -17,16 +17,21 @@ use std::time::{Duration, Instant};
 use tidegate_core::dsn::{DsnKind, DsnRecipient};
 
 use super::bounce::Bouncer;
-use super::entry::domain_of;
+use super::entry::Destination;
 use super::{Queue, QueueEntry, RecipientState, RetryPolicy, unix_now};
 
-/// One delivery attempt: one transaction to one destination domain.
+/// One delivery attempt: one transaction to one destination domain, or to one
+/// back-end.
 #[derive(Debug)]
 pub struct Attempt<'a> {
     /// The queue id (for logs).
     pub id: &'a str,
-    /// The destination domain (lowercased) of every recipient.
+    /// The destination domain (lowercased) of every recipient; for a back-end attempt,
+    /// the back-end's name.
     pub domain: &'a str,
+    /// Proxy mode: the back-end (`tohost`) every recipient lives on; the attempt goes
+    /// there over LMTP (RFC 2033) instead of to the domain's mail servers.
+    pub backend: Option<&'a str>,
     /// The reverse-path; empty for a bounce.
     pub sender: &'a str,
     /// The recipients, in RCPT order.
@@ -242,17 +247,19 @@ pub fn process(
         bouncer.send(queue, &entry, DsnKind::Failure, &failed, now, None);
         return entry;
     }
-    let mut domains: Vec<String> = Vec::new();
+    let mut destinations: Vec<Destination> = Vec::new();
     for r in &entry.recipients {
-        let domain = r.domain();
-        if r.state == RecipientState::Pending && r.next_attempt <= now && !domains.contains(&domain)
+        let destination = r.destination();
+        if r.state == RecipientState::Pending
+            && r.next_attempt <= now
+            && !destinations.contains(&destination)
         {
-            domains.push(domain);
+            destinations.push(destination);
         }
     }
     let message = queue.message_path(&entry.id);
-    let last = domains.len().saturating_sub(1);
-    for (n, domain) in domains.into_iter().enumerate() {
+    let last = destinations.len().saturating_sub(1);
+    for (n, destination) in destinations.into_iter().enumerate() {
         let indexes: Vec<usize> = entry
             .recipients
             .iter()
@@ -260,17 +267,22 @@ pub fn process(
             .filter(|(_, r)| {
                 r.state == RecipientState::Pending
                     && r.next_attempt <= now
-                    && domain_of(&r.address) == domain
+                    && r.destination() == destination
             })
             .map(|(i, _)| i)
             .collect();
+        let (domain, backend) = match &destination {
+            Destination::Domain(domain) => (domain.as_str(), None),
+            Destination::Backend(host) => (host.as_str(), Some(host.as_str())),
+        };
         let addresses: Vec<String> = indexes
             .iter()
             .filter_map(|&i| entry.recipients.get(i).map(|r| r.address.clone()))
             .collect();
         let attempt = Attempt {
             id: &entry.id,
-            domain: &domain,
+            domain,
+            backend,
             sender: &entry.sender,
             recipients: &addresses,
             message: &message,
@@ -373,15 +385,25 @@ mod tests {
     impl Transport for Script {
         fn send(&self, a: &Attempt<'_>) -> Result<Vec<Verdict>, AttemptFailure> {
             let body = std::fs::read(a.message).unwrap();
-            self.seen
-                .lock()
-                .unwrap()
-                .push((a.domain.to_owned(), a.recipients.to_vec(), body));
+            self.seen.lock().unwrap().push((
+                a.backend
+                    .map_or_else(|| a.domain.to_owned(), |b| format!("lmtp:{b}")),
+                a.recipients.to_vec(),
+                body,
+            ));
             self.answers.lock().unwrap().remove(0)
         }
     }
 
     fn setup(recipients: &[&str], sender: &str) -> (tempfile::TempDir, Queue, QueueEntry) {
+        setup_with(recipients, &[], sender)
+    }
+
+    fn setup_with(
+        recipients: &[&str],
+        backends: &[(&str, &str)],
+        sender: &str,
+    ) -> (tempfile::TempDir, Queue, QueueEntry) {
         let dir = tempfile::tempdir().unwrap();
         let queue = Queue::open(&dir.path().join("q"), false, "h").unwrap();
         let id = queue
@@ -391,6 +413,10 @@ mod tests {
                     recipients: recipients.iter().map(|r| r.to_string()).collect(),
                     eight_bit: false,
                     smtputf8: false,
+                    backends: backends
+                        .iter()
+                        .map(|(a, h)| (a.to_string(), h.to_string()))
+                        .collect(),
                 },
                 &b"Subject: hello\r\n\r\nbody\r\n"[..],
                 1000,
@@ -405,6 +431,7 @@ mod tests {
         Bouncer {
             hostname: "mx.test".into(),
             local: None,
+            router: None,
         }
     }
 
@@ -460,6 +487,53 @@ mod tests {
         assert!(report.contains("Final-Recipient: rfc822; b@two.test\r\nAction: failed\r\nStatus: 5.0.0\r\nDiagnostic-Code: smtp; no such domain\r\n"), "{report}");
         assert!(report.contains("Subject: hello\r\n"));
         assert!(!report.contains("\r\nbody\r\n"));
+    }
+
+    #[test]
+    fn backend_recipients_go_in_one_transaction_per_backend() {
+        let (_dir, queue, entry) = setup_with(
+            &["x@remote.test"],
+            &[
+                ("a@one.test", "b1"),
+                ("b@two.test", "b2"),
+                ("c@two.test", "b1"),
+            ],
+            "s@src.test",
+        );
+        let script = Script::default();
+        let ok = || Verdict::Delivered("250 ok".into());
+        *script.answers.lock().unwrap() = vec![
+            Ok(vec![ok()]),
+            Ok(vec![ok(), Verdict::Deferred("452 4.2.2 full".into())]),
+            Ok(vec![Verdict::Failed("550 5.1.1 gone".into())]),
+        ];
+        let policy = RetryPolicy::default();
+        let entry = process(&queue, &script, &bouncer(), &policy, entry, 1000);
+        let seen = script.seen.lock().unwrap();
+        let attempts: Vec<(&str, Vec<String>)> =
+            seen.iter().map(|s| (s.0.as_str(), s.1.clone())).collect();
+        assert_eq!(
+            attempts,
+            vec![
+                ("remote.test", vec!["x@remote.test".to_owned()]),
+                (
+                    "lmtp:b1",
+                    vec!["a@one.test".to_owned(), "c@two.test".to_owned()]
+                ),
+                ("lmtp:b2", vec!["b@two.test".to_owned()]),
+            ]
+        );
+        let states: Vec<_> = entry.recipients.iter().map(|r| r.state).collect();
+        assert_eq!(
+            states,
+            vec![
+                RecipientState::Delivered,
+                RecipientState::Delivered,
+                RecipientState::Failed,
+                RecipientState::Pending
+            ]
+        );
+        assert_eq!(entry.recipients[3].backend.as_deref(), Some("b1"));
     }
 
     #[test]

@@ -68,6 +68,9 @@ enum Expect {
     },
     /// The `.` line ending DATA.
     DataEnd,
+    /// LMTP: the reply for the accepted recipient with this index after the `.`
+    /// (RFC 2033 §4.2: one per accepted recipient, in RCPT order).
+    LmtpDataEnd(usize),
     /// A lone `.` after `354` when no recipient was accepted (RFC 2920 §3.1); its reply
     /// is ignored.
     EmptyData,
@@ -86,7 +89,7 @@ impl Expect {
             Expect::Rcpt(_) => "RCPT TO",
             Expect::Data => "DATA",
             Expect::Bdat { .. } => "BDAT",
-            Expect::DataEnd | Expect::EmptyData => "the end of data",
+            Expect::DataEnd | Expect::LmtpDataEnd(_) | Expect::EmptyData => "the end of data",
             Expect::Quit => "QUIT",
         }
     }
@@ -141,6 +144,8 @@ pub struct ClientSession {
     chunking: bool,
     mail_refused: Option<SmtpReply>,
     rcpt_replies: Vec<Option<SmtpReply>>,
+    /// LMTP: each accepted recipient's own reply after the data.
+    lmtp_replies: Vec<Option<SmtpReply>>,
     data_reply: Option<SmtpReply>,
     /// The first refused BDAT chunk: it stands for the message once the others are in.
     bdat_refused: Option<SmtpReply>,
@@ -171,6 +176,7 @@ impl ClientSession {
             chunking: false,
             mail_refused: None,
             rcpt_replies: vec![None; recipients],
+            lmtp_replies: vec![None; recipients],
             data_reply: None,
             bdat_refused: None,
             body: Body::Idle,
@@ -263,7 +269,7 @@ impl ClientSession {
         self.tls_pending = false;
         self.secure = true;
         self.caps = Capabilities::default();
-        self.command(&format!("EHLO {}", self.config.helo_name), Expect::Ehlo);
+        self.hello();
         self.arm(now);
     }
 
@@ -293,11 +299,15 @@ impl ClientSession {
             self.events.push_back(ClientEvent::Send(out.freeze()));
         }
         if needs_reply {
-            self.expect.push_back(if self.chunking {
-                Expect::Bdat { last }
+            if self.chunking {
+                self.expect.push_back(Expect::Bdat { last });
+            } else if self.config.lmtp {
+                let accepted: Vec<usize> = self.accepted_indexes().collect();
+                self.expect
+                    .extend(accepted.into_iter().map(Expect::LmtpDataEnd));
             } else {
-                Expect::DataEnd
-            });
+                self.expect.push_back(Expect::DataEnd);
+            }
         }
         if last {
             self.body = Body::Ended;
@@ -357,16 +367,15 @@ impl ClientSession {
 
     fn on_reply(&mut self, expect: Expect, reply: SmtpReply) {
         match expect {
-            Expect::Greeting if reply.code == 220 => {
-                self.command(&format!("EHLO {}", self.config.helo_name), Expect::Ehlo);
-            }
+            Expect::Greeting if reply.code == 220 => self.hello(),
             Expect::Greeting => self.refused(reply, "the server refused the connection"),
             Expect::Ehlo if reply.code == 250 => {
                 self.caps = Capabilities::from_ehlo(&reply);
                 self.after_hello();
             }
             // RFC 5321 §4.1.4 / §3.2: a server without EHLO answers "not implemented".
-            Expect::Ehlo if matches!(reply.code, 500 | 502 | 504 | 550) => {
+            // LMTP has no HELO (RFC 2033 §4.1): a refused LHLO ends the attempt.
+            Expect::Ehlo if !self.config.lmtp && matches!(reply.code, 500 | 502 | 504 | 550) => {
                 self.command(&format!("HELO {}", self.config.helo_name), Expect::Helo);
             }
             Expect::Ehlo | Expect::Helo if reply.code != 250 => {
@@ -420,6 +429,15 @@ impl ClientSession {
                 let results = self.final_results(&reply);
                 self.finish_and_quit(Ok(results));
             }
+            Expect::LmtpDataEnd(i) => {
+                if let Some(slot) = self.lmtp_replies.get_mut(i) {
+                    *slot = Some(reply.clone());
+                }
+                if !matches!(self.expect.front(), Some(Expect::LmtpDataEnd(_))) {
+                    let results = self.final_results(&reply);
+                    self.finish_and_quit(Ok(results));
+                }
+            }
             Expect::EmptyData => {
                 if self.expect.is_empty() {
                     self.quit();
@@ -427,6 +445,12 @@ impl ClientSession {
             }
             Expect::Quit => self.close(),
         }
+    }
+
+    /// The greeting command: `EHLO`, or `LHLO` in LMTP mode (RFC 2033 §4.1).
+    fn hello(&mut self) {
+        let verb = if self.config.lmtp { "LHLO" } else { "EHLO" };
+        self.command(&format!("{verb} {}", self.config.helo_name), Expect::Ehlo);
     }
 
     /// After EHLO/HELO: STARTTLS per policy, then AUTH when configured, then the
@@ -502,7 +526,9 @@ impl ClientSession {
         let timeout: Option<Duration> = match self.expect.front() {
             _ if self.closed || self.tls_pending => None,
             None => None,
-            Some(Expect::DataEnd | Expect::Bdat { last: true }) => Some(self.config.data_timeout),
+            Some(Expect::DataEnd | Expect::LmtpDataEnd(_) | Expect::Bdat { last: true }) => {
+                Some(self.config.data_timeout)
+            }
             Some(Expect::Quit) => Some(self.config.quit_timeout),
             Some(_) => Some(self.config.command_timeout),
         };
@@ -585,9 +611,11 @@ impl ClientSession {
                 .clone()
                 .unwrap_or_else(|| SmtpReply::synthetic(451, (4, 4, 2), &failure.detail));
             let mut results = self.final_results(&reply);
-            for result in &mut results {
+            for (result, lmtp) in results.iter_mut().zip(&self.lmtp_replies) {
                 // A made-up or positive reply never delivers: the message stays queued.
-                if result.status == RecipientStatus::Delivered {
+                // An LMTP recipient already answered keeps its own result (RFC 2033
+                // §4.2), so a recipient delivered before the break is not sent twice.
+                if result.status == RecipientStatus::Delivered && lmtp.is_none() {
                     result.status = RecipientStatus::Deferred;
                 }
             }

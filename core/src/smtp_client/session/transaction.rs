@@ -42,7 +42,8 @@ impl ClientSession {
             return self.fail_and_quit(true, None, &detail);
         }
         self.pipelined = self.caps.pipelining;
-        self.chunking = self.caps.chunking;
+        // RFC 2033 defines the per-recipient replies after DATA only: LMTP sends DATA.
+        self.chunking = self.caps.chunking && !self.config.lmtp;
         self.to_send.push_back(Command::Mail);
         self.to_send
             .extend((0..self.envelope.recipients.len()).map(Command::Rcpt));
@@ -103,10 +104,16 @@ impl ClientSession {
     }
 
     fn accepted(&self) -> usize {
+        self.accepted_indexes().count()
+    }
+
+    /// The indexes of the recipients whose RCPT was accepted, in order.
+    pub(super) fn accepted_indexes(&self) -> impl Iterator<Item = usize> + '_ {
         self.rcpt_replies
             .iter()
-            .filter(|r| r.as_ref().is_some_and(SmtpReply::is_completion))
-            .count()
+            .enumerate()
+            .filter(|(_, r)| r.as_ref().is_some_and(SmtpReply::is_completion))
+            .map(|(i, _)| i)
     }
 
     /// An envelope reply came in: send more, or decide once all are in.
@@ -216,12 +223,17 @@ impl ClientSession {
     }
 
     /// Per-recipient results once `final_reply` answered the message: refused RCPTs keep
-    /// their own reply, accepted ones take the final reply.
+    /// their own reply, accepted ones take their own LMTP reply when they have one
+    /// (RFC 2033 §4.2), else the final reply.
     pub(super) fn final_results(&self, final_reply: &SmtpReply) -> Vec<RecipientResult> {
         self.rcpt_replies
             .iter()
-            .map(|rcpt| match rcpt {
-                Some(reply) if !reply.is_completion() => RecipientResult::from_reply(reply.clone()),
+            .zip(&self.lmtp_replies)
+            .map(|(rcpt, lmtp)| match (rcpt, lmtp) {
+                (Some(reply), _) if !reply.is_completion() => {
+                    RecipientResult::from_reply(reply.clone())
+                }
+                (_, Some(reply)) => RecipientResult::from_reply(reply.clone()),
                 _ => RecipientResult::from_reply(final_reply.clone()),
             })
             .collect()

@@ -1,0 +1,99 @@
+//! Proxy mode's transport: a front-end relays inbound mail for users who live on a
+//! back-end to that back-end over LMTP (RFC 2033), so the cluster needs no shared disk
+//! for inbound mail. [`Dispatch`] sends each attempt either there or, for ordinary
+//! remote recipients (and bounces), through the `[relay]` transport.
+//!
+//! Each recipient's own LMTP reply after the data decides its state (RFC 2033 §4.2):
+//! `2xx` delivered, `4xx` retried on the queue's schedule, `5xx` bounced. A back-end
+//! that is down fails the attempt temporarily and the recipients wait for the next
+//! retry: the queue's backoff spaces the attempts, so the router's circuit breaker is
+//! not consulted.
+
+use std::sync::Arc;
+
+use super::relay::{attempt_failure, verdicts};
+use super::runner::{Attempt, AttemptFailure, Transport, Verdict};
+use crate::outbound::{self, Destination, OutboundMessage, SendOptions};
+
+/// Sends back-end attempts over LMTP to `host:port`.
+#[derive(Debug)]
+pub struct LmtpTransport {
+    /// The back-ends' LMTP port (`[proxy] backend_ports.lmtp`).
+    pub port: u16,
+    /// How to connect: [`SendOptions::lmtp`] set, STARTTLS per `[proxy] backend_tls`.
+    pub options: SendOptions,
+}
+
+impl Transport for LmtpTransport {
+    fn send(&self, attempt: &Attempt<'_>) -> Result<Vec<Verdict>, AttemptFailure> {
+        let Some(host) = attempt.backend else {
+            return Err(AttemptFailure {
+                permanent: false,
+                text: "internal error: an LMTP attempt without a back-end".into(),
+            });
+        };
+        let addrs = crate::router::resolve(host, self.port)
+            .ok()
+            .filter(|addrs| !addrs.is_empty())
+            .ok_or_else(|| AttemptFailure {
+                permanent: false,
+                text: format!("cannot resolve back-end {host:?}"),
+            })?;
+        let destination = Destination {
+            addrs,
+            tls_name: host.to_owned(),
+        };
+        let message = OutboundMessage {
+            mail_from: attempt.sender,
+            recipients: attempt.recipients,
+            prefix: &[],
+            path: attempt.message,
+            eight_bit: attempt.eight_bit,
+            smtputf8: attempt.smtputf8,
+        };
+        match outbound::send(&destination, &self.options, &message) {
+            Ok(outcomes) => Ok(verdicts(attempt.recipients, outcomes)),
+            Err(failure) => {
+                log::info!("queue: {} via back-end {host}: {failure}", attempt.id);
+                Err(attempt_failure(failure))
+            }
+        }
+    }
+}
+
+/// The transport of a node's queue: back-end attempts over LMTP, the rest through the
+/// `[relay]` transport.
+pub struct Dispatch {
+    /// Proxy mode's LMTP transport; `None` when `[proxy]` is off.
+    pub backends: Option<LmtpTransport>,
+    /// The outbound transport; `None` without `[relay]` (nothing leaves the cluster).
+    pub relay: Option<Arc<dyn Transport>>,
+}
+
+impl std::fmt::Debug for Dispatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dispatch")
+            .field("backends", &self.backends)
+            .field("relay", &self.relay.is_some())
+            .finish()
+    }
+}
+
+impl Transport for Dispatch {
+    fn send(&self, attempt: &Attempt<'_>) -> Result<Vec<Verdict>, AttemptFailure> {
+        match (attempt.backend, &self.backends, &self.relay) {
+            (Some(_), Some(lmtp), _) => lmtp.send(attempt),
+            // `[proxy]` was turned off with mail still queued for back-ends: keep it
+            // until it comes back or the entry expires.
+            (Some(host), None, _) => Err(AttemptFailure {
+                permanent: false,
+                text: format!("451 4.3.5 no [proxy] configured to reach back-end {host}"),
+            }),
+            (None, _, Some(relay)) => relay.send(attempt),
+            (None, _, None) => Err(AttemptFailure {
+                permanent: true,
+                text: "550 5.7.1 outbound delivery is not configured on this node".into(),
+            }),
+        }
+    }
+}
