@@ -272,7 +272,7 @@ impl FolderCache {
         &self,
         dir: &Path,
         reading: StampReading,
-        snapshot: Snapshot,
+        snapshot: Arc<Snapshot>,
         new_empty: bool,
     ) {
         let StampReading {
@@ -324,7 +324,7 @@ impl FolderCache {
                 first_seen,
                 confirmed,
                 new_empty,
-                snapshot: Arc::new(snapshot),
+                snapshot,
                 used,
             },
         );
@@ -357,8 +357,8 @@ impl FolderCache {
 mod tests {
     use super::*;
 
-    fn snapshot(messages: usize) -> Snapshot {
-        Snapshot {
+    fn snapshot(messages: usize) -> Arc<Snapshot> {
+        Arc::new(Snapshot {
             uidvalidity: 1,
             uidnext: 1 + messages as u32,
             messages: (0..messages)
@@ -371,7 +371,7 @@ mod tests {
                     recent: false,
                 })
                 .collect(),
-        }
+        })
     }
 
     fn at(stamp: FolderStamp, when: Instant) -> StampReading {

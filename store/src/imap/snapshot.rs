@@ -6,6 +6,7 @@ use std::fs;
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+use std::sync::Arc;
 
 use tidegate_core::maildir::parse_name;
 use tidegate_core::{Account, MessageRef};
@@ -101,14 +102,26 @@ impl ImapMailboxes {
     /// this snapshot), gives UIDs to messages without one, drops vanished ones from the
     /// uidlist, and lists every message with its flags, size and internal date.
     pub fn snapshot(&self, account: &Account, folder: &str) -> Result<Snapshot, ImapStoreError> {
-        self.open(account, folder, true)
+        self.open(account, folder, true).map(Arc::unwrap_or_clone)
     }
 
     /// Opens a folder for EXAMINE: like [`ImapMailboxes::snapshot`], but `new/` is left
     /// alone, so no message is `recent` and the next SELECT still sees them as recent
     /// (RFC 3501 §6.3.2: EXAMINE does not change the `\Recent` state).
     pub fn examine(&self, account: &Account, folder: &str) -> Result<Snapshot, ImapStoreError> {
-        self.open(account, folder, false)
+        self.open(account, folder, false).map(Arc::unwrap_or_clone)
+    }
+
+    /// [`ImapMailboxes::snapshot`] (`take_recent`) or [`ImapMailboxes::examine`], shared
+    /// with the folder cache instead of copied: a SELECT of an unchanged folder
+    /// allocates nothing for its messages.
+    pub fn open_shared(
+        &self,
+        account: &Account,
+        folder: &str,
+        take_recent: bool,
+    ) -> Result<Arc<Snapshot>, ImapStoreError> {
+        self.open(account, folder, take_recent)
     }
 
     fn open(
@@ -116,14 +129,14 @@ impl ImapMailboxes {
         account: &Account,
         folder: &str,
         take_recent: bool,
-    ) -> Result<Snapshot, ImapStoreError> {
+    ) -> Result<Arc<Snapshot>, ImapStoreError> {
         let dir = self.existing_folder(account, folder)?;
         let caching = self.cache.enabled();
         if caching {
             // A SELECT may only skip moving new/ to cur/ if new/ was empty.
             let stamp = FolderStamp::read(&dir)?;
             if let Some(hit) = self.cache.fresh(&dir, &stamp, take_recent) {
-                return Ok(Snapshot::clone(&hit));
+                return Ok(hit);
             }
         }
         let recent: HashSet<String> = if take_recent {
@@ -192,11 +205,18 @@ impl ImapMailboxes {
             };
             Ok((snapshot, reading))
         })?;
+        let snapshot = Arc::new(snapshot);
         if let Some(reading) = reading {
-            let mut cached = snapshot.clone();
-            for message in &mut cached.messages {
-                message.recent = false;
-            }
+            // The cache keeps the folder as the next session will see it: nothing recent.
+            let cached = if snapshot.messages.iter().any(|m| m.recent) {
+                let mut cached = Snapshot::clone(&snapshot);
+                for message in &mut cached.messages {
+                    message.recent = false;
+                }
+                Arc::new(cached)
+            } else {
+                Arc::clone(&snapshot)
+            };
             let new_empty = !cached.messages.iter().any(|m| m.file.0.starts_with("new/"));
             self.cache.store(&dir, reading, cached, new_empty);
         }
