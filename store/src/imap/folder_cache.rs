@@ -1,5 +1,6 @@
-//! Folder snapshots kept between sessions, so that a SELECT of an unchanged folder
-//! neither lists its directories, nor stats its messages, nor takes the uidlist lock.
+//! Folder snapshots kept between sessions, so that a SELECT, EXAMINE or STATUS of an
+//! unchanged folder (RFC 3501 §6.3.1, §6.3.2, §6.3.10) neither lists its directories,
+//! nor stats its messages, nor takes the uidlist lock.
 //!
 //! # When a cached snapshot may be used
 //!
@@ -55,7 +56,8 @@ use std::time::{Duration, Instant};
 
 use super::{Snapshot, UIDLIST_FILE};
 
-/// Folders whose snapshots [`super::ImapMailboxes`] keeps unless told otherwise.
+/// Folders whose snapshots [`super::ImapMailboxes`] keeps for SELECT/EXAMINE/STATUS
+/// (RFC 3501 §6.3.1, §6.3.2, §6.3.10) unless told otherwise (`[imap] folder_cache`).
 pub const DEFAULT_CACHED_FOLDERS: usize = 1024;
 
 /// The most messages all cached snapshots together may hold; a folder with more is
@@ -165,7 +167,8 @@ struct Inner {
     folders: HashMap<PathBuf, Entry>,
 }
 
-/// Hit and miss counts of a [`FolderCache`] since it was made.
+/// Hit and miss counts of the folder snapshot cache since it was made: how many
+/// SELECT/EXAMINE/STATUS answers (RFC 3501 §6.3.1, §6.3.2, §6.3.10) needed no scan.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct FolderCacheStats {
     /// Snapshots served from the cache.

@@ -210,14 +210,16 @@ impl ImapMailboxes {
     }
 
     /// Keeps the snapshots of at most `max_folders` recently opened folders between
-    /// sessions (0: none, every SELECT scans its folder); the default is
-    /// [`DEFAULT_CACHED_FOLDERS`]. Clones made afterwards share the new cache.
+    /// sessions for SELECT, EXAMINE and STATUS (RFC 3501 §6.3.1, §6.3.2, §6.3.10; 0:
+    /// none, every SELECT scans its folder); the default is [`DEFAULT_CACHED_FOLDERS`].
+    /// Clones made afterwards share the new cache.
     pub fn with_folder_cache(mut self, max_folders: usize) -> Self {
         self.cache = Arc::new(FolderCache::new(max_folders));
         self
     }
 
-    /// How many snapshots came from the folder cache and how many needed a scan.
+    /// How many snapshots (SELECT, EXAMINE, STATUS) came from the folder cache and how
+    /// many needed a scan.
     pub fn folder_cache_stats(&self) -> FolderCacheStats {
         self.cache.stats()
     }

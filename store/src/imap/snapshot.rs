@@ -112,9 +112,9 @@ impl ImapMailboxes {
         self.open(account, folder, false).map(Arc::unwrap_or_clone)
     }
 
-    /// [`ImapMailboxes::snapshot`] (`take_recent`) or [`ImapMailboxes::examine`], shared
-    /// with the folder cache instead of copied: a SELECT of an unchanged folder
-    /// allocates nothing for its messages.
+    /// [`ImapMailboxes::snapshot`] (`take_recent`, SELECT, RFC 3501 §6.3.1) or
+    /// [`ImapMailboxes::examine`] (EXAMINE, §6.3.2), shared with the folder cache
+    /// instead of copied: a SELECT of an unchanged folder copies none of its messages.
     pub fn open_shared(
         &self,
         account: &Account,
