@@ -140,6 +140,10 @@ pub struct Imap {
     /// Seconds between rescans of the selected mailbox while a client IDLEs.
     #[serde(default = "default_idle_poll")]
     pub idle_poll_secs: u64,
+    /// Folders whose snapshots are kept between sessions and reused while the folder
+    /// is unchanged (0: none; needed for NFS mounts with `nocto`).
+    #[serde(default = "default_folder_cache")]
+    pub folder_cache: usize,
 }
 
 /// `[smtp]`.
@@ -263,6 +267,9 @@ fn default_auth_delay() -> u64 {
 }
 fn default_idle_poll() -> u64 {
     5
+}
+fn default_folder_cache() -> usize {
+    tidegate_store::imap::DEFAULT_CACHED_FOLDERS
 }
 fn default_max_append() -> u32 {
     50 * 1024 * 1024

@@ -332,12 +332,13 @@ pub fn prepare(config: &Config, config_path: Option<&Path>) -> Result<Prepared, 
     if let Some(outbound) = &outbound {
         local = local.with_queue(outbound.queue.clone());
     }
-    if config.imap.is_some() {
+    if let Some(imap) = &config.imap {
         let mailboxes = ImapMailboxes::new(
             &config.storage.mailbox_path,
             config.storage.fsync,
             &config.hostname,
-        );
+        )
+        .with_folder_cache(imap.folder_cache);
         local = local.with_imap(ImapExecutor::new(mailboxes));
     }
     if let Some(pop3) = config.pop3.as_ref().filter(|pop3| pop3.lock) {

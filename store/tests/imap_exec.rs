@@ -747,3 +747,58 @@ fn python_imaplib_against_the_server() {
     assert_eq!(files_in(&fx.maildir().join(".Archive/cur")).len(), 2);
     assert_eq!(files_in(&fx.maildir().join("cur")).len(), 1);
 }
+
+#[test]
+fn store_read_and_expunge_after_a_snapshot_from_the_folder_cache() {
+    let fx = Fixture::new();
+    fx.deliver(MESSAGE);
+    fx.deliver(SECOND);
+    let mailboxes = fx.mailboxes();
+    let exec = ImapExecutor::new(mailboxes.clone());
+    snapshot(&exec, "INBOX", true); // claims both messages, writes the uidlist
+    let scanned = snapshot(&exec, "INBOX", true);
+    thread::sleep(tidegate_store::imap::FOLDER_CACHE_SETTLE);
+    assert_eq!(snapshot(&exec, "INBOX", true), scanned);
+    let hits = mailboxes.folder_cache_stats().hits;
+    assert_eq!(snapshot(&exec, "INBOX", true), scanned);
+    assert_eq!(mailboxes.folder_cache_stats().hits, hits + 1);
+
+    match store(&exec, vec![1], StoreMode::Add, &["\\Flagged"]) {
+        ImapReply::Flags(flags) => assert_eq!(flags, [(1, strings(&["\\Flagged"]))]),
+        other => panic!("{other:?}"),
+    }
+    // The UID map follows the rename; the cached snapshot it shared is not touched
+    // (the next SELECT scans, as cur/ changed).
+    match exec.execute(ImapRequest::Read {
+        mailbox: mailbox("INBOX"),
+        uid: 1,
+        offset: 0,
+        max_len: 4096,
+    }) {
+        Reply::Chunk { bytes, end } => {
+            assert_eq!(&bytes[..], MESSAGE.as_bytes());
+            assert!(end);
+        }
+        other => panic!("{other:?}"),
+    }
+    let seen = snapshot(&exec, "INBOX", false);
+    assert_eq!(seen.messages[0].flags, strings(&["\\Flagged"]));
+    assert_eq!(mailboxes.folder_cache_stats().hits, hits + 1);
+    match imap(exec.execute(ImapRequest::Expunge {
+        mailbox: mailbox("INBOX"),
+        uids: vec![2],
+    })) {
+        ImapReply::Expunged(uids) => assert_eq!(uids, [2]),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        failed(exec.execute(ImapRequest::Read {
+            mailbox: mailbox("INBOX"),
+            uid: 2,
+            offset: 0,
+            max_len: 4096,
+        })),
+        Failure::Gone
+    );
+    assert_eq!(uids_of(&snapshot(&exec, "INBOX", true)), [1]);
+}

@@ -234,12 +234,10 @@ impl ImapExecutor {
     /// converts it for the session.
     fn snapshot(&self, mailbox: &MailboxRef, claim_recent: bool) -> Result<Snapshot, Failure> {
         let folder = store_name(&mailbox.name);
-        let taken = if claim_recent {
-            self.mailboxes.snapshot(&mailbox.account, &folder)
-        } else {
-            self.mailboxes.examine(&mailbox.account, &folder)
-        }
-        .map_err(failure)?;
+        let taken = self
+            .mailboxes
+            .open_shared(&mailbox.account, &folder, claim_recent)
+            .map_err(failure)?;
         self.uids.refresh(&mailbox.account.0, &folder, &taken);
         Ok(Snapshot {
             uid_validity: taken.uidvalidity,

@@ -9,10 +9,13 @@
 //! dotlock ([`crate::lock`]) and always replaced by `rename`. Message files are never
 //! rewritten: a flag change is a rename, a copy is a hard link where possible.
 //!
-//! Everything here is blocking; the shells run it on their worker threads. No state is
-//! kept between calls, so several processes and hosts can serve one maildir.
+//! Everything here is blocking; the shells run it on their worker threads. The only
+//! state kept between calls is a cache of folder snapshots that is checked against the
+//! folder's change stamps before every use ([`folder_cache`]), so several processes and
+//! hosts can serve one maildir.
 
 mod exec;
+mod folder_cache;
 mod folders;
 mod messages;
 mod snapshot;
@@ -22,6 +25,7 @@ use std::fmt;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -29,11 +33,15 @@ use tidegate_core::Account;
 use tidegate_core::maildir::{UniqueName, parse_name, sanitize_host};
 use tidegate_core::uidlist::UidListError;
 
+use self::folder_cache::FolderCache;
 use crate::lock::{LockError, LockOptions};
 use crate::maildir::{MaildirStore, StoreError};
 
 pub use exec::{
     DEFAULT_APPEND_TIMEOUT, ImapExecutor, MAX_CACHED_MAILBOXES, MAX_PARSE_SIZE, MAX_PENDING_APPENDS,
+};
+pub use folder_cache::{
+    DEFAULT_CACHED_FOLDERS, FolderCacheStats, MAX_CACHED_MESSAGES, SETTLE as FOLDER_CACHE_SETTLE,
 };
 pub use folders::{FolderInfo, SpecialUse};
 pub use messages::{Appended, Copied, CopyOutcome};
@@ -184,6 +192,8 @@ pub struct ImapMailboxes {
     host: String,
     fsync: bool,
     lock: LockOptions,
+    /// Snapshots of recently opened folders, shared by clones.
+    cache: Arc<FolderCache>,
 }
 
 impl ImapMailboxes {
@@ -195,7 +205,23 @@ impl ImapMailboxes {
             host: sanitize_host(host),
             fsync,
             lock: LockOptions::new(host),
+            cache: Arc::new(FolderCache::new(DEFAULT_CACHED_FOLDERS)),
         }
+    }
+
+    /// Keeps the snapshots of at most `max_folders` recently opened folders between
+    /// sessions for SELECT, EXAMINE and STATUS (RFC 3501 §6.3.1, §6.3.2, §6.3.10; 0:
+    /// none, every SELECT scans its folder); the default is [`DEFAULT_CACHED_FOLDERS`].
+    /// Clones made afterwards share the new cache.
+    pub fn with_folder_cache(mut self, max_folders: usize) -> Self {
+        self.cache = Arc::new(FolderCache::new(max_folders));
+        self
+    }
+
+    /// How many snapshots (SELECT, EXAMINE, STATUS) came from the folder cache and how
+    /// many needed a scan.
+    pub fn folder_cache_stats(&self) -> FolderCacheStats {
+        self.cache.stats()
     }
 
     /// Replaces the uidlist lock options (stale age, wait).

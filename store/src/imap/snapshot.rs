@@ -6,11 +6,16 @@ use std::fs;
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+use std::sync::Arc;
 
 use tidegate_core::maildir::parse_name;
 use tidegate_core::{Account, MessageRef};
 
-use super::{Flags, ImapMailboxes, ImapStoreError, Sub, UIDLIST_FILE, find_by_unique, folder_dir};
+use super::folder_cache::FolderStamp;
+use super::{
+    Flags, ImapMailboxes, ImapStoreError, Sub, UIDLIST_FILE, find_by_unique, folder_dir, split_ref,
+    unique_of,
+};
 
 /// One message of a [`Snapshot`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,6 +81,18 @@ fn mtime(path: &Path) -> io::Result<(i64, i64)> {
     }
 }
 
+/// The message of the last snapshot `previous` with this UID, if it is still the file
+/// of this unique name.
+fn same_message<'a>(previous: &'a Snapshot, uid: u32, unique: &str) -> Option<&'a MessageMeta> {
+    let at = previous
+        .messages
+        .binary_search_by_key(&uid, |m| m.uid)
+        .ok()?;
+    let seen = previous.messages.get(at)?;
+    let (_, name) = split_ref(&seen.file.0)?;
+    (unique_of(name) == unique).then_some(seen)
+}
+
 fn count(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
 }
@@ -85,14 +102,26 @@ impl ImapMailboxes {
     /// this snapshot), gives UIDs to messages without one, drops vanished ones from the
     /// uidlist, and lists every message with its flags, size and internal date.
     pub fn snapshot(&self, account: &Account, folder: &str) -> Result<Snapshot, ImapStoreError> {
-        self.open(account, folder, true)
+        self.open(account, folder, true).map(Arc::unwrap_or_clone)
     }
 
     /// Opens a folder for EXAMINE: like [`ImapMailboxes::snapshot`], but `new/` is left
     /// alone, so no message is `recent` and the next SELECT still sees them as recent
     /// (RFC 3501 §6.3.2: EXAMINE does not change the `\Recent` state).
     pub fn examine(&self, account: &Account, folder: &str) -> Result<Snapshot, ImapStoreError> {
-        self.open(account, folder, false)
+        self.open(account, folder, false).map(Arc::unwrap_or_clone)
+    }
+
+    /// [`ImapMailboxes::snapshot`] (`take_recent`, SELECT, RFC 3501 §6.3.1) or
+    /// [`ImapMailboxes::examine`] (EXAMINE, §6.3.2), shared with the folder cache
+    /// instead of copied: a SELECT of an unchanged folder copies none of its messages.
+    pub fn open_shared(
+        &self,
+        account: &Account,
+        folder: &str,
+        take_recent: bool,
+    ) -> Result<Arc<Snapshot>, ImapStoreError> {
+        self.open(account, folder, take_recent)
     }
 
     fn open(
@@ -100,19 +129,44 @@ impl ImapMailboxes {
         account: &Account,
         folder: &str,
         take_recent: bool,
-    ) -> Result<Snapshot, ImapStoreError> {
+    ) -> Result<Arc<Snapshot>, ImapStoreError> {
         let dir = self.existing_folder(account, folder)?;
+        let caching = self.cache.enabled();
+        if caching {
+            // A SELECT may only skip moving new/ to cur/ if new/ was empty.
+            let stamp = FolderStamp::read(&dir)?;
+            if let Some(hit) = self.cache.fresh(&dir, &stamp, take_recent) {
+                return Ok(hit);
+            }
+        }
         let recent: HashSet<String> = if take_recent {
             self.take_new(&dir)?.into_iter().collect()
         } else {
             HashSet::new()
         };
-        self.sync_then(&dir, |list, files| {
+        let previous = self.cache.previous(&dir);
+        let (snapshot, reading) = self.sync_stamped(&dir, caching, |list, files, reading| {
+            let known = previous
+                .as_deref()
+                .filter(|p| p.uidvalidity == list.uidvalidity);
             let mut messages = Vec::with_capacity(list.entries.len());
             for (uid, unique) in &list.entries {
                 let Some((sub, name)) = files.get(unique) else {
                     continue;
                 };
+                // Message files are never rewritten and a rename keeps the mtime: what
+                // the last snapshot found for this UID and file still holds.
+                if let Some(seen) = known.and_then(|p| same_message(p, *uid, unique)) {
+                    messages.push(MessageMeta {
+                        uid: *uid,
+                        file: MessageRef(format!("{}/{name}", sub.name())),
+                        flags: Flags::from_maildir(parse_name(name).map_or("", |p| p.flags)),
+                        size: seen.size,
+                        internal_date: seen.internal_date,
+                        recent: recent.contains(unique),
+                    });
+                    continue;
+                }
                 let (sub, name, meta) = match fs::metadata(dir.join(sub.name()).join(name)) {
                     Ok(meta) => (*sub, name.clone(), meta),
                     // Renamed since the scan (a flag change elsewhere): find it again, so a
@@ -144,18 +198,48 @@ impl ImapMailboxes {
                     recent: recent.contains(unique),
                 });
             }
-            Ok(Snapshot {
+            let snapshot = Snapshot {
                 uidvalidity: list.uidvalidity,
                 uidnext: list.uidnext,
                 messages,
-            })
-        })
+            };
+            Ok((snapshot, reading))
+        })?;
+        let snapshot = Arc::new(snapshot);
+        if let Some(reading) = reading {
+            // The cache keeps the folder as the next session will see it: nothing recent.
+            let cached = if snapshot.messages.iter().any(|m| m.recent) {
+                let mut cached = Snapshot::clone(&snapshot);
+                for message in &mut cached.messages {
+                    message.recent = false;
+                }
+                Arc::new(cached)
+            } else {
+                Arc::clone(&snapshot)
+            };
+            let new_empty = !cached.messages.iter().any(|m| m.file.0.starts_with("new/"));
+            self.cache.store(&dir, reading, cached, new_empty);
+        }
+        Ok(snapshot)
     }
 
     /// STATUS counts, without moving anything out of `new/` (UIDs are assigned, as
     /// UIDNEXT must account for every message).
     pub fn status(&self, account: &Account, folder: &str) -> Result<Status, ImapStoreError> {
         let dir = self.existing_folder(account, folder)?;
+        if self.cache.enabled() {
+            let stamp = FolderStamp::read(&dir)?;
+            if let Some(hit) = self.cache.fresh(&dir, &stamp, false) {
+                let listed = || hit.messages.iter();
+                return Ok(Status {
+                    messages: count(listed().count()),
+                    recent: count(listed().filter(|m| m.file.0.starts_with("new/")).count()),
+                    uidnext: hit.uidnext,
+                    uidvalidity: hit.uidvalidity,
+                    unseen: count(listed().filter(|m| !m.flags.seen).count()),
+                });
+            }
+        }
         let (list, files) = self.sync(&dir)?;
         let listed = || {
             list.entries

@@ -10,6 +10,7 @@ use std::sync::atomic::Ordering;
 use tidegate_core::maildir::parse_name;
 use tidegate_core::uidlist::{UidList, new_uidvalidity};
 
+use super::folder_cache::StampReading;
 use super::{COUNTER, ImapMailboxes, ImapStoreError, Sub, UIDLIST_FILE, unix_now};
 use crate::lock::Dotlock;
 
@@ -185,7 +186,24 @@ impl ImapMailboxes {
         folder: &Path,
         then: impl FnOnce(&UidList, &Files) -> Result<T, ImapStoreError>,
     ) -> Result<T, ImapStoreError> {
+        self.sync_stamped(folder, false, |list, files, _| then(list, files))
+    }
+
+    /// [`Self::sync_then`], also handing `then` the folder's change stamp read just
+    /// before the first listing when `stamp` is set (for the folder cache: a change
+    /// after that reading is either in the listing or outdates the stamp).
+    pub(super) fn sync_stamped<T>(
+        &self,
+        folder: &Path,
+        stamp: bool,
+        then: impl FnOnce(&UidList, &Files, Option<StampReading>) -> Result<T, ImapStoreError>,
+    ) -> Result<T, ImapStoreError> {
         self.with_uidlist(folder, |list, _| {
+            let reading = if stamp {
+                Some(StampReading::take(folder)?)
+            } else {
+                None
+            };
             let mut files = scan(folder)?;
             for _ in 0..RESCANS {
                 let missed = list
@@ -220,7 +238,7 @@ impl ImapMailboxes {
                     true
                 }
             };
-            Ok((then(list, &files)?, changed))
+            Ok((then(list, &files, reading)?, changed))
         })
     }
 

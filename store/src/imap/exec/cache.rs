@@ -2,14 +2,15 @@
 //! (RFC 3501 §2.3.1.1), the maildir store by file ([`MessageRef`]).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use tidegate_core::MessageRef;
 
 use crate::imap::Snapshot;
 
 /// Most mailboxes whose maps are kept; the least recently refreshed one is dropped
-/// first. Each map holds at most one entry per message of its latest snapshot.
+/// first. Each map is the mailbox's latest snapshot, usually shared with the store's
+/// folder cache (a copy only after a flag change or expunge through this map).
 pub const MAX_CACHED_MAILBOXES: usize = 1024;
 
 /// (account, stored folder name).
@@ -18,7 +19,20 @@ type Key = (String, String);
 struct Entry {
     /// When this map was last replaced (a counter, not a clock).
     refreshed: u64,
-    files: HashMap<u32, MessageRef>,
+    /// The messages in UID order, looked up by binary search.
+    snapshot: Arc<Snapshot>,
+}
+
+impl Entry {
+    /// The message with this UID.
+    fn slot(&mut self, uid: u32) -> Option<&mut crate::imap::MessageMeta> {
+        let at = self
+            .snapshot
+            .messages
+            .binary_search_by_key(&uid, |m| m.uid)
+            .ok()?;
+        Arc::make_mut(&mut self.snapshot).messages.get_mut(at)
+    }
 }
 
 #[derive(Default)]
@@ -41,12 +55,8 @@ impl UidCache {
     }
 
     /// Replaces the map of `key` with the messages of `snapshot`.
-    pub(super) fn refresh(&self, account: &str, folder: &str, snapshot: &Snapshot) {
-        let files = snapshot
-            .messages
-            .iter()
-            .map(|m| (m.uid, m.file.clone()))
-            .collect();
+    pub(super) fn refresh(&self, account: &str, folder: &str, snapshot: &Arc<Snapshot>) {
+        let snapshot = Arc::clone(snapshot);
         let mut inner = self.lock();
         inner.clock += 1;
         let refreshed = inner.clock;
@@ -61,7 +71,13 @@ impl UidCache {
                 inner.maps.remove(&oldest);
             }
         }
-        inner.maps.insert(key, Entry { refreshed, files });
+        inner.maps.insert(
+            key,
+            Entry {
+                refreshed,
+                snapshot,
+            },
+        );
     }
 
     /// The files of those `uids` the map knows, in the given order, and whether any
@@ -78,10 +94,11 @@ impl UidCache {
         };
         let mut found = Vec::with_capacity(uids.len());
         let mut missed = false;
+        let messages = &entry.snapshot.messages;
         for uid in uids {
-            match entry.files.get(uid) {
-                Some(file) => found.push((*uid, file.clone())),
-                None => missed = true,
+            match messages.binary_search_by_key(uid, |m| m.uid) {
+                Ok(at) => found.push((*uid, messages[at].file.clone())),
+                Err(_) => missed = true,
             }
         }
         (found, missed)
@@ -91,19 +108,24 @@ impl UidCache {
     pub(super) fn update(&self, account: &str, folder: &str, uid: u32, file: MessageRef) {
         let mut inner = self.lock();
         if let Some(entry) = inner.maps.get_mut(&(account.to_owned(), folder.to_owned()))
-            && let Some(slot) = entry.files.get_mut(&uid)
+            && let Some(slot) = entry.slot(uid)
         {
-            *slot = file;
+            slot.file = file;
         }
     }
 
     /// Forgets messages that were expunged or moved away.
     pub(super) fn remove(&self, account: &str, folder: &str, uids: &[u32]) {
+        let mut gone = uids.to_vec();
+        gone.sort_unstable();
+        let is_gone = |m: &crate::imap::MessageMeta| gone.binary_search(&m.uid).is_ok();
         let mut inner = self.lock();
-        if let Some(entry) = inner.maps.get_mut(&(account.to_owned(), folder.to_owned())) {
-            for uid in uids {
-                entry.files.remove(uid);
-            }
+        if let Some(entry) = inner.maps.get_mut(&(account.to_owned(), folder.to_owned()))
+            && entry.snapshot.messages.iter().any(is_gone)
+        {
+            Arc::make_mut(&mut entry.snapshot)
+                .messages
+                .retain(|m| !is_gone(m));
         }
     }
 
@@ -126,11 +148,11 @@ mod tests {
     #[test]
     fn oldest_mailbox_is_dropped_at_the_bound() {
         let cache = UidCache::default();
-        let snapshot = Snapshot {
+        let snapshot = Arc::new(Snapshot {
             uidvalidity: 1,
             uidnext: 2,
             messages: Vec::new(),
-        };
+        });
         for n in 0..=MAX_CACHED_MAILBOXES {
             cache.refresh("a", &format!("f{n}"), &snapshot);
         }
