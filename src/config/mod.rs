@@ -14,6 +14,9 @@ mod proxy;
 mod relay;
 mod users;
 
+#[cfg(test)]
+mod prop_tests;
+
 pub use authd::Authd;
 pub use hidden::Hidden;
 pub use metrics::Metrics;
