@@ -1,6 +1,6 @@
 //! Deadlines: the idle timeout (RFC 5321 §4.5.3.2.7), the login timeout (a bound on
-//! the time before AUTH or the first MAIL, counted from the connect), the store's reply deadline, which
-//! the session answers itself, and replies that arrive after it.
+//! the time before AUTH or the first MAIL, counted from the connect), the store's reply
+//! deadline, which the session answers itself, and replies that arrive after it.
 
 use std::time::Instant;
 
