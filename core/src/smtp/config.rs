@@ -79,7 +79,8 @@ pub struct SmtpConfig {
     /// until its first MAIL is accepted (the fair equivalent: a whole pre-transaction
     /// dialogue, TLS handshake included, within this time). Past it the session answers
     /// `421 4.4.2` and closes (RFC 5321 §4.5.3.2 style); afterwards only `idle_timeout`
-    /// applies.
+    /// applies. Below 5 minutes it deliberately undercuts RFC 5321 §4.5.3.2.7's SHOULD
+    /// for clients that have not got that far.
     pub login_timeout: Duration,
     /// How long a store request may take before the client gets a `451`.
     pub store_timeout: Duration,
