@@ -18,7 +18,7 @@ const PASSWORD: &str = "right-horse-battery";
 const WRONG: &str = "Wr0ng-guess-7731";
 
 /// A server with POP3, IMAP, SMTP and their implicit-TLS ports, with `extra` config
-/// lines added to `[server]`, `[pop3]` and `[imap]`.
+/// lines added to `[server]`, and `session` lines to `[pop3]`, `[imap]` and `[smtp]`.
 struct Server {
     node: Node,
     dir: tempfile::TempDir,
@@ -58,7 +58,7 @@ impl Server {
                  [users]\nfile = \"users\"\n\
                  [pop3]\nlisten = [\"127.0.0.1:{pop3}\"]\nlisten_tls = [\"127.0.0.1:{pop3s}\"]\n{session}\n\
                  [imap]\nlisten = [\"127.0.0.1:{imap}\"]\nlisten_tls = [\"127.0.0.1:{imaps}\"]\n{session}\n\
-                 [smtp]\nlisten = [\"127.0.0.1:{smtp}\"]\nmax_message_size = 10000000\n"
+                 [smtp]\nlisten = [\"127.0.0.1:{smtp}\"]\nmax_message_size = 10000000\n{session}\n"
             ),
         );
         let node = Node::start_logging(&config, local(pop3), level);
@@ -572,4 +572,44 @@ fn a_flood_past_max_connections_is_refused_and_the_server_recovers() {
         "RSS grew by {} KiB",
         peak - baseline
     );
+}
+
+/// The SMTP login timeout (`[smtp] login_timeout_secs`): an inbound client that keeps
+/// talking but never starts a mail transaction is closed with `421 4.4.2` once the
+/// timeout has passed since it connected; one that sent MAIL in time is still served.
+#[test]
+fn smtp_clients_that_never_start_a_transaction_are_closed_at_the_login_timeout() {
+    let server = Server::start("", "login_timeout_secs = 2");
+    let started = Instant::now();
+    let mut idle = LineClient::connect(local(server.smtp));
+    let mut sender = LineClient::connect(local(server.smtp));
+    for c in [&mut idle, &mut sender] {
+        assert!(c.line().starts_with("220 "), "no greeting");
+        c.send(b"EHLO client.test\r\n");
+        assert!(c.until("250 ").starts_with("250 "), "no EHLO answer");
+    }
+    assert_eq!(
+        sender.ask("MAIL FROM:<friend@example.org>"),
+        "250 2.1.0 Sender ok\r\n"
+    );
+    // The idle client's commands are answered until the server gives up on it.
+    let mut last = String::new();
+    while started.elapsed() < Duration::from_secs(15) {
+        last = idle.ask("NOOP");
+        if !last.starts_with("250 ") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let closed_after = started.elapsed();
+    assert_eq!(
+        last,
+        "421 4.4.2 abuse.test Error: timeout exceeded before a mail transaction\r\n"
+    );
+    assert!(
+        closed_after >= Duration::from_secs(2),
+        "closed after {closed_after:?}"
+    );
+    assert_eq!(idle.line(), "", "the connection is closed after the 421");
+    assert_eq!(sender.ask("RSET"), "250 2.0.0 Ok\r\n");
 }

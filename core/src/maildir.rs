@@ -68,16 +68,24 @@ pub struct ParsedName<'a> {
     pub flags: &'a str,
 }
 
+/// Splits a name at its first `:` into the base and the info (the Maildir convention:
+/// the unique part never holds a `:`, [`sanitize_host`] escapes it); the flags are the
+/// info after `2,` (any other info, such as experimental `1,` info, has none).
+fn split_info(name: &str) -> (&str, &str) {
+    let (base, info) = name.split_once(':').unwrap_or((name, ""));
+    (base, info.strip_prefix("2,").unwrap_or(""))
+}
+
 /// Splits a maildir file name. Returns `None` for names that are not messages (dot
 /// files, empty names).
+///
+/// The unique part ends at the first `:` whatever follows it, so renames that add or
+/// change the info (`:2,FLAGS`), as [`with_flag`] and the store do, never change it.
 pub fn parse_name(name: &str) -> Option<ParsedName<'_>> {
     if name.is_empty() || name.starts_with('.') || name.contains('/') {
         return None;
     }
-    let (base, flags) = match name.split_once(":2,") {
-        Some((base, flags)) => (base, flags),
-        None => (name.split_once(':').map_or(name, |(b, _)| b), ""),
-    };
+    let (base, flags) = split_info(name);
     let mut fields = base.split(',');
     let unique = fields.next().filter(|u| !u.is_empty())?;
     let size = fields
@@ -128,12 +136,11 @@ pub fn pop3_uid(unique: &str) -> String {
     format!("H{hash:016x}")
 }
 
-/// The file name with `flag` added to its `:2,` flags (kept sorted, no duplicates).
+/// The file name with `flag` added to its `:2,` flags (kept sorted, no duplicates;
+/// letters only). Info other than `2,` flags is replaced, so the unique part
+/// ([`parse_name`]) stays the same.
 pub fn with_flag(name: &str, flag: char) -> String {
-    let (base, flags) = match name.split_once(":2,") {
-        Some((base, flags)) => (base, flags),
-        None => (name, ""),
-    };
+    let (base, flags) = split_info(name);
     let mut letters: Vec<char> = flags.chars().filter(|c| c.is_ascii_alphabetic()).collect();
     if !letters.contains(&flag) {
         letters.push(flag);
@@ -179,6 +186,11 @@ mod tests {
         assert_eq!(with_flag("123.abc,S=10:2,T", 'S'), "123.abc,S=10:2,ST");
         assert_eq!(with_flag("x:2,S", 'S'), "x:2,S");
         assert_eq!(parse_name(".hidden"), None);
+        // The unique part ends at the first colon, however the info goes on.
+        let odd = parse_name("123.abc:1,x:2,S").unwrap();
+        assert_eq!((odd.unique, odd.flags), ("123.abc", ""));
+        assert_eq!(with_flag("123.abc:1,x", 'S'), "123.abc:2,S");
+        assert_eq!(parse_name("123.abc:1,x:2,").unwrap().unique, "123.abc");
         assert_eq!(parse_name(""), None);
     }
 

@@ -1202,7 +1202,12 @@ fn quit_between_bdat_chunks_aborts_the_delivery() {
 
 #[test]
 fn the_idle_timeout_closes_with_421() {
-    let mut c = Client::inbound();
+    // A login timeout longer than the idle timeout, so only the idle timeout acts.
+    let long_login = || SmtpConfig {
+        login_timeout: Duration::from_secs(3600),
+        ..config(SmtpRole::Inbound)
+    };
+    let mut c = Client::new(long_login(), conn(false, false));
     c.drain();
     assert_eq!(
         c.session.poll_timeout(),
@@ -1219,7 +1224,7 @@ fn the_idle_timeout_closes_with_421() {
     assert_eq!(c.session.poll_timeout(), None);
 
     // Mid-DATA, the open message is aborted too.
-    let mut c = Client::inbound();
+    let mut c = Client::new(long_login(), conn(false, false));
     c.drain();
     c.send(
         b"EHLO client.test\r\nMAIL FROM:<s@r.test>\r\nRCPT TO:<alice@local.test>\r\nDATA\r\nabc",
@@ -1229,6 +1234,129 @@ fn the_idle_timeout_closes_with_421() {
         "421 4.4.2 mx.test Error: timeout exceeded\r\n"
     );
     assert_eq!(c.store.aborted, [1]);
+}
+
+#[test]
+fn submission_without_auth_is_closed_at_the_login_timeout_whatever_it_sends() {
+    let mut c = submission(true);
+    assert_eq!(
+        c.session.poll_timeout(),
+        Some(c.now + Duration::from_secs(60)),
+        "the login deadline comes before the 300 s idle timeout"
+    );
+    c.send(b"EHLO client.test\r\n");
+    for _ in 0..5 {
+        assert_eq!(c.advance(Duration::from_secs(10)), "");
+        assert_eq!(c.send(b"NOOP\r\n"), "250 2.0.0 Ok\r\n");
+    }
+    // A line that never ends keeps nothing open either.
+    c.send(b"AUTH PLA");
+    assert_eq!(c.advance(Duration::from_secs(9)), "");
+    assert!(!c.closed);
+    assert_eq!(
+        c.advance(Duration::from_secs(1)),
+        "421 4.4.2 mx.test Error: timeout exceeded before authentication\r\n"
+    );
+    assert!(c.closed);
+    assert_eq!(c.session.poll_timeout(), None);
+    assert!(c.store.log.is_empty(), "no request: {:?}", c.store.log);
+}
+
+#[test]
+fn after_auth_only_the_idle_timeout_applies() {
+    let mut c = submission(true);
+    c.send(b"EHLO client.test\r\n");
+    assert_eq!(c.advance(Duration::from_secs(50)), "");
+    assert_eq!(
+        c.send(format!("AUTH PLAIN {PLAIN_OK}\r\n").as_bytes()),
+        "235 2.7.0 Authentication successful\r\n"
+    );
+    assert_eq!(
+        c.session.poll_timeout(),
+        Some(c.now + Duration::from_secs(300))
+    );
+    assert_eq!(c.advance(Duration::from_secs(299)), "");
+    assert!(!c.closed, "closed before the idle timeout");
+    assert_eq!(
+        c.advance(Duration::from_secs(1)),
+        "421 4.4.2 mx.test Error: timeout exceeded\r\n"
+    );
+    assert!(c.closed);
+}
+
+#[test]
+fn a_login_answered_after_the_deadline_is_too_late() {
+    // The password check is still running when the login deadline passes: the session
+    // closes, and the late answer changes nothing.
+    let mut c = submission(true);
+    c.send(b"EHLO client.test\r\n");
+    c.advance(Duration::from_secs(55));
+    c.hold = true;
+    assert_eq!(c.send(format!("AUTH PLAIN {PLAIN_OK}\r\n").as_bytes()), "");
+    assert_eq!(
+        c.advance(Duration::from_secs(5)),
+        "421 4.4.2 mx.test Error: timeout exceeded before authentication\r\n"
+    );
+    assert!(c.closed);
+    assert_eq!(c.release(), "");
+}
+
+#[test]
+fn inbound_and_lmtp_must_start_a_transaction_within_the_login_timeout() {
+    for role in [SmtpRole::Inbound, SmtpRole::Lmtp] {
+        let hello: &[u8] = if role == SmtpRole::Lmtp {
+            b"LHLO client.test\r\n"
+        } else {
+            b"EHLO client.test\r\n"
+        };
+        // No MAIL: closed 60 s after the connect, however busy the client is.
+        let mut c = Client::new(config(role), conn(false, false));
+        c.drain();
+        for _ in 0..6 {
+            c.send(hello);
+            c.send(b"RSET\r\n");
+            if !c.advance(Duration::from_secs(10)).is_empty() {
+                break;
+            }
+        }
+        assert!(c.closed, "{role:?}: still open after 60 s without MAIL");
+        assert!(c.session.poll_timeout().is_none());
+
+        let mut c = Client::new(config(role), conn(false, false));
+        c.drain();
+        assert_eq!(c.advance(Duration::from_secs(59)), "");
+        c.send(hello);
+        assert!(!c.closed);
+        assert_eq!(
+            c.advance(Duration::from_secs(1)),
+            "421 4.4.2 mx.test Error: timeout exceeded before a mail transaction\r\n",
+            "{role:?}"
+        );
+
+        // MAIL in time: the idle timeout takes over, also after the transaction ends.
+        let mut c = Client::new(config(role), conn(false, false));
+        c.drain();
+        c.send(hello);
+        c.advance(Duration::from_secs(30));
+        assert_eq!(
+            c.send(b"MAIL FROM:<s@r.test>\r\n"),
+            "250 2.1.0 Sender ok\r\n"
+        );
+        c.send(b"RSET\r\n");
+        assert_eq!(
+            c.session.poll_timeout(),
+            Some(c.now + Duration::from_secs(300))
+        );
+        assert_eq!(c.advance(Duration::from_secs(299)), "");
+        assert!(
+            !c.closed,
+            "{role:?}: closed by the login timeout after MAIL"
+        );
+        assert_eq!(
+            c.advance(Duration::from_secs(1)),
+            "421 4.4.2 mx.test Error: timeout exceeded\r\n"
+        );
+    }
 }
 
 #[test]

@@ -14,6 +14,9 @@ mod proxy;
 mod relay;
 mod users;
 
+#[cfg(test)]
+mod prop_tests;
+
 pub use authd::Authd;
 pub use hidden::Hidden;
 pub use metrics::Metrics;
@@ -162,15 +165,23 @@ pub struct Smtp {
     /// Delay before the first failed AUTH is answered (doubles per failure), in ms.
     #[serde(default = "default_smtp_auth_delay")]
     pub auth_failure_delay_ms: u64,
+    /// Seconds a client may stay connected before it logs in (submission: AUTH) or
+    /// starts its first mail transaction (inbound: MAIL).
+    #[serde(default = "default_login_timeout")]
+    pub login_timeout_secs: u64,
 }
 
 /// `[lmtp]`.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Lmtp {
     /// LMTP listeners; only loopback and `[trust] networks` clients are served.
     #[serde(default)]
     pub listen: Vec<SocketAddr>,
+    /// Seconds a client may stay connected before it starts its first mail transaction
+    /// (MAIL).
+    #[serde(default = "default_login_timeout")]
+    pub login_timeout_secs: u64,
 }
 
 /// `[tls]`.
@@ -396,16 +407,14 @@ impl Config {
                 "imap.idle_timeout_secs must be at least 1800 (RFC 3501 section 5.4)".into(),
             );
         }
-        if self
-            .pop3
-            .as_ref()
-            .is_some_and(|p| p.login_timeout_secs == 0)
-            || self
-                .imap
-                .as_ref()
-                .is_some_and(|i| i.login_timeout_secs == 0)
-        {
-            return Err("login_timeout_secs must be at least 1".into());
+        let login_timeouts = [
+            ("pop3", self.pop3.as_ref().map(|p| p.login_timeout_secs)),
+            ("imap", self.imap.as_ref().map(|i| i.login_timeout_secs)),
+            ("smtp", self.smtp.as_ref().map(|s| s.login_timeout_secs)),
+            ("lmtp", self.lmtp.as_ref().map(|l| l.login_timeout_secs)),
+        ];
+        if let Some((section, _)) = login_timeouts.iter().find(|(_, t)| *t == Some(0)) {
+            return Err(format!("{section}.login_timeout_secs must be at least 1"));
         }
         if let Some(pop3) = &self.pop3 {
             if pop3.lock && pop3.lock_stale_secs < 10 {
@@ -548,6 +557,23 @@ mod tests {
         assert!(Config::parse("[trust]\nnetworks = [\"10.0.0.0/99\"]\n", Path::new(".")).is_err());
         assert!(Config::parse("[tls]\ncert = \"c.pem\"\n", Path::new(".")).is_err());
         assert!(Config::parse("[pop3]\nidle_timeout_secs = 5\n", Path::new(".")).is_err());
+        for section in ["pop3", "imap", "smtp", "lmtp"] {
+            let text = format!("[{section}]\nlogin_timeout_secs = 0\n");
+            let err = Config::parse(&text, Path::new(".")).unwrap_err();
+            assert!(
+                err.contains(&format!("{section}.login_timeout_secs")),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn smtp_and_lmtp_login_timeouts_default_to_60_seconds() {
+        let config = Config::parse("[smtp]\n[lmtp]\n", Path::new(".")).unwrap();
+        assert_eq!(config.smtp.unwrap().login_timeout_secs, 60);
+        assert_eq!(config.lmtp.unwrap().login_timeout_secs, 60);
+        let config = Config::parse("[smtp]\nlogin_timeout_secs = 7\n", Path::new(".")).unwrap();
+        assert_eq!(config.smtp.unwrap().login_timeout_secs, 7);
     }
 
     #[test]

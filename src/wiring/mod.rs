@@ -176,12 +176,13 @@ fn plan_listeners(config: &Config) -> Result<Vec<Planned>, String> {
             add(if implicit_tls { "imaps" } else { "imap" }, addr, listener);
         }
     }
-    let smtp_config = |role: SmtpRole, max_message_size: u64, auth_delay_ms: u64| {
+    let smtp_config = |role: SmtpRole, max_message_size: u64, auth_delay_ms: u64, login_secs| {
         Arc::new(SmtpConfig {
             hostname: config.hostname.clone(),
             role,
             max_message_size,
             auth_failure_delay: Duration::from_millis(auth_delay_ms),
+            login_timeout: Duration::from_secs(login_secs),
             // Only submission relays; the session ignores the flag for other roles.
             relay: role == SmtpRole::Submission && config.relay.is_some(),
             ..SmtpConfig::default()
@@ -197,8 +198,9 @@ fn plan_listeners(config: &Config) -> Result<Vec<Planned>, String> {
     };
     if let Some(smtp) = &config.smtp {
         let (size, delay) = (smtp.max_message_size, smtp.auth_failure_delay_ms);
-        let inbound = smtp_config(SmtpRole::Inbound, size, delay);
-        let submission = smtp_config(SmtpRole::Submission, size, delay);
+        let login = smtp.login_timeout_secs;
+        let inbound = smtp_config(SmtpRole::Inbound, size, delay, login);
+        let submission = smtp_config(SmtpRole::Submission, size, delay, login);
         for addr in &smtp.listen {
             add("smtp", addr, smtp_listener(inbound.clone()));
         }
@@ -213,7 +215,7 @@ fn plan_listeners(config: &Config) -> Result<Vec<Planned>, String> {
             .smtp
             .as_ref()
             .map_or(50 * 1024 * 1024, |s| s.max_message_size);
-        let lmtp_config = smtp_config(SmtpRole::Lmtp, size, 1000);
+        let lmtp_config = smtp_config(SmtpRole::Lmtp, size, 1000, lmtp.login_timeout_secs);
         for addr in &lmtp.listen {
             add("lmtp", addr, smtp_listener(lmtp_config.clone()));
         }

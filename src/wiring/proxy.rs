@@ -260,6 +260,7 @@ pub fn proxy_config(config: &Config) -> Result<Option<Arc<ProxyConfig>>, String>
             [
                 config.pop3.as_ref().map(|p| p.login_timeout_secs),
                 config.imap.as_ref().map(|i| i.login_timeout_secs),
+                config.smtp.as_ref().map(|s| s.login_timeout_secs),
             ]
             .into_iter()
             .flatten()

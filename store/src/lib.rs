@@ -13,6 +13,8 @@
 pub mod authd_server;
 pub mod dkim;
 pub mod dns;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod imap;
 pub mod local;
 pub mod lock;

@@ -27,6 +27,9 @@
 //! | [`proxy_imap_id`] | ID command arguments | no panic; RFC 2971 limits; parse → encode → parse |
 //! | [`mime_structure`] | a stored message | no panic; part offsets inside the input and inside their parent; renderings parenthesised; sections inside the input |
 //! | [`uidlist`] | a uidlist file | no panic; parse → render → parse round trip; merge keeps UIDs increasing and never renumbers a listed name |
+//! | [`maildir_name`] | two flag bytes, a file name (and the parts of a delivered name) | no panic; the unique part survives adding flags; flags sorted, unique, order-independent; built names parse back to their parts; UIDLs fit RFC 1939 |
+//! | `users_file` (in `tidegate_store::fuzzing`) | a users file | no panic; line-by-line reading agrees with parsing the text; every user found by its address; render → parse gives the same users |
+//! | `queue_entry` (in `tidegate_store::fuzzing`) | a queue state file, or an entry's fields | no panic; parse → render → parse; entries built from arbitrary text round-trip |
 //! | [`authd_wire`] | parser choice, one line | parse → encode → parse round trip; percent coding round trip |
 //! | [`authd_client`] | chunking seed, a script of submits and server bytes | every request answered exactly once, of its kind; nothing after `Closed` |
 //! | [`authd_session`] | config byte, then a script of operations | see [`authd_session`] |
@@ -34,6 +37,11 @@
 //! | [`imap_command`] | one complete command | no panic; command name case is irrelevant; bounded tags |
 //! | [`imap_session`] | connection byte, then a script of operations | see [`imap_session`] |
 //! | [`imap_tls_session`] | the same, with TLS operations | see [`imap_tls_session`] |
+//!
+//! `users_file` and `queue_entry` fuzz the store's own file formats; their harnesses
+//! live in the store crate (`store/src/fuzzing.rs`, replayed by
+//! `store/tests/fuzz_corpus.rs`) because the parsers need the store's password scheme
+//! checks.
 //!
 //! The core never reads a clock, so the session harnesses take their starting
 //! [`Instant`](std::time::Instant) from the caller; only time differences matter, so a
@@ -54,6 +62,7 @@ use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig};
 
 mod authd;
 mod imap;
+mod maildir;
 mod mime;
 mod pop3;
 mod proxy;
@@ -63,6 +72,7 @@ mod wire;
 
 pub use authd::{authd_client, authd_session, authd_wire};
 pub use imap::{IMAP_OUTPUT_SLACK, imap_command, imap_fragment, imap_session, imap_tls_session};
+pub use maildir::maildir_name;
 pub use mime::{mime_structure, uidlist};
 pub use pop3::{
     SESSION_OUTPUT_SLACK, pop3_command, pop3_session, pop3_session_trace, pop3_tls_session,
@@ -339,6 +349,7 @@ mod tests {
             proxy_imap_id(data);
             mime_structure(data);
             uidlist(data);
+            maildir_name(data);
         }
     }
 }

@@ -649,7 +649,7 @@ pub const SMTP_OUTPUT_SLACK: usize = 512;
 /// lines, 40-octet text lines, 256 bytes of buffered input, 16-byte appends, 3
 /// recipients, 512 bytes of output high water, 200-octet messages) instead of the
 /// defaults, bit 6 relaying on (submission accepts `NotLocal` recipients and commits
-/// with `CommitSubmission`). The rest is a script; each operation is one tag byte, and bytes that are
+/// with `CommitSubmission`), bit 7 a 5-second login timeout (60 s otherwise). The rest is a script; each operation is one tag byte, and bytes that are
 /// no tag are skipped, so a script can be written by hand with spaces and newlines:
 ///
 /// | op | meaning |
@@ -738,6 +738,9 @@ pub const SMTP_OUTPUT_SLACK: usize = 512;
 ///   needs new steps.
 /// * After EOF the session answers what it has buffered and closes, given store replies
 ///   and drains (and timers only for an AUTH delay or the idle timeout).
+/// * The login timeout: its `421 4.4.2` comes only before an `Authenticate` succeeded
+///   or a MAIL got `250 2.1.0`, and not before `login_timeout` after the connect; once
+///   that time has passed without either, the next timeout round closes the session.
 pub fn smtp_session(epoch: Instant, data: &[u8]) {
     run_smtp(epoch, None, data, None);
 }
@@ -817,6 +820,9 @@ fn smtp_setup(conn_byte: u8, tls: bool) -> (Arc<SmtpConfig>, SmtpConnInfo) {
         ..SmtpConfig::default()
     };
     cfg.relay = conn_byte & 64 != 0;
+    if conn_byte & 128 != 0 {
+        cfg.login_timeout = Duration::from_secs(5);
+    }
     if conn_byte & 16 != 0 {
         cfg.max_message_size = 200;
         cfg.limits = SmtpLimits {
@@ -942,6 +948,10 @@ struct ReplyLines {
     /// status code.
     open: Option<(u16, bool)>,
     lines: usize,
+    /// A `250 2.1.0` (MAIL accepted) was seen: the login timeout is over.
+    sender_ok: bool,
+    /// Login-timeout `421` lines seen.
+    login_timeouts: usize,
 }
 
 impl ReplyLines {
@@ -977,6 +987,13 @@ impl ReplyLines {
         let rest = &text[4..];
         if self.lines == 0 {
             assert_eq!(code, 220, "the greeting is {shown}");
+        }
+        if text.starts_with(b"250 2.1.0 ") {
+            self.sender_ok = true;
+        }
+        if code == 421 && contains(rest, b"timeout exceeded before") {
+            assert!(rest.starts_with(b"4.4.2 "), "login timeout reply {shown}");
+            self.login_timeouts += 1;
         }
         self.lines += 1;
         let exempt = match self.open {
@@ -1046,6 +1063,8 @@ struct SmtpHarness<'log, S> {
     next_delivery: u64,
     /// The store accepted an `Authenticate` (since the last STARTTLS).
     authenticated: bool,
+    /// The store accepted an `Authenticate` at some point: the login timeout is over.
+    logged_in: bool,
     /// STARTTLS happened (the session emitted `StartTls`, or `Secured` turned TLS on).
     tls_started: bool,
     /// The last bytes the client sent, to spot `BINARYMIME` across sends.
@@ -1123,6 +1142,7 @@ impl<'log, S: SmtpDriven> SmtpHarness<'log, S> {
             deliveries: BTreeMap::new(),
             next_delivery: 1000,
             authenticated: false,
+            logged_in: false,
             tls_started: false,
             sent_tail: Vec::new(),
             binary: false,
@@ -1290,8 +1310,28 @@ impl<'log, S: SmtpDriven> SmtpHarness<'log, S> {
             // The session gives up on it now; the store may still answer later.
             self.unanswered.push(pending);
         }
+        let login_timeouts = self.replies.login_timeouts;
         self.session.handle_timeout(self.now);
         self.drain();
+        self.check_login_timeout(login_timeouts);
+    }
+
+    /// The login timeout (`SmtpConfig::login_timeout`): its `421` comes only before the
+    /// login (AUTH accepted, or a MAIL accepted) and not before the deadline; once the
+    /// deadline has passed without a login, a timeout round closes the session.
+    fn check_login_timeout(&self, seen_before: usize) {
+        if self.client.broken {
+            return;
+        }
+        let logged_in = self.logged_in || self.replies.sender_ok;
+        let deadline = self.epoch + self.cfg.login_timeout;
+        if self.replies.login_timeouts > seen_before {
+            assert!(!logged_in, "a login timeout after the login");
+            assert!(self.now >= deadline, "a login timeout before its deadline");
+        }
+        if !logged_in && self.now >= deadline {
+            assert!(self.closed, "open past the login timeout without a login");
+        }
     }
 
     /// The store answers the request the session waits for.
@@ -1303,6 +1343,7 @@ impl<'log, S: SmtpDriven> SmtpHarness<'log, S> {
         }
         if matches!(reply, Reply::Authenticated(_)) {
             self.authenticated = true;
+            self.logged_in = true;
         }
         self.trace(|| format!("* reply {:?} {reply:?}", pending.id));
         self.session.handle_reply(self.now, pending.id, reply);

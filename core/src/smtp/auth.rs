@@ -140,6 +140,7 @@ impl SmtpSession {
         match answer {
             Reply::Authenticated(account) => {
                 self.account = Some(account);
+                self.login_done(now);
                 self.reply(reply::AUTH_OK);
             }
             // A disabled account is answered like a wrong password: nothing is disclosed.

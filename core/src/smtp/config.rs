@@ -73,6 +73,15 @@ pub struct SmtpConfig {
     pub limits: SmtpLimits,
     /// Server timeout waiting for the next command or data: RFC 5321 §4.5.3.2.7 (5 min).
     pub idle_timeout: Duration,
+    /// How long after connecting a client may go without logging in, counted from the
+    /// connect and not reset by input (a client trickling bytes cannot hold the
+    /// connection): on submission until AUTH succeeds (RFC 4954), on inbound and LMTP
+    /// until its first MAIL is accepted (the fair equivalent: a whole pre-transaction
+    /// dialogue, TLS handshake included, within this time). Past it the session answers
+    /// `421 4.4.2` and closes (RFC 5321 §4.5.3.2 style); afterwards only `idle_timeout`
+    /// applies. Below 5 minutes it deliberately undercuts RFC 5321 §4.5.3.2.7's SHOULD
+    /// for clients that have not got that far.
+    pub login_timeout: Duration,
     /// How long a store request may take before the client gets a `451`.
     pub store_timeout: Duration,
     /// Delay before the first failed AUTH is answered; it doubles with each failure.
@@ -92,6 +101,7 @@ impl Default for SmtpConfig {
             max_message_size: 50 * 1024 * 1024,
             limits: SmtpLimits::default(),
             idle_timeout: Duration::from_secs(300),
+            login_timeout: Duration::from_secs(60),
             store_timeout: Duration::from_secs(30),
             auth_failure_delay: Duration::from_secs(1),
             relay: false,

@@ -1,5 +1,6 @@
-//! Deadlines: the idle timeout (RFC 5321 §4.5.3.2.7), the store's reply deadline, which
-//! the session answers itself, and replies that arrive after it.
+//! Deadlines: the idle timeout (RFC 5321 §4.5.3.2.7), the login timeout (a bound on
+//! the time before AUTH or the first MAIL, counted from the connect), the store's reply
+//! deadline, which the session answers itself, and replies that arrive after it.
 
 use std::time::Instant;
 
@@ -17,7 +18,12 @@ impl SmtpSession {
     pub(super) fn on_timer(&mut self, now: Instant, timer: Timer) {
         match timer {
             Timer::Idle => {
-                let line = reply::idle_timeout(&self.cfg.hostname);
+                let before_login = self.login_deadline.is_some_and(|at| at <= now);
+                let line = if before_login {
+                    reply::login_timeout(&self.cfg.hostname, self.cfg.role)
+                } else {
+                    reply::idle_timeout(&self.cfg.hostname)
+                };
                 self.reply(&line);
                 self.close();
             }

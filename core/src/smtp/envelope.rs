@@ -188,7 +188,7 @@ impl SmtpSession {
     }
 
     /// MAIL FROM (RFC 5321 §4.1.1.2).
-    pub(super) fn mail(&mut self, path: Path, params: Vec<Param>) {
+    pub(super) fn mail(&mut self, now: Instant, path: Path, params: Vec<Param>) {
         if self.greeted.is_none() {
             let line = if self.lmtp() {
                 reply::SEND_LHLO
@@ -224,6 +224,9 @@ impl SmtpSession {
             rcpt_tried: false,
             message: None,
         });
+        // Inbound and LMTP: the first transaction ends the login timeout (submission
+        // ended it at AUTH, which MAIL needs).
+        self.login_done(now);
         self.reply(reply::SENDER_OK);
     }
 

@@ -220,6 +220,16 @@ pub(super) fn idle_timeout(host: &str) -> String {
     format!("421 4.4.2 {host} Error: timeout exceeded")
 }
 
+/// The login timeout passed (`SmtpConfig::login_timeout`): worded like the idle timeout
+/// (RFC 5321 §4.5.3.2 timeouts, `421` and RFC 3463 `4.4.2`), naming what did not happen.
+pub(super) fn login_timeout(host: &str, role: SmtpRole) -> String {
+    let missing = match role {
+        SmtpRole::Submission => "authentication",
+        SmtpRole::Inbound | SmtpRole::Lmtp => "a mail transaction",
+    };
+    format!("421 4.4.2 {host} Error: timeout exceeded before {missing}")
+}
+
 /// Too many bad commands.
 pub(super) fn too_many_errors(host: &str) -> String {
     format!("421 4.7.0 {host} Too many errors, closing connection")

@@ -105,6 +105,10 @@ pub struct SmtpSession {
     pub(super) auth_failures: u32,
     /// The client will send nothing more; close once buffered input is handled.
     peer_eof: bool,
+    /// Until the client has logged in (submission: AUTH accepted; inbound and LMTP: its
+    /// first MAIL accepted) the idle timer never runs past this (`login_timeout`, counted
+    /// from the connect). `None` once it has, or when the deadline is out of range.
+    pub(super) login_deadline: Option<Instant>,
     /// What a trusted proxy's XCLIENT said beyond the address (which replaces
     /// `conn.client`): the client's own HELO name and the proxy hops still allowed.
     pub(super) forwarded: Forwarded,
@@ -134,9 +138,7 @@ impl SmtpSession {
         let greeting = reply::greeting(&cfg.hostname, cfg.role == SmtpRole::Lmtp);
         let mut session = Self::blank(cfg, conn, now);
         session.reply(&greeting);
-        session
-            .timers
-            .set(Timer::Idle, now + session.cfg.idle_timeout);
+        session.touch(now);
         session
     }
 
@@ -162,6 +164,7 @@ impl SmtpSession {
             .max_command_line
             .max(limits.max_auth_line)
             .saturating_sub(2);
+        let login_deadline = now.checked_add(cfg.login_timeout);
         SmtpSession {
             input: LineBuffer::new(max_line),
             cfg,
@@ -180,6 +183,7 @@ impl SmtpSession {
             bad_commands: 0,
             auth_failures: 0,
             peer_eof: false,
+            login_deadline,
             forwarded: Forwarded::default(),
         }
     }
@@ -307,9 +311,27 @@ impl SmtpSession {
         wall.duration_since(UNIX_EPOCH).unwrap_or_default()
     }
 
-    /// Input arrived or was used: the client is alive.
+    /// Input arrived or was used: the client is alive. Arms the idle timeout
+    /// (RFC 5321 §4.5.3.2.7), but before the login no later than the login deadline.
     pub(super) fn touch(&mut self, now: Instant) {
-        self.timers.set(Timer::Idle, now + self.cfg.idle_timeout);
+        let idle = now.checked_add(self.cfg.idle_timeout);
+        let at = match (idle, self.login_deadline) {
+            (Some(idle), Some(login)) => Some(idle.min(login)),
+            (idle, login) => idle.or(login),
+        };
+        match at {
+            Some(at) => self.timers.set(Timer::Idle, at),
+            // Both out of range: a deadline that far away never comes.
+            None => self.timers.stop(Timer::Idle),
+        }
+    }
+
+    /// The client logged in (submission: AUTH accepted) or started its first mail
+    /// transaction (inbound, LMTP): from now on only the idle timeout applies.
+    pub(super) fn login_done(&mut self, now: Instant) {
+        if self.login_deadline.take().is_some() {
+            self.touch(now);
+        }
     }
 
     /// Processes buffered input until a request is outstanding, output backs up, or
@@ -379,7 +401,7 @@ impl SmtpSession {
             Command::Helo(name) => self.hello(now, name, false, false),
             Command::Ehlo(name) => self.hello(now, name, true, false),
             Command::Lhlo(name) => self.hello(now, name, true, true),
-            Command::Mail { path, params } => self.mail(path, params),
+            Command::Mail { path, params } => self.mail(now, path, params),
             Command::Rcpt { path, params } => self.rcpt(now, path, params),
             Command::Data => self.data(now),
             Command::Bdat { size, last } => self.bdat(now, size, last),
