@@ -56,8 +56,15 @@ impl Server {
         }
     }
 
+    /// Starts the server and waits until its control socket answers too (the SMTP
+    /// ports accept connections as soon as they are bound, a moment earlier).
     fn start(&self) -> Node {
-        Node::start(&self.config, local(self.submission))
+        let node = Node::start(&self.config, local(self.submission));
+        let socket = self.dir.path().join("work/control.sock");
+        wait_until("the control socket", 20, || {
+            std::os::unix::net::UnixStream::connect(&socket).is_ok()
+        });
+        node
     }
 
     fn ctl(&self, args: &[&str]) -> String {

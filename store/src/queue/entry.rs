@@ -277,6 +277,10 @@ fn escape_or_dash(text: &str) -> String {
     if text.is_empty() {
         return "-".into();
     }
+    if text == "-" {
+        // A lone `-` means "empty" on read, so a field that is exactly `-` is escaped.
+        return "%2D".into();
+    }
     let mut out = String::with_capacity(text.len());
     for &b in text.as_bytes() {
         if b.is_ascii_graphic() && b != b'%' {
@@ -352,6 +356,18 @@ mod tests {
         ));
         assert!(text.contains("rcpt delivered 1 0 j%C3%B6rg@example.org -\n"));
         assert!(text.contains("rcpt pending 0 7 ann@example.org - lmtp:back%201\n"));
+        assert_eq!(QueueEntry::from_text("x", &text), Some(entry));
+    }
+
+    #[test]
+    fn a_field_that_is_a_lone_dash_is_not_read_back_as_empty() {
+        let mut entry = sample();
+        entry.sender = "-".into();
+        entry.recipients[0].address = "-".into();
+        entry.recipients[0].last_reply = "-".into();
+        let text = entry.to_text();
+        assert!(text.contains("sender %2D\n"), "{text}");
+        assert!(text.contains(" %2D %2D\n"), "{text}");
         assert_eq!(QueueEntry::from_text("x", &text), Some(entry));
     }
 
