@@ -403,6 +403,13 @@ impl Session for Pop3Session {
             && self.input.buffered() < self.cfg.limits.max_buffered_input
             && !self.output_blocked()
     }
+
+    fn account(&self) -> Option<&str> {
+        match &self.state {
+            State::Transaction(mailbox) => Some(mailbox.account().0.as_str()),
+            _ => None,
+        }
+    }
 }
 
 impl Waiting {
