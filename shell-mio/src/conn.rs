@@ -13,6 +13,7 @@ use mio::net::TcpStream;
 use mio::{Interest, Registry};
 use tidegate_core::{Action, MAX_READ, Peer, Reply, RequestId};
 use tidegate_store::service::BoxedSession;
+use tidegate_store::{Registration, SessionId};
 
 use crate::connect;
 use crate::event_loop::{Shared, SocketCount};
@@ -116,6 +117,9 @@ pub(crate) struct Conn {
     /// For counting back-end sockets as open connections of this loop.
     shared: Arc<Shared>,
     loop_index: usize,
+    /// This connection's entry in the session registry; told the session's account
+    /// after every drain until it has one.
+    registration: Registration,
 }
 
 /// What one non-blocking read gave.
@@ -147,6 +151,7 @@ impl Conn {
         generation: u64,
         shared: Arc<Shared>,
         loop_index: usize,
+        registration: Registration,
     ) -> Self {
         Conn {
             client,
@@ -164,7 +169,13 @@ impl Conn {
             backend: None,
             shared,
             loop_index,
+            registration,
         }
+    }
+
+    /// The connection's id in the session registry.
+    pub(crate) fn session_id(&self) -> SessionId {
+        self.registration.id()
     }
 
     /// Tells a reused slot from this connection.
@@ -334,7 +345,7 @@ impl Conn {
             generation,
             now,
         )
-        .keeping(self.session))
+        .keeping(self.session, self.registration))
     }
 
     fn may_read(&self, peer: Peer) -> bool {
@@ -470,6 +481,7 @@ impl Conn {
                 continue;
             }
             if self.deferred.is_empty() {
+                self.registration.note_account(self.session.account(), now);
                 return;
             }
             for (id, reply) in std::mem::take(&mut self.deferred) {

@@ -120,10 +120,10 @@ use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 
 use mio::{Poll, Waker};
-use tidegate_store::{ListenerChanges, ServerSpec, Shutdown};
+use tidegate_store::{Closer, ListenerChanges, ServerSpec, SessionRegistry, Shutdown};
 
 use crate::accept::Acceptor;
-use crate::event_loop::{EventLoop, LoopHandle, Shared, WAKER};
+use crate::event_loop::{EventLoop, LoopCloser, LoopHandle, Shared, WAKER};
 use crate::workers::Submitter;
 
 /// Serves `spec.listeners` until `shutdown` fires and the open sessions have finished
@@ -144,6 +144,18 @@ pub fn serve_with_changes(
     spec: ServerSpec,
     shutdown: Shutdown,
     changes: ListenerChanges,
+) -> io::Result<()> {
+    serve_with_sessions(spec, shutdown, changes, Arc::new(SessionRegistry::new()))
+}
+
+/// Like [`serve_with_changes`], and records every open connection in `sessions` (its
+/// listener, peer, start and, once logged in, its account) for `ctl who`; a
+/// [`SessionRegistry::kick`] makes the owning loop close the connection at once.
+pub fn serve_with_sessions(
+    spec: ServerSpec,
+    shutdown: Shutdown,
+    changes: ListenerChanges,
+    sessions: Arc<SessionRegistry>,
 ) -> io::Result<()> {
     let loop_count = spec.thread_count().max(1);
     let worker_count = spec.worker_count().max(1);
@@ -187,6 +199,15 @@ pub fn serve_with_changes(
         loops: loops.clone(),
         max_connections: spec.max_connections,
         grace: spec.shutdown_grace,
+        closers: (0..loop_count)
+            .map(|index| {
+                Arc::new(LoopCloser {
+                    loops: loops.clone(),
+                    index,
+                }) as Arc<dyn Closer>
+            })
+            .collect(),
+        sessions,
     });
 
     let (job_tx, job_rx) = mpsc::sync_channel(spec.max_connections.clamp(64, 16_384));

@@ -95,7 +95,7 @@ use std::time::Duration;
 use async_executor::{Executor, Task};
 use async_io::{Async, Timer};
 use futures_lite::{FutureExt as _, future};
-use tidegate_store::{ListenerChange, ListenerChanges, ServerSpec, Shutdown};
+use tidegate_store::{ListenerChange, ListenerChanges, ServerSpec, SessionRegistry, Shutdown};
 
 mod accept;
 mod conn;
@@ -130,6 +130,19 @@ pub fn serve_with_changes(
     shutdown: Shutdown,
     changes: ListenerChanges,
 ) -> io::Result<()> {
+    serve_with_sessions(spec, shutdown, changes, Arc::new(SessionRegistry::new()))
+}
+
+/// Like [`serve_with_changes`], and records every open connection in `sessions` (its
+/// listener, peer, start and, once logged in, its account) for `ctl who`; a
+/// [`SessionRegistry::kick`] fires the connection's own signal, and its task (or its
+/// splice) closes the sockets at once.
+pub fn serve_with_sessions(
+    spec: ServerSpec,
+    shutdown: Shutdown,
+    changes: ListenerChanges,
+    sessions: Arc<SessionRegistry>,
+) -> io::Result<()> {
     let threads = spec.thread_count();
     let ServerSpec {
         listeners,
@@ -143,7 +156,7 @@ pub fn serve_with_changes(
         .into_iter()
         .map(Async::new)
         .collect::<io::Result<Vec<_>>>()?;
-    let shared = Arc::new(Shared::new(factory, executor, max_connections));
+    let shared = Arc::new(Shared::new(factory, executor, max_connections, sessions));
     let tasks = Arc::new(Executor::new());
     let halt = Arc::new(Signal::default());
     let workers = start_threads(threads, &tasks, &halt)?;
