@@ -97,6 +97,15 @@
 //! * **Connections:** at or above `max_connections` a new connection gets the factory's
 //!   busy session; at twice that it is closed without a session.
 //!
+//! ## Session registry and kick
+//!
+//! [`serve_with_sessions`] records every accepted connection in a
+//! [`tidegate_store::SessionRegistry`] for `ctl who`, and after each drain copies the
+//! session's `account()` into it until it has one (a spliced connection keeps its
+//! entry). Each loop registers one closer: `ctl kick` posts a kick message with the
+//! connection's registry id to the owning loop, which finds the connection (a session
+//! or a splice) and drops it at once, sending nothing more.
+//!
 //! ## Shutdown
 //!
 //! When the [`Shutdown`] fires, loop 0 closes the listeners and every loop gives its

@@ -77,6 +77,15 @@
 //! Connections are counted: from `max_connections` open, new ones get the factory's
 //! busy session; from twice that they are closed at once.
 //!
+//! ## Session registry and kick
+//!
+//! [`serve_with_sessions`] records every accepted connection in a
+//! [`tidegate_store::SessionRegistry`] for `ctl who`, and after each drain copies the
+//! session's `account()` into it until it has one (a splice keeps the entry). Each
+//! connection registers its own signal as its closer; its task, and later its splice,
+//! waits on it together with the shutdown cut, so `ctl kick` ends the connection at
+//! once, sending nothing more.
+//!
 //! ## Shutdown
 //!
 //! When the [`Shutdown`] fires, listeners stop accepting and are closed. Open sessions
