@@ -150,10 +150,10 @@ fn status_text(status: &StatusInfo, reloader: &Reloader) -> String {
     }
     text.push_str(&format!("sessions {}\n", sessions.len()));
     for (protocol, n) in per_protocol {
-        text.push_str(&format!("sessions_protocol {protocol} {n}\n"));
+        text.push_str(&format!("protocol_sessions {protocol} {n}\n"));
     }
     for (listener, n) in per_listener {
-        text.push_str(&format!("sessions_listener {listener} {n}\n"));
+        text.push_str(&format!("listener_sessions {listener} {n}\n"));
     }
     text
 }

@@ -19,6 +19,11 @@ struct Server {
 }
 
 fn start() -> Server {
+    start_with("")
+}
+
+/// A server whose `[pop3]` section also has `pop3_extra`.
+fn start_with(pop3_extra: &str) -> Server {
     let dir = tempfile::tempdir().unwrap();
     write(
         dir.path(),
@@ -32,7 +37,7 @@ fn start() -> Server {
         &format!(
             "hostname = \"ctl.test\"\n[server]\nallow_root = true\nshutdown_grace_secs = 1\n\
              [storage]\nmailbox_path = \"mail\"\nworkarea = \"work\"\n[users]\nfile = \"users\"\n\
-             [pop3]\nlisten = [\"127.0.0.1:{pop3}\"]\n\
+             [pop3]\nlisten = [\"127.0.0.1:{pop3}\"]\n{pop3_extra}\n\
              [imap]\nlisten = [\"127.0.0.1:{imap}\"]\n"
         ),
     );
@@ -170,20 +175,20 @@ fn who_lists_sessions_kick_closes_one_accounts_and_status_counts_them() {
     );
     assert_eq!(status_value(&status, "sessions").as_deref(), Some("4"));
     assert_eq!(
-        status_value(&status, "sessions_protocol pop3").as_deref(),
+        status_value(&status, "protocol_sessions pop3").as_deref(),
         Some("3")
     );
     assert_eq!(
-        status_value(&status, "sessions_protocol imap").as_deref(),
+        status_value(&status, "protocol_sessions imap").as_deref(),
         Some("1")
     );
     assert_eq!(
-        status_value(&status, &format!("sessions_listener pop3://{pop3_addr}")).as_deref(),
+        status_value(&status, &format!("listener_sessions pop3://{pop3_addr}")).as_deref(),
         Some("3"),
         "{status}"
     );
     assert_eq!(
-        status_value(&status, &format!("sessions_listener imap://{imap_addr}")).as_deref(),
+        status_value(&status, &format!("listener_sessions imap://{imap_addr}")).as_deref(),
         Some("1"),
         "{status}"
     );
@@ -214,6 +219,39 @@ fn who_lists_sessions_kick_closes_one_accounts_and_status_counts_them() {
     );
     assert!(again.ask("NOOP").starts_with("+OK"));
     assert!(bob_pop3.ask("QUIT").starts_with("+OK"));
+}
+
+#[test]
+fn a_kicked_pop3_session_releases_its_mailbox_lock() {
+    let server = start_with("lock = true");
+    let kicked = pop3_login(server.pop3, "alice@example.com", "alice-pw");
+    // The lock is held: a second session of alice is refused.
+    let mut second = LineClient::connect(local(server.pop3));
+    assert!(second.line().starts_with("+OK"));
+    assert!(second.ask("USER alice@example.com").starts_with("+OK"));
+    let refused = second.ask("PASS alice-pw");
+    assert!(refused.starts_with("-ERR [IN-USE]"), "{refused:?}");
+    who_until(&server.config, |lines| {
+        lines.iter().any(|l| l[0] == "alice@example.com")
+    });
+    assert_eq!(
+        ctl(&server.config, &["kick", "alice@example.com"]),
+        "closed 1 sessions of alice@example.com\n"
+    );
+    assert_closed(&kicked);
+    // The kicked session gave its lock back: a new login gets the mailbox.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let answer = second.ask("PASS alice-pw");
+        if answer.starts_with("+OK") {
+            break;
+        }
+        assert!(answer.starts_with("-ERR"), "{answer:?}");
+        assert!(Instant::now() < deadline, "still {answer:?}");
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(second.ask("USER alice@example.com").starts_with("+OK"));
+    }
+    assert!(second.ask("STAT").starts_with("+OK"));
 }
 
 #[test]

@@ -134,6 +134,17 @@ pub trait Session {
     fn account(&self) -> Option<&str> {
         None
     }
+
+    /// The shell is closing this connection now, from outside the protocol (`ctl kick`):
+    /// nothing more is written to or read from either peer. The session gives up and
+    /// queues only the requests that must still run, such as releasing a POP3 mailbox
+    /// lock (without RFC 1939 §6 UPDATE: nothing is deleted) or dropping a half-received
+    /// message; the shell drains [`Session::poll_action`], carries out those
+    /// [`Action::Request`]s without waiting for their replies, and ignores every other
+    /// action. The default, for sessions that hold nothing in the store, does nothing.
+    fn handle_abort(&mut self, now: Instant) {
+        let _ = now;
+    }
 }
 
 /// The most bytes a shell passes to one [`Session::handle_input`] call.
@@ -172,5 +183,8 @@ impl<S: Session + ?Sized> Session for Box<S> {
     }
     fn account(&self) -> Option<&str> {
         (**self).account()
+    }
+    fn handle_abort(&mut self, now: Instant) {
+        (**self).handle_abort(now)
     }
 }

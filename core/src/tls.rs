@@ -279,6 +279,10 @@ impl<S: Session> Session for Secured<S> {
         self.inner.account()
     }
 
+    fn handle_abort(&mut self, now: Instant) {
+        self.inner.handle_abort(now)
+    }
+
     fn handle_connected(&mut self, now: Instant, to: Peer, result: Result<(), String>) {
         self.last_now = Some(now);
         self.inner.handle_connected(now, to, result);

@@ -181,6 +181,21 @@ impl Conn {
         self.registration.id()
     }
 
+    /// `ctl kick`: the session gives up ([`tidegate_core::Session::handle_abort`]); the
+    /// requests it still queues (a lock release) go to the workers, whose replies are
+    /// dropped by generation once the loop has removed this connection.
+    pub(crate) fn abort(&mut self, now: Instant, jobs: &Submitter) {
+        if self.phase != Phase::Open {
+            return;
+        }
+        self.session.handle_abort(now);
+        while let Some(action) = self.session.poll_action() {
+            if let Action::Request { id, request } = action {
+                let _ = jobs.submit(self.key, self.generation, id, request);
+            }
+        }
+    }
+
     /// Tells a reused slot from this connection.
     pub(crate) fn generation(&self) -> u64 {
         self.generation

@@ -456,7 +456,7 @@ impl EventLoop {
                     let pump = conn.on_reply(now, id, reply, &mut self.buf, &self.jobs);
                     self.settle(key, pump, now);
                 }
-                Msg::Kick(id) => self.kick(id),
+                Msg::Kick(id) => self.kick(id, now),
             }
         }
     }
@@ -620,7 +620,7 @@ impl EventLoop {
 
     /// `ctl kick`: closes the connection registered as `id` at once, sending nothing
     /// more (a spliced one too). Kicks are rare, so the table is searched.
-    fn kick(&mut self, id: SessionId) {
+    fn kick(&mut self, id: SessionId, now: Instant) {
         let found = self.conns.iter().find_map(|(key, slot)| {
             let registered = match &slot.entry {
                 Entry::Session(conn) => Some(conn.session_id()),
@@ -630,6 +630,13 @@ impl EventLoop {
         });
         if let Some(key) = found {
             log::info!("control: closing connection {} (kick)", id.0);
+            if let Some(Slot {
+                entry: Entry::Session(conn),
+                ..
+            }) = self.conns.get_mut(key)
+            {
+                conn.abort(now, &self.jobs);
+            }
             self.remove(key);
         }
     }

@@ -86,7 +86,10 @@ pub(crate) async fn run(
                 return;
             }
         }
-        End::PeerGone | End::FlushTimeout | End::Cut => {}
+        // Kicked, or cut at the end of the shutdown grace: the session gives up and
+        // what it must still release (a POP3 lock) goes to the blocking pool.
+        End::Cut => conn.abort(),
+        End::PeerGone | End::FlushTimeout => {}
     }
     drop(slot);
 }
@@ -716,6 +719,21 @@ impl Conn {
             answers.post((id, Box::new(reply)));
         })
         .detach();
+    }
+
+    /// The connection is being dropped from outside the protocol (`ctl kick` or the
+    /// shutdown cut): the session gives up and only its requests are carried out, their
+    /// replies going to an inbox nobody reads.
+    fn abort(&mut self) {
+        if !self.running() {
+            return;
+        }
+        self.session.handle_abort(Instant::now());
+        while let Some(action) = self.session.poll_action() {
+            if let Action::Request { id, request } = action {
+                self.spawn_request(id, request);
+            }
+        }
     }
 
     /// Waits for the next event the connection can act on.

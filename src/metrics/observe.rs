@@ -182,6 +182,9 @@ impl<S: Session> Session for Observed<S> {
     fn account(&self) -> Option<&str> {
         self.inner.account()
     }
+    fn handle_abort(&mut self, now: Instant) {
+        self.inner.handle_abort(now)
+    }
 }
 
 /// Recognises the login command among the client's lines from the first

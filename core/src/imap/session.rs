@@ -625,6 +625,10 @@ impl Session for ImapSession {
             && !self.output_blocked()
     }
 
+    fn handle_abort(&mut self, _now: Instant) {
+        self.close();
+    }
+
     fn account(&self) -> Option<&str> {
         ImapSession::account(self).map(|a| a.0.as_str())
     }

@@ -404,6 +404,10 @@ impl Session for Pop3Session {
             && !self.output_blocked()
     }
 
+    fn handle_abort(&mut self, _now: Instant) {
+        self.close();
+    }
+
     fn account(&self) -> Option<&str> {
         match &self.state {
             State::Transaction(mailbox) => Some(mailbox.account().0.as_str()),

@@ -276,6 +276,11 @@ impl Session for Guarded {
     fn wants_read(&self, from: Peer) -> bool {
         self.session.as_ref().is_some_and(|s| s.wants_read(from))
     }
+    fn handle_abort(&mut self, now: Instant) {
+        if let Some(s) = &mut self.session {
+            s.handle_abort(now);
+        }
+    }
     fn account(&self) -> Option<&str> {
         match &self.session {
             Some(s) => s.account(),
