@@ -134,18 +134,18 @@ fn status_text(status: &StatusInfo, reloader: &Reloader) -> String {
     text.push_str(&format!("config_generation {}\n", reloader.generation()));
     // Counts per listener and per protocol, every live listener listed (0 included).
     let names = reloader.listener_names();
-    let live: Vec<String> = reloader
-        .bound()
+    let bound = reloader.bound();
+    let mut per_listener: BTreeMap<String, usize> = bound
         .iter()
-        .map(|b| format!("{}://{}", b.scheme, b.addr))
+        .map(|b| (format!("{}://{}", b.scheme, b.addr), 0))
         .collect();
-    let mut per_listener: BTreeMap<String, usize> = live.iter().map(|l| (l.clone(), 0)).collect();
-    let mut per_protocol: BTreeMap<&str, usize> =
-        reloader.bound().iter().map(|b| (b.scheme, 0)).collect();
+    let mut per_protocol: BTreeMap<&str, usize> = bound.iter().map(|b| (b.scheme, 0)).collect();
     let sessions = status.sessions.snapshot();
     for s in &sessions {
-        let (scheme, listener) = describe(&names, s.listener);
-        *per_listener.entry(listener).or_default() += 1;
+        let (scheme, addr) = describe(&names, s.listener);
+        *per_listener
+            .entry(format!("{scheme}://{addr}"))
+            .or_default() += 1;
         *per_protocol.entry(scheme).or_default() += 1;
     }
     text.push_str(&format!("sessions {}\n", sessions.len()));
@@ -158,11 +158,12 @@ fn status_text(status: &StatusInfo, reloader: &Reloader) -> String {
     text
 }
 
-/// The scheme and `scheme://address` of listener `id`, or `?` when a reload forgot it.
+/// The scheme and bound address of listener `id`; `?` for both when a reload has
+/// forgotten it (a listener removed two reloads ago that still has sessions).
 fn describe(names: &[(usize, Bound)], id: usize) -> (&'static str, String) {
     match names.iter().find(|(i, _)| *i == id) {
-        Some((_, b)) => (b.scheme, format!("{}://{}", b.scheme, b.addr)),
-        None => ("?", format!("listener-{id}")),
+        Some((_, b)) => (b.scheme, b.addr.to_string()),
+        None => ("?", "?".to_owned()),
     }
 }
 
@@ -189,12 +190,8 @@ fn who_text(status: &StatusInfo, reloader: &Reloader, account: Option<&str>) -> 
         let since = s.account.as_ref().map_or(s.started, |(_, at)| *at);
         let (scheme, listener) = describe(&names, s.listener);
         text.push_str(&format!(
-            "{} {} {} {} {}s\n",
+            "{} {scheme} {listener} {} {}s\n",
             who.unwrap_or("-"),
-            scheme,
-            listener
-                .split_once("://")
-                .map_or(listener.as_str(), |(_, a)| a),
             s.peer,
             now.saturating_duration_since(since).as_secs()
         ));

@@ -132,10 +132,7 @@ impl SessionRegistry {
                 account: e.account.as_ref().map(|(a, at)| (a.to_string(), *at)),
             }));
         }
-        all.sort_by(|a, b| {
-            let key = |s: &SessionInfo| (s.account.is_none(), s.account.clone(), s.started, s.id);
-            key(a).cmp(&key(b))
-        });
+        all.sort_by(|a, b| sort_key(a).cmp(&sort_key(b)));
         all
     }
 
@@ -175,6 +172,12 @@ impl SessionRegistry {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// `who` order: by account, connections not logged in last, then by start.
+fn sort_key(s: &SessionInfo) -> (bool, Option<&str>, Instant, SessionId) {
+    let account = s.account.as_ref().map(|(name, _)| name.as_str());
+    (account.is_none(), account, s.started, s.id)
 }
 
 /// A connection's entry in the [`SessionRegistry`]; dropping it removes the entry.
