@@ -319,7 +319,17 @@ impl EventLoop {
                 self.index
             );
         }
+        // Cut: each session still gives back what it holds (a POP3 lock); the workers
+        // run those requests before `serve` returns.
+        let now = Instant::now();
         for key in self.conns.iter().map(|(key, _)| key).collect::<Vec<_>>() {
+            if let Some(Slot {
+                entry: Entry::Session(conn),
+                ..
+            }) = self.conns.get_mut(key)
+            {
+                conn.abort(now, &self.jobs);
+            }
             self.remove(key);
         }
         result

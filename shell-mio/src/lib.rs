@@ -109,7 +109,8 @@
 //! ## Shutdown
 //!
 //! When the [`Shutdown`] fires, loop 0 closes the listeners and every loop gives its
-//! sessions `spec.shutdown_grace` to close on their own, then drops the rest. `serve`
+//! sessions `spec.shutdown_grace` to close on their own, then drops the rest (after
+//! `handle_abort`, whose requests, such as a POP3 lock release, still run). `serve`
 //! joins the loops, then the workers (which finish the jobs already queued), and returns.
 
 mod accept;

@@ -90,7 +90,8 @@
 //!
 //! When the [`Shutdown`] fires, listeners stop accepting and are closed. Open sessions
 //! run on until they end or `shutdown_grace` passes; then they are cut (their sockets
-//! closed without a flush). Then the executor threads stop and [`serve`] returns.
+//! closed without a flush, after `handle_abort`, whose requests still go to the blocking
+//! pool). Then the executor threads stop and [`serve`] returns.
 //! Requests still running on the blocking pool complete in the background; their
 //! replies are discarded.
 
