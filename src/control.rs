@@ -1,10 +1,11 @@
 //! The control socket (`tidegate ctl`): a Unix socket in the workarea, readable only by
 //! the server's user, taking one command a connection.
 //!
-//! Protocol: the client sends one line (`reload`, `status`, `queue list`, `queue flush`
-//! or `queue delete ID`); the server answers lines and closes. The first answer line is
-//! `ok` or `error: REASON`.
+//! Protocol: the client sends one line (`reload`, `status`, `who`, `who ACCOUNT`,
+//! `kick ACCOUNT`, `queue list`, `queue flush` or `queue delete ID`); the server answers
+//! lines and closes. The first answer line is `ok` or `error: REASON`.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -12,9 +13,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use tidegate_store::SessionRegistry;
 use tidegate_store::queue::{Queue, RecipientState, unix_now};
 
-use crate::wiring::Reloader;
+use crate::wiring::{Bound, Reloader};
 
 /// The longest command line accepted.
 const MAX_COMMAND: u64 = 256;
@@ -32,6 +34,8 @@ pub struct StatusInfo {
     pub started: Instant,
     /// The queue, with `[relay]` or on a proxy front-end receiving mail.
     pub queue: Option<Arc<Queue>>,
+    /// Every open connection, as the shell records them.
+    pub sessions: Arc<SessionRegistry>,
 }
 
 /// Serves the control socket at `path` on a thread of its own. A stale socket file
@@ -82,6 +86,23 @@ fn answer(stream: UnixStream, reloader: &Reloader, status: &StatusInfo) -> std::
             }
         },
         "status" => status_text(status, reloader),
+        command if command == "who" || command.starts_with("who ") => {
+            match command.split_whitespace().collect::<Vec<_>>().as_slice() {
+                ["who"] => who_text(status, reloader, None),
+                ["who", account] => who_text(status, reloader, Some(account)),
+                _ => "error: try who or who ACCOUNT\n".into(),
+            }
+        }
+        command if command == "kick" || command.starts_with("kick ") => {
+            match command.split_whitespace().collect::<Vec<_>>().as_slice() {
+                ["kick", account] => {
+                    let closed = status.sessions.kick(account);
+                    log::info!("control: kick {account}: closing {closed} sessions");
+                    format!("ok\nclosed {closed} sessions of {account}\n")
+                }
+                _ => "error: try kick ACCOUNT\n".into(),
+            }
+        }
         command if command == "queue" || command.starts_with("queue ") => match &status.queue {
             Some(queue) => queue_command(queue, command),
             None => {
@@ -89,7 +110,9 @@ fn answer(stream: UnixStream, reloader: &Reloader, status: &StatusInfo) -> std::
                     .into()
             }
         },
-        other => format!("error: unknown command {other:?} (try reload, status or queue)\n"),
+        other => {
+            format!("error: unknown command {other:?} (try reload, status, who, kick or queue)\n")
+        }
     };
     (&stream).write_all(reply.as_bytes())
 }
@@ -110,6 +133,71 @@ fn status_text(status: &StatusInfo, reloader: &Reloader) -> String {
     }
     if let Some(queue) = &status.queue {
         text.push_str(&format!("queue_size {}\n", queue.len()));
+    }
+    text.push_str(&format!("config_generation {}\n", reloader.generation()));
+    // Counts per listener and per protocol, every live listener listed (0 included).
+    let names = reloader.listener_names();
+    let bound = reloader.bound();
+    let mut per_listener: BTreeMap<String, usize> = bound
+        .iter()
+        .map(|b| (format!("{}://{}", b.scheme, b.addr), 0))
+        .collect();
+    let mut per_protocol: BTreeMap<&str, usize> = bound.iter().map(|b| (b.scheme, 0)).collect();
+    let sessions = status.sessions.snapshot();
+    for s in &sessions {
+        let (scheme, addr) = describe(&names, s.listener);
+        *per_listener
+            .entry(format!("{scheme}://{addr}"))
+            .or_default() += 1;
+        *per_protocol.entry(scheme).or_default() += 1;
+    }
+    text.push_str(&format!("sessions {}\n", sessions.len()));
+    for (protocol, n) in per_protocol {
+        text.push_str(&format!("protocol_sessions {protocol} {n}\n"));
+    }
+    for (listener, n) in per_listener {
+        text.push_str(&format!("listener_sessions {listener} {n}\n"));
+    }
+    text
+}
+
+/// The scheme and bound address of listener `id`; `?` for both when a reload has
+/// forgotten it (a listener removed two reloads ago that still has sessions).
+fn describe(names: &[(usize, Bound)], id: usize) -> (&'static str, String) {
+    match names.iter().find(|(i, _)| *i == id) {
+        Some((_, b)) => (b.scheme, b.addr.to_string()),
+        None => ("?", "?".to_owned()),
+    }
+}
+
+/// `who [ACCOUNT]`: one line per connection, `ACCOUNT PROTOCOL LISTENER PEER SECONDS`,
+/// sorted by account (connections not logged in last, shown as `-`), where SECONDS
+/// count from the login, or from the connect before one.
+fn who_text(status: &StatusInfo, reloader: &Reloader, account: Option<&str>) -> String {
+    let names = reloader.listener_names();
+    let now = Instant::now();
+    let mut text = String::from("ok\n");
+    let sessions = status.sessions.snapshot();
+    let total = sessions.len();
+    for (n, s) in sessions.into_iter().enumerate() {
+        let who = s.account.as_ref().map(|(a, _)| a.as_str());
+        if let Some(wanted) = account
+            && !who.is_some_and(|w| w.eq_ignore_ascii_case(wanted))
+        {
+            continue;
+        }
+        if text.len() > MAX_LISTING {
+            text.push_str(&format!("... and at most {} more\n", total - n));
+            break;
+        }
+        let since = s.account.as_ref().map_or(s.started, |(_, at)| *at);
+        let (scheme, listener) = describe(&names, s.listener);
+        text.push_str(&format!(
+            "{} {scheme} {listener} {} {}s\n",
+            who.unwrap_or("-"),
+            s.peer,
+            now.saturating_duration_since(since).as_secs()
+        ));
     }
     text
 }

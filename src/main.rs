@@ -88,8 +88,21 @@ enum CtlAction {
     /// Re-read the config file and the user database without dropping connections
     /// (like SIGHUP). A config that fails validation is refused and the old one stays.
     Reload,
-    /// Print the version, uptime, listeners and outbound queue size.
+    /// Print the version, uptime, listeners, outbound queue size, config generation
+    /// and open sessions per protocol and per listener.
     Status,
+    /// List open sessions, one a line: account (`-` before login), protocol, listener
+    /// address, client address, seconds since login (or connect).
+    Who {
+        /// Only this account's sessions.
+        user: Option<String>,
+    },
+    /// Close every session of this account on this server at once (after changing
+    /// its `tohost`, this moves a user to another back-end).
+    Kick {
+        /// The account (as `ctl who` shows it).
+        user: String,
+    },
     /// The outbound queue (`[relay]`).
     Queue {
         /// What to do with it.
@@ -166,6 +179,7 @@ fn serve(path: &std::path::Path) -> Result<(), String> {
         control::StatusInfo {
             started: std::time::Instant::now(),
             queue: prepared.queue(),
+            sessions: prepared.sessions.clone(),
         },
     )?;
     if let Some(identity) = identity {
@@ -226,11 +240,22 @@ fn prepare_dirs_for(identity: &privilege::Identity, config: &Config) -> Result<(
     Ok(())
 }
 
+/// An account name fit for one word of a control command.
+fn checked_account(user: &str) -> Result<&str, String> {
+    if user.is_empty() || user.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!("not an account name: {user:?}"));
+    }
+    Ok(user)
+}
+
 fn ctl(config: &std::path::Path, action: CtlAction) -> Result<(), String> {
     let config = Config::load(config)?;
     let command = match action {
         CtlAction::Reload => "reload".to_owned(),
         CtlAction::Status => "status".to_owned(),
+        CtlAction::Who { user: None } => "who".to_owned(),
+        CtlAction::Who { user: Some(user) } => format!("who {}", checked_account(&user)?),
+        CtlAction::Kick { user } => format!("kick {}", checked_account(&user)?),
         CtlAction::Queue {
             action: QueueAction::List,
         } => "queue list".to_owned(),

@@ -22,6 +22,8 @@
 //!   up, holds them for `--hold` seconds, then QUITs them all.
 //! * `hold`: like `idle` for POP3 or IMAP (`SELECT INBOX`, then `IDLE`), plain or
 //!   implicit TLS; holds the connections until stopped (`bench/idle_memory.sh`).
+//! * `registry`: the session registry's cost per connection (register, note the
+//!   account, drop) from several threads, and of one `ctl who` snapshot.
 //! * `wait`: waits until a POP3, SMTP or LMTP server answers with its greeting.
 //! * `procstat`: CPU ticks and resident memory of a process and all its descendants.
 //!
@@ -39,6 +41,7 @@ mod mixed;
 mod net;
 mod pop3;
 mod procstat;
+mod registry;
 mod smtp;
 
 use std::process::ExitCode;
@@ -93,6 +96,9 @@ enum Command {
     Mixed(mixed::MixedArgs),
     /// authd LOOKUPs per second (an in-process authd unless --target is given).
     Authd(authd::AuthdArgs),
+    /// The session registry's cost per connection (register, note the account, drop)
+    /// and of one `ctl who` snapshot; in-process, no server.
+    Registry(registry::RegistryArgs),
     /// Prints `ticks=… clk_tck=… rss_kb=… hwm_kb=… procs=…` for a process and its
     /// descendants (ticks: utime+stime+cutime+cstime; rss/hwm: sums of VmRSS/VmHWM).
     Procstat {
@@ -121,6 +127,7 @@ fn main() -> ExitCode {
         Command::Authd(args) => authd::authd(args),
         Command::Imap(args) => imap::imap(args),
         Command::Mixed(args) => mixed::mixed(args),
+        Command::Registry(args) => registry::registry(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

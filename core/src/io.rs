@@ -124,6 +124,27 @@ pub trait Session {
     fn handle_connected(&mut self, now: Instant, to: Peer, result: Result<(), String>) {
         let _ = (now, to, result);
     }
+
+    /// The account this connection is logged in as, for the shell's session registry
+    /// (`ctl who`, `ctl kick`): set once a login succeeded (POP3 RFC 1939 §4 TRANSACTION,
+    /// IMAP RFC 9051 §3.2 Authenticated, SMTP AUTH RFC 4954 §4), and on a proxy
+    /// front-end once the back-end accepted the login. A getter, not an [`Action`]: the
+    /// shell reads it after draining actions, and stops once it got `Some`, since a
+    /// session never logs in twice. Sessions without a login keep the default, `None`.
+    fn account(&self) -> Option<&str> {
+        None
+    }
+
+    /// The shell is closing this connection now, from outside the protocol (`ctl kick`):
+    /// nothing more is written to or read from either peer. The session gives up and
+    /// queues only the requests that must still run, such as releasing a POP3 mailbox
+    /// lock (without RFC 1939 §6 UPDATE: nothing is deleted) or dropping a half-received
+    /// message; the shell drains [`Session::poll_action`], carries out those
+    /// [`Action::Request`]s without waiting for their replies, and ignores every other
+    /// action. The default, for sessions that hold nothing in the store, does nothing.
+    fn handle_abort(&mut self, now: Instant) {
+        let _ = now;
+    }
 }
 
 /// The most bytes a shell passes to one [`Session::handle_input`] call.
@@ -159,5 +180,11 @@ impl<S: Session + ?Sized> Session for Box<S> {
     }
     fn handle_connected(&mut self, now: Instant, to: Peer, result: Result<(), String>) {
         (**self).handle_connected(now, to, result)
+    }
+    fn account(&self) -> Option<&str> {
+        (**self).account()
+    }
+    fn handle_abort(&mut self, now: Instant) {
+        (**self).handle_abort(now)
     }
 }

@@ -275,6 +275,14 @@ impl<S: Session> Session for Secured<S> {
         !self.failed && drained && self.inner.wants_read(from)
     }
 
+    fn account(&self) -> Option<&str> {
+        self.inner.account()
+    }
+
+    fn handle_abort(&mut self, now: Instant) {
+        self.inner.handle_abort(now)
+    }
+
     fn handle_connected(&mut self, now: Instant, to: Peer, result: Result<(), String>) {
         self.last_now = Some(now);
         self.inner.handle_connected(now, to, result);

@@ -153,3 +153,22 @@ fn no_release_without_the_lock_or_without_a_listing() {
     run.send("QUIT", Reply::Done);
     assert_eq!(run.tail(2), ["S: +OK localhost POP3 closing", "CLOSE"]);
 }
+
+#[test]
+fn the_account_shows_from_the_login_and_an_abort_releases_the_lock() {
+    let mut run = Run::new(true);
+    assert_eq!(run.session.account(), None);
+    run.send("USER alice@example.com", Reply::Done);
+    assert_eq!(run.session.account(), None);
+    run.send("PASS pw", Reply::Listing(Vec::new()));
+    assert_eq!(run.session.account(), Some("alice@example.com"));
+    // `ctl kick`: the shell drops the connection; the session only releases its lock.
+    let before = run.log.len();
+    run.session.handle_abort(run.now);
+    run.drain(|_| None);
+    assert_eq!(run.log[before..], ["R: ReleaseMailbox", "CLOSE"]);
+    // Nothing follows an abort.
+    run.session.handle_abort(run.now);
+    run.send("NOOP", Reply::Done);
+    assert_eq!(run.log.len(), before + 2, "{:?}", run.log);
+}

@@ -13,6 +13,7 @@ use mio::net::TcpStream;
 use mio::{Interest, Registry};
 use tidegate_core::{Action, MAX_READ, Peer, Reply, RequestId};
 use tidegate_store::service::BoxedSession;
+use tidegate_store::{Registration, SessionId};
 
 use crate::connect;
 use crate::event_loop::{Shared, SocketCount};
@@ -116,6 +117,9 @@ pub(crate) struct Conn {
     /// For counting back-end sockets as open connections of this loop.
     shared: Arc<Shared>,
     loop_index: usize,
+    /// This connection's entry in the session registry; told the session's account
+    /// after every drain until it has one.
+    registration: Registration,
 }
 
 /// What one non-blocking read gave.
@@ -139,6 +143,9 @@ fn read_socket(mut socket: &TcpStream, buf: &mut [u8; MAX_READ]) -> Read {
 
 impl Conn {
     /// A connection whose socket is registered with `Interest::READABLE` under its key.
+    // Each argument is a separate part the loop already holds; a struct to carry them
+    // once would only rename them.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         client: Sock,
         peer: SocketAddr,
@@ -147,6 +154,7 @@ impl Conn {
         generation: u64,
         shared: Arc<Shared>,
         loop_index: usize,
+        registration: Registration,
     ) -> Self {
         Conn {
             client,
@@ -164,6 +172,27 @@ impl Conn {
             backend: None,
             shared,
             loop_index,
+            registration,
+        }
+    }
+
+    /// The connection's id in the session registry.
+    pub(crate) fn session_id(&self) -> SessionId {
+        self.registration.id()
+    }
+
+    /// `ctl kick`: the session gives up ([`tidegate_core::Session::handle_abort`]); the
+    /// requests it still queues (a lock release) go to the workers, whose replies are
+    /// dropped by generation once the loop has removed this connection.
+    pub(crate) fn abort(&mut self, now: Instant, jobs: &Submitter) {
+        if self.phase != Phase::Open {
+            return;
+        }
+        self.session.handle_abort(now);
+        while let Some(action) = self.session.poll_action() {
+            if let Action::Request { id, request } = action {
+                let _ = jobs.submit(self.key, self.generation, id, request);
+            }
         }
     }
 
@@ -334,7 +363,7 @@ impl Conn {
             generation,
             now,
         )
-        .keeping(self.session))
+        .keeping(self.session, self.registration))
     }
 
     fn may_read(&self, peer: Peer) -> bool {
@@ -470,6 +499,7 @@ impl Conn {
                 continue;
             }
             if self.deferred.is_empty() {
+                self.registration.note_account(self.session.account(), now);
                 return;
             }
             for (id, reply) in std::mem::take(&mut self.deferred) {

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 use tidegate_core::{MAX_READ, Reply, RequestId};
-use tidegate_store::{ListenerChange, ListenerChanges, SessionFactory, Shutdown};
+use tidegate_store::{
+    Closer, ListenerChange, ListenerChanges, SessionFactory, SessionId, SessionRegistry, Shutdown,
+};
 
 use crate::accept::{Acceptor, FIRST_RESERVED_TOKEN, NewConn};
 use crate::conn::{Conn, Pump};
@@ -39,6 +41,8 @@ pub(crate) enum Msg {
         /// The answer.
         reply: Reply,
     },
+    /// `ctl kick`: close this connection at once, if it is still open on this loop.
+    Kick(SessionId),
 }
 
 /// How other threads reach a loop: its inbox and the waker that interrupts its `poll`.
@@ -97,6 +101,28 @@ pub(crate) struct Shared {
     pub(crate) max_connections: usize,
     /// How long sessions may run on after shutdown starts.
     pub(crate) grace: Duration,
+    /// Every open connection, for `ctl who` and `ctl kick`.
+    pub(crate) sessions: Arc<SessionRegistry>,
+    /// Per loop, how the registry asks it to close a connection ([`LoopCloser`]).
+    pub(crate) closers: Box<[Arc<dyn Closer>]>,
+}
+
+/// Closes a connection of one loop from another thread: posts [`Msg::Kick`] to the
+/// loop's inbox and wakes it. One per loop, shared by its connections' registry entries.
+pub(crate) struct LoopCloser {
+    /// Every loop's handle.
+    pub(crate) loops: Arc<[LoopHandle]>,
+    /// The loop this closer reaches.
+    pub(crate) index: usize,
+}
+
+impl Closer for LoopCloser {
+    fn close(&self, id: SessionId) {
+        if let Some(handle) = self.loops.get(self.index) {
+            // A loop that is gone has closed its connections already.
+            let _ = handle.send(Msg::Kick(id));
+        }
+    }
 }
 
 impl Shared {
@@ -293,7 +319,17 @@ impl EventLoop {
                 self.index
             );
         }
+        // Cut: each session still gives back what it holds (a POP3 lock); the workers
+        // run those requests before `serve` returns.
+        let now = Instant::now();
         for key in self.conns.iter().map(|(key, _)| key).collect::<Vec<_>>() {
+            if let Some(Slot {
+                entry: Entry::Session(conn),
+                ..
+            }) = self.conns.get_mut(key)
+            {
+                conn.abort(now, &self.jobs);
+            }
             self.remove(key);
         }
         result
@@ -430,6 +466,7 @@ impl EventLoop {
                     let pump = conn.on_reply(now, id, reply, &mut self.buf, &self.jobs);
                     self.settle(key, pump, now);
                 }
+                Msg::Kick(id) => self.kick(id, now),
             }
         }
     }
@@ -491,6 +528,11 @@ impl EventLoop {
             self.index
         );
         self.next_generation += 1;
+        let closer = self.shared.closers.get(self.index).cloned();
+        let Some(closer) = closer else {
+            return self.shared.release(self.index);
+        };
+        let registration = self.shared.sessions.register(listener, peer, now, closer);
         let conn = Conn::new(
             Sock::registered(socket, Interest::READABLE),
             peer,
@@ -499,6 +541,7 @@ impl EventLoop {
             self.next_generation,
             self.shared.clone(),
             self.index,
+            registration,
         );
         let slot = entry.insert(Slot {
             entry: Entry::Session(conn),
@@ -583,6 +626,29 @@ impl EventLoop {
         }
         let pump = spliced.pump(now, &mut self.pipes, &mut self.buf);
         self.settle(new_key, pump, now);
+    }
+
+    /// `ctl kick`: closes the connection registered as `id` at once, sending nothing
+    /// more (a spliced one too). Kicks are rare, so the table is searched.
+    fn kick(&mut self, id: SessionId, now: Instant) {
+        let found = self.conns.iter().find_map(|(key, slot)| {
+            let registered = match &slot.entry {
+                Entry::Session(conn) => Some(conn.session_id()),
+                Entry::Spliced(spliced) => spliced.session_id(),
+            };
+            (registered == Some(id)).then_some(key)
+        });
+        if let Some(key) = found {
+            log::info!("control: closing connection {} (kick)", id.0);
+            if let Some(Slot {
+                entry: Entry::Session(conn),
+                ..
+            }) = self.conns.get_mut(key)
+            {
+                conn.abort(now, &self.jobs);
+            }
+            self.remove(key);
+        }
     }
 
     fn remove(&mut self, key: usize) {

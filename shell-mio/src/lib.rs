@@ -97,10 +97,20 @@
 //! * **Connections:** at or above `max_connections` a new connection gets the factory's
 //!   busy session; at twice that it is closed without a session.
 //!
+//! ## Session registry and kick
+//!
+//! [`serve_with_sessions`] records every accepted connection in a
+//! [`tidegate_store::SessionRegistry`] for `ctl who`, and after each drain copies the
+//! session's `account()` into it until it has one (a spliced connection keeps its
+//! entry). Each loop registers one closer: `ctl kick` posts a kick message with the
+//! connection's registry id to the owning loop, which finds the connection (a session
+//! or a splice) and drops it at once, sending nothing more.
+//!
 //! ## Shutdown
 //!
 //! When the [`Shutdown`] fires, loop 0 closes the listeners and every loop gives its
-//! sessions `spec.shutdown_grace` to close on their own, then drops the rest. `serve`
+//! sessions `spec.shutdown_grace` to close on their own, then drops the rest (after
+//! `handle_abort`, whose requests, such as a POP3 lock release, still run). `serve`
 //! joins the loops, then the workers (which finish the jobs already queued), and returns.
 
 mod accept;
@@ -120,10 +130,10 @@ use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 
 use mio::{Poll, Waker};
-use tidegate_store::{ListenerChanges, ServerSpec, Shutdown};
+use tidegate_store::{Closer, ListenerChanges, ServerSpec, SessionRegistry, Shutdown};
 
 use crate::accept::Acceptor;
-use crate::event_loop::{EventLoop, LoopHandle, Shared, WAKER};
+use crate::event_loop::{EventLoop, LoopCloser, LoopHandle, Shared, WAKER};
 use crate::workers::Submitter;
 
 /// Serves `spec.listeners` until `shutdown` fires and the open sessions have finished
@@ -144,6 +154,18 @@ pub fn serve_with_changes(
     spec: ServerSpec,
     shutdown: Shutdown,
     changes: ListenerChanges,
+) -> io::Result<()> {
+    serve_with_sessions(spec, shutdown, changes, Arc::new(SessionRegistry::new()))
+}
+
+/// Like [`serve_with_changes`], and records every open connection in `sessions` (its
+/// listener, peer, start and, once logged in, its account) for `ctl who`; a
+/// [`SessionRegistry::kick`] makes the owning loop close the connection at once.
+pub fn serve_with_sessions(
+    spec: ServerSpec,
+    shutdown: Shutdown,
+    changes: ListenerChanges,
+    sessions: Arc<SessionRegistry>,
 ) -> io::Result<()> {
     let loop_count = spec.thread_count().max(1);
     let worker_count = spec.worker_count().max(1);
@@ -187,6 +209,15 @@ pub fn serve_with_changes(
         loops: loops.clone(),
         max_connections: spec.max_connections,
         grace: spec.shutdown_grace,
+        closers: (0..loop_count)
+            .map(|index| {
+                Arc::new(LoopCloser {
+                    loops: loops.clone(),
+                    index,
+                }) as Arc<dyn Closer>
+            })
+            .collect(),
+        sessions,
     });
 
     let (job_tx, job_rx) = mpsc::sync_channel(spec.max_connections.clamp(64, 16_384));

@@ -20,6 +20,7 @@ use mio::net::TcpStream;
 use mio::{Interest, Registry};
 use tidegate_core::{MAX_READ, Peer};
 use tidegate_store::service::BoxedSession;
+use tidegate_store::{Registration, SessionId};
 
 use crate::conn::Pump;
 use crate::event_loop::SocketCount;
@@ -55,6 +56,8 @@ pub(crate) struct Spliced {
     /// still holds counts the connection (the per-address cap's slot). A session
     /// should free its own state before it asks for a splice.
     _finished: Option<BoxedSession>,
+    /// The connection's entry in the session registry (`ctl who`, `ctl kick`).
+    registration: Option<Registration>,
 }
 
 /// What the session phase hands over to a [`Spliced`] for one socket.
@@ -90,13 +93,21 @@ impl Spliced {
             generation,
             _backend_count: backend_count,
             _finished: None,
+            registration: None,
         }
     }
 
-    /// Keeps the finished `session` until the splice ends.
-    pub(crate) fn keeping(mut self, session: BoxedSession) -> Self {
+    /// Keeps the finished `session` and the connection's registry entry until the
+    /// splice ends.
+    pub(crate) fn keeping(mut self, session: BoxedSession, registration: Registration) -> Self {
         self._finished = Some(session);
+        self.registration = Some(registration);
         self
+    }
+
+    /// The connection's id in the session registry.
+    pub(crate) fn session_id(&self) -> Option<SessionId> {
+        self.registration.as_ref().map(Registration::id)
     }
 
     /// Tells a reused slot from this connection.

@@ -11,7 +11,7 @@ use async_executor::Executor;
 use async_io::{Async, Timer};
 use event_listener::Event;
 use futures_lite::future;
-use tidegate_store::{Executor as RequestExecutor, SessionFactory};
+use tidegate_store::{Executor as RequestExecutor, SessionFactory, SessionRegistry};
 
 use crate::signal::{self, Signal};
 
@@ -31,6 +31,8 @@ pub(crate) struct Shared {
     pub(crate) stopping: Arc<Signal>,
     /// Fired when the shutdown grace period is over: end every connection now.
     pub(crate) cut: Arc<Signal>,
+    /// Every open connection, for `ctl who` and `ctl kick`.
+    pub(crate) sessions: Arc<SessionRegistry>,
     /// Connection tasks alive (busy sessions included).
     open: AtomicUsize,
     /// Notified when `open` drops to zero.
@@ -43,11 +45,13 @@ impl Shared {
         factory: Arc<dyn SessionFactory>,
         executor: Arc<dyn RequestExecutor>,
         max_connections: usize,
+        sessions: Arc<SessionRegistry>,
     ) -> Self {
         Shared {
             factory,
             executor,
             max_connections,
+            sessions,
             stopping: Arc::default(),
             cut: Arc::default(),
             open: AtomicUsize::new(0),

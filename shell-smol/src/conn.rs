@@ -25,13 +25,14 @@ use async_io::{Async, Timer};
 use bytes::Bytes;
 use futures_lite::future;
 use tidegate_core::{Action, Failure, MAX_READ, Peer, Reply, Request, RequestId};
+use tidegate_store::Registration;
 use tidegate_store::service::BoxedSession;
 
 use crate::accept::{Shared, Slot};
 use crate::connect;
 use crate::inbox::{self, Answer, Inbox, Poster};
 use crate::output::Output;
-use crate::signal::Waiter;
+use crate::signal::{Signal, Waiter};
 use crate::splice;
 
 /// How long a closing connection may take to flush its last bytes to a slow client.
@@ -66,7 +67,10 @@ pub(crate) async fn run(
     } else {
         shared.factory.open(listener, peer, now)
     };
-    let mut conn = Conn::new(&shared, stream, peer, session);
+    // The connection's own signal for `ctl kick`, waited on with the shutdown cut.
+    let kick = Arc::new(Signal::default());
+    let registration = shared.sessions.register(listener, peer, now, kick.clone());
+    let mut conn = Conn::new(&shared, stream, peer, session, registration, kick);
     let end = conn.drive().await;
     log::debug!("{peer}: connection ended: {end:?}");
     match end {
@@ -82,7 +86,10 @@ pub(crate) async fn run(
                 return;
             }
         }
-        End::PeerGone | End::FlushTimeout | End::Cut => {}
+        // Kicked, or cut at the end of the shutdown grace: the session gives up and
+        // what it must still release (a POP3 lock) goes to the blocking pool.
+        End::Cut => conn.abort(),
+        End::PeerGone | End::FlushTimeout => {}
     }
     drop(slot);
 }
@@ -180,6 +187,9 @@ struct Conn {
     splice: Option<SpliceRequest>,
     /// For counting back-end sockets.
     shared: Arc<Shared>,
+    /// This connection's entry in the session registry; told the session's account
+    /// after every drain until it has one.
+    registration: Registration,
 }
 
 impl Conn {
@@ -188,6 +198,8 @@ impl Conn {
         stream: Async<TcpStream>,
         peer: SocketAddr,
         session: BoxedSession,
+        registration: Registration,
+        kick: Arc<Signal>,
     ) -> Self {
         let (answers, answers_tx) = inbox::inbox();
         Conn {
@@ -200,7 +212,7 @@ impl Conn {
             answers,
             timer: Timer::never(),
             armed: None,
-            cut: Waiter::new(shared.cut.clone()),
+            cut: Waiter::new(shared.cut.clone()).or(kick),
             can_read: true,
             can_write: true,
             eof: false,
@@ -210,6 +222,7 @@ impl Conn {
             connected: None,
             splice: None,
             shared: shared.clone(),
+            registration,
         }
     }
 
@@ -448,6 +461,7 @@ impl Conn {
             backend,
             splice,
             cut,
+            registration,
             ..
         } = self;
         // Nothing of the session phase outlives it: a spliced connection may sit idle
@@ -486,6 +500,7 @@ impl Conn {
             cut,
             backend_slot,
             finished: session,
+            registration,
         })
     }
 
@@ -574,6 +589,7 @@ impl Conn {
                 }
             }
             let Some(result) = self.connected.take() else {
+                self.registration.note_account(self.session.account(), now);
                 return;
             };
             if self.running() {
@@ -703,6 +719,21 @@ impl Conn {
             answers.post((id, Box::new(reply)));
         })
         .detach();
+    }
+
+    /// The connection is being dropped from outside the protocol (`ctl kick` or the
+    /// shutdown cut): the session gives up and only its requests are carried out, their
+    /// replies going to an inbox nobody reads.
+    fn abort(&mut self) {
+        if !self.running() {
+            return;
+        }
+        self.session.handle_abort(Instant::now());
+        while let Some(action) = self.session.poll_action() {
+            if let Action::Request { id, request } = action {
+                self.spawn_request(id, request);
+            }
+        }
     }
 
     /// Waits for the next event the connection can act on.

@@ -77,11 +77,21 @@
 //! Connections are counted: from `max_connections` open, new ones get the factory's
 //! busy session; from twice that they are closed at once.
 //!
+//! ## Session registry and kick
+//!
+//! [`serve_with_sessions`] records every accepted connection in a
+//! [`tidegate_store::SessionRegistry`] for `ctl who`, and after each drain copies the
+//! session's `account()` into it until it has one (a splice keeps the entry). Each
+//! connection registers its own signal as its closer; its task, and later its splice,
+//! waits on it together with the shutdown cut, so `ctl kick` ends the connection at
+//! once, sending nothing more.
+//!
 //! ## Shutdown
 //!
 //! When the [`Shutdown`] fires, listeners stop accepting and are closed. Open sessions
 //! run on until they end or `shutdown_grace` passes; then they are cut (their sockets
-//! closed without a flush). Then the executor threads stop and [`serve`] returns.
+//! closed without a flush, after `handle_abort`, whose requests still go to the blocking
+//! pool). Then the executor threads stop and [`serve`] returns.
 //! Requests still running on the blocking pool complete in the background; their
 //! replies are discarded.
 
@@ -95,7 +105,7 @@ use std::time::Duration;
 use async_executor::{Executor, Task};
 use async_io::{Async, Timer};
 use futures_lite::{FutureExt as _, future};
-use tidegate_store::{ListenerChange, ListenerChanges, ServerSpec, Shutdown};
+use tidegate_store::{ListenerChange, ListenerChanges, ServerSpec, SessionRegistry, Shutdown};
 
 mod accept;
 mod conn;
@@ -130,6 +140,19 @@ pub fn serve_with_changes(
     shutdown: Shutdown,
     changes: ListenerChanges,
 ) -> io::Result<()> {
+    serve_with_sessions(spec, shutdown, changes, Arc::new(SessionRegistry::new()))
+}
+
+/// Like [`serve_with_changes`], and records every open connection in `sessions` (its
+/// listener, peer, start and, once logged in, its account) for `ctl who`; a
+/// [`SessionRegistry::kick`] fires the connection's own signal, and its task (or its
+/// splice) closes the sockets at once.
+pub fn serve_with_sessions(
+    spec: ServerSpec,
+    shutdown: Shutdown,
+    changes: ListenerChanges,
+    sessions: Arc<SessionRegistry>,
+) -> io::Result<()> {
     let threads = spec.thread_count();
     let ServerSpec {
         listeners,
@@ -143,7 +166,7 @@ pub fn serve_with_changes(
         .into_iter()
         .map(Async::new)
         .collect::<io::Result<Vec<_>>>()?;
-    let shared = Arc::new(Shared::new(factory, executor, max_connections));
+    let shared = Arc::new(Shared::new(factory, executor, max_connections, sessions));
     let tasks = Arc::new(Executor::new());
     let halt = Arc::new(Signal::default());
     let workers = start_threads(threads, &tasks, &halt)?;

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, ready};
 
 use event_listener::{Event, EventListener};
+use tidegate_store::{Closer, SessionId};
 
 /// A flag that tasks can wait on. Firing is idempotent and never blocks, so it is safe
 /// to call from [`tidegate_store::Shutdown::on_trigger`] callbacks on any thread.
@@ -40,6 +41,16 @@ impl Signal {
 pub(crate) struct Waiter {
     signal: Arc<Signal>,
     listener: Option<EventListener>,
+    /// A second signal that ends the wait as well (a connection's `ctl kick`).
+    also: Option<Box<Waiter>>,
+}
+
+/// `ctl kick`: the registry fires a connection's own signal, which its task waits on
+/// together with the shutdown cut.
+impl Closer for Signal {
+    fn close(&self, _id: SessionId) {
+        self.fire();
+    }
 }
 
 impl Waiter {
@@ -48,11 +59,23 @@ impl Waiter {
         Waiter {
             signal,
             listener: None,
+            also: None,
         }
+    }
+
+    /// This waiter, also ready once `other` has fired.
+    pub(crate) fn or(mut self, other: Arc<Signal>) -> Self {
+        self.also = Some(Box::new(Waiter::new(other)));
+        self
     }
 
     /// Ready once the signal has fired; otherwise registers `cx` to be woken when it does.
     pub(crate) fn poll_fired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if let Some(also) = &mut self.also
+            && also.poll_fired(cx).is_ready()
+        {
+            return Poll::Ready(());
+        }
         loop {
             if self.signal.is_fired() {
                 return Poll::Ready(());

@@ -22,6 +22,7 @@ use async_io::{Async, Timer};
 use bytes::Bytes;
 use futures_lite::future;
 
+use tidegate_store::Registration;
 use tidegate_store::service::BoxedSession;
 
 use crate::accept::Slot;
@@ -74,6 +75,8 @@ pub(crate) struct Job {
     /// still holds counts the connection (the per-address cap's slot). A session
     /// should free its own state before it asks for a splice.
     pub(crate) finished: BoxedSession,
+    /// The connection's entry in the session registry, until the splice ends.
+    pub(crate) registration: Registration,
 }
 
 impl Job {
@@ -87,9 +90,10 @@ impl Job {
             mut cut,
             backend_slot,
             finished,
+            registration,
         } = self;
         let end = run(peer, client, backend, idle, &mut cut).await;
-        drop((backend_slot, finished));
+        drop((backend_slot, finished, registration));
         end
     }
 }

@@ -179,6 +179,12 @@ impl<S: Session> Session for Observed<S> {
     fn handle_connected(&mut self, now: Instant, to: Peer, result: Result<(), String>) {
         self.inner.handle_connected(now, to, result)
     }
+    fn account(&self) -> Option<&str> {
+        self.inner.account()
+    }
+    fn handle_abort(&mut self, now: Instant) {
+        self.inner.handle_abort(now)
+    }
 }
 
 /// Recognises the login command among the client's lines from the first

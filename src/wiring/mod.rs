@@ -3,6 +3,7 @@
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -27,7 +28,7 @@ use tidegate_store::users::{
 use tidegate_store::{
     Listener, ListenerChange, ListenerChanges, ServerSpec, SessionFactory, Shutdown,
 };
-use tidegate_store::{LoginPenalty, PenaltyConfig};
+use tidegate_store::{LoginPenalty, PenaltyConfig, SessionRegistry};
 
 use crate::config::Config;
 
@@ -57,6 +58,8 @@ pub struct Prepared {
     pub outbound: Option<outbound::Outbound>,
     /// Where the reloader sends listeners it adds or removes, for the shell.
     pub listener_changes: ListenerChanges,
+    /// Every open connection, filled by the shell (`ctl who`, `ctl kick`, `ctl status`).
+    pub sessions: Arc<SessionRegistry>,
 }
 
 impl Prepared {
@@ -363,6 +366,7 @@ pub fn prepare(config: &Config, config_path: Option<&Path>) -> Result<Prepared, 
         factory: factory.clone(),
         node: node.clone(),
         changes: listener_changes.clone(),
+        generation: AtomicU64::new(1),
     };
     // Front-ends and webmail in `[trust] networks` bring many users from one address.
     let exempt = config.trusted_networks()?;
@@ -386,6 +390,7 @@ pub fn prepare(config: &Config, config_path: Option<&Path>) -> Result<Prepared, 
         reloader: Arc::new(reloader),
         outbound,
         listener_changes,
+        sessions: Arc::new(SessionRegistry::new()),
     })
 }
 
@@ -503,6 +508,8 @@ pub struct Reloader {
     node: Arc<Node>,
     /// Tells the shell which listeners to start and stop.
     changes: ListenerChanges,
+    /// The config generation: 1 at start, one more for each successful reload.
+    generation: AtomicU64,
 }
 
 impl Reloader {
@@ -514,6 +521,39 @@ impl Reloader {
     /// A listener is known by the address the config names: a changed address is a
     /// removal and an addition, a changed protocol on the same address keeps the socket.
     pub fn reload(&self) -> Result<String, String> {
+        let applied = self.apply()?;
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        Ok(applied)
+    }
+
+    /// The config generation `ctl status` reports: 1 for the config the server started
+    /// with, one more for each successful reload.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    /// Each listener id the shell may report a connection on, with its scheme and
+    /// bound address (listeners a reload removed stay known until the next reload).
+    pub fn listener_names(&self) -> Vec<(usize, Bound)> {
+        self.factory
+            .current()
+            .iter()
+            .enumerate()
+            .filter_map(|(id, slot)| {
+                let slot = slot.as_ref()?;
+                Some((
+                    id,
+                    Bound {
+                        scheme: slot.scheme,
+                        addr: slot.local,
+                    },
+                ))
+            })
+            .collect()
+    }
+
+    /// The body of [`Reloader::reload`].
+    fn apply(&self) -> Result<String, String> {
         let reload_users = || {
             self.node
                 .local()
@@ -635,8 +675,13 @@ pub fn run(prepared: Prepared, shutdown: Shutdown) -> Result<(), String> {
         Some(outbound) => Some(outbound.start()?),
         None => None,
     };
-    let served = crate::runtime::serve(prepared.spec, shutdown, prepared.listener_changes)
-        .map_err(|e| e.to_string());
+    let served = crate::runtime::serve(
+        prepared.spec,
+        shutdown,
+        prepared.listener_changes,
+        prepared.sessions,
+    )
+    .map_err(|e| e.to_string());
     if let Some(runner) = runner {
         runner.stop();
     }

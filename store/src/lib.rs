@@ -27,6 +27,7 @@ pub mod penalty;
 pub mod queue;
 pub mod router;
 pub mod service;
+pub mod sessions;
 pub mod tls;
 pub mod users;
 
@@ -37,4 +38,5 @@ pub use service::{
     Accept, Executor, Listener, ListenerChange, ListenerChanges, Listeners, ServerSpec,
     SessionFactory, Shutdown,
 };
+pub use sessions::{Closer, Registration, SessionId, SessionInfo, SessionRegistry};
 pub use users::{CacheConfig, CachedDirectory, UserDirectory, UserRecord, UserTable, UsersFile};

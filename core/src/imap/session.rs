@@ -624,4 +624,12 @@ impl Session for ImapSession {
             && self.input.buffered() < self.cfg.limits.max_buffered_input
             && !self.output_blocked()
     }
+
+    fn handle_abort(&mut self, _now: Instant) {
+        self.close();
+    }
+
+    fn account(&self) -> Option<&str> {
+        ImapSession::account(self).map(|a| a.0.as_str())
+    }
 }

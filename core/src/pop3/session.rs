@@ -403,6 +403,17 @@ impl Session for Pop3Session {
             && self.input.buffered() < self.cfg.limits.max_buffered_input
             && !self.output_blocked()
     }
+
+    fn handle_abort(&mut self, _now: Instant) {
+        self.close();
+    }
+
+    fn account(&self) -> Option<&str> {
+        match &self.state {
+            State::Transaction(mailbox) => Some(mailbox.account().0.as_str()),
+            _ => None,
+        }
+    }
 }
 
 impl Waiting {

@@ -32,6 +32,11 @@ impl Mailbox {
         }
     }
 
+    /// The account this mailbox belongs to.
+    pub(crate) fn account(&self) -> &Account {
+        &self.account
+    }
+
     fn live(&self) -> impl Iterator<Item = (usize, &MessageInfo)> {
         self.messages
             .iter()

@@ -38,6 +38,8 @@ pub(super) struct Front {
     auth_failures: u32,
     /// Until the hand-over the idle timer never runs past this (`login_timeout`).
     login_deadline: Instant,
+    /// The account being proxied, from the hand-over on (the session's `account()`).
+    pub(super) proxied: Option<Account>,
 }
 
 /// The login a front-end replays on the back-end: the leg and who logs in there.
@@ -72,6 +74,7 @@ impl Front {
             timers,
             bad_commands: 0,
             auth_failures: 0,
+            proxied: None,
             cfg,
         }
     }
@@ -215,13 +218,14 @@ impl Front {
     pub(super) fn hand_over(
         &mut self,
         now: Instant,
-        leg: &mut BackendLeg,
+        login: &mut BackendLogin,
         ok: &[u8],
     ) -> Option<Relay> {
         self.timers = TimerTable::default();
+        self.proxied = Some(login.account.clone());
         let handed = relay::hand_over(
             &mut self.io,
-            leg,
+            &mut login.leg,
             &mut self.input,
             self.secure,
             ok,

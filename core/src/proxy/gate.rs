@@ -205,6 +205,19 @@ impl<S: Session, F: FnOnce(ProxiedClient) -> S> Session for ProxyHeaderGate<S, F
         }
     }
 
+    fn account(&self) -> Option<&str> {
+        match &self.stage {
+            Stage::Open(s) => s.account(),
+            _ => None,
+        }
+    }
+
+    fn handle_abort(&mut self, now: Instant) {
+        if let Stage::Open(s) = &mut self.stage {
+            s.handle_abort(now);
+        }
+    }
+
     fn handle_connected(&mut self, now: Instant, to: Peer, result: Result<(), String>) {
         if let Stage::Open(s) = &mut self.stage {
             s.handle_connected(now, to, result);

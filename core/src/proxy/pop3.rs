@@ -381,7 +381,7 @@ impl Pop3FrontSession {
         };
         let mut ok = ok_line.to_vec();
         ok.extend_from_slice(b"\r\n");
-        if let Some(relay) = self.front.hand_over(now, &mut dialogue.login.leg, &ok) {
+        if let Some(relay) = self.front.hand_over(now, &mut dialogue.login, &ok) {
             self.phase = Phase::Relay(relay);
         }
     }
@@ -546,6 +546,10 @@ impl Session for Pop3FrontSession {
             (_, Peer::Backend) => false,
             (_, Peer::Client) => !self.peer_eof && self.front.client_wants_read(),
         }
+    }
+
+    fn account(&self) -> Option<&str> {
+        self.front.proxied.as_ref().map(|a| a.0.as_str())
     }
 
     fn handle_connected(&mut self, now: Instant, to: Peer, result: Result<(), String>) {

@@ -504,7 +504,7 @@ impl SubmissionFrontSession {
         let Phase::Backend(mut dialogue) = std::mem::replace(&mut self.phase, Phase::Done) else {
             return;
         };
-        if let Some(relay) = self.front.hand_over(now, &mut dialogue.login.leg, ok) {
+        if let Some(relay) = self.front.hand_over(now, &mut dialogue.login, ok) {
             self.phase = Phase::Relay(relay);
         }
     }
@@ -644,6 +644,10 @@ impl Session for SubmissionFrontSession {
             (_, Peer::Backend) => false,
             (_, Peer::Client) => self.front.client_wants_read(),
         }
+    }
+
+    fn account(&self) -> Option<&str> {
+        self.front.proxied.as_ref().map(|a| a.0.as_str())
     }
 
     fn handle_connected(&mut self, now: Instant, to: Peer, result: Result<(), String>) {

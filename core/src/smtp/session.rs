@@ -499,4 +499,12 @@ impl Session for SmtpSession {
             && self.input.buffered() < self.cfg.limits.max_buffered_input
             && !self.output_blocked()
     }
+
+    fn handle_abort(&mut self, _now: Instant) {
+        self.close();
+    }
+
+    fn account(&self) -> Option<&str> {
+        self.account.as_ref().map(|a| a.0.as_str())
+    }
 }

@@ -212,6 +212,7 @@ impl<F: SessionFactory> SessionFactory for CappedFactory<F> {
         Box::new(Guarded {
             session: Some(self.inner.open(listener, peer, now)),
             _guard: guard,
+            spliced_account: None,
         })
     }
 
@@ -225,6 +226,8 @@ impl<F: SessionFactory> SessionFactory for CappedFactory<F> {
 struct Guarded {
     session: Option<BoxedSession>,
     _guard: Option<AddressGuard>,
+    /// The account of a session freed at its splice, still reported by `account()`.
+    spliced_account: Option<String>,
 }
 
 impl Session for Guarded {
@@ -262,6 +265,7 @@ impl Session for Guarded {
         let action = self.session.as_mut()?.poll_action();
         if matches!(action, Some(Action::Splice { .. })) {
             // Nothing follows a splice: free the session's buffers and state now.
+            self.spliced_account = self.account().map(str::to_owned);
             self.session = None;
         }
         action
@@ -271,6 +275,17 @@ impl Session for Guarded {
     }
     fn wants_read(&self, from: Peer) -> bool {
         self.session.as_ref().is_some_and(|s| s.wants_read(from))
+    }
+    fn handle_abort(&mut self, now: Instant) {
+        if let Some(s) = &mut self.session {
+            s.handle_abort(now);
+        }
+    }
+    fn account(&self) -> Option<&str> {
+        match &self.session {
+            Some(s) => s.account(),
+            None => self.spliced_account.as_deref(),
+        }
     }
 }
 
