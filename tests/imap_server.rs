@@ -194,7 +194,7 @@ fn imaplib_keywords_are_stored_announced_and_searchable() {
         lines,
         [
             "permanent (\\Answered \\Flagged \\Deleted \\Seen \\Draft \\*)",
-            "store OK ['1 (FLAGS ($Label1 Work \\Recent))']",
+            "store OK ['1 (FLAGS ($Label1 Work \\\\Recent))']",
             "flags (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Label1 Work)",
             "fetch ['1 (FLAGS ($Label1 Work))', '2 (FLAGS ())']",
             "search 1",
