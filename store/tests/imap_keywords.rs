@@ -151,6 +151,15 @@ fn stored_keywords_are_letters_named_by_the_keywords_file() {
         vec![(2, strings(&["$Label1"]))]
     );
     assert_eq!(letters_in(&f.inbox()), ["Sb", "a"]);
+    // A STORE of system flags only still reports the keywords a message keeps.
+    assert_eq!(
+        store(&exec, &[1, 2], StoreMode::Add, &["\\Flagged"]),
+        vec![
+            (1, strings(&["\\Seen", "\\Flagged", "Work"])),
+            (2, strings(&["\\Flagged", "$Label1"]))
+        ]
+    );
+    store(&exec, &[1, 2], StoreMode::Remove, &["\\Flagged"]);
 
     // A new executor on a new store instance (a restart) sees the same.
     let again = ImapExecutor::new(f.mailboxes("mx2.test"));

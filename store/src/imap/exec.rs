@@ -207,7 +207,11 @@ impl ImapExecutor {
                 size,
             } => {
                 let folder = store_name(&mailbox.name);
-                let map = self.keyword_map(&mailbox.account, &folder, &flags, true)?;
+                let map = if split_flags(&flags).1.is_empty() {
+                    KeywordMap::new()
+                } else {
+                    self.keyword_map(&mailbox.account, &folder, &flags, true)?
+                };
                 let id = self.appends.begin(
                     store,
                     &mailbox.account,
@@ -266,7 +270,7 @@ impl ImapExecutor {
 
     /// The keyword map of `folder` for these flag strings: with `define`, their keywords
     /// get letters first (as far as letters are left, RFC 3501 §7.1 PERMANENTFLAGS);
-    /// no I/O when they name no keyword.
+    /// otherwise the map as it is (a STORE answer names the keywords a message keeps).
     fn keyword_map(
         &self,
         account: &tidegate_core::Account,
@@ -275,10 +279,7 @@ impl ImapExecutor {
         define: bool,
     ) -> Result<KeywordMap, Failure> {
         let (_, names) = split_flags(flags);
-        if names.is_empty() {
-            return Ok(KeywordMap::new());
-        }
-        if define {
+        if define && !names.is_empty() {
             self.mailboxes.define_keywords(account, folder, &names)
         } else {
             self.mailboxes.keywords(account, folder)

@@ -6,7 +6,9 @@
 //! Maildir++ sub-folders `.Name.Sub/` for the IMAP name `Name/Sub` (hierarchy delimiter
 //! `/`, names stored as the client sends them, modified UTF-7 included). Each folder has
 //! a `tidegate-uidlist` file ([`tidegate_core::uidlist`]) that is only changed under its
-//! dotlock ([`crate::lock`]) and always replaced by `rename`. Message files are never
+//! dotlock ([`crate::lock`]) and always replaced by `rename`, and, once a keyword is
+//! stored, a `tidegate-keywords` file ([`tidegate_core::keywords`], [`KEYWORDS_FILE`])
+//! naming the keyword letters, grown under the same dotlock. Message files are never
 //! rewritten: a flag change is a rename, a copy is a hard link where possible.
 //!
 //! Everything here is blocking; the shells run it on their worker threads. The only
