@@ -162,6 +162,48 @@ fn imaplib_reads_searches_flags_moves_and_appends_over_plain_starttls_and_tls() 
 }
 
 #[test]
+fn imaplib_keywords_are_stored_announced_and_searchable() {
+    let server = Server::new();
+    let _node = server.start();
+    server.deliver("tagged");
+    server.deliver("plain");
+    let connect = format!("imaplib.IMAP4('127.0.0.1', {})", server.imap);
+    let printed = python(&format!(
+        "import imaplib\n\
+         c = {connect}\n\
+         c.login('alice@example.com', 'alice-pw')\n\
+         c.select('INBOX')\n\
+         print('permanent', c.response('PERMANENTFLAGS')[1][0].decode())\n\
+         typ, data = c.store('1', '+FLAGS', '($Label1 Work)')\n\
+         print('store', typ, [d.decode() for d in data if d])\n\
+         c.logout()\n\
+         c = {connect}\n\
+         c.login('alice@example.com', 'alice-pw')\n\
+         c.select('INBOX', readonly=True)\n\
+         print('flags', c.response('FLAGS')[1][0].decode())\n\
+         typ, data = c.fetch('1:*', '(FLAGS)')\n\
+         print('fetch', [d.decode() for d in data])\n\
+         typ, data = c.search(None, 'KEYWORD', 'work')\n\
+         print('search', data[0].decode())\n\
+         typ, data = c.search(None, 'UNKEYWORD', '$Label1')\n\
+         print('unkeyword', data[0].decode())\n\
+         c.logout()\n"
+    ));
+    let lines: Vec<&str> = printed.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "permanent (\\Answered \\Flagged \\Deleted \\Seen \\Draft \\*)",
+            "store OK ['1 (FLAGS ($Label1 Work \\\\Recent))']",
+            "flags (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Label1 Work)",
+            "fetch ['1 (FLAGS ($Label1 Work))', '2 (FLAGS ())']",
+            "search 1",
+            "unkeyword 2",
+        ]
+    );
+}
+
+#[test]
 fn curl_reads_mail_over_imap_and_imaps() {
     if Command::new("curl").arg("--version").output().is_err() {
         eprintln!("skipped: curl is not installed");

@@ -74,6 +74,7 @@ pub mod dsn;
 pub mod fuzzing;
 pub mod imap;
 pub mod io;
+pub mod keywords;
 pub mod listener;
 pub mod maildir;
 pub mod mime;

@@ -61,6 +61,7 @@ const TARGETS: &[(&str, Harness)] = &[
     ("proxy_imap_id", fuzzing::proxy_imap_id),
     ("mime_structure", fuzzing::mime_structure),
     ("uidlist", fuzzing::uidlist),
+    ("keywords", fuzzing::keywords),
     ("maildir_name", fuzzing::maildir_name),
     ("authd_wire", fuzzing::authd_wire),
     ("authd_client", fuzzing::authd_client),
@@ -207,6 +208,11 @@ fn mime_structure_corpus() {
 #[test]
 fn uidlist_corpus() {
     replay("uidlist");
+}
+
+#[test]
+fn keywords_corpus() {
+    replay("keywords");
 }
 
 #[test]

@@ -130,7 +130,7 @@ fn select_examine_and_unselect() {
     assert_eq!(
         h.take(),
         "* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft)\r\n\
-         * OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft)] Flags permitted\r\n\
+         * OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft \\*)] Flags permitted\r\n\
          * 2 EXISTS\r\n\
          * 1 RECENT\r\n\
          * OK [UNSEEN 2] First unseen\r\n\
@@ -586,4 +586,24 @@ fn append_begin_timeout_then_late_start_is_aborted() {
     assert!(h.store.appends.is_empty(), "the late append was aborted");
     h.send("b NOOP\r\n");
     assert_eq!(h.take(), "b OK NOOP completed\r\n");
+}
+
+#[test]
+fn a_new_keyword_is_announced_before_its_fetch() {
+    let mut h = Harness::selected();
+    h.send("a STORE 1 +FLAGS ($Label1 Work)\r\n");
+    assert_eq!(
+        h.take(),
+        "* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Label1 Work)\r\n\
+         * OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Label1 Work \\*)] Flags permitted\r\n\
+         * 1 FETCH (FLAGS (\\Seen $Label1 Work))\r\n\
+         a OK STORE completed\r\n"
+    );
+    // Known keywords (in any case) are not announced again.
+    h.send("b STORE 2 +FLAGS (work)\r\nc SEARCH KEYWORD WORK\r\n");
+    assert_eq!(
+        h.take(),
+        "* 2 FETCH (FLAGS (work \\Recent))\r\nb OK STORE completed\r\n\
+         * SEARCH 1 2\r\nc OK SEARCH completed\r\n"
+    );
 }

@@ -370,7 +370,10 @@ fn store_sets_flags_and_skips_missing_uids() {
     ) {
         ImapReply::Flags(flags) => assert_eq!(
             flags,
-            [(1, strings(&["\\Seen"])), (2, strings(&["\\Seen"]))]
+            [
+                (1, strings(&["\\Seen", "$Keyword"])),
+                (2, strings(&["\\Seen", "$Keyword"]))
+            ]
         ),
         other => panic!("{other:?}"),
     }
@@ -390,14 +393,17 @@ fn store_sets_flags_and_skips_missing_uids() {
         &["\\Seen", "\\Flagged"],
     ) {
         ImapReply::Flags(flags) => {
-            assert_eq!(flags, [(1, vec![]), (2, strings(&["\\Deleted"]))])
+            assert_eq!(
+                flags,
+                [(1, strings(&["$Keyword"])), (2, strings(&["\\Deleted"]))]
+            )
         }
         other => panic!("{other:?}"),
     }
     let names = files_in(&fx.maildir().join("cur"));
     assert_eq!(names.len(), 2);
     assert!(names.iter().any(|n| n.ends_with(":2,T")), "{names:?}");
-    assert!(names.iter().any(|n| n.ends_with(":2,")), "{names:?}");
+    assert!(names.iter().any(|n| n.ends_with(":2,a")), "{names:?}");
     let seen = snapshot(&exec, "INBOX", false);
     assert_eq!(seen.messages[1].flags, strings(&["\\Deleted"]));
 }

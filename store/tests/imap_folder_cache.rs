@@ -229,3 +229,18 @@ fn a_zero_cap_scans_every_time() {
     select(&a);
     assert_eq!(a.folder_cache_stats(), FolderCacheStats::default());
 }
+
+#[test]
+fn a_keyword_defined_elsewhere_is_seen_by_a_cached_folder() {
+    let f = Fixture::new();
+    let a = f.host("mx1.test");
+    let b = f.host("mx2.test");
+    f.deliver(0);
+    assert!(settle(&a).keywords.is_empty());
+    // Another host defines a keyword without renaming any message file: only the
+    // keywords file changes, and the cached snapshot must not hide it.
+    b.define_keywords(&account(), "INBOX", &["$Label1"])
+        .unwrap();
+    let after = select(&a);
+    assert_eq!(after.keywords.names().collect::<Vec<_>>(), ["$Label1"]);
+}

@@ -430,6 +430,7 @@ fn fitting_reply(request: &Request, kind: u8, salt: u32) -> Reply {
             uid_validity: if salt.is_multiple_of(17) { 6 } else { 5 },
             uid_next: 20,
             messages: messages(salt),
+            keywords: vec!["$Junk".into()],
         }),
         ImapRequest::Read { max_len, .. } => {
             let len = (*max_len).min((salt % 600) as usize);
@@ -490,6 +491,7 @@ fn any_reply(kind: u8, salt: u32) -> Reply {
             uid_validity: 5,
             uid_next: 1,
             messages: messages(salt),
+            keywords: vec!["$Junk".into()],
         })),
         9 => Reply::Imap(ImapReply::Expunged(vec![salt % 7, 1])),
         10 => Reply::Imap(ImapReply::Content(Vec::new())),

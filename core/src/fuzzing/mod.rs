@@ -27,6 +27,7 @@
 //! | [`proxy_imap_id`] | ID command arguments | no panic; RFC 2971 limits; parse → encode → parse |
 //! | [`mime_structure`] | a stored message | no panic; part offsets inside the input and inside their parent; renderings parenthesised; sections inside the input |
 //! | [`uidlist`] | a uidlist file | no panic; parse → render → parse round trip; merge keeps UIDs increasing and never renumbers a listed name |
+//! | [`keywords`] | a keywords file | no panic; parse → render → parse; adding names never renames a letter and refuses only non-atoms or a 27th name; translation keeps names |
 //! | [`maildir_name`] | two flag bytes, a file name (and the parts of a delivered name) | no panic; the unique part survives adding flags; flags sorted, unique, order-independent; built names parse back to their parts; UIDLs fit RFC 1939 |
 //! | `users_file` (in `tidegate_store::fuzzing`) | a users file | no panic; line-by-line reading agrees with parsing the text; every user found by its address; render → parse gives the same users |
 //! | `queue_entry` (in `tidegate_store::fuzzing`) | a queue state file, or an entry's fields | no panic; parse → render → parse; entries built from arbitrary text round-trip |
@@ -62,6 +63,7 @@ use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig};
 
 mod authd;
 mod imap;
+mod keywords;
 mod maildir;
 mod mime;
 mod pop3;
@@ -72,6 +74,7 @@ mod wire;
 
 pub use authd::{authd_client, authd_session, authd_wire};
 pub use imap::{IMAP_OUTPUT_SLACK, imap_command, imap_fragment, imap_session, imap_tls_session};
+pub use keywords::keywords;
 pub use maildir::maildir_name;
 pub use mime::{mime_structure, uidlist};
 pub use pop3::{
@@ -349,6 +352,7 @@ mod tests {
             proxy_imap_id(data);
             mime_structure(data);
             uidlist(data);
+            keywords(data);
             maildir_name(data);
         }
     }

@@ -56,6 +56,9 @@ pub struct Snapshot {
     pub uid_next: u32,
     /// The messages in ascending UID order.
     pub messages: Vec<MessageMeta>,
+    /// The keywords defined in the mailbox (RFC 3501 §7.2.6 FLAGS), in the store's
+    /// order; at most [`crate::keywords::MAX_KEYWORDS`].
+    pub keywords: Vec<String>,
 }
 
 /// One mailbox in a LIST answer.

@@ -13,7 +13,7 @@ use bytes::BytesMut;
 
 use super::request::{ImapReply, ImapRequest, Snapshot};
 use super::response::Condition;
-use super::selected::write_flags;
+use super::selected::{learn_keywords, write_flag_lines, write_flags};
 use super::session::{ImapSession, Op};
 use crate::request::{Failure, Reply};
 
@@ -115,6 +115,16 @@ impl ImapSession {
         };
         let known_max = selected.messages.last().map_or(0, |m| m.uid);
         let mut out = BytesMut::new();
+        let defined = learn_keywords(
+            &mut selected.keywords,
+            snapshot
+                .keywords
+                .iter()
+                .chain(fresh.iter().flat_map(|m| &m.flags)),
+        );
+        if defined {
+            write_flag_lines(&mut out, &selected.keywords, selected.read_only);
+        }
         for (i, message) in selected.messages.iter_mut().enumerate() {
             if let Ok(j) = fresh.binary_search_by_key(&message.uid, |m| m.uid)
                 && fresh[j].flags != message.flags

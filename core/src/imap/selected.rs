@@ -21,6 +21,54 @@ use crate::request::{Account, Reply};
 /// The flags tidegate stores (Maildir info letters), in FLAGS responses.
 const SYSTEM_FLAGS: [&str; 5] = ["\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft"];
 
+/// `* FLAGS` (RFC 3501 §7.2.6: the system flags and the mailbox's keywords) and
+/// `* OK [PERMANENTFLAGS]` (§7.1: nothing when read-only; `\*` while the store can
+/// still define keywords, fewer than [`crate::keywords::MAX_KEYWORDS`]).
+pub(super) fn write_flag_lines(out: &mut BytesMut, keywords: &[String], read_only: bool) {
+    let all: Vec<&str> = SYSTEM_FLAGS
+        .iter()
+        .copied()
+        .chain(keywords.iter().map(String::as_str))
+        .collect();
+    out.extend_from_slice(b"* FLAGS ");
+    response::flag_list(out, &all);
+    out.extend_from_slice(b"\r\n");
+    let permanent = if read_only {
+        Vec::new()
+    } else {
+        let mut permanent: Vec<String> = all.iter().map(|f| (*f).to_owned()).collect();
+        if keywords.len() < crate::keywords::MAX_KEYWORDS {
+            permanent.push("\\*".to_owned());
+        }
+        permanent
+    };
+    response::status(
+        out,
+        None,
+        Condition::Ok,
+        Some(&Code::PermanentFlags(permanent)),
+        "Flags permitted",
+    );
+}
+
+/// Adds the keywords among `flags` that `keywords` lacks (case-insensitive; system
+/// flags start with `\\` and are skipped), up to [`crate::keywords::MAX_KEYWORDS`];
+/// true when one was added, so the client must get new FLAGS lines (RFC 3501 §7.2.6).
+pub(super) fn learn_keywords<'a>(
+    keywords: &mut Vec<String>,
+    flags: impl IntoIterator<Item = &'a String>,
+) -> bool {
+    let mut added = false;
+    for flag in flags {
+        let known = flag.starts_with('\\') || keywords.iter().any(|k| k.eq_ignore_ascii_case(flag));
+        if !known && keywords.len() < crate::keywords::MAX_KEYWORDS {
+            keywords.push(flag.clone());
+            added = true;
+        }
+    }
+    added
+}
+
 impl ImapSession {
     pub(super) fn selected(&self) -> Option<&Selected> {
         match &self.state {
@@ -106,23 +154,7 @@ impl ImapSession {
             return self.reply_failure(tag, reply, false);
         };
         let mut out = BytesMut::new();
-        out.extend_from_slice(b"* FLAGS ");
-        response::flag_list(&mut out, &SYSTEM_FLAGS);
-        out.extend_from_slice(b"\r\n");
-        // No `\*`: the maildir stores the system flags only, so a keyword set by STORE
-        // would not survive the session (RFC 3501 §7.1, PERMANENTFLAGS).
-        let permanent = if read_only {
-            Vec::new()
-        } else {
-            SYSTEM_FLAGS.iter().map(|f| f.to_string()).collect()
-        };
-        response::status(
-            &mut out,
-            None,
-            Condition::Ok,
-            Some(&Code::PermanentFlags(permanent)),
-            "Flags permitted",
-        );
+        write_flag_lines(&mut out, &snapshot.keywords, read_only);
         let recent = snapshot.messages.iter().filter(|m| m.recent).count();
         let _ = write!(
             out,
@@ -167,7 +199,9 @@ impl ImapSession {
             uid_validity,
             uid_next,
             mut messages,
+            mut keywords,
         } = snapshot;
+        keywords.truncate(crate::keywords::MAX_KEYWORDS);
         messages.sort_by_key(|m| m.uid);
         messages.dedup_by_key(|m| m.uid);
         self.state = State::Selected(
@@ -178,6 +212,7 @@ impl ImapSession {
                 uid_validity,
                 uid_next,
                 messages,
+                keywords,
             },
         );
     }
@@ -413,6 +448,13 @@ impl ImapSession {
             return;
         };
         let mut out = BytesMut::new();
+        let defined = learn_keywords(
+            &mut selected.keywords,
+            changes.iter().flat_map(|(_, flags)| flags),
+        );
+        if defined {
+            write_flag_lines(&mut out, &selected.keywords, selected.read_only);
+        }
         for (u, flags) in changes {
             let Some(i) = selected.index_of(*u) else {
                 continue;

@@ -28,6 +28,8 @@ pub(super) struct Selected {
     pub(super) uid_next: u32,
     /// Messages in ascending UID order: the index plus one is the sequence number.
     pub(super) messages: Vec<MessageMeta>,
+    /// The mailbox's keywords as last announced in FLAGS (RFC 3501 §7.2.6).
+    pub(super) keywords: Vec<String>,
 }
 
 impl Selected {

@@ -218,6 +218,7 @@ impl Store {
                     uid_validity: mb.uid_validity,
                     uid_next: mb.uid_next,
                     messages,
+                    keywords: Vec::new(),
                 })
             }
             ImapRequest::Read {

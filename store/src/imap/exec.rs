@@ -6,8 +6,10 @@
 //! file map per mailbox, refreshed by every snapshot it takes (SELECT, EXAMINE and the
 //! rescans all come through here); a UID the map does not know triggers one fresh
 //! EXAMINE-style snapshot. Mailbox names arrive as decoded UTF-8 and are stored in
-//! modified UTF-7 (RFC 3501 §5.1.3). Keywords are not supported by the store: STORE
-//! ignores them, and snapshots never report them.
+//! modified UTF-7 (RFC 3501 §5.1.3). Keywords (RFC 3501 §2.3.2) are maildir letters
+//! `a`..`z` named by each folder's keywords file: STORE and APPEND define the keywords
+//! they set, snapshots and STORE answers name them; a keyword that finds no free letter
+//! (26 per folder) is left out, as PERMANENTFLAGS then no longer offers `\*`.
 
 mod append;
 mod cache;
@@ -16,18 +18,21 @@ mod convert;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use tidegate_core::imap::command::StoreMode;
 use tidegate_core::imap::fetch::{ContentItem, SectionText};
 use tidegate_core::imap::search::{SearchKey, evaluate};
 use tidegate_core::imap::{
     ImapReply, ImapRequest, MailboxRef, MailboxStatus, MessageMeta, SearchCandidate, Snapshot,
 };
+use tidegate_core::keywords::KeywordMap;
 use tidegate_core::mime::{self, SectionPart};
 use tidegate_core::{Failure, MessageRef, Reply};
 
 use self::append::Appends;
 use self::cache::UidCache;
 use self::convert::{
-    apply_store, failure, flags_from_strings, flags_to_strings, mailbox_info, store_name,
+    apply_store, failure, flags_from_strings, flags_to_strings, mailbox_info, split_flags,
+    store_name,
 };
 use super::{ImapMailboxes, ImapStoreError, locate};
 
@@ -201,11 +206,17 @@ impl ImapExecutor {
                 date,
                 size,
             } => {
+                let folder = store_name(&mailbox.name);
+                let map = if split_flags(&flags).1.is_empty() {
+                    KeywordMap::new()
+                } else {
+                    self.keyword_map(&mailbox.account, &folder, &flags, true)?
+                };
                 let id = self.appends.begin(
                     store,
                     &mailbox.account,
-                    &store_name(&mailbox.name),
-                    flags_from_strings(&flags),
+                    &folder,
+                    flags_from_strings(&flags, &map),
                     date.map(|(seconds, _zone)| seconds),
                     size,
                 )?;
@@ -247,13 +258,33 @@ impl ImapExecutor {
                 .iter()
                 .map(|m| MessageMeta {
                     uid: m.uid,
-                    flags: flags_to_strings(m.flags),
+                    flags: flags_to_strings(m.flags, &taken.keywords),
                     size: m.size,
                     internal_date: m.internal_date,
                     recent: m.recent,
                 })
                 .collect(),
+            keywords: taken.keywords.names().map(str::to_owned).collect(),
         })
+    }
+
+    /// The keyword map of `folder` for these flag strings: with `define`, their keywords
+    /// get letters first (as far as letters are left, RFC 3501 §7.1 PERMANENTFLAGS);
+    /// otherwise the map as it is (a STORE answer names the keywords a message keeps).
+    fn keyword_map(
+        &self,
+        account: &tidegate_core::Account,
+        folder: &str,
+        flags: &[String],
+        define: bool,
+    ) -> Result<KeywordMap, Failure> {
+        let (_, names) = split_flags(flags);
+        if define && !names.is_empty() {
+            self.mailboxes.define_keywords(account, folder, &names)
+        } else {
+            self.mailboxes.keywords(account, folder)
+        }
+        .map_err(failure)
     }
 
     /// The files of those `uids` that exist, in order; one fresh snapshot (not claiming
@@ -338,12 +369,15 @@ impl ImapExecutor {
         &self,
         mailbox: &MailboxRef,
         uids: &[u32],
-        mode: tidegate_core::imap::command::StoreMode,
+        mode: StoreMode,
         flags: &[String],
     ) -> Answer {
         let folder = store_name(&mailbox.name);
         let account = &mailbox.account;
-        let given = flags_from_strings(flags);
+        // Removing keywords never defines them; a STORE that sets keywords defines them
+        // before any file is renamed, so every letter on disk has its name.
+        let map = self.keyword_map(account, &folder, flags, mode != StoreMode::Remove)?;
+        let given = flags_from_strings(flags, &map);
         let dir = self
             .mailboxes
             .existing_folder(account, &folder)
@@ -365,7 +399,7 @@ impl ImapExecutor {
             match self.mailboxes.set_flags(account, &folder, &here, new_flags) {
                 Ok(new_file) => {
                     self.uids.update(&account.0, &folder, uid, new_file);
-                    changed.push((uid, flags_to_strings(new_flags)));
+                    changed.push((uid, flags_to_strings(new_flags, &map)));
                 }
                 Err(ImapStoreError::Gone) => self.uids.remove(&account.0, &folder, &[uid]),
                 Err(e) => return Err(failure(e)),

@@ -4,12 +4,13 @@
 //!
 //! # When a cached snapshot may be used
 //!
-//! Every change to a folder that a snapshot reflects changes one of three entries: a
+//! Every change to a folder that a snapshot reflects changes one of four entries: a
 //! message arriving, moving, being renamed for a flag change or removed is an entry
 //! change in `new/` or `cur/`, which sets that directory's mtime and ctime; a new
 //! UIDVALIDITY, UIDNEXT or UID assignment replaces the uidlist by `rename` (a new inode
-//! and ctime). A [`FolderStamp`] records, for those three, the device, inode, size,
-//! mtime and ctime (nanoseconds). `ctime` cannot be set by a program, so a tool that
+//! and ctime); a newly defined keyword (RFC 3501 §2.3.2) replaces the keywords file
+//! ([`super::KEYWORDS_FILE`]) by `rename` the same way. A [`FolderStamp`] records, for
+//! those four, the device, inode, size, mtime and ctime (nanoseconds). `ctime` cannot be set by a program, so a tool that
 //! puts a directory's mtime back (`rsync -t`, `touch -d`) is still seen; a directory or
 //! uidlist replaced by another one differs in inode or ctime.
 //!
@@ -28,7 +29,11 @@
 //!
 //! Stamps are read before the scan they describe: a change between the stamp and the
 //! listing is in the listing *and* makes the stored stamp outdated, so it costs one
-//! extra scan but never hides anything. Stamps are read by opening the directory or file
+//! extra scan but never hides anything. The keywords file is read after the listing
+//! (still under the uidlist lock), so the same holds for it: a keyword defined after the
+//! stamp was read is either in the snapshot's map or outdates the stamp. A STORE defines
+//! its keywords before it renames the message files, so every letter a listing shows
+//! has its name in a map read after that listing. Stamps are read by opening the directory or file
 //! and `fstat`ing the open descriptor: an NFS client revalidates the attributes of what
 //! is opened with the server (close-to-open consistency, the default; mounts with
 //! `nocto` must disable this cache), where a plain `stat` could be answered from the
@@ -54,7 +59,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::{Snapshot, UIDLIST_FILE};
+use super::{KEYWORDS_FILE, Snapshot, UIDLIST_FILE};
 
 /// Folders whose snapshots [`super::ImapMailboxes`] keeps for SELECT/EXAMINE/STATUS
 /// (RFC 3501 §6.3.1, §6.3.2, §6.3.10) unless told otherwise (`[imap] folder_cache`).
@@ -100,22 +105,25 @@ impl EntryStamp {
     }
 }
 
-/// What a folder's `new/`, `cur/` and uidlist looked like at one moment; any change a
-/// snapshot reflects changes it (see the module comment for the granularity caveat).
+/// What a folder's `new/`, `cur/`, uidlist and keywords file looked like at one moment;
+/// any change a snapshot reflects changes it (see the module comment for the
+/// granularity caveat).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct FolderStamp {
     new: Option<EntryStamp>,
     cur: Option<EntryStamp>,
     uidlist: Option<EntryStamp>,
+    keywords: Option<EntryStamp>,
 }
 
 impl FolderStamp {
-    /// Reads the stamp of the folder in `dir`: three opens and `fstat`s, no listing.
+    /// Reads the stamp of the folder in `dir`: four opens and `fstat`s, no listing.
     pub(super) fn read(dir: &Path) -> io::Result<FolderStamp> {
         Ok(FolderStamp {
             new: EntryStamp::read(&dir.join("new"))?,
             cur: EntryStamp::read(&dir.join("cur"))?,
             uidlist: EntryStamp::read(&dir.join(UIDLIST_FILE))?,
+            keywords: EntryStamp::read(&dir.join(KEYWORDS_FILE))?,
         })
     }
 }
@@ -374,6 +382,7 @@ mod tests {
                     recent: false,
                 })
                 .collect(),
+            keywords: Default::default(),
         })
     }
 

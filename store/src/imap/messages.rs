@@ -9,10 +9,12 @@ use std::path::Path;
 use std::time::{Duration, UNIX_EPOCH};
 
 use bytes::Bytes;
+use tidegate_core::keywords::KeywordMap;
 use tidegate_core::maildir::parse_name;
 use tidegate_core::uidlist::UidList;
 use tidegate_core::{Account, MessageRef};
 
+use super::keywords::read_keywords;
 use super::{
     Flags, ImapMailboxes, ImapStoreError, MAX_READ, Sub, find_by_unique, locate, sync_dir,
     unique_of,
@@ -190,6 +192,7 @@ impl ImapMailboxes {
     ) -> Result<CopyOutcome, ImapStoreError> {
         let source = self.existing_folder(account, from)?;
         let target = self.existing_folder(account, to)?;
+        let relabel = self.relabel(&source, &target, files)?;
         let old = uid_index(self.current_list(&source)?);
         let mut added = Vec::with_capacity(files.len());
         for file in files {
@@ -197,7 +200,8 @@ impl ImapMailboxes {
                 continue;
             };
             let old_uid = old.get(unique_of(&name)).copied().unwrap_or(0);
-            match self.place_copy(&source.join(sub.name()).join(&name), &target, &name) {
+            let from_path = source.join(sub.name()).join(&name);
+            match self.place_copy(&from_path, &target, &name, relabel.as_ref()) {
                 Ok(unique) => added.push((old_uid, unique)),
                 Err(ImapStoreError::Gone) => {}
                 Err(e) => return Err(e),
@@ -221,6 +225,7 @@ impl ImapMailboxes {
     ) -> Result<CopyOutcome, ImapStoreError> {
         let source = self.existing_folder(account, from)?;
         let target = self.existing_folder(account, to)?;
+        let relabel = self.relabel(&source, &target, files)?;
         let old = uid_index(self.current_list(&source)?);
         let mut added = Vec::with_capacity(files.len());
         let mut moved = Vec::with_capacity(files.len());
@@ -229,10 +234,10 @@ impl ImapMailboxes {
                 let Ok((sub, name)) = locate(&source, &file.0) else {
                     break;
                 };
-                let cur_name = if name.contains(":2,") {
-                    name.clone()
-                } else {
-                    format!("{name}:2,")
+                let cur_name = match &relabel {
+                    Some(relabel) => relabelled(&name, relabel).ok_or(ImapStoreError::Gone)?,
+                    None if name.contains(":2,") => name.clone(),
+                    None => format!("{name}:2,"),
                 };
                 let from_path = source.join(sub.name()).join(&name);
                 let unique = unique_of(&name).to_owned();
@@ -241,7 +246,7 @@ impl ImapMailboxes {
                     Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                     Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
                         // Another filesystem: copy, then remove the original.
-                        let copy = self.place_copy(&from_path, &target, &name)?;
+                        let copy = self.place_copy(&from_path, &target, &name, relabel.as_ref())?;
                         fs::remove_file(&from_path)?;
                         copy
                     }
@@ -293,15 +298,21 @@ impl ImapMailboxes {
     }
 
     /// Puts a copy of `source` (named `name`) into `target/cur/` under a fresh unique
-    /// name with the same flags: a hard link, or a byte copy through `tmp/` when linking
-    /// across filesystems is impossible. Returns the new unique name.
+    /// name with the same flags (keyword letters rewritten by `relabel`): a hard link, or
+    /// a byte copy through `tmp/` when linking across filesystems is impossible. Returns
+    /// the new unique name.
     fn place_copy(
         &self,
         source: &Path,
         target: &Path,
         name: &str,
+        relabel: Option<&Relabel>,
     ) -> Result<String, ImapStoreError> {
         let parsed = parse_name(name).ok_or(ImapStoreError::Gone)?;
+        let letters = match relabel {
+            Some((from, to)) => from.translate(parsed.flags, to),
+            None => parsed.flags.to_owned(),
+        };
         let size = match parsed.size {
             Some(size) => size,
             None => match fs::metadata(source) {
@@ -312,7 +323,7 @@ impl ImapMailboxes {
         };
         for _ in 0..NAME_ATTEMPTS {
             let unique = self.next_unique();
-            let new_name = format!("{}:2,{}", unique.file_name(size), parsed.flags);
+            let new_name = format!("{}:2,{letters}", unique.file_name(size));
             let dest = target.join("cur").join(&new_name);
             match fs::hard_link(source, &dest) {
                 Ok(()) => return Ok(unique_of(&new_name).to_owned()),
@@ -366,6 +377,35 @@ impl ImapMailboxes {
         Ok(result?)
     }
 
+    /// The keyword maps a COPY or MOVE from `source` to `target` translates letters
+    /// with (RFC 3501 §6.4.7: the copy keeps its flags, keywords included), the names the
+    /// messages carry defined in `target` first; `None` when letters stay as they are
+    /// (the same folder, or a source without keywords). Called without the lock held.
+    fn relabel(
+        &self,
+        source: &Path,
+        target: &Path,
+        files: &[MessageRef],
+    ) -> Result<Option<Relabel>, ImapStoreError> {
+        let from = read_keywords(source)?;
+        if from.is_empty() || source == target {
+            return Ok(None);
+        }
+        let mut used = Flags::default();
+        for file in files {
+            if let Ok((_, name)) = locate(source, &file.0) {
+                let letters = parse_name(&name).map_or("", |p| p.flags);
+                used.keywords |= Flags::from_maildir(letters).keywords;
+            }
+        }
+        let names: Vec<&str> = used
+            .keyword_letters()
+            .filter_map(|letter| from.name_of(letter))
+            .collect();
+        let to = self.define_in(target, &names)?;
+        Ok(Some((from, to)))
+    }
+
     /// Lists the copies in the target's uidlist and pairs the UIDs.
     fn finish_copy(
         &self,
@@ -389,6 +429,17 @@ impl ImapMailboxes {
             copied,
         })
     }
+}
+
+/// The source and target folders' keyword maps of a COPY or MOVE.
+type Relabel = (KeywordMap, KeywordMap);
+
+/// `name` (a message file name) in `cur/` form with its keyword letters translated.
+fn relabelled(name: &str, (from, to): &Relabel) -> Option<String> {
+    let parsed = parse_name(name)?;
+    let base = name.split_once(":2,").map_or(name, |(b, _)| b);
+    let base = base.split_once(':').map_or(base, |(b, _)| b);
+    Some(format!("{base}:2,{}", from.translate(parsed.flags, to)))
 }
 
 /// The UIDs of a list by unique name.

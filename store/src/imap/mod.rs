@@ -6,7 +6,9 @@
 //! Maildir++ sub-folders `.Name.Sub/` for the IMAP name `Name/Sub` (hierarchy delimiter
 //! `/`, names stored as the client sends them, modified UTF-7 included). Each folder has
 //! a `tidegate-uidlist` file ([`tidegate_core::uidlist`]) that is only changed under its
-//! dotlock ([`crate::lock`]) and always replaced by `rename`. Message files are never
+//! dotlock ([`crate::lock`]) and always replaced by `rename`, and, once a keyword is
+//! stored, a `tidegate-keywords` file ([`tidegate_core::keywords`], [`KEYWORDS_FILE`])
+//! naming the keyword letters, grown under the same dotlock. Message files are never
 //! rewritten: a flag change is a rename, a copy is a hard link where possible.
 //!
 //! Everything here is blocking; the shells run it on their worker threads. The only
@@ -17,6 +19,7 @@
 mod exec;
 mod folder_cache;
 mod folders;
+mod keywords;
 mod messages;
 mod snapshot;
 mod uids;
@@ -50,6 +53,10 @@ pub use snapshot::{ChangeStamp, MessageMeta, Snapshot, Status};
 /// The uidlist file in every folder's directory.
 pub const UIDLIST_FILE: &str = "tidegate-uidlist";
 
+/// The keywords file in a folder's directory ([`tidegate_core::keywords`]), changed
+/// only under the uidlist's dotlock and always replaced by `rename`.
+pub const KEYWORDS_FILE: &str = "tidegate-keywords";
+
 /// The subscriptions file in the account's maildir: one IMAP folder name a line.
 pub const SUBSCRIPTIONS_FILE: &str = "subscriptions";
 
@@ -79,6 +86,8 @@ pub enum ImapStoreError {
     Gone,
     /// The folder's UIDs ran out (2^32 - 1); it needs a new UIDVALIDITY.
     UidsExhausted,
+    /// The folder's keywords file is unreadable, so no keyword can be added to it.
+    BadKeywords,
     /// The uidlist lock could not be taken.
     Lock(LockError),
     /// The filesystem failed.
@@ -95,6 +104,7 @@ impl fmt::Display for ImapStoreError {
             ImapStoreError::NotAllowed => f.write_str("not allowed on this folder"),
             ImapStoreError::Gone => f.write_str("message no longer exists"),
             ImapStoreError::UidsExhausted => f.write_str("no UIDs left in this folder"),
+            ImapStoreError::BadKeywords => f.write_str("unreadable keywords file"),
             ImapStoreError::Lock(e) => write!(f, "uidlist lock: {e}"),
             ImapStoreError::Io(e) => write!(f, "maildir I/O error: {e}"),
         }
@@ -131,10 +141,11 @@ impl From<UidListError> for ImapStoreError {
     }
 }
 
-/// The system flags of RFC 3501 §2.3.2 that maildir stores in the `:2,` suffix.
-/// `\Recent` is not a stored flag (see [`MessageMeta::recent`]); keywords are not
-/// supported (PERMANENTFLAGS should not announce `\*`), but letters of other tools
-/// (`P`, lower-case keyword letters) are kept through flag changes.
+/// The flags of RFC 3501 §2.3.2 that maildir stores in the `:2,` suffix: the system
+/// flags as upper-case letters and keywords as the lower-case letters `a`..`z`, whose
+/// names are in the folder's keywords file ([`KEYWORDS_FILE`]; a letter means different
+/// keywords in different folders). `\Recent` is not a stored flag (see
+/// [`MessageMeta::recent`]); other letters (`P`) are kept through flag changes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub struct Flags {
     /// `\Seen`, maildir `S`.
@@ -147,6 +158,8 @@ pub struct Flags {
     pub deleted: bool,
     /// `\Draft`, maildir `D`.
     pub draft: bool,
+    /// Keyword letters: bit `i` set for the letter `a + i` (bits 0..26).
+    pub keywords: u32,
 }
 
 impl Flags {
@@ -158,6 +171,10 @@ impl Flags {
             flagged: letters.contains('F'),
             deleted: letters.contains('T'),
             draft: letters.contains('D'),
+            keywords: letters
+                .chars()
+                .filter_map(tidegate_core::keywords::index_of)
+                .fold(0, |mask, i| mask | (1 << i)),
         }
     }
 
@@ -166,7 +183,7 @@ impl Flags {
     pub fn to_maildir(self, kept: &str) -> String {
         let mut letters: Vec<char> = kept
             .chars()
-            .filter(|c| c.is_ascii_alphabetic() && !"DFRST".contains(*c))
+            .filter(|c| c.is_ascii_uppercase() && !"DFRST".contains(*c))
             .collect();
         for (set, letter) in [
             (self.draft, 'D'),
@@ -179,9 +196,24 @@ impl Flags {
                 letters.push(letter);
             }
         }
+        letters.extend(self.keyword_letters());
         letters.sort_unstable();
         letters.dedup();
         letters.into_iter().collect()
+    }
+
+    /// The keyword letters set, in order.
+    pub fn keyword_letters(self) -> impl Iterator<Item = char> {
+        (0..tidegate_core::keywords::MAX_KEYWORDS)
+            .filter(move |i| self.keywords & (1 << i) != 0)
+            .filter_map(tidegate_core::keywords::letter)
+    }
+
+    /// Sets the keyword `letter` (ignored unless `a`..`z`).
+    pub fn set_keyword(&mut self, letter: char) {
+        if let Some(i) = tidegate_core::keywords::index_of(letter) {
+            self.keywords |= 1 << i;
+        }
     }
 }
 
@@ -398,5 +430,17 @@ mod tests {
         };
         assert_eq!(changed.to_maildir("PSa"), "PTa");
         assert_eq!(Flags::default().to_maildir(""), "");
+        // Keyword letters are modelled: dropping them from the flags drops them.
+        let plain = Flags {
+            keywords: 0,
+            ..changed
+        };
+        assert_eq!(plain.to_maildir("PSa"), "PT");
+        let mut both = Flags::default();
+        both.set_keyword('z');
+        both.set_keyword('b');
+        both.set_keyword('S');
+        assert_eq!(both.to_maildir("P"), "Pbz");
+        assert_eq!(Flags::from_maildir("Sbz").keywords, (1 << 1) | (1 << 25));
     }
 }

@@ -8,13 +8,14 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::Arc;
 
+use tidegate_core::keywords::KeywordMap;
 use tidegate_core::maildir::parse_name;
 use tidegate_core::{Account, MessageRef};
 
 use super::folder_cache::FolderStamp;
 use super::{
-    Flags, ImapMailboxes, ImapStoreError, Sub, UIDLIST_FILE, find_by_unique, folder_dir, split_ref,
-    unique_of,
+    Flags, ImapMailboxes, ImapStoreError, KEYWORDS_FILE, Sub, UIDLIST_FILE, find_by_unique,
+    folder_dir, split_ref, unique_of,
 };
 
 /// One message of a [`Snapshot`].
@@ -46,6 +47,9 @@ pub struct Snapshot {
     pub uidnext: u32,
     /// The messages in UID order (their sequence numbers are their positions + 1).
     pub messages: Vec<MessageMeta>,
+    /// The folder's keywords by letter (RFC 3501 §7.2.6), read under the uidlist lock
+    /// after the messages' names were listed, so it names every letter they show.
+    pub keywords: KeywordMap,
 }
 
 /// The counts STATUS reports (RFC 3501 §6.3.10).
@@ -63,14 +67,16 @@ pub struct Status {
     pub unseen: u32,
 }
 
-/// A cheap fingerprint of a folder's state: the modification times of `new/`, `cur/`
-/// and the uidlist. Any delivery, flag change, expunge or UID assignment changes it, so
+/// A cheap fingerprint of a folder's state: the modification times of `new/`, `cur/`,
+/// the uidlist and the keywords file. Any delivery, flag change, expunge, UID
+/// assignment or new keyword changes it, so
 /// an IDLE or NOOP poll compares stamps and takes a new snapshot only when it differs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ChangeStamp {
     new: (i64, i64),
     cur: (i64, i64),
     uidlist: (i64, i64),
+    keywords: (i64, i64),
 }
 
 fn mtime(path: &Path) -> io::Result<(i64, i64)> {
@@ -202,6 +208,7 @@ impl ImapMailboxes {
                 uidvalidity: list.uidvalidity,
                 uidnext: list.uidnext,
                 messages,
+                keywords: super::keywords::read_keywords(&dir)?,
             };
             Ok((snapshot, reading))
         })?;
@@ -261,7 +268,7 @@ impl ImapMailboxes {
         })
     }
 
-    /// The folder's [`ChangeStamp`]: three `stat` calls, no directory listing.
+    /// The folder's [`ChangeStamp`]: four `stat` calls, no directory listing.
     pub fn change_stamp(
         &self,
         account: &Account,
@@ -272,6 +279,7 @@ impl ImapMailboxes {
             new: mtime(&dir.join("new"))?,
             cur: mtime(&dir.join("cur"))?,
             uidlist: mtime(&dir.join(UIDLIST_FILE))?,
+            keywords: mtime(&dir.join(KEYWORDS_FILE))?,
         })
     }
 

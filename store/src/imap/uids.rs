@@ -83,8 +83,8 @@ pub(super) fn scan(folder: &Path) -> io::Result<Files> {
 /// Finds a message by its unique name without listing a directory: `new/UNIQUE`, or
 /// `cur/UNIQUE:2,FLAGS` for every combination of the standard flag letters (in the
 /// maildir's alphabetical order). A listing can miss a file that is renamed while it
-/// runs; a lookup by name cannot. Files with other letters (keywords of other tools)
-/// are not found this way.
+/// runs; a lookup by name cannot. Files with other letters (keyword letters, `P`) are
+/// not found this way (2^31 names would be too many); for them the rescans must do.
 pub(super) fn probe(folder: &Path, unique: &str) -> Option<(Sub, String)> {
     // A file renamed between two of the lookups is missed by one pass; a few passes
     // make that need several renames landing exactly in between.

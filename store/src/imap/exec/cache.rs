@@ -152,6 +152,7 @@ mod tests {
             uidvalidity: 1,
             uidnext: 2,
             messages: Vec::new(),
+            keywords: Default::default(),
         });
         for n in 0..=MAX_CACHED_MAILBOXES {
             cache.refresh("a", &format!("f{n}"), &snapshot);

@@ -5,6 +5,7 @@
 use tidegate_core::Failure;
 use tidegate_core::imap::command::StoreMode;
 use tidegate_core::imap::mailbox;
+use tidegate_core::keywords::KeywordMap;
 
 use crate::imap::{FolderInfo, ImapStoreError, is_inbox};
 
@@ -28,20 +29,36 @@ fn flag_slot<'a>(flags: &'a mut Flags, name: &str) -> Option<&'a mut bool> {
     })
 }
 
-/// The store flags a list of flag strings names. Keywords (and `\Recent`) are not
-/// supported by the maildir store and are ignored.
-pub(super) fn flags_from_strings(names: &[String]) -> Flags {
+/// The system flags a list of flag strings names, and the keywords among them (names
+/// not starting with `\\`). `\Recent` and unknown system flags are ignored.
+pub(super) fn split_flags(names: &[String]) -> (Flags, Vec<&str>) {
     let mut flags = Flags::default();
+    let mut keywords = Vec::new();
     for name in names {
         if let Some(slot) = flag_slot(&mut flags, name) {
             *slot = true;
+        } else if !name.starts_with('\\') {
+            keywords.push(name.as_str());
+        }
+    }
+    (flags, keywords)
+}
+
+/// The store flags a list of flag strings names, keywords by their letters in `map`
+/// (keywords `map` does not define are left out).
+pub(super) fn flags_from_strings(names: &[String], map: &KeywordMap) -> Flags {
+    let (mut flags, keywords) = split_flags(names);
+    for keyword in keywords {
+        if let Some(letter) = map.letter_of(keyword) {
+            flags.set_keyword(letter);
         }
     }
     flags
 }
 
-/// The flag strings of store flags, in RFC 3501 §2.3.2 order.
-pub(super) fn flags_to_strings(flags: Flags) -> Vec<String> {
+/// The flag strings of store flags: system flags in RFC 3501 §2.3.2 order, then the
+/// keywords by letter as `map` names them (letters without a name are left out).
+pub(super) fn flags_to_strings(flags: Flags, map: &KeywordMap) -> Vec<String> {
     let set = [
         flags.seen,
         flags.answered,
@@ -54,6 +71,11 @@ pub(super) fn flags_to_strings(flags: Flags) -> Vec<String> {
         .zip(set)
         .filter(|(_, on)| *on)
         .map(|(name, _)| (*name).to_owned())
+        .chain(
+            flags
+                .keyword_letters()
+                .filter_map(|letter| map.name_of(letter).map(str::to_owned)),
+        )
         .collect()
 }
 
@@ -70,6 +92,11 @@ pub(super) fn apply_store(current: Flags, mode: StoreMode, given: Flags) -> Flag
         flagged: merge(current.flagged, given.flagged),
         deleted: merge(current.deleted, given.deleted),
         draft: merge(current.draft, given.draft),
+        keywords: match mode {
+            StoreMode::Replace => given.keywords,
+            StoreMode::Add => current.keywords | given.keywords,
+            StoreMode::Remove => current.keywords & !given.keywords,
+        },
     }
 }
 
@@ -119,6 +146,10 @@ pub(super) fn failure(error: ImapStoreError) -> Failure {
         ImapStoreError::AlreadyExists => Failure::Permanent("mailbox already exists".into()),
         ImapStoreError::NotAllowed => Failure::Permanent("not allowed on this mailbox".into()),
         ImapStoreError::UidsExhausted => Failure::Permanent("mailbox has no UIDs left".into()),
+        ImapStoreError::BadKeywords => {
+            log::warn!("imap store: a keywords file is damaged; new keywords refused");
+            Failure::Temporary("mailbox keywords temporarily unavailable".into())
+        }
     }
 }
 
@@ -128,22 +159,38 @@ mod tests {
 
     #[test]
     fn flags_round_trip_case_insensitively() {
-        let flags = flags_from_strings(&["\\seen".into(), "\\DRAFT".into(), "$Junk".into()]);
-        assert!(flags.seen && flags.draft && !flags.deleted);
-        assert_eq!(flags_to_strings(flags), ["\\Seen", "\\Draft"]);
+        let none = KeywordMap::new();
+        let names = [
+            "\\seen".into(),
+            "\\DRAFT".into(),
+            "$junk".into(),
+            "Work".into(),
+        ];
+        let flags = flags_from_strings(&names, &none);
+        assert!(flags.seen && flags.draft && !flags.deleted && flags.keywords == 0);
+        assert_eq!(flags_to_strings(flags, &none), ["\\Seen", "\\Draft"]);
+        let map = KeywordMap::parse(b"0 Other\n1 $Junk\n").unwrap();
+        let flags = flags_from_strings(&names, &map);
+        assert_eq!(flags.keywords, 1 << 1);
+        assert_eq!(
+            flags_to_strings(flags, &map),
+            ["\\Seen", "\\Draft", "$Junk"]
+        );
+        assert_eq!(split_flags(&names).1, ["$junk", "Work"]);
     }
 
     #[test]
     fn store_modes() {
-        let current = flags_from_strings(&["\\Seen".into(), "\\Flagged".into()]);
-        let given = flags_from_strings(&["\\Flagged".into(), "\\Deleted".into()]);
-        let strings = |m| flags_to_strings(apply_store(current, m, given));
-        assert_eq!(strings(StoreMode::Replace), ["\\Flagged", "\\Deleted"]);
+        let map = KeywordMap::parse(b"0 A\n1 B\n").unwrap();
+        let current = flags_from_strings(&["\\Seen".into(), "\\Flagged".into(), "a".into()], &map);
+        let given = flags_from_strings(&["\\Flagged".into(), "\\Deleted".into(), "B".into()], &map);
+        let strings = |m| flags_to_strings(apply_store(current, m, given), &map);
+        assert_eq!(strings(StoreMode::Replace), ["\\Flagged", "\\Deleted", "B"]);
         assert_eq!(
             strings(StoreMode::Add),
-            ["\\Seen", "\\Flagged", "\\Deleted"]
+            ["\\Seen", "\\Flagged", "\\Deleted", "A", "B"]
         );
-        assert_eq!(strings(StoreMode::Remove), ["\\Seen"]);
+        assert_eq!(strings(StoreMode::Remove), ["\\Seen", "A"]);
     }
 
     #[test]
