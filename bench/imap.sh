@@ -83,21 +83,7 @@ done
 DATA=$WORKDIR/data
 rm -rf "$DATA"
 mkdir -p "$DATA/work"
-: > "$DATA/users"
-: > "$DATA/dovecot-passwd"
-"$BENCH" message --message-size 4096 > "$DATA/message.eml"
-MSG_SIZE=$(stat -c %s "$DATA/message.eml")
-log "writing $MESSAGES messages of $MSG_SIZE bytes for each of $USERS users"
-for i in $(seq "$USERS"); do
-    a="user$i@$DOMAIN"
-    echo "$a {PLAIN}$PASSWORD" >> "$DATA/users"
-    echo "$a:{PLAIN}$PASSWORD" >> "$DATA/dovecot-passwd"
-    d="$DATA/mail/$DOMAIN/user$i"
-    mkdir -p "$d/tmp" "$d/new" "$d/cur"
-    for m in $(seq "$MESSAGES"); do
-        cp "$DATA/message.eml" "$d/cur/$((1767225600 + m)).M${m}P1Q$i.benchhost,S=$MSG_SIZE:2,S"
-    done
-done
+write_mail_data
 cp -a "$DATA/mail" "$DATA/dovecot-mail"   # Dovecot adds its own index files
 
 start_tidegate() { # VARIANT PORT NAME -> SERVER_PID

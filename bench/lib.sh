@@ -200,3 +200,26 @@ service $proto {
 }
 CONF
 }
+
+# write_mail_data: the users and mailboxes the Dovecot comparisons share, in DATA (which
+# must exist): DATA/users (tidegate), DATA/dovecot-passwd, DATA/message.eml of about
+# 4 KiB, and MESSAGES copies of it in cur/ of DATA/mail/DOMAIN/userN for N in 1..USERS,
+# all with password PASSWORD. Sets MSG_SIZE.
+write_mail_data() {
+    local i m a d
+    : > "$DATA/users"
+    : > "$DATA/dovecot-passwd"
+    "$BENCH" message --message-size 4096 > "$DATA/message.eml"
+    MSG_SIZE=$(stat -c %s "$DATA/message.eml")
+    log "writing $MESSAGES messages of $MSG_SIZE bytes for each of $USERS users"
+    for i in $(seq "$USERS"); do
+        a="user$i@$DOMAIN"
+        echo "$a {PLAIN}$PASSWORD" >> "$DATA/users"
+        echo "$a:{PLAIN}$PASSWORD" >> "$DATA/dovecot-passwd"
+        d="$DATA/mail/$DOMAIN/user$i"
+        mkdir -p "$d/tmp" "$d/new" "$d/cur"
+        for m in $(seq "$MESSAGES"); do
+            cp "$DATA/message.eml" "$d/cur/$((1767225600 + m)).M${m}P1Q$i.benchhost,S=$MSG_SIZE:2,S"
+        done
+    done
+}

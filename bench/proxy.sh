@@ -115,24 +115,14 @@ DATA=$WORKDIR/data
 rm -rf "$DATA"
 mkdir -p "$DATA"
 chmod 755 "$DATA"
-: > "$DATA/users"
-: > "$DATA/dovecot-passwd"
-: > "$DATA/proxy-pop3.passwd"
-: > "$DATA/proxy-imap.passwd"
-"$BENCH" message --message-size 4096 > "$DATA/message.eml"
-MSG_SIZE=$(stat -c %s "$DATA/message.eml")
-log "writing $MESSAGES messages of $MSG_SIZE bytes for each of $USERS users"
-for i in $(seq "$USERS"); do
-    a="user$i@$DOMAIN"
-    echo "$a {PLAIN}$PASSWORD" >> "$DATA/users"
-    echo "$a:{PLAIN}$PASSWORD" >> "$DATA/dovecot-passwd"
-    echo "$a:{PLAIN}$PASSWORD::::::proxy=y host=$BACK_IP port=$DV_BACK_POP3" >> "$DATA/proxy-pop3.passwd"
-    echo "$a:{PLAIN}$PASSWORD::::::proxy=y host=$BACK_IP port=$DV_BACK_IMAP" >> "$DATA/proxy-imap.passwd"
-    d="$DATA/mail/$DOMAIN/user$i"
-    mkdir -p "$d/tmp" "$d/new" "$d/cur"
-    for m in $(seq "$MESSAGES"); do
-        cp "$DATA/message.eml" "$d/cur/$((1767225600 + m)).M${m}P1Q$i.benchhost,S=$MSG_SIZE:2,S"
-    done
+write_mail_data
+# Dovecot's proxy: the same users, each sent to the Dovecot back-end's port for the
+# protocol (the passdb file is chosen by the service name, see dovecot_proxy).
+for proto in pop3 imap; do
+    port=$DV_BACK_POP3
+    [ "$proto" = imap ] && port=$DV_BACK_IMAP
+    sed "s/\$/::::::proxy=y host=$BACK_IP port=$port/" "$DATA/dovecot-passwd" \
+        > "$DATA/proxy-$proto.passwd"
 done
 cp -a "$DATA/mail" "$DATA/dovecot-mail"
 chown -R nobody:nogroup "$DATA/dovecot-mail"
