@@ -571,48 +571,82 @@ fn eight_bit_mail_to_a_server_without_8bitmime_fails_permanently() {
 
 // ---- tidegate's own SMTP server -------------------------------------------------------
 
+/// A tidegate SMTP or LMTP listener (smol shell, STARTTLS with the test PKI's server
+/// certificate) delivering into a maildir under `dir`, for the users in `users`.
+struct OwnServer {
+    dir: tempfile::TempDir,
+    addr: SocketAddr,
+    pki: Pki,
+    shutdown: tidegate_store::Shutdown,
+    thread: JoinHandle<()>,
+}
+
+impl OwnServer {
+    fn start(role: tidegate_core::smtp::SmtpRole, hostname: &str, users: &str) -> OwnServer {
+        use tidegate_core::net::PlaintextAuth;
+        use tidegate_core::smtp::{SmtpConfig, SmtpListener};
+        use tidegate_store::maildir::MaildirStore;
+        use tidegate_store::users::UsersFile;
+        use tidegate_store::{Listener, Listeners, LocalStore, ServerSpec, Shutdown};
+
+        let dir = tempfile::tempdir().unwrap();
+        let users_file = dir.path().join("users");
+        fs::write(&users_file, users).unwrap();
+        let maildir = MaildirStore::new(dir.path().join("mail"), true, hostname);
+        let store = LocalStore::new(UsersFile::open(&users_file).unwrap(), maildir);
+        let pki = pki();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let smtp = SmtpListener {
+            config: Arc::new(SmtpConfig {
+                hostname: hostname.into(),
+                role,
+                ..SmtpConfig::default()
+            }),
+            tls: Some(pki.server.clone()),
+            plaintext_auth: PlaintextAuth::Never,
+            trusted: Vec::new(),
+        };
+        let spec = ServerSpec {
+            listeners: vec![listener],
+            factory: Arc::new(Listeners(vec![Listener::Smtp(smtp)])),
+            executor: Arc::new(store),
+            max_connections: 10,
+            shutdown_grace: Duration::ZERO,
+            threads: 1,
+            workers: 2,
+        };
+        let shutdown = Shutdown::new();
+        let stop = shutdown.clone();
+        let thread = thread::spawn(move || tidegate_shell_smol::serve(spec, stop).expect("serves"));
+        OwnServer {
+            dir,
+            addr,
+            pki,
+            shutdown,
+            thread,
+        }
+    }
+
+    /// Stops the server and waits for it.
+    fn stop(self) -> tempfile::TempDir {
+        self.shutdown.trigger();
+        self.thread.join().unwrap();
+        self.dir
+    }
+}
+
 #[test]
 fn delivery_into_tidegate_smtp_server_with_starttls() {
-    use tidegate_core::net::PlaintextAuth;
-    use tidegate_core::smtp::{SmtpConfig, SmtpListener, SmtpRole};
-    use tidegate_store::maildir::MaildirStore;
-    use tidegate_store::users::UsersFile;
-    use tidegate_store::{Listener, Listeners, LocalStore, ServerSpec, Shutdown};
-
-    let dir = tempfile::tempdir().unwrap();
-    let users = dir.path().join("users");
-    fs::write(&users, "bob@example.org {PLAIN}x\n").unwrap();
-    let maildir = MaildirStore::new(dir.path().join("mail"), true, "mx.test");
-    let store = LocalStore::new(UsersFile::open(&users).unwrap(), maildir);
-    let pki = pki();
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let smtp = SmtpListener {
-        config: Arc::new(SmtpConfig {
-            hostname: "mx.test".into(),
-            role: SmtpRole::Inbound,
-            ..SmtpConfig::default()
-        }),
-        tls: Some(pki.server.clone()),
-        plaintext_auth: PlaintextAuth::Never,
-        trusted: Vec::new(),
-    };
-    let spec = ServerSpec {
-        listeners: vec![listener],
-        factory: Arc::new(Listeners(vec![Listener::Smtp(smtp)])),
-        executor: Arc::new(store),
-        max_connections: 10,
-        shutdown_grace: Duration::ZERO,
-        threads: 1,
-        workers: 2,
-    };
-    let shutdown = Shutdown::new();
-    let stop = shutdown.clone();
-    let server = thread::spawn(move || tidegate_shell_smol::serve(spec, stop).expect("serves"));
-
+    let server = OwnServer::start(
+        tidegate_core::smtp::SmtpRole::Inbound,
+        "mx.test",
+        "bob@example.org {PLAIN}x\n",
+    );
+    let addr = server.addr;
     let mut options = options();
     options.tls = TlsPolicy::Required;
-    options.roots = pki.roots.clone();
+    options.roots = server.pki.roots.clone();
     let outcomes = deliver(
         &dest(&[addr]),
         &options,
@@ -621,8 +655,7 @@ fn delivery_into_tidegate_smtp_server_with_starttls() {
         MESSAGE,
     )
     .unwrap();
-    shutdown.trigger();
-    server.join().unwrap();
+    let dir = server.stop();
     assert!(
         matches!(outcomes[0].1, Outcome::Delivered(_)),
         "{outcomes:?}"
@@ -712,48 +745,15 @@ fn delivery_to_postfix_smtp_sink() {
 
 #[test]
 fn lmtp_relay_into_tidegate_lmtp_server_per_recipient() {
-    use tidegate_core::net::PlaintextAuth;
-    use tidegate_core::smtp::{SmtpConfig, SmtpListener, SmtpRole};
-    use tidegate_store::maildir::MaildirStore;
     use tidegate_store::queue::lmtp::{Dispatch, LmtpTransport};
     use tidegate_store::queue::{Attempt, Transport, Verdict};
-    use tidegate_store::users::UsersFile;
-    use tidegate_store::{Listener, Listeners, LocalStore, ServerSpec, Shutdown};
 
-    let dir = tempfile::tempdir().unwrap();
-    let users = dir.path().join("users");
-    fs::write(
-        &users,
+    let server = OwnServer::start(
+        tidegate_core::smtp::SmtpRole::Lmtp,
+        "back.test",
         "bob@example.org {PLAIN}x\ncarol@example.org {PLAIN}x\n",
-    )
-    .unwrap();
-    let maildir = MaildirStore::new(dir.path().join("mail"), true, "back.test");
-    let store = LocalStore::new(UsersFile::open(&users).unwrap(), maildir);
-    let pki = pki();
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let lmtp = SmtpListener {
-        config: Arc::new(SmtpConfig {
-            hostname: "back.test".into(),
-            role: SmtpRole::Lmtp,
-            ..SmtpConfig::default()
-        }),
-        tls: Some(pki.server.clone()),
-        plaintext_auth: PlaintextAuth::Never,
-        trusted: Vec::new(),
-    };
-    let spec = ServerSpec {
-        listeners: vec![listener],
-        factory: Arc::new(Listeners(vec![Listener::Smtp(lmtp)])),
-        executor: Arc::new(store),
-        max_connections: 10,
-        shutdown_grace: Duration::ZERO,
-        threads: 1,
-        workers: 2,
-    };
-    let shutdown = Shutdown::new();
-    let stop = shutdown.clone();
-    let server = thread::spawn(move || tidegate_shell_smol::serve(spec, stop).expect("serves"));
+    );
+    let addr = server.addr;
 
     // The queue's transport: a back-end attempt goes over LMTP to host:port.
     let mut options = options();
@@ -765,7 +765,7 @@ fn lmtp_relay_into_tidegate_lmtp_server_per_recipient() {
         }),
         relay: None,
     };
-    let path = dir.path().join("message");
+    let path = server.dir.path().join("message");
     fs::write(&path, MESSAGE).unwrap();
     let recipients = vec![
         "bob@example.org".to_owned(),
@@ -801,14 +801,13 @@ fn lmtp_relay_into_tidegate_lmtp_server_per_recipient() {
 
     // LMTP inside required, verified STARTTLS.
     options.tls = TlsPolicy::Required;
-    options.roots = pki.roots.clone();
+    options.roots = server.pki.roots.clone();
     let outcomes = deliver(&dest(&[addr]), &options, &["bob@example.org"], b"", MESSAGE).unwrap();
     assert!(
         delivered_text(&outcomes[0].1).contains("<bob@example.org>"),
         "{outcomes:?}"
     );
-    shutdown.trigger();
-    server.join().unwrap();
+    let dir = server.stop();
 
     let stored = |user: &str| -> Vec<Vec<u8>> {
         let new = dir.path().join(format!("mail/example.org/{user}/new"));
