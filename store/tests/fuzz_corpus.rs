@@ -4,10 +4,12 @@
 //! `fuzz/corpus/<target>/seed-*` and every file under `fuzz/regressions/<target>/`.
 
 use std::fs;
-use std::panic;
-use std::path::{Path, PathBuf};
 
 use tidegate_store::fuzzing;
+
+#[path = "../../core/tests/corpus_replay/mod.rs"]
+mod corpus_replay;
+use corpus_replay::{fuzz_dir, replay_with};
 
 /// A harness: runs one input, panics when an invariant breaks.
 type Harness = fn(&[u8]);
@@ -19,55 +21,14 @@ const TARGETS: &[(&str, Harness)] = &[
     ("queue_entry", fuzzing::queue_entry),
 ];
 
-fn fuzz_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz")
-}
-
-/// Files in `dir` whose names pass `keep`, sorted; none if `dir` does not exist.
-fn files(dir: &Path, keep: impl Fn(&str) -> bool) -> Vec<PathBuf> {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let mut files: Vec<PathBuf> = entries
-        .map(|e| e.expect("readable directory entry").path())
-        .filter(|p| p.is_file())
-        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(&keep))
-        .collect();
-    files.sort();
-    files
-}
-
-/// Runs `target`'s seeds and regressions; fails listing every input that panicked.
-/// `open-*` regressions (known, unfixed bugs) must fail, as in the core's replay.
+/// Runs `target`'s seeds and regressions through its harness, as the core's replay
+/// does (`open-*` regressions, known unfixed bugs, must fail).
 fn replay(target: &str) {
     let (_, harness) = TARGETS
         .iter()
         .find(|(name, _)| *name == target)
         .expect("known target");
-    let seeds = files(&fuzz_dir().join("corpus").join(target), |n| {
-        n.starts_with("seed-")
-    });
-    assert!(!seeds.is_empty(), "no seeds in fuzz/corpus/{target}/");
-    let regressions = files(&fuzz_dir().join("regressions").join(target), |n| {
-        !n.starts_with('.')
-    });
-    let mut failures = Vec::new();
-    let mut fixed = Vec::new();
-    for path in seeds.iter().chain(&regressions) {
-        let data = fs::read(path).expect("readable corpus file");
-        let failed = panic::catch_unwind(|| harness(&data)).is_err();
-        let open = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .is_some_and(|n| n.starts_with("open-"));
-        match (open, failed) {
-            (false, true) => failures.push(path.display().to_string()),
-            (true, false) => fixed.push(path.display().to_string()),
-            _ => {}
-        }
-    }
-    assert!(failures.is_empty(), "{target}: failed: {failures:#?}");
-    assert!(fixed.is_empty(), "{target}: drop `open-` from {fixed:#?}");
+    replay_with(target, *harness);
 }
 
 #[test]
