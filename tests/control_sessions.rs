@@ -266,16 +266,6 @@ fn who_and_kick_refuse_malformed_accounts() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("not an account name"));
 }
 
-/// A port free on 127.0.0.1 and 127.0.0.2 (front-end and back-end).
-fn port_free_on_both() -> u16 {
-    loop {
-        let port = free_port();
-        if std::net::TcpListener::bind(("127.0.0.2", port)).is_ok() {
-            return port;
-        }
-    }
-}
-
 #[test]
 fn kick_on_a_front_end_closes_a_spliced_proxy_connection() {
     let dir = tempfile::tempdir().unwrap();
@@ -284,7 +274,7 @@ fn kick_on_a_front_end_closes_a_spliced_proxy_connection() {
         "users",
         "alice@example.com {PLAIN}alice-pw\nbob@example.com {PLAIN}bob-pw\n",
     );
-    let pop3 = port_free_on_both();
+    let pop3 = support::free_port_on(&["127.0.0.2"]);
     let back = write(
         dir.path(),
         "back.toml",

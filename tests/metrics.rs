@@ -12,7 +12,7 @@
 mod support;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -25,18 +25,9 @@ const BACK: &str = "127.0.0.2";
 /// send PROXY headers naming the real client.
 const SOURCE: &str = "127.0.0.5";
 
-/// A port free on both addresses.
+/// A port free on every address the test uses.
 fn free_port() -> u16 {
-    loop {
-        let port = TcpListener::bind((FRONT, 0))
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        if TcpListener::bind((BACK, port)).is_ok() {
-            return port;
-        }
-    }
+    support::free_port_on(&[BACK])
 }
 
 fn addr(ip: &str, port: u16) -> SocketAddr {

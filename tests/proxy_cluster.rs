@@ -10,7 +10,7 @@
 mod support;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -24,19 +24,7 @@ const SOURCE: &str = "127.0.0.5";
 
 /// A port free on every address the test uses.
 fn free_port() -> u16 {
-    loop {
-        let port = TcpListener::bind((FRONT, 0))
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        if [BACK1, BACK2]
-            .iter()
-            .all(|ip| TcpListener::bind((*ip, port)).is_ok())
-        {
-            return port;
-        }
-    }
+    support::free_port_on(&[BACK1, BACK2])
 }
 
 struct Cluster {

@@ -24,6 +24,20 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A port free on 127.0.0.1 and on every address in `others` (clusters on several
+/// loopback addresses give every node the same port numbers).
+pub fn free_port_on(others: &[&str]) -> u16 {
+    loop {
+        let port = free_port();
+        if others
+            .iter()
+            .all(|ip| TcpListener::bind((*ip, port)).is_ok())
+        {
+            return port;
+        }
+    }
+}
+
 /// A port nobody listens on at 127.0.0.1, below the kernel's ephemeral range, so the
 /// thousands of client sockets a test opens cannot have taken it by the time a server
 /// binds it.
