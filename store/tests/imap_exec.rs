@@ -11,12 +11,13 @@ use bytes::Bytes;
 use tidegate_core::imap::command::StoreMode;
 use tidegate_core::imap::fetch::{ContentItem, Section, SectionText};
 use tidegate_core::imap::search::SearchKey;
-use tidegate_core::imap::{
-    AppendId, ImapReply, ImapRequest, MailboxRef, SearchCandidate, Snapshot,
-};
-use tidegate_core::{Account, Failure, Reply};
+use tidegate_core::imap::{AppendId, ImapReply, ImapRequest, SearchCandidate, Snapshot};
+use tidegate_core::{Failure, Reply};
 use tidegate_store::MaildirStore;
 use tidegate_store::imap::{Flags, ImapExecutor, ImapMailboxes};
+
+mod imap_common;
+use imap_common::{Fixture, account, mailbox};
 
 const MESSAGE: &str = "Date: Mon, 2 Feb 2026 10:00:00 +0000\r\n\
 From: Alice <alice@example.com>\r\n\
@@ -28,29 +29,7 @@ Hello Bob\r\n";
 
 const SECOND: &str = "From: carol@example.net\r\nSubject: Weekly report\r\n\r\nNumbers\r\n";
 
-fn account() -> Account {
-    Account("bob@example.org".into())
-}
-
-fn mailbox(name: &str) -> MailboxRef {
-    MailboxRef {
-        account: account(),
-        name: name.into(),
-    }
-}
-
-struct Fixture {
-    _dir: tempfile::TempDir,
-    root: PathBuf,
-}
-
 impl Fixture {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().to_path_buf();
-        Fixture { _dir: dir, root }
-    }
-
     fn mailboxes(&self) -> ImapMailboxes {
         ImapMailboxes::new(&self.root, false, "mx1.test")
     }

@@ -7,26 +7,13 @@ use std::fs;
 use std::path::PathBuf;
 use std::thread;
 
-use tidegate_core::Account;
 use tidegate_store::MaildirStore;
 use tidegate_store::imap::{FOLDER_CACHE_SETTLE, FolderCacheStats, ImapMailboxes, Snapshot};
 
-fn account() -> Account {
-    Account("bob@example.org".into())
-}
-
-struct Fixture {
-    _dir: tempfile::TempDir,
-    root: PathBuf,
-}
+mod imap_common;
+use imap_common::{Fixture, account};
 
 impl Fixture {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().to_path_buf();
-        Fixture { _dir: dir, root }
-    }
-
     /// A store instance as one host has it.
     fn host(&self, name: &str) -> ImapMailboxes {
         ImapMailboxes::new(&self.root, false, name)

@@ -7,36 +7,17 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::thread;
 
+use tidegate_core::Reply;
 use tidegate_core::imap::command::StoreMode;
-use tidegate_core::imap::{ImapReply, ImapRequest, MailboxRef, Snapshot};
+use tidegate_core::imap::{ImapReply, ImapRequest, Snapshot};
 use tidegate_core::keywords::{KeywordMap, MAX_KEYWORDS};
-use tidegate_core::{Account, Reply};
 use tidegate_store::MaildirStore;
 use tidegate_store::imap::{Flags, ImapExecutor, ImapMailboxes, KEYWORDS_FILE};
 
-fn account() -> Account {
-    Account("bob@example.org".into())
-}
-
-fn mailbox(name: &str) -> MailboxRef {
-    MailboxRef {
-        account: account(),
-        name: name.into(),
-    }
-}
-
-struct Fixture {
-    _dir: tempfile::TempDir,
-    root: PathBuf,
-}
+mod imap_common;
+use imap_common::{Fixture, account, mailbox};
 
 impl Fixture {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().to_path_buf();
-        Fixture { _dir: dir, root }
-    }
-
     fn mailboxes(&self, host: &str) -> ImapMailboxes {
         ImapMailboxes::new(&self.root, true, host)
     }

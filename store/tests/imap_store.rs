@@ -11,22 +11,10 @@ use tidegate_core::{Account, MessageRef};
 use tidegate_store::MaildirStore;
 use tidegate_store::imap::{Flags, ImapMailboxes, ImapStoreError, SpecialUse, UIDLIST_FILE};
 
-fn account() -> Account {
-    Account("bob@example.org".into())
-}
-
-struct Fixture {
-    _dir: tempfile::TempDir,
-    root: PathBuf,
-}
+mod imap_common;
+use imap_common::{Fixture, account};
 
 impl Fixture {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().to_path_buf();
-        Fixture { _dir: dir, root }
-    }
-
     fn store(&self) -> ImapMailboxes {
         ImapMailboxes::new(&self.root, true, "mx1.test")
     }
