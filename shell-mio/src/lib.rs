@@ -222,9 +222,10 @@ pub fn serve_with_sessions(
 
     let (job_tx, job_rx) = mpsc::sync_channel(spec.max_connections.clamp(64, 16_384));
     let mut worker_threads = Vec::with_capacity(worker_count);
+    let executor = spec.executor;
     let mut result = workers::spawn(
         worker_count,
-        spec.executor,
+        executor.clone(),
         job_rx,
         loops,
         &mut worker_threads,
@@ -233,7 +234,7 @@ pub fn serve_with_sessions(
     if result.is_ok() {
         let mut acceptor = Some(acceptor);
         for (index, (poll, inbox)) in polls.into_iter().zip(inboxes).enumerate() {
-            let jobs = Submitter::new(job_tx.clone(), index);
+            let jobs = Submitter::new(job_tx.clone(), index, executor.clone());
             let event_loop =
                 EventLoop::new(index, poll, inbox, shared.clone(), jobs, acceptor.take());
             let spawned = std::thread::Builder::new()

@@ -34,17 +34,23 @@ pub(crate) struct Job {
 pub(crate) struct Submitter {
     tx: SyncSender<Job>,
     loop_index: usize,
+    executor: Arc<dyn Executor>,
 }
 
 impl Submitter {
     /// Wraps the queue's sender for loop `loop_index`.
-    pub(crate) fn new(tx: SyncSender<Job>, loop_index: usize) -> Self {
-        Submitter { tx, loop_index }
+    pub(crate) fn new(tx: SyncSender<Job>, loop_index: usize, executor: Arc<dyn Executor>) -> Self {
+        Submitter {
+            tx,
+            loop_index,
+            executor,
+        }
     }
 
-    /// Queues a request without blocking the loop. When the queue is full (the store is
-    /// far behind) the reply is an immediate temporary failure, so every request still
-    /// gets exactly one reply and the queue stays bounded.
+    /// Hands a request on without blocking the loop. `Err` carries a reply the loop
+    /// delivers itself: the executor answered at once ([`Executor::execute_inline`]), or
+    /// the queue is full (the store is far behind) and the reply is a temporary failure,
+    /// so every request still gets exactly one reply and the queue stays bounded.
     pub(crate) fn submit(
         &self,
         key: usize,
@@ -52,6 +58,14 @@ impl Submitter {
         id: RequestId,
         request: Request,
     ) -> Result<(), Reply> {
+        match catch_unwind(AssertUnwindSafe(|| self.executor.execute_inline(&request))) {
+            Ok(Some(reply)) => return Err(reply),
+            Ok(None) => {}
+            Err(_) => {
+                log::error!("inline request executor panicked; answering a temporary failure");
+                return Err(temporary("internal error"));
+            }
+        }
         let job = Job {
             loop_index: self.loop_index,
             key,

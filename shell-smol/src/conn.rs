@@ -701,7 +701,8 @@ impl Conn {
         }
     }
 
-    /// Runs a request on the blocking pool; the reply comes back through the inbox.
+    /// Runs a request inline when the executor can answer it at once, else on the
+    /// blocking pool; either way the reply comes back through the inbox.
     ///
     /// The request is detached: if the connection ends first it still completes (a
     /// half-applied store operation would be worse than a wasted one) and the reply is
@@ -709,6 +710,22 @@ impl Conn {
     fn spawn_request(&self, id: RequestId, request: Request) {
         let executor = self.executor.clone();
         let answers = self.answers_tx.clone();
+        // Cheap requests are answered here, saving the trip to the blocking pool.
+        match catch_unwind(AssertUnwindSafe(|| executor.execute_inline(&request))) {
+            Ok(Some(reply)) => {
+                answers.post((id, Box::new(reply)));
+                return;
+            }
+            Ok(None) => {}
+            Err(_) => {
+                log::error!("inline request executor panicked; answering a temporary failure");
+                answers.post((
+                    id,
+                    Box::new(Reply::Failed(Failure::Temporary("internal error".into()))),
+                ));
+                return;
+            }
+        };
         blocking::unblock(move || {
             let reply = catch_unwind(AssertUnwindSafe(|| executor.execute(request)))
                 .unwrap_or_else(|_| {

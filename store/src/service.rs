@@ -20,6 +20,15 @@ pub use per_address::{AddressGuard, AddressKey, AddressLimit, Admission, CappedF
 pub trait Executor: Send + Sync + 'static {
     /// Carries out one request.
     fn execute(&self, request: Request) -> Reply;
+
+    /// Answers `request` at once on the calling thread (an event loop) when that is
+    /// cheap and cannot block, such as a lookup in memory; `None` when it must go to
+    /// [`Executor::execute`] on the blocking pool. Saving the hand-off to a worker
+    /// thread and back matters for short sessions. The default answers nothing inline.
+    fn execute_inline(&self, request: &Request) -> Option<Reply> {
+        let _ = request;
+        None
+    }
 }
 
 /// A boxed session as shells drive it.
