@@ -38,6 +38,22 @@ fn full_session() {
 }
 
 #[test]
+fn inline_answers_skip_the_worker_pool() {
+    let server = Server::start(Options::default());
+    let mut client = server.connect();
+    client.line();
+    assert_eq!(client.command("USER quick"), "+OK");
+    assert_eq!(
+        client.command("PASS anything"),
+        format!("+OK Logged in, 1 messages ({} octets)", BODY.len())
+    );
+    assert_eq!(client.command("STAT"), format!("+OK 1 {}", BODY.len()));
+    client.command("QUIT");
+    assert_eq!(client.read_to_end(), b"", "nothing after the closing reply");
+    server.stop(Duration::from_secs(5));
+}
+
+#[test]
 fn pipelined_commands_in_one_write() {
     let server = Server::start(Options::default());
     let mut client = server.connect();

@@ -79,6 +79,17 @@ impl Executor for FakeStore {
             _ => Reply::Failed(Failure::Permanent("not supported by the fake store".into())),
         }
     }
+
+    /// "quick" logs in only inline: the blocking pool's `execute` denies it, so a
+    /// successful login proves the shell asked `execute_inline` first.
+    fn execute_inline(&self, request: &Request) -> Option<Reply> {
+        match request {
+            Request::Authenticate { user, .. } if user == "quick" => {
+                Some(Reply::Authenticated(Account("alice@example.com".into())))
+            }
+            _ => None,
+        }
+    }
 }
 
 /// A running `serve` on its own thread; triggers shutdown when dropped.
@@ -283,6 +294,19 @@ fn wrong_password_is_refused() {
     assert_eq!(c.command("USER alice"), "+OK");
     // The session delays failed logins (2 s by default); the shell keeps the timer.
     assert_eq!(c.command("PASS wrong"), "-ERR [AUTH] Authentication failed");
+}
+
+#[test]
+fn inline_answers_skip_the_blocking_pool() {
+    let server = start(100, Duration::from_secs(5), SMALL_BODY);
+    let mut c = Client::connect(server.addr);
+    c.line();
+    assert_eq!(c.command("USER quick"), "+OK");
+    assert_eq!(
+        c.command("PASS anything"),
+        format!("+OK Logged in, 1 messages ({} octets)", SMALL_BODY.len())
+    );
+    assert_eq!(c.command("STAT"), format!("+OK 1 {}", SMALL_BODY.len()));
 }
 
 #[test]

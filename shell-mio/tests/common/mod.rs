@@ -88,6 +88,17 @@ impl Executor for FakeStore {
             _ => Reply::Failed(Failure::Permanent("not supported by the fake store".into())),
         }
     }
+
+    /// "quick" logs in only inline: `execute` denies it, so a successful login proves
+    /// the shell asked `execute_inline` before queueing the request for a worker.
+    fn execute_inline(&self, request: &Request) -> Option<Reply> {
+        match request {
+            Request::Authenticate { user, .. } if user == "quick" => {
+                Some(Reply::Authenticated(Account("alice@example.com".into())))
+            }
+            _ => None,
+        }
+    }
 }
 
 /// Server settings a test may change.
