@@ -124,6 +124,7 @@ impl Attempt<'_> {
             quit_timeout: self.options.command_timeout.min(Duration::from_secs(30)),
             body_chunk: tidegate_core::smtp_client::config::DEFAULT_BODY_CHUNK,
             lmtp: self.options.lmtp,
+            reuse: false,
         };
         let body = Body::open(self.message)?;
         let session = ClientSession::new(config, self.envelope.clone(), clock());
