@@ -71,6 +71,15 @@ pub trait Transport: Send + Sync + 'static {
     /// Delivers to every recipient of `attempt`, returning one verdict per recipient
     /// in order, or the failure of the whole attempt.
     fn send(&self, attempt: &Attempt<'_>) -> Result<Vec<Verdict>, AttemptFailure>;
+
+    /// Closes connections kept idle past their time (connection reuse); returns when
+    /// the next idle one expires. The runners call it while they wait.
+    fn close_idle(&self) -> Option<Instant> {
+        None
+    }
+
+    /// Closes every idle connection (the runners stop).
+    fn close_all(&self) {}
 }
 
 /// The runner settings (`[relay] runners` and the retry keys).
@@ -101,6 +110,7 @@ impl Default for RunnerConfig {
 /// The running delivery threads.
 pub struct Runner {
     queue: Arc<Queue>,
+    transport: Arc<dyn Transport>,
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
     grace: Duration,
@@ -150,6 +160,7 @@ impl Runner {
         }
         Ok(Runner {
             queue,
+            transport,
             stop,
             threads,
             grace,
@@ -172,6 +183,7 @@ impl Runner {
                 log::warn!("queue: a runner is still in an attempt; it is retried after restart");
             }
         }
+        self.transport.close_all();
     }
 }
 
@@ -194,12 +206,19 @@ impl Worker {
                     }
                 }
                 None => {
+                    // Idle connections past their time get their QUIT now; wake up
+                    // again when the next one is due for it.
+                    let idle_expiry = self
+                        .transport
+                        .close_idle()
+                        .map(|at| at.saturating_duration_since(Instant::now()));
                     let wait = self
                         .queue
                         .next_due()
                         .map_or(self.config.idle_poll, |due| {
                             Duration::from_secs(due.saturating_sub(now))
                         })
+                        .min(idle_expiry.unwrap_or(Duration::MAX))
                         .clamp(Duration::from_millis(50), self.config.idle_poll);
                     self.queue.wait(wait);
                 }
