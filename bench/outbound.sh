@@ -15,6 +15,8 @@ usage: bash bench/outbound.sh [options]
   --runners N             tidegate [relay] runners (default 4)
   --reuse N               tidegate [relay] reuse_messages: messages per connection
                           to the sink (default 100; 1 = a connection per message)
+  --no-fsync              tidegate [storage] fsync = false (shows what the syncs cost;
+                          not a fair comparison with Postfix, which fsyncs)
   --skip-postfix          measure tidegate only
   --skip-build            use target/release binaries as they are
   --drain-timeout SECS    longest wait for a queue to empty (default 300)
@@ -28,6 +30,7 @@ CONCURRENCY=8
 MESSAGE_SIZE=4096
 RUNNERS=4
 REUSE=100
+FSYNC=true
 SKIP_POSTFIX=0
 SKIP_BUILD=0
 DRAIN_TIMEOUT=300
@@ -44,6 +47,7 @@ while [ $# -gt 0 ]; do
         --message-size) MESSAGE_SIZE=$2; shift 2 ;;
         --runners) RUNNERS=$2; shift 2 ;;
         --reuse) REUSE=$2; shift 2 ;;
+        --no-fsync) FSYNC=false; shift ;;
         --skip-postfix) SKIP_POSTFIX=1; shift ;;
         --skip-build) SKIP_BUILD=1; shift ;;
         --drain-timeout) DRAIN_TIMEOUT=$2; shift 2 ;;
@@ -164,7 +168,7 @@ hostname = "bench.test"
 [storage]
 mailbox_path = "$DATA/mail"
 workarea = "$DATA/work"
-fsync = true
+fsync = $FSYNC
 [users]
 file = "$DATA/users"
 [smtp]
@@ -234,7 +238,7 @@ fi
 
 echo
 echo "submission -> queue -> smtp-sink: $MESSAGE_SIZE-byte messages, $CONCURRENCY clients for $DURATION s,"
-echo "  50 recipients; tidegate fsync = true, $RUNNERS runners, reuse_messages = $REUSE; $(nproc) CPUs shared by everything"
+echo "  50 recipients; tidegate fsync = $FSYNC, $RUNNERS runners, reuse_messages = $REUSE; $(nproc) CPUs shared by everything"
 printf '%-10s %9s %9s %8s %12s %12s\n' server accepted delivered secs delivered/s "CPU ms/msg"
 for r in "${ROWS[@]}"; do
     IFS='|' read -r name acc got secs rate cpu <<< "$r"
