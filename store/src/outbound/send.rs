@@ -492,10 +492,10 @@ impl Connection {
         })
     }
 
-    /// Ends the connection: QUIT on an idle one (waiting for its reply within the quit
-    /// timeout), then the TLS close alert.
+    /// Ends the connection: QUIT on an idle one the server has not closed (waiting for
+    /// its reply within the quit timeout), then the TLS close alert.
     pub(super) fn close(mut self) {
-        if self.session.is_idle() {
+        if self.session.is_idle() && !self.is_stale() {
             self.session.end(clock());
             let _ = self.drive(None);
         }
