@@ -236,13 +236,14 @@ fn wait_empty(queue: &Queue, secs: u64) {
     }
 }
 
-/// Every subject of `0..n` exactly once (after sorting), plus `extra` duplicates.
+/// The subjects received, sorted.
 fn subjects(got: &[Got]) -> Vec<String> {
     let mut subjects: Vec<String> = got.iter().map(|g| g.subject.clone()).collect();
     subjects.sort();
     subjects
 }
 
+/// The subjects of messages `0..n`, sorted.
 fn expected(n: usize) -> Vec<String> {
     let mut all: Vec<String> = (0..n).map(|i| format!("message {i}")).collect();
     all.sort();
