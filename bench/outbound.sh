@@ -13,6 +13,10 @@ usage: bash bench/outbound.sh [options]
   --concurrency N         concurrent submitting clients (default 8)
   --message-size BYTES    size of each message (default 4096)
   --runners N             tidegate [relay] runners (default 4)
+  --reuse N               tidegate [relay] reuse_messages: messages per connection
+                          to the sink (default 100; 1 = a connection per message)
+  --no-fsync              tidegate [storage] fsync = false (shows what the syncs cost;
+                          not a fair comparison with Postfix, which fsyncs)
   --skip-postfix          measure tidegate only
   --skip-build            use target/release binaries as they are
   --drain-timeout SECS    longest wait for a queue to empty (default 300)
@@ -25,6 +29,8 @@ DURATION=10
 CONCURRENCY=8
 MESSAGE_SIZE=4096
 RUNNERS=4
+REUSE=100
+FSYNC=true
 SKIP_POSTFIX=0
 SKIP_BUILD=0
 DRAIN_TIMEOUT=300
@@ -40,6 +46,8 @@ while [ $# -gt 0 ]; do
         --concurrency) CONCURRENCY=$2; shift 2 ;;
         --message-size) MESSAGE_SIZE=$2; shift 2 ;;
         --runners) RUNNERS=$2; shift 2 ;;
+        --reuse) REUSE=$2; shift 2 ;;
+        --no-fsync) FSYNC=false; shift ;;
         --skip-postfix) SKIP_POSTFIX=1; shift ;;
         --skip-build) SKIP_BUILD=1; shift ;;
         --drain-timeout) DRAIN_TIMEOUT=$2; shift 2 ;;
@@ -146,6 +154,8 @@ run() {
 }
 
 DATA=$WORKDIR/data
+# A kept --workdir from an earlier run: start from empty sinks and an empty queue.
+rm -rf "$DATA"
 mkdir -p "$DATA/work"
 echo "$USER_ADDR {PLAIN}$PASSWORD" > "$DATA/users"
 
@@ -158,7 +168,7 @@ hostname = "bench.test"
 [storage]
 mailbox_path = "$DATA/mail"
 workarea = "$DATA/work"
-fsync = true
+fsync = $FSYNC
 [users]
 file = "$DATA/users"
 [smtp]
@@ -169,6 +179,7 @@ plaintext_auth = "always"
 smarthost = "127.0.0.1:$SINK_PORT"
 tls = "none"
 runners = $RUNNERS
+reuse_messages = $REUSE
 [server]
 shutdown_grace_secs = 1
 # The benchmark runs as root and has no account to drop to.
@@ -178,7 +189,7 @@ EOF
 TG_PID=$!
 PIDS+=("$TG_PID")
 wait_port "$SUB_PORT"
-log "tidegate: submission on $SUB_PORT, relaying to smtp-sink on $SINK_PORT, $RUNNERS runners"
+log "tidegate: submission on $SUB_PORT, relaying to smtp-sink on $SINK_PORT, $RUNNERS runners, $REUSE messages per connection"
 run tidegate "$SUB_PORT" "$DATA/sink-tidegate" "$TG_PID" "$USER_ADDR:$PASSWORD"
 kill -TERM "$TG_PID" 2>/dev/null || true
 
@@ -227,7 +238,7 @@ fi
 
 echo
 echo "submission -> queue -> smtp-sink: $MESSAGE_SIZE-byte messages, $CONCURRENCY clients for $DURATION s,"
-echo "  50 recipients; tidegate fsync = true, $RUNNERS runners; $(nproc) CPUs shared by everything"
+echo "  50 recipients; tidegate fsync = $FSYNC, $RUNNERS runners, reuse_messages = $REUSE; $(nproc) CPUs shared by everything"
 printf '%-10s %9s %9s %8s %12s %12s\n' server accepted delivered secs delivered/s "CPU ms/msg"
 for r in "${ROWS[@]}"; do
     IFS='|' read -r name acc got secs rate cpu <<< "$r"

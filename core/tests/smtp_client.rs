@@ -25,6 +25,11 @@ enum Step {
     Wait(u64),
     /// The server closes the connection.
     Eof,
+    /// The session must be idle ([`ClientConfig::reuse`]); the next message goes to
+    /// these recipients (the same body).
+    Next(&'static [&'static str]),
+    /// The session must be idle; the driver ends the connection.
+    End,
 }
 use Step::*;
 
@@ -40,7 +45,11 @@ enum Cut {
 struct Outcome {
     report: Option<Report>,
     reports: usize,
+    /// Every report, in order (one per transaction).
+    all: Vec<Report>,
     closed: bool,
+    /// Idle at the end of the script.
+    idle: bool,
 }
 
 struct Harness {
@@ -53,6 +62,7 @@ struct Harness {
     tls_asked: bool,
     report: Option<Report>,
     reports: usize,
+    all: Vec<Report>,
     closed: bool,
 }
 
@@ -75,6 +85,7 @@ impl Harness {
                 }
                 ClientEvent::Finished(report) => {
                     self.reports += 1;
+                    self.all.push(report.clone());
                     self.report = Some(report);
                 }
                 ClientEvent::Close => self.closed = true,
@@ -102,6 +113,7 @@ fn run(
         tls_asked: false,
         report: None,
         reports: 0,
+        all: Vec::new(),
         closed: false,
     };
     h.drain();
@@ -148,6 +160,24 @@ fn run(
                 h.session.handle_eof(h.now);
                 h.drain();
             }
+            Next(recipients) => {
+                assert!(h.session.is_idle(), "step {i}: not idle ({cut:?})");
+                assert_eq!(
+                    h.session.poll_timeout(),
+                    None,
+                    "an idle session has no deadline"
+                );
+                h.body_pos = 0;
+                h.session
+                    .start_next(h.now, self::envelope(recipients))
+                    .expect("an idle session takes the next message");
+                h.drain();
+            }
+            End => {
+                assert!(h.session.is_idle(), "step {i}: not idle ({cut:?})");
+                h.session.end(h.now);
+                h.drain();
+            }
         }
     }
     assert_eq!(
@@ -158,8 +188,32 @@ fn run(
     Outcome {
         report: h.report,
         reports: h.reports,
+        idle: h.session.is_idle(),
+        all: h.all,
         closed: h.closed,
     }
+}
+
+/// Like [`dialogue`] for a reused connection: every cut agrees; returns every report.
+fn dialogues(config: &ClientConfig, envelope: &Envelope, script: &[Step]) -> Vec<Report> {
+    let whole = run(config, envelope, BODY, script, Cut::Whole);
+    let longest = script
+        .iter()
+        .map(|s| if let S(t) = s { t.len() } else { 0 })
+        .max()
+        .unwrap_or(0);
+    let mut cuts = vec![Cut::Bytes];
+    cuts.extend((1..longest).map(Cut::At));
+    for cut in cuts {
+        let other = run(config, envelope, BODY, script, cut);
+        assert_eq!(other.all, whole.all, "{cut:?}");
+        assert_eq!(
+            (other.closed, other.idle),
+            (whole.closed, whole.idle),
+            "{cut:?}"
+        );
+    }
+    whole.all
 }
 
 /// Runs the script under every cut and checks they all agree; returns the report.
@@ -1215,4 +1269,221 @@ fn lmtp_starttls_greets_with_lhlo_again() {
         ],
     );
     assert_eq!(statuses(&report), [RecipientStatus::Delivered]);
+}
+
+fn reuse_config() -> ClientConfig {
+    let mut config = config();
+    config.reuse = true;
+    config
+}
+
+/// The first transaction of the reuse tests, up to the idle session.
+const FIRST: [Step; 6] = [
+    S("220 mx\r\n"),
+    C("EHLO client.example\r\n"),
+    S("250-mx\r\n250 PIPELINING\r\n"),
+    C("MAIL FROM:<alice@example.com>\r\nRCPT TO:<a@example.net>\r\nDATA\r\n"),
+    S("250 ok\r\n250 ok\r\n354 go\r\n"),
+    C("Subject: hi\r\n\r\nyo\r\n.\r\n"),
+];
+
+fn script(parts: &[&[Step]]) -> Vec<Step> {
+    parts.iter().flat_map(|p| p.iter().copied()).collect()
+}
+
+#[test]
+fn two_messages_over_one_connection_and_quit_only_at_the_end() {
+    let reports = dialogues(
+        &reuse_config(),
+        &envelope(&["a@example.net"]),
+        &script(&[
+            &FIRST,
+            &[
+                S("250 2.0.0 first\r\n"),
+                // No QUIT and no RSET after a completed transaction (RFC 5321 §3.3).
+                C(""),
+                Next(&["b@example.net", "c@example.net"]),
+                C(
+                    "MAIL FROM:<alice@example.com>\r\nRCPT TO:<b@example.net>\r\nRCPT TO:<c@example.net>\r\nDATA\r\n",
+                ),
+                S("250 ok\r\n250 ok\r\n250 ok\r\n354 go\r\n"),
+                C("Subject: hi\r\n\r\nyo\r\n.\r\n"),
+                S("250 2.0.0 second\r\n"),
+                End,
+                C("QUIT\r\n"),
+                S("221 bye\r\n"),
+            ],
+        ]),
+    );
+    assert_eq!(reports.len(), 2);
+    assert_eq!(statuses(&reports[0]), [RecipientStatus::Delivered]);
+    assert_eq!(
+        reports[0].as_ref().unwrap()[0].reply.text(),
+        "250 2.0.0 first"
+    );
+    assert_eq!(
+        statuses(&reports[1]),
+        [RecipientStatus::Delivered, RecipientStatus::Delivered]
+    );
+    assert_eq!(
+        reports[1].as_ref().unwrap()[1].reply.text(),
+        "250 2.0.0 second"
+    );
+}
+
+#[test]
+fn a_421_between_messages_closes_the_idle_session_without_a_report() {
+    let config = reuse_config();
+    let env = envelope(&["a@example.net"]);
+    let steps = script(&[
+        &FIRST,
+        &[S("250 ok\r\n"), S("421 4.4.2 idle too long\r\n"), C("")],
+    ]);
+    for cut in [Cut::Whole, Cut::Bytes] {
+        let out = run(&config, &env, BODY, &steps, cut);
+        assert!(out.closed && !out.idle, "{cut:?}");
+        assert_eq!(out.all.len(), 1, "only the first transaction is reported");
+        assert_eq!(statuses(&out.all[0]), [RecipientStatus::Delivered]);
+    }
+    // The server hangs up while idle: closed quietly too.
+    let out = run(
+        &config,
+        &env,
+        BODY,
+        &script(&[&FIRST, &[S("250 ok\r\n"), Eof]]),
+        Cut::Whole,
+    );
+    assert!(out.closed && out.all.len() == 1);
+    // The 421 crosses the next MAIL: that message fails temporarily, nothing delivered.
+    let reports = dialogues(
+        &config,
+        &env,
+        &script(&[
+            &FIRST,
+            &[
+                S("250 ok\r\n"),
+                Next(&["b@example.net"]),
+                C("MAIL FROM:<alice@example.com>\r\nRCPT TO:<b@example.net>\r\nDATA\r\n"),
+                S("421 4.4.2 closing\r\n"),
+                Eof,
+            ],
+        ]),
+    );
+    assert_eq!(reports.len(), 2);
+    let failure = reports[1].clone().expect_err("the second fails as a whole");
+    assert!(!failure.permanent);
+    assert_eq!(failure.reply.map(|r| r.code), Some(421));
+}
+
+#[test]
+fn per_recipient_failures_in_the_second_message_and_rset_when_none_is_accepted() {
+    let reports = dialogues(
+        &reuse_config(),
+        &envelope(&["a@example.net"]),
+        &script(&[
+            &FIRST,
+            &[
+                S("250 ok\r\n"),
+                Next(&["b@example.net", "gone@example.net"]),
+                C(
+                    "MAIL FROM:<alice@example.com>\r\nRCPT TO:<b@example.net>\r\nRCPT TO:<gone@example.net>\r\nDATA\r\n",
+                ),
+                S("250 ok\r\n250 ok\r\n550 5.1.1 no such user\r\n354 go\r\n"),
+                C("Subject: hi\r\n\r\nyo\r\n.\r\n"),
+                S("250 2.0.0 second\r\n"),
+                Next(&["gone@example.net"]),
+                C("MAIL FROM:<alice@example.com>\r\nRCPT TO:<gone@example.net>\r\nDATA\r\n"),
+                S("250 ok\r\n550 5.1.1 no such user\r\n354 go\r\n"),
+                // Nothing may follow: the empty data ends, then RSET before reuse.
+                C(".\r\n"),
+                S("554 5.5.1 no valid recipients\r\n"),
+                C("RSET\r\n"),
+                S("250 2.0.0 reset\r\n"),
+                Next(&["d@example.net"]),
+                C("MAIL FROM:<alice@example.com>\r\nRCPT TO:<d@example.net>\r\nDATA\r\n"),
+                S("250 ok\r\n250 ok\r\n354 go\r\n"),
+                C("Subject: hi\r\n\r\nyo\r\n.\r\n"),
+                S("452 4.3.1 full\r\n"),
+                End,
+                C("QUIT\r\n"),
+                S("221 bye\r\n"),
+            ],
+        ]),
+    );
+    assert_eq!(reports.len(), 4);
+    assert_eq!(
+        statuses(&reports[1]),
+        [RecipientStatus::Delivered, RecipientStatus::Failed]
+    );
+    assert_eq!(reports[1].as_ref().unwrap()[1].reply.code, 550);
+    assert_eq!(statuses(&reports[2]), [RecipientStatus::Failed]);
+    assert_eq!(statuses(&reports[3]), [RecipientStatus::Deferred]);
+}
+
+#[test]
+fn a_reply_lost_on_a_reused_connection_is_never_a_delivery() {
+    let reports = dialogues(
+        &reuse_config(),
+        &envelope(&["a@example.net"]),
+        &script(&[
+            &FIRST,
+            &[
+                S("250 ok\r\n"),
+                Next(&["b@example.net"]),
+                C("MAIL FROM:<alice@example.com>\r\nRCPT TO:<b@example.net>\r\nDATA\r\n"),
+                S("250 ok\r\n250 ok\r\n354 go\r\n"),
+                C("Subject: hi\r\n\r\nyo\r\n.\r\n"),
+                Eof,
+            ],
+        ]),
+    );
+    assert_eq!(reports.len(), 2);
+    let results = reports[1].as_ref().unwrap();
+    assert_eq!(results[0].status, RecipientStatus::Deferred);
+    assert_eq!(results[0].reply.code, 451);
+}
+
+#[test]
+fn reuse_is_refused_when_busy_and_local_refusals_keep_the_connection() {
+    #[allow(clippy::disallowed_methods)]
+    let now = Instant::now();
+    let mut session = ClientSession::new(reuse_config(), envelope(&["a@example.net"]), now);
+    // Not idle before the first transaction ended.
+    assert!(
+        session
+            .start_next(now, envelope(&["b@example.net"]))
+            .is_err()
+    );
+    session.end(now);
+    assert!(!session.is_closed());
+    let out = run(
+        &reuse_config(),
+        &envelope(&["a@example.net"]),
+        BODY,
+        &script(&[&FIRST, &[S("250 ok\r\n")]]),
+        Cut::Whole,
+    );
+    assert!(out.idle);
+    // A message the server cannot take (SMTPUTF8 not offered) fails permanently before
+    // a byte is sent; the session stays idle for the next one.
+    let steps = script(&[
+        &FIRST,
+        &[
+            S("250 ok\r\n"),
+            Next(&["jörg@example.net"]),
+            C(""),
+            Next(&["b@example.net"]),
+            C("MAIL FROM:<alice@example.com>\r\nRCPT TO:<b@example.net>\r\nDATA\r\n"),
+        ],
+    ]);
+    let out = run(
+        &reuse_config(),
+        &envelope(&["a@example.net"]),
+        BODY,
+        &steps,
+        Cut::Whole,
+    );
+    assert_eq!(out.all.len(), 2);
+    assert!(out.all[1].as_ref().unwrap_err().permanent);
+    assert!(!out.idle && !out.closed);
 }

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use tidegate_store::outbound::ReuseLimits;
 use tidegate_store::queue::RetryPolicy;
 
 /// `[relay]`.
@@ -65,6 +66,13 @@ pub struct Relay {
     /// Seconds to wait for each reply (RFC 5321 §4.5.3.2: 5 minutes).
     #[serde(default = "default_command_timeout")]
     pub command_timeout_secs: u64,
+    /// The most messages sent over one connection to a destination (RFC 5321 §3.3);
+    /// 1 opens a connection per message.
+    #[serde(default = "default_reuse_messages")]
+    pub reuse_messages: usize,
+    /// Seconds an idle connection waits for the next message to its destination.
+    #[serde(default = "default_reuse_idle")]
+    pub reuse_idle_secs: u64,
     /// DKIM signing keys, one per sending domain.
     #[serde(default)]
     pub dkim: Vec<DkimKey>,
@@ -112,6 +120,12 @@ fn default_connect_timeout() -> u64 {
 fn default_command_timeout() -> u64 {
     300
 }
+fn default_reuse_messages() -> usize {
+    ReuseLimits::default().max_messages
+}
+fn default_reuse_idle() -> u64 {
+    ReuseLimits::default().idle.as_secs()
+}
 
 impl Relay {
     /// Checks values serde cannot; each error names its key.
@@ -133,6 +147,12 @@ impl Relay {
         }
         if self.retry_max_secs < self.retry_min_secs {
             return Err("relay.retry_max_secs must be at least relay.retry_min_secs".into());
+        }
+        if self.reuse_messages == 0 {
+            return Err("relay.reuse_messages must be at least 1 (1: no reuse)".into());
+        }
+        if self.reuse_idle_secs > 300 {
+            return Err("relay.reuse_idle_secs must be at most 300".into());
         }
         if self.max_age_secs == 0 {
             return Err("relay.max_age_secs must be at least 1".into());
@@ -167,6 +187,16 @@ impl Relay {
             retry_max: Duration::from_secs(self.retry_max_secs),
             max_age: Duration::from_secs(self.max_age_secs),
             delay_warning: Duration::from_secs(self.delay_warning_secs),
+        }
+    }
+
+    /// How far connections to one destination are reused; the pool holds at most two
+    /// idle connections per runner.
+    pub fn reuse(&self) -> ReuseLimits {
+        ReuseLimits {
+            max_messages: self.reuse_messages,
+            idle: Duration::from_secs(self.reuse_idle_secs),
+            max_idle: self.runners.saturating_mul(2).max(1),
         }
     }
 
@@ -206,6 +236,8 @@ mod tests {
         assert_eq!(relay.tls, "opportunistic");
         assert_eq!(relay.policy().retry_min.as_secs(), 300);
         assert_eq!(relay.policy().max_age.as_secs(), 432_000);
+        assert_eq!(relay.reuse().max_messages, 100);
+        assert_eq!(relay.reuse().idle.as_secs(), 5);
         let config = Config::parse(
             "[relay]\nsmarthost = \"127.0.0.1:2525\"\n[[relay.dkim]]\ndomain = \"example.com\"\nselector = \"s1\"\nkey = \"dkim.pem\"\n",
             Path::new("/etc/tg"),
@@ -216,6 +248,8 @@ mod tests {
         for (bad, needle) in [
             ("tls = \"maybe\"", "relay.tls"),
             ("runners = 0", "relay.runners"),
+            ("reuse_messages = 0", "relay.reuse_messages"),
+            ("reuse_idle_secs = 3600", "relay.reuse_idle_secs"),
             ("smarthost = \"nohost\"", "relay.smarthost"),
             ("retry_min_secs = 10\nretry_max_secs = 5", "retry_max_secs"),
             ("smarthost_user = \"u\"", "smarthost_password_file"),

@@ -10,7 +10,7 @@ use tidegate_core::proxy::haproxy;
 use tidegate_store::dkim::DkimSigner;
 use tidegate_store::dns::Resolver;
 use tidegate_store::maildir::MaildirStore;
-use tidegate_store::outbound::{SendOptions, TlsPolicy};
+use tidegate_store::outbound::{ConnectionPool, SendOptions, TlsPolicy};
 use tidegate_store::queue::bounce::{Bouncer, LocalMail};
 use tidegate_store::queue::lmtp::{Dispatch, LmtpTransport};
 use tidegate_store::queue::relay::{RelayTransport, Route, load_roots};
@@ -133,6 +133,7 @@ fn lmtp_transport(
     Ok(LmtpTransport {
         port: router.lmtp_port(),
         options,
+        pool: ConnectionPool::new(settings.reuse()),
     })
 }
 
@@ -193,5 +194,6 @@ fn transport(config: &Config, relay: &Relay) -> Result<Arc<dyn Transport>, Strin
             .map(|d| d.to_ascii_lowercase())
             .collect(),
         signers,
+        pool: ConnectionPool::new(relay.reuse()),
     }))
 }

@@ -762,6 +762,7 @@ fn lmtp_relay_into_tidegate_lmtp_server_per_recipient() {
         backends: Some(LmtpTransport {
             port: addr.port(),
             options: options.clone(),
+            pool: tidegate_store::outbound::ConnectionPool::new(Default::default()),
         }),
         relay: None,
     };
@@ -795,6 +796,25 @@ fn lmtp_relay_into_tidegate_lmtp_server_per_recipient() {
         matches!(&verdicts[2], Verdict::Delivered(text) if text.contains("<carol@example.org>")),
         "{verdicts:?}"
     );
+    // The connection waits in the pool and carries the next message to the back-end
+    // (tidegate's LMTP server takes one transaction after the other).
+    let pool = &dispatch.backends.as_ref().unwrap().pool;
+    assert_eq!(pool.idle_count(), 1);
+    let again = dispatch.send(&attempt(Some("127.0.0.1"))).unwrap();
+    assert!(
+        matches!(
+            again.as_slice(),
+            [
+                Verdict::Delivered(_),
+                Verdict::Failed(_),
+                Verdict::Delivered(_)
+            ]
+        ),
+        "{again:?}"
+    );
+    assert_eq!(pool.idle_count(), 1);
+    dispatch.close_all();
+    assert_eq!(pool.idle_count(), 0);
     // Without [relay], an ordinary remote attempt fails permanently.
     let remote = dispatch.send(&attempt(None)).unwrap_err();
     assert!(remote.permanent, "{remote:?}");
@@ -817,9 +837,9 @@ fn lmtp_relay_into_tidegate_lmtp_server_per_recipient() {
             .collect()
     };
     let bob = stored("bob");
-    assert_eq!(bob.len(), 2);
+    assert_eq!(bob.len(), 3);
     let carol = stored("carol");
-    assert_eq!(carol.len(), 1);
+    assert_eq!(carol.len(), 2);
     let text = String::from_utf8_lossy(&carol[0]).into_owned();
     assert!(
         text.starts_with("Return-Path: <alice@example.com>\r\n"),

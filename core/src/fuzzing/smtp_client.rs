@@ -87,15 +87,17 @@ fn check_reply(reply: &SmtpReply) {
 /// opportunistic, 2 and 3 required), bit 2 AUTH credentials, bit 3 AUTH in plaintext
 /// allowed, bit 4 an 8-bit body, bit 5 SMTPUTF8, bit 6 reading the body fails at its
 /// second chunk, bit 7 a body chunk of 7 bytes (else 64 KiB). `data[1]`: the number of
-/// recipients (low two bits, plus one), LMTP mode (bit 2, RFC 2033) and the chunking
-/// seed. Then a script: `#` *n*
+/// recipients (low two bits, plus one), LMTP mode (bit 2, RFC 2033), connection reuse
+/// (bit 3, [`ClientConfig::reuse`]) and the chunking seed. Then a script: `#` *n*
 /// feeds the next *n* bytes (chunked); `E` EOF; `I` an I/O error; `T` 61 seconds pass;
-/// `D` time jumps to the deadline; `S` / `F` the TLS handshake succeeds / fails; any
-/// other byte starts a line (up to LF) fed as server bytes.
+/// `D` time jumps to the deadline; `S` / `F` the TLS handshake succeeds / fails; with
+/// reuse, `N` starts the next message when the session is idle and `Q` ends an idle
+/// session; any other byte starts a line (up to LF) fed as server bytes.
 ///
-/// Invariants: no panic; exactly one `Finished` before `Close`, nothing after `Close`,
-/// and the session ends when the server hangs up; recipient results match the
-/// recipients; credentials only inside TLS unless plaintext AUTH is allowed; no MAIL
+/// Invariants: no panic; exactly one `Finished` per transaction, all before `Close`,
+/// nothing after `Close`, and the session ends when the server hangs up; an idle
+/// session has reported every transaction and has no deadline; recipient results match
+/// the recipients; credentials only inside TLS unless plaintext AUTH is allowed; no MAIL
 /// before TLS under the required policy; no bytes sent between `StartTls` and the
 /// handshake's end; in LMTP mode never HELO or BDAT; the reader holds at most one line; while the session waits for the
 /// server it always has a deadline; every write is bounded.
@@ -116,6 +118,7 @@ pub fn smtp_client_session(start: Instant, data: &[u8]) {
     config.auth_plaintext = flags & 8 != 0;
     config.body_chunk = if flags & 128 != 0 { 7 } else { 64 * 1024 };
     config.lmtp = shape & 4 != 0;
+    config.reuse = shape & 8 != 0;
     let recipients = usize::from(shape & 3) + 1;
     let envelope = Envelope {
         mail_from: "alice@example.com".into(),
@@ -127,7 +130,9 @@ pub fn smtp_client_session(start: Instant, data: &[u8]) {
         smtputf8: flags & 32 != 0,
     };
     let mut run = Run {
-        session: ClientSession::new(config.clone(), envelope, start),
+        session: ClientSession::new(config.clone(), envelope.clone(), start),
+        envelope,
+        transactions: 1,
         now: start,
         config,
         recipients,
@@ -139,6 +144,7 @@ pub fn smtp_client_session(start: Instant, data: &[u8]) {
         reports: 0,
         closed: false,
     };
+    let body = run.body;
     run.drain();
     let mut chunker = Chunker::new((u16::from(shape) << 2) | 1, MAX_FEED);
     let mut script = Script { rest: script };
@@ -164,6 +170,20 @@ pub fn smtp_client_session(start: Instant, data: &[u8]) {
                 }
                 run.session.handle_timeout(run.now);
             }
+            b'N' if run.config.reuse && run.session.is_idle() => {
+                assert_eq!(run.reports, run.transactions, "idle with a report missing");
+                // The next message, with a different recipient count now and then.
+                let mut next = run.envelope.clone();
+                if run.transactions % 2 == 1 {
+                    next.recipients.truncate(1);
+                }
+                run.recipients = next.recipients.len();
+                run.body = body;
+                run.body_reads = 0;
+                run.transactions += 1;
+                assert!(run.session.start_next(run.now, next).is_ok());
+            }
+            b'Q' if run.config.reuse => run.session.end(run.now),
             b'S' | b'F' if run.tls_asked => {
                 run.tls_asked = false;
                 if op == b'S' {
@@ -191,12 +211,16 @@ pub fn smtp_client_session(start: Instant, data: &[u8]) {
     run.session.handle_eof(run.now);
     run.drain();
     assert!(run.closed, "the session outlived the connection");
-    assert_eq!(run.reports, 1, "exactly one report");
+    assert_eq!(run.reports, run.transactions, "one report per transaction");
 }
 
 /// One harness run's state.
 struct Run<'a> {
     session: ClientSession,
+    /// The first message's envelope (later ones are made from it).
+    envelope: Envelope,
+    /// Transactions started.
+    transactions: usize,
     now: Instant,
     config: ClientConfig,
     recipients: usize,
@@ -246,13 +270,13 @@ impl Run<'_> {
                 }
                 ClientEvent::Finished(report) => {
                     self.reports += 1;
-                    assert_eq!(self.reports, 1, "a second report");
+                    assert!(self.reports <= self.transactions, "a second report");
                     if let Ok(results) = report {
                         assert_eq!(results.len(), self.recipients);
                     }
                 }
                 ClientEvent::Close => {
-                    assert_eq!(self.reports, 1, "Close before the report");
+                    assert_eq!(self.reports, self.transactions, "Close before the report");
                     self.closed = true;
                 }
             }
@@ -285,7 +309,14 @@ impl Run<'_> {
     /// A session that waits for the server must have a deadline, or a blocking driver
     /// would wait for ever.
     fn check_waiting(&self) {
-        if !self.closed && !self.tls_asked {
+        if self.session.is_idle() {
+            assert_eq!(
+                self.session.poll_timeout(),
+                None,
+                "an idle session has a deadline"
+            );
+            assert_eq!(self.reports, self.transactions, "idle before the report");
+        } else if !self.closed && !self.tls_asked {
             assert!(
                 self.session.poll_timeout().is_some(),
                 "waiting without a deadline"

@@ -53,11 +53,16 @@ pub struct ClientConfig {
     /// fallback, §4.1), DATA rather than BDAT, and after the data one reply per accepted
     /// recipient (§4.2), each deciding that recipient's result.
     pub lmtp: bool,
+    /// Keep the connection for another message (RFC 5321 §3.3: after a completed
+    /// transaction a new `MAIL` starts the next one): when a transaction ends with the
+    /// server back in its initial state the session becomes idle instead of sending
+    /// `QUIT`, and [`super::ClientSession::start_next`] sends the next envelope.
+    pub reuse: bool,
 }
 
 impl ClientConfig {
-    /// A configuration with the RFC 5321 §4.5.3.2 timeouts, opportunistic STARTTLS and
-    /// no AUTH.
+    /// A configuration with the RFC 5321 §4.5.3.2 timeouts, opportunistic STARTTLS, no
+    /// AUTH and one message per connection.
     pub fn new(helo_name: impl Into<String>) -> Self {
         ClientConfig {
             helo_name: helo_name.into(),
@@ -69,6 +74,7 @@ impl ClientConfig {
             quit_timeout: Duration::from_secs(30),
             body_chunk: DEFAULT_BODY_CHUNK,
             lmtp: false,
+            reuse: false,
         }
     }
 }

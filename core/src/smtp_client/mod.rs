@@ -1,5 +1,6 @@
 //! The SMTP client (RFC 5321) that delivers outbound mail: one message to one server
-//! per session, sans-IO like every session in this crate.
+//! per session, or one after the other over the same connection with
+//! [`ClientConfig::reuse`] (RFC 5321 §3.3), sans-IO like every session in this crate.
 //!
 //! The dialogue: greeting; EHLO (HELO when EHLO is not implemented); STARTTLS per
 //! [`StartTls`] policy (RFC 3207) and EHLO again; AUTH PLAIN, or LOGIN when PLAIN is not

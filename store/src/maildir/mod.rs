@@ -19,7 +19,7 @@ mod deliver;
 mod quota;
 mod spool;
 mod stream;
-mod sync;
+pub(crate) mod sync;
 
 use std::collections::HashSet;
 use std::fmt;

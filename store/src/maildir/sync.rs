@@ -1,4 +1,5 @@
-//! Group commit: concurrent deliveries into the same `new/` share directory fsyncs.
+//! Group commit: concurrent deliveries into the same `new/` share directory fsyncs (the
+//! outbound queue directory uses the same [`DirSyncs`]).
 //!
 //! A delivery is acknowledged only after its `link` into `new/` is durable, which takes an
 //! fsync of `new/`. An fsync of a directory makes durable every change to its entries
@@ -29,7 +30,7 @@ use super::sync_dir;
 
 /// Directory sync state per directory path, shared by clones of a `MaildirStore`.
 #[derive(Debug, Default)]
-pub(super) struct DirSyncs {
+pub(crate) struct DirSyncs {
     dirs: Mutex<HashMap<PathBuf, Arc<DirSync>>>,
 }
 
@@ -56,7 +57,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 impl DirSyncs {
     /// Returns once every change to `dir`'s entries made before this call is durable,
     /// sharing an fsync with concurrent callers where that is enough.
-    pub(super) fn sync(&self, dir: &Path) -> io::Result<()> {
+    pub(crate) fn sync(&self, dir: &Path) -> io::Result<()> {
         let entry = lock(&self.dirs)
             .entry(dir.to_path_buf())
             .or_default()

@@ -2,11 +2,13 @@
 //! sans-IO SMTP client ([`tidegate_core::smtp_client`]) over a real socket, with STARTTLS
 //! through rustls (the `ring` provider).
 //!
-//! The queue runner calls [`send`] from its own threads; nothing here touches an event
-//! loop, so outbound delivery behaves the same under both shells. One call is one
-//! attempt: connect to the first address that accepts, run the dialogue, report one
-//! outcome per recipient (or a failure of the whole attempt).
+//! The queue runner calls [`send`] (or [`send_pooled`]) from its own threads; nothing
+//! here touches an event loop, so outbound delivery behaves the same under both shells.
+//! One call is one attempt: connect to the first address that accepts (or reuse an idle
+//! connection to the same destination from a [`ConnectionPool`]), run the dialogue,
+//! report one outcome per recipient (or a failure of the whole attempt).
 
+mod pool;
 mod send;
 mod tls;
 
@@ -18,7 +20,8 @@ use std::time::Duration;
 use tidegate_core::secret::Secret;
 pub use tidegate_core::smtp_client::SmtpReply;
 
-pub use send::send;
+pub use pool::{ConnectionPool, ReuseLimits};
+pub use send::{send, send_pooled};
 
 /// Where one delivery attempt goes: addresses tried in order (the first that accepts a
 /// connection is used), and the name the certificate must match (MX host or smarthost

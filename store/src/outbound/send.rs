@@ -1,5 +1,6 @@
-//! One delivery attempt on a blocking socket: connect, then drive a
-//! [`ClientSession`] until it closes, doing what it asks (write, TLS handshake, read the
+//! One delivery attempt on a blocking socket: connect (or take an idle connection to
+//! the same destination from a [`ConnectionPool`]), then drive a [`ClientSession`]
+//! until the transaction's report, doing what it asks (write, TLS handshake, read the
 //! next piece of the message) and feeding it what the server says and when time is up.
 
 use std::fs::File;
@@ -13,6 +14,7 @@ use tidegate_core::smtp_client::{
     ClientConfig, ClientEvent, ClientSession, Envelope, Failure, RecipientStatus, Report, StartTls,
 };
 
+use super::pool::{ConnectionPool, PoolKey};
 use super::{
     Destination, OutboundMessage, Outcome, RecipientOutcome, SendFailure, SendOptions, TlsPolicy,
     tls,
@@ -20,6 +22,9 @@ use super::{
 
 /// Bytes read from the socket at once: one TLS record's worth.
 const READ_BUFFER: usize = 16 * 1024;
+
+/// The outcome of one attempt, as [`send`] returns it.
+type SendResult = Result<Vec<RecipientOutcome>, SendFailure>;
 
 /// One delivery attempt: connect, EHLO (HELO fallback), STARTTLS per policy, AUTH, MAIL,
 /// RCPT…, DATA or BDAT, QUIT (RFC 5321 §3.3). Per-recipient outcomes come in the order
@@ -31,7 +36,36 @@ pub fn send(
     dest: &Destination,
     options: &SendOptions,
     message: &OutboundMessage<'_>,
-) -> Result<Vec<RecipientOutcome>, SendFailure> {
+) -> SendResult {
+    send_with(None, dest, options, message)
+}
+
+/// Like [`send`], over an idle connection to the same destination (the same addresses,
+/// certificate name and TLS policy) from `pool` when there is one; afterwards the
+/// connection goes back to `pool` for the next message instead of saying QUIT
+/// (RFC 5321 §3.3), within the pool's [`super::ReuseLimits`].
+///
+/// An idle connection the server closed meanwhile, or one that fails the new
+/// transaction as a whole with a temporary failure before any recipient result (a
+/// `421` or EOF crossing the next MAIL), is dropped and the message goes over a fresh
+/// connection: nothing of it can have been delivered then. Once recipients were
+/// answered a broken connection defers them, like on a fresh one: a message whose
+/// final reply was lost is retried later, never counted delivered.
+pub fn send_pooled(
+    pool: &ConnectionPool,
+    dest: &Destination,
+    options: &SendOptions,
+    message: &OutboundMessage<'_>,
+) -> SendResult {
+    send_with(Some(pool), dest, options, message)
+}
+
+fn send_with(
+    pool: Option<&ConnectionPool>,
+    dest: &Destination,
+    options: &SendOptions,
+    message: &OutboundMessage<'_>,
+) -> SendResult {
     let mut envelope = Envelope {
         mail_from: message.mail_from.to_owned(),
         recipients: message.recipients.to_vec(),
@@ -52,6 +86,25 @@ pub fn send(
         .map_err(|e| local_failure(message, &e))?
         .len();
     envelope.size = file_len.saturating_add(message.prefix.len() as u64);
+    let pool = pool.filter(|p| p.limits().max_messages > 1);
+    let key = PoolKey::new(dest, options);
+
+    if let Some(pool) = pool {
+        while let Some(mut conn) = pool.take(&key) {
+            let addr = conn.addr;
+            match conn.next_message(message, &envelope) {
+                Some(result) => {
+                    log_attempt(addr, &result);
+                    pool.put(key, conn);
+                    return result;
+                }
+                None => {
+                    log::debug!("outbound: the idle connection to {addr} is gone, reconnecting");
+                    conn.close();
+                }
+            }
+        }
+    }
 
     let (stream, addr) = connect(dest, options)?;
     let attempt = Attempt {
@@ -59,26 +112,37 @@ pub fn send(
         options,
         message,
         envelope: &envelope,
+        reuse: pool.is_some(),
     };
-    let result = match attempt.run(stream, options.tls) {
-        Ok(Err(TlsFellThrough)) => {
+    let (result, conn) = match attempt.run(stream, addr, options.tls) {
+        (Ok(Err(TlsFellThrough)), _) => {
             log::info!("outbound: TLS with {addr} failed, retrying without TLS");
-            connect_one(addr, options)
-                .map_err(|e| connect_failure(format!("{addr}: {e}")))
-                .and_then(|stream| attempt.run(stream, TlsPolicy::Disabled))
-                .and_then(|result| {
-                    result.map_err(|TlsFellThrough| connect_failure("TLS without TLS".into()))
-                })
+            match connect_one(addr, options) {
+                Err(e) => (Err(connect_failure(format!("{addr}: {e}"))), None),
+                Ok(stream) => match attempt.run(stream, addr, TlsPolicy::Disabled) {
+                    (Ok(Ok(outcomes)), conn) => (Ok(outcomes), Some(conn)),
+                    (Ok(Err(TlsFellThrough)), conn) => {
+                        (Err(connect_failure("TLS without TLS".into())), Some(conn))
+                    }
+                    (Err(failure), conn) => (Err(failure), Some(conn)),
+                },
+            }
         }
-        Ok(Ok(outcomes)) => Ok(outcomes),
-        Err(failure) => Err(failure),
+        (Ok(Ok(outcomes)), conn) => (Ok(outcomes), Some(conn)),
+        (Err(failure), conn) => (Err(failure), Some(conn)),
     };
     log_attempt(addr, &result);
+    if let Some(conn) = conn {
+        match pool {
+            Some(pool) if conn.is_idle() => pool.put(key, conn),
+            _ => conn.close(),
+        }
+    }
     result
 }
 
 /// One log line per attempt, for the operator: where it went and what came of it.
-fn log_attempt(addr: SocketAddr, result: &Result<Vec<RecipientOutcome>, SendFailure>) {
+fn log_attempt(addr: SocketAddr, result: &SendResult) {
     match result {
         Ok(outcomes) => {
             let count = |f: fn(&Outcome) -> bool| outcomes.iter().filter(|o| f(&o.outcome)).count();
@@ -102,14 +166,22 @@ struct Attempt<'a> {
     options: &'a SendOptions,
     message: &'a OutboundMessage<'a>,
     envelope: &'a Envelope,
+    /// Keep the connection for another message ([`ClientConfig::reuse`]).
+    reuse: bool,
 }
 
 impl Attempt<'_> {
+    /// Runs the first transaction on a fresh connection; returns the outcome and the
+    /// connection (idle when it can take another message, else closed or broken).
     fn run(
         &self,
         stream: TcpStream,
+        addr: SocketAddr,
         policy: TlsPolicy,
-    ) -> Result<Result<Vec<RecipientOutcome>, TlsFellThrough>, SendFailure> {
+    ) -> (
+        Result<Result<Vec<RecipientOutcome>, TlsFellThrough>, SendFailure>,
+        Connection,
+    ) {
         let config = ClientConfig {
             helo_name: self.options.helo_name.clone(),
             starttls: match policy {
@@ -124,54 +196,63 @@ impl Attempt<'_> {
             quit_timeout: self.options.command_timeout.min(Duration::from_secs(30)),
             body_chunk: tidegate_core::smtp_client::config::DEFAULT_BODY_CHUNK,
             lmtp: self.options.lmtp,
+            reuse: self.reuse,
         };
-        let body = Body::open(self.message)?;
         let session = ClientSession::new(config, self.envelope.clone(), clock());
-        let mut driver = Driver {
+        let mut conn = Connection {
             session,
             transport: Transport::Plain(stream),
-            body,
-            options: self.options,
+            addr,
+            options: self.options.clone(),
             policy,
-            tls_name: &self.dest.tls_name,
-            report: None,
+            tls_name: self.dest.tls_name.clone(),
+            messages: 0,
             tls_failed: false,
         };
-        driver.run();
-        let tls_failed = driver.tls_failed;
-        let report = driver.report.unwrap_or_else(|| {
-            Err(Failure {
-                permanent: false,
-                reply: None,
-                detail: "the SMTP session ended without an outcome".into(),
-            })
-        });
-        match report {
+        let mut body = match Body::open(self.message) {
+            Ok(body) => body,
+            Err(failure) => return (Err(failure), conn),
+        };
+        let report = conn.transaction(&mut body);
+        let tls_failed = conn.tls_failed;
+        let result = match report {
             Err(failure) if tls_failed && policy == TlsPolicy::Opportunistic => {
                 log::debug!("outbound: {}", failure.detail);
                 Ok(Err(TlsFellThrough))
             }
-            Err(failure) => Err(SendFailure {
-                permanent: failure.permanent,
-                reply: failure.reply,
-                detail: failure.detail,
-            }),
-            Ok(results) => Ok(Ok(self
-                .message
-                .recipients
-                .iter()
-                .zip(results)
-                .map(|(recipient, result)| RecipientOutcome {
-                    recipient: recipient.clone(),
-                    outcome: match result.status {
-                        RecipientStatus::Delivered => Outcome::Delivered(result.reply),
-                        RecipientStatus::Deferred => Outcome::Deferred(result.reply),
-                        RecipientStatus::Failed => Outcome::Failed(result.reply),
-                    },
-                })
-                .collect())),
-        }
+            Err(failure) => Err(send_failure(failure)),
+            Ok(results) => Ok(Ok(outcomes(self.message, results))),
+        };
+        (result, conn)
     }
+}
+
+fn send_failure(failure: Failure) -> SendFailure {
+    SendFailure {
+        permanent: failure.permanent,
+        reply: failure.reply,
+        detail: failure.detail,
+    }
+}
+
+/// Per-recipient outcomes in the order of the message's recipients.
+fn outcomes(
+    message: &OutboundMessage<'_>,
+    results: Vec<tidegate_core::smtp_client::RecipientResult>,
+) -> Vec<RecipientOutcome> {
+    message
+        .recipients
+        .iter()
+        .zip(results)
+        .map(|(recipient, result)| RecipientOutcome {
+            recipient: recipient.clone(),
+            outcome: match result.status {
+                RecipientStatus::Delivered => Outcome::Delivered(result.reply),
+                RecipientStatus::Deferred => Outcome::Deferred(result.reply),
+                RecipientStatus::Failed => Outcome::Failed(result.reply),
+            },
+        })
+        .collect()
 }
 
 fn local_failure(message: &OutboundMessage<'_>, e: &io::Error) -> SendFailure {
@@ -319,30 +400,104 @@ impl Transport {
     }
 }
 
-/// Runs one session over one connection.
-struct Driver<'a> {
+/// A connection and the session on it; kept idle in a [`ConnectionPool`] between
+/// messages when reused.
+pub(super) struct Connection {
     session: ClientSession,
     transport: Transport,
-    body: Body<'a>,
-    options: &'a SendOptions,
+    /// The address connected to.
+    pub(super) addr: SocketAddr,
+    options: SendOptions,
+    /// The policy of this connection (plaintext after an opportunistic fall-back).
     policy: TlsPolicy,
-    tls_name: &'a str,
-    report: Option<Report>,
+    tls_name: String,
+    /// Transactions run on it so far.
+    pub(super) messages: usize,
+    /// The TLS handshake failed.
     tls_failed: bool,
 }
 
-impl Driver<'_> {
-    fn run(&mut self) {
-        let mut buf = vec![0u8; READ_BUFFER];
-        let mut chunk = Vec::new();
-        loop {
-            while let Some(event) = self.session.poll_event() {
-                self.carry_out(event, &mut chunk);
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("addr", &self.addr)
+            .field("messages", &self.messages)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Connection {
+    /// True when the session waits for the next message.
+    pub(super) fn is_idle(&self) -> bool {
+        self.session.is_idle()
+    }
+
+    /// The next message on an idle connection. `None` when the connection cannot carry
+    /// it and nothing of it can have been delivered: the server hung up or spoke while
+    /// idle, or it failed the transaction as a whole with a temporary failure (a `421`
+    /// crossing the MAIL command).
+    fn next_message(
+        &mut self,
+        message: &OutboundMessage<'_>,
+        envelope: &Envelope,
+    ) -> Option<SendResult> {
+        if self.is_stale() {
+            return None;
+        }
+        let mut body = Body::open(message).ok()?;
+        self.session.start_next(clock(), envelope.clone()).ok()?;
+        match self.transaction(&mut body) {
+            Err(failure) if !failure.permanent => {
+                log::debug!(
+                    "outbound: reused connection to {}: {}",
+                    self.addr,
+                    failure.detail
+                );
+                None
             }
-            if self.session.is_closed() {
-                break;
-            }
-            self.read(&mut buf);
+            Err(failure) => Some(Err(send_failure(failure))),
+            Ok(results) => Some(Ok(outcomes(message, results))),
+        }
+    }
+
+    /// Whether an idle connection is no longer usable: the server closed it or sent
+    /// something unasked (a `421` before closing, RFC 5321 §3.8). Looks without
+    /// waiting; anything but "nothing to read yet" counts as gone.
+    fn is_stale(&mut self) -> bool {
+        let Some(socket) = self.transport.socket() else {
+            return true;
+        };
+        let mut probe = [0u8; 1];
+        if socket.set_nonblocking(true).is_err() {
+            return true;
+        }
+        let peeked = socket.peek(&mut probe);
+        if socket.set_nonblocking(false).is_err() {
+            return true;
+        }
+        !matches!(peeked, Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    }
+
+    /// Drives the session until the current transaction's report, then until it is
+    /// idle or closed. A session that ends without a report fails temporarily.
+    fn transaction(&mut self, body: &mut Body<'_>) -> Report {
+        self.messages += 1;
+        let report = self.drive(Some(body));
+        report.unwrap_or_else(|| {
+            Err(Failure {
+                permanent: false,
+                reply: None,
+                detail: "the SMTP session ended without an outcome".into(),
+            })
+        })
+    }
+
+    /// Ends the connection: QUIT on an idle one the server has not closed (waiting for
+    /// its reply within the quit timeout), then the TLS close alert.
+    pub(super) fn close(mut self) {
+        if self.session.is_idle() && !self.is_stale() {
+            self.session.end(clock());
+            let _ = self.drive(None);
         }
         if let Transport::Tls(stream) = &mut self.transport {
             // Only write the alert: complete_io could wait to read the peer's.
@@ -355,7 +510,30 @@ impl Driver<'_> {
         }
     }
 
-    fn carry_out(&mut self, event: ClientEvent, chunk: &mut Vec<u8>) {
+    /// Carries out the session's events and reads until it is idle or closed; returns
+    /// the report given meanwhile.
+    fn drive(&mut self, mut body: Option<&mut Body<'_>>) -> Option<Report> {
+        let mut buf = vec![0u8; READ_BUFFER];
+        let mut chunk = Vec::new();
+        let mut report = None;
+        loop {
+            while let Some(event) = self.session.poll_event() {
+                self.carry_out(event, body.as_deref_mut(), &mut chunk, &mut report);
+            }
+            if self.session.is_closed() || self.session.is_idle() {
+                return report;
+            }
+            self.read(&mut buf);
+        }
+    }
+
+    fn carry_out(
+        &mut self,
+        event: ClientEvent,
+        body: Option<&mut Body<'_>>,
+        chunk: &mut Vec<u8>,
+        report: &mut Option<Report>,
+    ) {
         let now = clock();
         match event {
             ClientEvent::Send(bytes) => {
@@ -370,11 +548,12 @@ impl Driver<'_> {
                     self.session.handle_tls_failed(clock(), &reason);
                 }
             },
-            ClientEvent::ReadBody { max } => match self.body.read(max, chunk) {
-                Ok(()) => self.session.handle_body(now, chunk, chunk.is_empty()),
-                Err(e) => self.session.handle_body_error(now, &e.to_string()),
+            ClientEvent::ReadBody { max } => match body.map(|b| b.read(max, chunk)) {
+                Some(Ok(())) => self.session.handle_body(now, chunk, chunk.is_empty()),
+                Some(Err(e)) => self.session.handle_body_error(now, &e.to_string()),
+                None => self.session.handle_body_error(now, "no message to send"),
             },
-            ClientEvent::Finished(report) => self.report = Some(report),
+            ClientEvent::Finished(r) => *report = Some(r),
             ClientEvent::Close => {}
         }
     }
@@ -421,7 +600,7 @@ impl Driver<'_> {
         else {
             return Err("STARTTLS on a connection that is not plaintext".into());
         };
-        let stream = handshake(socket, self.options, self.policy, self.tls_name)?;
+        let stream = handshake(socket, &self.options, self.policy, &self.tls_name)?;
         self.transport = Transport::Tls(Box::new(stream));
         Ok(())
     }

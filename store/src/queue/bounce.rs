@@ -6,7 +6,12 @@
 //!
 //! A sender in a local domain gets the report in its maildir at once; any other sender
 //! gets it through the queue like any outgoing message. A local domain without such a
-//! user, or a user database that cannot be asked, drops the report with a log line.
+//! user drops the report with a log line (nobody is there to read it). When the user
+//! database cannot be asked, or the maildir refuses the report, the report is queued
+//! instead and retried on the queue's schedule: each retry of a queued report to a
+//! local address is delivered to the maildir ([`Bouncer::deliver_report`]), so a
+//! report is never lost to a passing failure (and bounces after the maximum age, which
+//! for a null sender means it is dropped then, RFC 3464 §1).
 
 use std::fs::File;
 use std::io::Read;
@@ -16,6 +21,7 @@ use tidegate_core::Account;
 use tidegate_core::dsn::{self, DsnKind, DsnRecipient, DsnReport, MAX_QUOTED_HEADER};
 use tidegate_core::user::Lookup;
 
+use super::runner::Verdict;
 use super::{NewEntry, Queue, QueueEntry};
 use crate::maildir::MaildirStore;
 use crate::router::{MailRoute, Router};
@@ -98,18 +104,21 @@ impl Bouncer {
                         .maildir
                         .deliver(std::slice::from_ref(&account), with_path)
                     {
-                        Ok(name) => log::info!(
-                            "queue: {what} for {} delivered to {} as {name}",
-                            entry.id,
-                            account.0
-                        ),
-                        Err(e) => log::error!(
-                            "queue: {what} for {} to {}: {e}; report dropped",
+                        Ok(name) => {
+                            log::info!(
+                                "queue: {what} for {} delivered to {} as {name}",
+                                entry.id,
+                                account.0
+                            );
+                            return;
+                        }
+                        // Queued below and retried into the maildir later.
+                        Err(e) => log::warn!(
+                            "queue: {what} for {} to {}: {e}; queued for a retry",
                             entry.id,
                             account.0
                         ),
                     }
-                    return;
                 }
                 Lookup::NotFound => {
                     log::warn!(
@@ -119,13 +128,11 @@ impl Bouncer {
                     );
                     return;
                 }
-                Lookup::TempFail(reason) => {
-                    log::error!(
-                        "queue: {what} for {}: user database: {reason}; report dropped",
-                        entry.id
-                    );
-                    return;
-                }
+                // Queued below; each retry asks the database again.
+                Lookup::TempFail(reason) => log::warn!(
+                    "queue: {what} for {}: user database: {reason}; queued for a retry",
+                    entry.id
+                ),
                 Lookup::UnknownDomain => {}
             }
         }
@@ -149,6 +156,57 @@ impl Bouncer {
             }
             Err(e) => log::error!("queue: {what} for {}: {e}; report dropped", entry.id),
         }
+    }
+}
+
+/// Where a queued report's recipient goes on an attempt ([`Bouncer::deliver_report`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReportRoute {
+    /// Handled here: delivered to the local maildir, or why not (retried or failed).
+    Local(Verdict),
+    /// Proxy mode: the user's mailbox is on this back-end; relay there over LMTP.
+    Backend(String),
+    /// Not a local address: send it like any outgoing message.
+    Remote,
+}
+
+impl Bouncer {
+    /// One attempt for `address`, a recipient of the queued report `id` (an entry with
+    /// the null sender): a local user gets it in the maildir with `Return-Path: <>`
+    /// (RFC 5321 §4.4); a user database that cannot be asked, or a maildir error,
+    /// defers it (`451`); an address of a local domain with no such user fails it.
+    pub fn deliver_report(&self, queue: &Queue, id: &str, address: &str) -> ReportRoute {
+        let Some(local) = &self.local else {
+            return ReportRoute::Remote;
+        };
+        let record = match local.users.lookup(address) {
+            Lookup::UnknownDomain => return ReportRoute::Remote,
+            Lookup::NotFound => {
+                return ReportRoute::Local(Verdict::Failed("550 5.1.1 no such local user".into()));
+            }
+            Lookup::TempFail(reason) => {
+                return ReportRoute::Local(Verdict::Deferred(format!(
+                    "451 4.3.0 user database: {reason}"
+                )));
+            }
+            Lookup::Found(record) => record,
+        };
+        if let Some(MailRoute::Backend(host)) = self.router.as_ref().map(|r| r.mail_route(&record))
+        {
+            return ReportRoute::Backend(host);
+        }
+        let account = Account(record.address);
+        let delivered = File::open(queue.message_path(id)).and_then(|file| {
+            let with_path = Read::chain(&b"Return-Path: <>\r\n"[..], file);
+            local
+                .maildir
+                .deliver(std::slice::from_ref(&account), with_path)
+                .map_err(std::io::Error::other)
+        });
+        ReportRoute::Local(match delivered {
+            Ok(name) => Verdict::Delivered(format!("250 2.0.0 delivered to the mailbox as {name}")),
+            Err(e) => Verdict::Deferred(format!("451 4.3.0 local delivery: {e}")),
+        })
     }
 }
 

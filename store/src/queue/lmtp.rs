@@ -10,10 +10,11 @@
 //! not consulted.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use super::relay::{attempt_failure, verdicts};
 use super::runner::{Attempt, AttemptFailure, Transport, Verdict};
-use crate::outbound::{self, Destination, OutboundMessage, SendOptions};
+use crate::outbound::{self, ConnectionPool, Destination, OutboundMessage, SendOptions};
 
 /// Sends back-end attempts over LMTP to `host:port`.
 #[derive(Debug)]
@@ -22,6 +23,8 @@ pub struct LmtpTransport {
     pub port: u16,
     /// How to connect: [`SendOptions::lmtp`] set, STARTTLS per `[proxy] backend_tls`.
     pub options: SendOptions,
+    /// Idle connections to the back-ends, for the next message to the same one.
+    pub pool: ConnectionPool,
 }
 
 impl Transport for LmtpTransport {
@@ -51,13 +54,21 @@ impl Transport for LmtpTransport {
             eight_bit: attempt.eight_bit,
             smtputf8: attempt.smtputf8,
         };
-        match outbound::send(&destination, &self.options, &message) {
+        match outbound::send_pooled(&self.pool, &destination, &self.options, &message) {
             Ok(outcomes) => Ok(verdicts(attempt.recipients, outcomes)),
             Err(failure) => {
                 log::info!("queue: {} via back-end {host}: {failure}", attempt.id);
                 Err(attempt_failure(failure))
             }
         }
+    }
+
+    fn close_idle(&self) -> Option<Instant> {
+        self.pool.close_expired()
+    }
+
+    fn close_all(&self) {
+        self.pool.close_all();
     }
 }
 
@@ -94,6 +105,21 @@ impl Transport for Dispatch {
                 permanent: true,
                 text: "550 5.7.1 outbound delivery is not configured on this node".into(),
             }),
+        }
+    }
+
+    fn close_idle(&self) -> Option<Instant> {
+        let backends = self.backends.as_ref().and_then(LmtpTransport::close_idle);
+        let relay = self.relay.as_ref().and_then(|r| r.close_idle());
+        backends.into_iter().chain(relay).min()
+    }
+
+    fn close_all(&self) {
+        if let Some(backends) = &self.backends {
+            backends.close_all();
+        }
+        if let Some(relay) = &self.relay {
+            relay.close_all();
         }
     }
 }

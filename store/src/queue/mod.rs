@@ -446,4 +446,35 @@ mod tests {
         assert_eq!(err.kind(), io::ErrorKind::StorageFull);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
     }
+
+    #[test]
+    fn concurrent_enqueues_share_directory_syncs_and_all_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = Queue::open(dir.path(), true, "h").unwrap();
+        std::thread::scope(|s| {
+            for t in 0..8 {
+                let queue = &queue;
+                s.spawn(move || {
+                    for n in 0..20 {
+                        let to = format!("r{t}x{n}@x.net");
+                        let id = queue
+                            .enqueue(new_entry(&[&to]), format!("m {t} {n}\r\n").as_bytes(), 0)
+                            .unwrap();
+                        queue.release(&id);
+                    }
+                });
+            }
+        });
+        let reopened = Queue::open(dir.path(), true, "h").unwrap();
+        let entries = reopened.list();
+        assert_eq!(entries.len(), 160);
+        for entry in &entries {
+            let body = std::fs::read_to_string(reopened.message_path(&entry.id)).unwrap();
+            let (t, n) = entry.recipients[0].address[1..]
+                .split_once('@')
+                .and_then(|(tn, _)| tn.split_once('x'))
+                .unwrap();
+            assert_eq!(body, format!("m {t} {n}\r\n"));
+        }
+    }
 }

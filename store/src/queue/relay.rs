@@ -6,18 +6,23 @@
 //! whole with a temporary failure (no connection, a `4xx` greeting, TLS required and
 //! missing) moves on to the next host; a permanent failure or any recipient result
 //! ends the attempt.
+//!
+//! Connections are reused: after a message the connection waits idle in the
+//! transport's [`ConnectionPool`] and the next message to the same smarthost, or the
+//! same MX host with the same TLS policy, goes over it ([`crate::outbound::send_pooled`]).
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Instant;
 
 use super::entry::domain_of;
 use super::runner::{Attempt, AttemptFailure, Transport, Verdict};
 use crate::dkim::DkimSigner;
 use crate::dns::Resolver;
 use crate::outbound::{
-    self, Destination, OutboundMessage, Outcome, RecipientOutcome, SendFailure, SendOptions,
-    TlsPolicy,
+    self, ConnectionPool, Destination, OutboundMessage, Outcome, RecipientOutcome, SendFailure,
+    SendOptions, TlsPolicy,
 };
 
 /// Where attempts go.
@@ -48,6 +53,8 @@ pub struct RelayTransport {
     pub require_tls_domains: Vec<String>,
     /// DKIM signers, one per sending domain.
     pub signers: Vec<DkimSigner>,
+    /// Idle connections for the next message to the same destination.
+    pub pool: ConnectionPool,
 }
 
 impl RelayTransport {
@@ -136,7 +143,7 @@ impl Transport for RelayTransport {
             text: format!("no mail server found for {}", attempt.domain),
         };
         for destination in destinations {
-            match outbound::send(&destination, &options, &message) {
+            match outbound::send_pooled(&self.pool, &destination, &options, &message) {
                 Ok(outcomes) => return Ok(verdicts(attempt.recipients, outcomes)),
                 Err(failure) => {
                     log::info!(
@@ -154,6 +161,14 @@ impl Transport for RelayTransport {
             }
         }
         Err(last)
+    }
+
+    fn close_idle(&self) -> Option<Instant> {
+        self.pool.close_expired()
+    }
+
+    fn close_all(&self) {
+        self.pool.close_all();
     }
 }
 

@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use tidegate_core::dsn::{DsnKind, DsnRecipient};
 
-use super::bounce::Bouncer;
-use super::entry::Destination;
+use super::bounce::{Bouncer, ReportRoute};
+use super::entry::{Destination, QueuedRecipient};
 use super::{Queue, QueueEntry, RecipientState, RetryPolicy, unix_now};
 
 /// One delivery attempt: one transaction to one destination domain, or to one
@@ -71,6 +71,15 @@ pub trait Transport: Send + Sync + 'static {
     /// Delivers to every recipient of `attempt`, returning one verdict per recipient
     /// in order, or the failure of the whole attempt.
     fn send(&self, attempt: &Attempt<'_>) -> Result<Vec<Verdict>, AttemptFailure>;
+
+    /// Closes connections kept idle past their time (connection reuse); returns when
+    /// the next idle one expires. The runners call it while they wait.
+    fn close_idle(&self) -> Option<Instant> {
+        None
+    }
+
+    /// Closes every idle connection (the runners stop).
+    fn close_all(&self) {}
 }
 
 /// The runner settings (`[relay] runners` and the retry keys).
@@ -101,6 +110,7 @@ impl Default for RunnerConfig {
 /// The running delivery threads.
 pub struct Runner {
     queue: Arc<Queue>,
+    transport: Arc<dyn Transport>,
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
     grace: Duration,
@@ -150,6 +160,7 @@ impl Runner {
         }
         Ok(Runner {
             queue,
+            transport,
             stop,
             threads,
             grace,
@@ -172,6 +183,7 @@ impl Runner {
                 log::warn!("queue: a runner is still in an attempt; it is retried after restart");
             }
         }
+        self.transport.close_all();
     }
 }
 
@@ -194,12 +206,19 @@ impl Worker {
                     }
                 }
                 None => {
+                    // Idle connections past their time get their QUIT now; wake up
+                    // again when the next one is due for it.
+                    let idle_expiry = self
+                        .transport
+                        .close_idle()
+                        .map(|at| at.saturating_duration_since(Instant::now()));
                     let wait = self
                         .queue
                         .next_due()
                         .map_or(self.config.idle_poll, |due| {
                             Duration::from_secs(due.saturating_sub(now))
                         })
+                        .min(idle_expiry.unwrap_or(Duration::MAX))
                         .clamp(Duration::from_millis(50), self.config.idle_poll);
                     self.queue.wait(wait);
                 }
@@ -246,6 +265,9 @@ pub fn process(
         }
         bouncer.send(queue, &entry, DsnKind::Failure, &failed, now, None);
         return entry;
+    }
+    if entry.sender.is_empty() {
+        route_reports(queue, bouncer, policy, &mut entry, now, &mut failed);
     }
     let mut destinations: Vec<Destination> = Vec::new();
     for r in &entry.recipients {
@@ -306,36 +328,8 @@ pub fn process(
         };
         let jitter = random();
         for (&i, verdict) in indexes.iter().zip(verdicts) {
-            let Some(r) = entry.recipients.get_mut(i) else {
-                continue;
-            };
-            r.attempts = r.attempts.saturating_add(1);
-            match verdict {
-                Verdict::Delivered(text) => {
-                    log::info!("queue: {} delivered to <{}>: {text}", entry.id, r.address);
-                    r.state = RecipientState::Delivered;
-                    r.last_reply = text;
-                }
-                Verdict::Deferred(text) => {
-                    r.next_attempt = policy.next_attempt(now, r.attempts, jitter);
-                    log::info!(
-                        "queue: {} to <{}> deferred (attempt {}, next in {} s): {text}",
-                        entry.id,
-                        r.address,
-                        r.attempts,
-                        r.next_attempt.saturating_sub(now)
-                    );
-                    r.last_reply = text;
-                }
-                Verdict::Failed(text) => {
-                    log::info!("queue: {} to <{}> failed: {text}", entry.id, r.address);
-                    r.state = RecipientState::Failed;
-                    failed.push(DsnRecipient {
-                        address: r.address.clone(),
-                        diagnostic: text.clone(),
-                    });
-                    r.last_reply = text;
-                }
+            if let Some(r) = entry.recipients.get_mut(i) {
+                record(&entry.id, r, verdict, policy, now, jitter, &mut failed);
             }
         }
         // After the last destination, Queue::put_back records the outcome (or removes
@@ -362,6 +356,71 @@ pub fn process(
         entry.warned = true;
     }
     entry
+}
+
+/// Records one attempt's verdict for a recipient; a failure joins `failed` (the report).
+fn record(
+    id: &str,
+    r: &mut QueuedRecipient,
+    verdict: Verdict,
+    policy: &RetryPolicy,
+    now: u64,
+    jitter: u64,
+    failed: &mut Vec<DsnRecipient>,
+) {
+    r.attempts = r.attempts.saturating_add(1);
+    match verdict {
+        Verdict::Delivered(text) => {
+            log::info!("queue: {id} delivered to <{}>: {text}", r.address);
+            r.state = RecipientState::Delivered;
+            r.last_reply = text;
+        }
+        Verdict::Deferred(text) => {
+            r.next_attempt = policy.next_attempt(now, r.attempts, jitter);
+            log::info!(
+                "queue: {id} to <{}> deferred (attempt {}, next in {} s): {text}",
+                r.address,
+                r.attempts,
+                r.next_attempt.saturating_sub(now)
+            );
+            r.last_reply = text;
+        }
+        Verdict::Failed(text) => {
+            log::info!("queue: {id} to <{}> failed: {text}", r.address);
+            r.state = RecipientState::Failed;
+            failed.push(DsnRecipient {
+                address: r.address.clone(),
+                diagnostic: text.clone(),
+            });
+            r.last_reply = text;
+        }
+    }
+}
+
+/// A queued report (null sender): recipients that are local users get it in their
+/// maildir here, those on a back-end are routed there; the rest go out through the
+/// transport ([`Bouncer::deliver_report`]).
+fn route_reports(
+    queue: &Queue,
+    bouncer: &Bouncer,
+    policy: &RetryPolicy,
+    entry: &mut QueueEntry,
+    now: u64,
+    failed: &mut Vec<DsnRecipient>,
+) {
+    let jitter = random();
+    for r in &mut entry.recipients {
+        if r.state != RecipientState::Pending || r.next_attempt > now || r.backend.is_some() {
+            continue;
+        }
+        match bouncer.deliver_report(queue, &entry.id, &r.address) {
+            ReportRoute::Remote => {}
+            ReportRoute::Backend(host) => r.backend = Some(host),
+            ReportRoute::Local(verdict) => {
+                record(&entry.id, r, verdict, policy, now, jitter, failed)
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -580,5 +639,94 @@ mod tests {
         assert!(text.contains(
             "Action: delayed\r\nStatus: 4.0.0\r\nDiagnostic-Code: smtp; connection refused\r\n"
         ));
+    }
+
+    /// A user database that can be switched off: `s@local.test` is its one user.
+    #[derive(Debug, Default)]
+    struct FlakyUsers {
+        down: std::sync::atomic::AtomicBool,
+    }
+
+    impl crate::users::UserDirectory for FlakyUsers {
+        fn lookup(&self, address: &str) -> tidegate_core::user::Lookup {
+            use tidegate_core::user::{Lookup, UserRecord};
+            if self.down.load(Ordering::SeqCst) {
+                Lookup::TempFail("the user database is unreachable".into())
+            } else if address == "s@local.test" {
+                Lookup::Found(UserRecord {
+                    address: address.into(),
+                    password: String::new(),
+                    fields: Default::default(),
+                })
+            } else if address.ends_with("@local.test") {
+                Lookup::NotFound
+            } else {
+                Lookup::UnknownDomain
+            }
+        }
+
+        fn verify(
+            &self,
+            _: &str,
+            _: &[u8],
+            _: std::net::IpAddr,
+        ) -> tidegate_core::user::AuthOutcome {
+            tidegate_core::user::AuthOutcome::Denied
+        }
+    }
+
+    #[test]
+    fn a_report_to_a_local_sender_waits_out_a_user_database_outage() {
+        let (dir, queue, entry) = setup(&["a@one.test"], "s@local.test");
+        let users = Arc::new(FlakyUsers::default());
+        users.down.store(true, Ordering::SeqCst);
+        let bouncer = Bouncer {
+            hostname: "mx.test".into(),
+            local: Some(crate::queue::bounce::LocalMail {
+                users: users.clone(),
+                maildir: crate::maildir::MaildirStore::new(dir.path().join("mail"), false, "h"),
+            }),
+            router: None,
+        };
+        let script = Script::default();
+        *script.answers.lock().unwrap() = vec![Err(AttemptFailure {
+            permanent: true,
+            text: "550 5.1.1 no such user".into(),
+        })];
+        let policy = RetryPolicy::default();
+        let entry = process(&queue, &script, &bouncer, &policy, entry, 1000);
+        queue.put_back(entry).unwrap();
+        // The database is down: the report is queued, not dropped.
+        let reports = queue.list();
+        assert_eq!(reports.len(), 1, "{reports:?}");
+        assert!(reports[0].sender.is_empty());
+        assert_eq!(reports[0].recipients[0].address, "s@local.test");
+        // Still down at the first attempt: deferred, and never sent out by the transport.
+        let report = queue.take_due(1000).unwrap();
+        let report = process(&queue, &script, &bouncer, &policy, report, 1000);
+        let r = &report.recipients[0];
+        assert_eq!((r.state, r.attempts), (RecipientState::Pending, 1));
+        assert!(r.last_reply.starts_with("451 4.3.0 user database"), "{r:?}");
+        let due = r.next_attempt;
+        queue.put_back(report).unwrap();
+        assert_eq!(script.seen.lock().unwrap().len(), 1);
+        // Back up: the retry lands in the sender's maildir with the null reverse-path.
+        users.down.store(false, Ordering::SeqCst);
+        assert_eq!(queue.take_due(due - 1), None);
+        let report = queue.take_due(due).unwrap();
+        let report = process(&queue, &script, &bouncer, &policy, report, due);
+        assert_eq!(report.recipients[0].state, RecipientState::Delivered);
+        queue.put_back(report).unwrap();
+        assert!(queue.is_empty());
+        assert_eq!(script.seen.lock().unwrap().len(), 1);
+        let new = dir.path().join("mail/local.test/s/new");
+        let files: Vec<_> = std::fs::read_dir(&new).unwrap().collect();
+        assert_eq!(files.len(), 1);
+        let text = std::fs::read_to_string(files[0].as_ref().unwrap().path()).unwrap();
+        assert!(text.starts_with("Return-Path: <>\r\n"), "{text}");
+        assert!(
+            text.contains("Final-Recipient: rfc822; a@one.test\r\nAction: failed\r\n"),
+            "{text}"
+        );
     }
 }

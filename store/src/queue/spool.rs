@@ -5,7 +5,18 @@
 //! The message file is written and fsynced first, then the state file; a state change
 //! is written to `ID.state.tmp`, fsynced and renamed over `ID.state`, so a crash leaves
 //! either the old or the new state, never a mix. With `fsync` the directory is synced
-//! after each rename or removal, so the change itself survives a crash.
+//! after each rename or removal, so the change itself survives a crash; a new entry
+//! needs one directory sync for both of its files.
+//!
+//! Directory syncs are shared (group commit, the maildir's [`DirSyncs`]): a directory
+//! fsync makes durable every change to its entries made before it started, so while
+//! one runs, every enqueue, state change or removal that finished its rename or unlink
+//! meanwhile waits for it to end and then shares the next one. Under load one fsync of
+//! the queue directory covers many acknowledged messages; alone, a caller syncs itself.
+//!
+//! A fresh entry keeps its state in a temp file renamed into place although no old
+//! state exists to protect: the rename costs no sync, and a state file cut short by a
+//! crash could otherwise parse as an entry with only some of its recipients.
 //!
 //! At start every `ID.state` is loaded. A message file without a state file (a crash
 //! between the two writes: the client never got its `250`) and leftover `.tmp` files
@@ -15,10 +26,12 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::entry::{MAX_STATE_FILE, QueueEntry};
+use crate::maildir::sync::DirSyncs;
 
 /// Entries created by this process: the counter part of ids.
 static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -29,6 +42,8 @@ pub struct SpoolDir {
     dir: PathBuf,
     fsync: bool,
     host: String,
+    /// Shared directory fsyncs (clones share them).
+    syncs: Arc<DirSyncs>,
 }
 
 /// Loading the queue at start: the entries, and what was cleaned up.
@@ -61,6 +76,7 @@ impl SpoolDir {
                     }
                 })
                 .collect(),
+            syncs: Arc::default(),
         })
     }
 
@@ -202,9 +218,11 @@ impl SpoolDir {
         QueueEntry::from_text(id, &text)
     }
 
+    /// Makes every rename and removal done so far durable, sharing the fsync with
+    /// concurrent callers.
     fn sync_dir(&self) -> io::Result<()> {
         if self.fsync {
-            File::open(&self.dir)?.sync_all()?;
+            self.syncs.sync(&self.dir)?;
         }
         Ok(())
     }

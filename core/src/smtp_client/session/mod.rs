@@ -1,4 +1,5 @@
-//! The client state machine: one mail transaction from the greeting to QUIT.
+//! The client state machine: the greeting, one mail transaction (or several, with
+//! [`ClientConfig::reuse`]), QUIT.
 //!
 //! Every command sent pushes what its reply means onto a queue (`Expect`); every reply
 //! read pops the front, so pipelined groups (RFC 2920) and one-at-a-time dialogues run
@@ -40,7 +41,8 @@ pub enum ClientEvent {
         /// The most bytes wanted.
         max: usize,
     },
-    /// The outcome, exactly once per session. Commands may still follow (QUIT).
+    /// The outcome of the current transaction, exactly once per transaction. Commands
+    /// may still follow (QUIT, or RSET before the session becomes idle).
     Finished(Report),
     /// Close the connection; nothing follows.
     Close,
@@ -74,7 +76,21 @@ enum Expect {
     /// A lone `.` after `354` when no recipient was accepted (RFC 2920 §3.1); its reply
     /// is ignored.
     EmptyData,
+    /// `RSET` after a transaction that did not complete, before the connection is
+    /// reused (RFC 5321 §4.1.1.5).
+    Rset,
     Quit,
+}
+
+/// How a transaction left the server, for what the session does next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum After {
+    /// Completed (the reply to the end of the data, or nothing was sent): the next MAIL
+    /// may follow at once (RFC 5321 §3.3).
+    Clean,
+    /// Broken off inside the transaction (MAIL or every RCPT refused, DATA or a BDAT
+    /// chunk refused): RSET first.
+    Reset,
 }
 
 impl Expect {
@@ -90,6 +106,7 @@ impl Expect {
             Expect::Data => "DATA",
             Expect::Bdat { .. } => "BDAT",
             Expect::DataEnd | Expect::LmtpDataEnd(_) | Expect::EmptyData => "the end of data",
+            Expect::Rset => "RSET",
             Expect::Quit => "QUIT",
         }
     }
@@ -114,15 +131,23 @@ enum Body {
     Ended,
 }
 
-/// An SMTP client session (RFC 5321) delivering one message to one server.
+/// An SMTP client session (RFC 5321) delivering one message to one server, or one
+/// after the other over the same connection with [`ClientConfig::reuse`].
 ///
 /// Inputs: [`ClientSession::handle_input`] (bytes from the server, plaintext once TLS is
 /// up), [`ClientSession::handle_eof`], [`ClientSession::handle_timeout`] (at or after
 /// [`ClientSession::poll_timeout`]), [`ClientSession::handle_tls_ready`] /
 /// [`ClientSession::handle_tls_failed`] and [`ClientSession::handle_body`]. After each
 /// the driver drains [`ClientSession::poll_event`] until `None`. The session never reads
-/// a clock and never blocks; exactly one [`ClientEvent::Finished`] comes before the
-/// final [`ClientEvent::Close`].
+/// a clock and never blocks; exactly one [`ClientEvent::Finished`] per transaction
+/// comes before the final [`ClientEvent::Close`].
+///
+/// With [`ClientConfig::reuse`] a transaction that ends cleanly leaves the session idle
+/// ([`ClientSession::is_idle`]) rather than saying QUIT: the driver then either gives it
+/// the next envelope ([`ClientSession::start_next`]) or ends the connection
+/// ([`ClientSession::end`]). While idle the session waits for the driver, not the
+/// server, so it has no deadline; anything the server says meanwhile (a `421` before it
+/// hangs up, RFC 5321 §3.8) or its EOF closes the session without a report.
 #[derive(Debug)]
 pub struct ClientSession {
     config: ClientConfig,
@@ -150,7 +175,10 @@ pub struct ClientSession {
     /// The first refused BDAT chunk: it stands for the message once the others are in.
     bdat_refused: Option<SmtpReply>,
     body: Body,
+    /// The current transaction's report was given.
     finished: bool,
+    /// Between transactions of a reused connection: waiting for the driver.
+    idle: bool,
     closed: bool,
 }
 
@@ -181,6 +209,7 @@ impl ClientSession {
             bdat_refused: None,
             body: Body::Idle,
             finished: false,
+            idle: false,
             closed: false,
         };
         if let Err(detail) = session.envelope.validate() {
@@ -334,6 +363,48 @@ impl ClientSession {
         }
     }
 
+    /// Starts the next transaction on an idle session ([`ClientConfig::reuse`]): MAIL,
+    /// the RCPTs and DATA for `envelope`, on the connection, TLS and AUTH already set
+    /// up. An envelope that cannot be sent finishes at once without a byte and leaves
+    /// the session idle. Gives the envelope back when the session is not idle.
+    pub fn start_next(&mut self, now: Instant, envelope: Envelope) -> Result<(), Envelope> {
+        if !self.is_idle() {
+            return Err(envelope);
+        }
+        let recipients = envelope.recipients.len();
+        self.idle = false;
+        self.finished = false;
+        self.envelope = envelope;
+        self.rcpt_replies = vec![None; recipients];
+        self.lmtp_replies = vec![None; recipients];
+        if let Err(detail) = self.envelope.validate() {
+            self.conclude(
+                Err(Failure {
+                    permanent: true,
+                    reply: None,
+                    detail,
+                }),
+                After::Clean,
+            );
+        } else if recipients == 0 {
+            self.conclude(Ok(Vec::new()), After::Clean);
+        } else {
+            self.start_transaction();
+        }
+        self.arm(now);
+        Ok(())
+    }
+
+    /// Ends an idle connection politely: QUIT, then close on its reply (or its
+    /// deadline). Does nothing unless the session is idle.
+    pub fn end(&mut self, now: Instant) {
+        if self.is_idle() {
+            self.idle = false;
+            self.quit();
+            self.arm(now);
+        }
+    }
+
     // ---- outputs ----------------------------------------------------------------------
 
     /// The next thing to do, or `None` until the next input.
@@ -350,6 +421,12 @@ impl ClientSession {
     /// True once [`ClientEvent::Close`] was queued.
     pub fn is_closed(&self) -> bool {
         self.closed
+    }
+
+    /// True between transactions of a reused connection: the last transaction was
+    /// reported and the server waits for the next `MAIL`.
+    pub fn is_idle(&self) -> bool {
+        self.idle && !self.closed
     }
 
     /// Whether the session reads input now (not while the driver does the TLS handshake
@@ -427,7 +504,7 @@ impl ClientSession {
             Expect::Bdat { last } => self.bdat_reply(reply, last),
             Expect::DataEnd => {
                 let results = self.final_results(&reply);
-                self.finish_and_quit(Ok(results));
+                self.conclude(Ok(results), After::Clean);
             }
             Expect::LmtpDataEnd(i) => {
                 if let Some(slot) = self.lmtp_replies.get_mut(i) {
@@ -435,14 +512,16 @@ impl ClientSession {
                 }
                 if !matches!(self.expect.front(), Some(Expect::LmtpDataEnd(_))) {
                     let results = self.final_results(&reply);
-                    self.finish_and_quit(Ok(results));
+                    self.conclude(Ok(results), After::Clean);
                 }
             }
             Expect::EmptyData => {
                 if self.expect.is_empty() {
-                    self.quit();
+                    self.reset_or_quit();
                 }
             }
+            Expect::Rset if reply.is_completion() => self.go_idle(),
+            Expect::Rset => self.quit(),
             Expect::Quit => self.close(),
         }
     }
@@ -547,6 +626,42 @@ impl ClientSession {
         self.quit();
     }
 
+    /// Reports the transaction, then (with [`ClientConfig::reuse`]) gets the server
+    /// ready for the next one, else says QUIT.
+    fn conclude(&mut self, report: Report, after: After) {
+        self.finish(report);
+        match after {
+            _ if !self.config.reuse => self.quit(),
+            After::Clean => self.go_idle(),
+            After::Reset => self.reset_or_quit(),
+        }
+    }
+
+    /// After a transaction that was broken off: RSET before reuse, else QUIT.
+    fn reset_or_quit(&mut self) {
+        if self.config.reuse {
+            self.expect.clear();
+            self.to_send.clear();
+            self.command("RSET", Expect::Rset);
+        } else {
+            self.quit();
+        }
+    }
+
+    /// Waits for the driver's next envelope, forgetting the last transaction.
+    fn go_idle(&mut self) {
+        self.idle = true;
+        self.expect.clear();
+        self.to_send.clear();
+        self.mail_refused = None;
+        self.rcpt_replies.clear();
+        self.lmtp_replies.clear();
+        self.data_reply = None;
+        self.bdat_refused = None;
+        self.body = Body::Idle;
+        self.deadline = None;
+    }
+
     fn quit(&mut self) {
         self.expect.clear();
         self.to_send.clear();
@@ -629,6 +744,7 @@ impl ClientSession {
     fn close(&mut self) {
         if !self.closed {
             self.closed = true;
+            self.idle = false;
             self.deadline = None;
             self.expect.clear();
             self.to_send.clear();

@@ -4,7 +4,7 @@
 
 use bytes::Bytes;
 
-use super::{BDAT_WINDOW, Body, ClientEvent, ClientSession, Command, Expect};
+use super::{After, BDAT_WINDOW, Body, ClientEvent, ClientSession, Command, Expect};
 use crate::smtp_client::data::BodyEncoder;
 use crate::smtp_client::reply::SmtpReply;
 use crate::smtp_client::report::{Failure, RecipientResult, Report};
@@ -16,18 +16,14 @@ impl ClientSession {
         let needs_utf8 = self.envelope.needs_smtputf8();
         if needs_utf8 && !self.caps.smtputf8 {
             // RFC 6531 §3.2: without SMTPUTF8 the message cannot be sent to this server.
-            return self.fail_and_quit(
-                true,
-                None,
+            return self.refuse_locally(
                 "the message needs SMTPUTF8, which the server does not offer (RFC 6531)",
             );
         }
         if self.envelope.eight_bit && !self.caps.eight_bit_mime {
             // RFC 6152 §3: no 8-bit data to a server that does not offer 8BITMIME; the
             // client does not convert the message.
-            return self.fail_and_quit(
-                true,
-                None,
+            return self.refuse_locally(
                 "the message has 8-bit content and the server does not offer 8BITMIME (RFC 6152)",
             );
         }
@@ -39,7 +35,7 @@ impl ClientSession {
                 "the message ({} octets) is larger than the server's limit of {limit} (RFC 1870)",
                 self.envelope.size
             );
-            return self.fail_and_quit(true, None, &detail);
+            return self.refuse_locally(&detail);
         }
         self.pipelined = self.caps.pipelining;
         // RFC 2033 defines the per-recipient replies after DATA only: LMTP sends DATA.
@@ -51,6 +47,20 @@ impl ClientSession {
             self.to_send.push_back(Command::Data);
         }
         self.send_envelope();
+    }
+
+    /// The message cannot go to this server (an extension it lacks, its size limit):
+    /// a permanent failure before any byte of the transaction, so the connection stays
+    /// usable for another message.
+    fn refuse_locally(&mut self, detail: &str) {
+        self.conclude(
+            Err(Failure {
+                permanent: true,
+                reply: None,
+                detail: detail.to_owned(),
+            }),
+            After::Clean,
+        );
     }
 
     /// Sends what of the envelope group may go now.
@@ -138,11 +148,11 @@ impl ClientSession {
                 detail: format!("the server refused the sender: {}", reply.text()),
                 reply: Some(reply),
             };
-            return self.finish_then_quit_after_data(Err(failure));
+            return self.finish_then_reset(Err(failure));
         }
         if !proceed {
             let results = self.final_results(&SmtpReply::synthetic(554, (5, 5, 1), "unused"));
-            return self.finish_then_quit_after_data(Ok(results));
+            return self.finish_then_reset(Ok(results));
         }
         if self.chunking {
             self.body = Body::Sending {
@@ -171,17 +181,18 @@ impl ClientSession {
             }
             Some(reply) => {
                 let results = self.final_results(&reply);
-                self.finish_and_quit(Ok(results));
+                self.conclude(Ok(results), After::Reset);
             }
             None => self.broken("DATA was not answered".into()),
         }
     }
 
-    /// Finishes; QUIT waits until a lone `.` got its reply, if one is in flight.
-    fn finish_then_quit_after_data(&mut self, report: Report) {
+    /// Finishes; RSET (or QUIT) waits until a lone `.` got its reply, if one is in
+    /// flight.
+    fn finish_then_reset(&mut self, report: Report) {
         self.finish(report);
         if self.expect.is_empty() {
-            self.quit();
+            self.reset_or_quit();
         }
     }
 
@@ -211,13 +222,13 @@ impl ClientSession {
         if let Some(refusal) = self.bdat_refused.clone() {
             if self.expect.is_empty() {
                 let results = self.final_results(&refusal);
-                self.finish_and_quit(Ok(results));
+                self.conclude(Ok(results), After::Reset);
             }
             return;
         }
         if last {
             let results = self.final_results(&reply);
-            return self.finish_and_quit(Ok(results));
+            return self.conclude(Ok(results), After::Clean);
         }
         self.want_body();
     }
