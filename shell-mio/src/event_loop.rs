@@ -383,7 +383,7 @@ impl EventLoop {
                     }
                     Entry::Spliced(spliced) => {
                         if readable {
-                            spliced.mark_readable(peer);
+                            spliced.mark_readable(peer, event.is_read_closed() || event.is_error());
                         }
                         spliced.pump(now, &mut self.pipes, &mut self.buf)
                     }
