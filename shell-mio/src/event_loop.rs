@@ -377,7 +377,7 @@ impl EventLoop {
                 let pump = match &mut slot.entry {
                     Entry::Session(conn) => {
                         if readable {
-                            conn.mark_readable(peer);
+                            conn.mark_readable(peer, event.is_read_closed() || event.is_error());
                         }
                         conn.pump(now, &mut self.buf, &self.jobs)
                     }

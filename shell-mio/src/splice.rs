@@ -72,6 +72,11 @@ pub(crate) struct Handover {
     pub(crate) head: OutQueue,
     /// Whether this socket's peer already sent EOF (nothing more will be read from it).
     pub(crate) eof: bool,
+    /// Whether the socket may hold unread input (no read has found it drained since
+    /// its last readable event).
+    pub(crate) unread: bool,
+    /// Whether the poller reported the peer's EOF or an error, not yet read.
+    pub(crate) closing: bool,
 }
 
 impl Spliced {
@@ -87,8 +92,8 @@ impl Spliced {
     ) -> Self {
         Spliced {
             peer,
-            up: Direction::new(backend.head, client.eof),
-            down: Direction::new(client.head, backend.eof),
+            up: Direction::new(backend.head, client.eof, client.unread, client.closing),
+            down: Direction::new(client.head, backend.eof, backend.unread, backend.closing),
             client: client.sock,
             backend: backend.sock,
             idle,
@@ -262,14 +267,16 @@ struct Direction {
 }
 
 impl Direction {
-    fn new(head: OutQueue, eof: bool) -> Self {
+    /// A direction owing `head` to its destination, with its source's state as the
+    /// session phase left it.
+    fn new(head: OutQueue, eof: bool, unread: bool, closing: bool) -> Self {
         Direction {
             head,
             pipe: None,
             in_pipe: 0,
-            unread: true,
+            unread,
             bulk: false,
-            closing: false,
+            closing,
             eof,
             done: false,
         }
