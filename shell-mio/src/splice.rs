@@ -199,12 +199,20 @@ impl Spliced {
         pipes: &mut PipePool,
         buf: &mut [u8; MAX_READ],
     ) -> Pump {
-        let up = self
-            .up
-            .pump(&self.client.stream, &self.backend.stream, pipes, buf);
-        let down = self
-            .down
-            .pump(&self.backend.stream, &self.client.stream, pipes, buf);
+        let up = self.up.pump(
+            &self.client.stream,
+            &self.backend.stream,
+            self.down.done,
+            pipes,
+            buf,
+        );
+        let down = self.down.pump(
+            &self.backend.stream,
+            &self.client.stream,
+            self.up.done,
+            pipes,
+            buf,
+        );
         let (up, down) = match (up, down) {
             (Ok(up), Ok(down)) => (up, down),
             (Err(e), _) | (_, Err(e)) => {
@@ -282,10 +290,14 @@ impl Direction {
         }
     }
 
+    /// One turn: flush, then read and pass on. EOF from the source is passed on with
+    /// `shutdown(Write)`, unless `other_done` (the other direction finished too): the
+    /// connection closes right after, and the close sends the FIN.
     fn pump(
         &mut self,
         src: &TcpStream,
         dst: &TcpStream,
+        other_done: bool,
         pipes: &mut PipePool,
         buf: &mut [u8; MAX_READ],
     ) -> io::Result<Turn> {
@@ -301,7 +313,9 @@ impl Direction {
             if self.eof {
                 if !self.done {
                     self.done = true;
-                    shut_write(dst)?;
+                    if !other_done {
+                        shut_write(dst)?;
+                    }
                 }
                 break;
             }

@@ -125,12 +125,14 @@ async fn run(
         let up_turn = up.pump(
             client.get_ref(),
             backend.get_ref(),
+            down.done,
             &mut client_io.read,
             &mut backend_io.write,
         );
         let down_turn = down.pump(
             backend.get_ref(),
             client.get_ref(),
+            up.done,
             &mut backend_io.read,
             &mut client_io.write,
         );
@@ -264,10 +266,14 @@ impl Direction {
         !dst.write && !self.head.is_empty()
     }
 
+    /// One turn: flush the head, then read and pass on. EOF from the source is passed
+    /// on with `shutdown(Write)`, unless `other_done` (the other direction finished
+    /// too): the splice ends right after, and closing the socket sends the FIN.
     fn pump(
         &mut self,
         src: &TcpStream,
         dst: &TcpStream,
+        other_done: bool,
         can_read: &mut bool,
         can_write: &mut bool,
     ) -> io::Result<Turn> {
@@ -294,7 +300,9 @@ impl Direction {
             if self.eof {
                 if !self.done {
                     self.done = true;
-                    shut_write(dst)?;
+                    if !other_done {
+                        shut_write(dst)?;
+                    }
                 }
                 break;
             }
