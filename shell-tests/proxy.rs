@@ -317,7 +317,12 @@ impl Server {
         };
         let shutdown = Stop::new();
         let signal = shutdown.clone();
-        let thread = thread::spawn(move || serve(spec, signal));
+        // Named like the shells' own threads, so measurements can count the shell's
+        // CPU apart from the test's (`tidegate-*`).
+        let thread = thread::Builder::new()
+            .name("tidegate-serve".into())
+            .spawn(move || serve(spec, signal))
+            .unwrap();
         Server {
             addr,
             shutdown,

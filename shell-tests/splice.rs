@@ -178,6 +178,41 @@ fn backend_half_close_reaches_the_client_which_still_sends() {
     backend.join();
 }
 
+/// A short reply with the back-end's EOF right behind it, many times over: the
+/// shells take a read shorter than their buffer as "drained" and skip the read that
+/// would say `WouldBlock`, which must not lose an EOF that arrived with the data
+/// (the poller reports it with that data and never again). A lost EOF leaves the
+/// client waiting for the idle timeout (30 s), so the read timeout below fails it.
+#[test]
+fn a_reply_and_the_eof_right_behind_it_both_arrive() {
+    let server = Server::default();
+    for round in 0..40 {
+        let backend = Backend::start(|mut s| {
+            s.write_all(b"220 hi\r\n").unwrap();
+            expect_bytes(&mut s, RESIDUAL_TO_BACKEND);
+            expect_bytes(&mut s, b"QUIT\r\n");
+            s.write_all(b"221 bye\r\n").unwrap();
+            s.shutdown(Shutdown::Write).unwrap();
+            assert_eq!(read_to_end(&mut s), b"");
+        });
+        let mut client = connect_through(&server, backend.port, "", "220 hi");
+        client
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        expect_bytes(&mut client, RESIDUAL_TO_CLIENT);
+        client.write_all(b"QUIT\r\n").unwrap();
+        let mut got = Vec::new();
+        let read = client.read_to_end(&mut got);
+        assert!(
+            read.is_ok(),
+            "round {round}: no EOF after {got:?}: {read:?}"
+        );
+        assert_eq!(got, b"221 bye\r\n", "round {round}");
+        client.shutdown(Shutdown::Write).unwrap();
+        backend.join();
+    }
+}
+
 #[test]
 fn backend_closing_mid_stream_closes_the_client_cleanly() {
     let backend = Backend::start(|mut s| {
@@ -354,14 +389,124 @@ fn shutdown_waits_for_spliced_connections_then_cuts_them() {
 
 /// Throughput of one large transfer, direct and through the splice, alternating
 /// over several rounds (best and median of each). A measurement, not a test: run it on
-/// purpose, in release mode, on a quiet machine, and read the figures.
+/// purpose, in release mode, on a quiet machine, and read the figures. Every leg is
+/// loopback, so the sender, the shell and the receiver compete for the same cores and
+/// the figure says as much about the core count as about the splice; see
+/// [`measure_splice_throughput_over_a_paced_link`] for links of a known rate.
 ///
 /// `cargo test -p tidegate-shell-{mio,smol} --release --test splice -- --ignored --nocapture`
 #[test]
 #[ignore = "a measurement; run explicitly"]
 fn measure_splice_throughput() {
-    const TOTAL: usize = 256 * MIB;
-    const ROUNDS: usize = 5;
+    let server = Server::default();
+    let figures = throughput::compare(&server, 256 * MIB, 5, None);
+    println!("RESULT unconstrained loopback: {figures}");
+}
+
+/// The same transfer over a link of known rate: the sender writes at a fixed pace (a
+/// stand-in for the network link a deployed front-end sits on, which needs no
+/// privileges, unlike a `tc` rate limit), directly and through the splice. The splice
+/// keeps up when the spliced rate matches the direct one; the shell's CPU per MiB is
+/// then what it costs at that rate. Rates in Mbit/s from `SPLICE_LINK_MBIT`
+/// (comma-separated; default 1000 and 4000).
+///
+/// `cargo test -p tidegate-shell-{mio,smol} --release --test splice -- --ignored --nocapture`
+#[test]
+#[ignore = "a measurement; run explicitly"]
+fn measure_splice_throughput_over_a_paced_link() {
+    let rates = std::env::var("SPLICE_LINK_MBIT").unwrap_or_else(|_| "1000,4000".into());
+    let server = Server::default();
+    for mbit in rates
+        .split(',')
+        .filter_map(|r| r.trim().parse::<f64>().ok())
+    {
+        let bytes_per_sec = mbit * 1e6 / 8.0;
+        // About two seconds of transfer per run.
+        let total = ((bytes_per_sec * 2.0) as usize / MIB).clamp(16, 512) * MIB;
+        let figures = throughput::compare(&server, total, 3, Some(bytes_per_sec));
+        println!("RESULT link paced at {mbit} Mbit/s: {figures}");
+    }
+}
+
+/// The transfer measurements' machinery.
+mod throughput {
+    use std::fmt;
+    use std::io::{Read, Write};
+    use std::net::{Shutdown, TcpListener, TcpStream};
+    use std::thread;
+    use std::time::{Duration, Instant};
+
+    use super::proxy::{MIB, RESIDUAL_TO_BACKEND, Server, connect_through};
+
+    /// Medians and bests of the direct and spliced runs.
+    pub(super) struct Figures {
+        total: usize,
+        rounds: usize,
+        direct_rate: f64,
+        spliced_rate: f64,
+        direct_cpu: f64,
+        spliced_cpu: f64,
+        /// The shell threads' own CPU per MiB in the spliced runs.
+        shell_cpu: f64,
+        direct_best: f64,
+        spliced_best: f64,
+    }
+
+    impl fmt::Display for Figures {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(
+                f,
+                "{} MiB x {} rounds, medians: direct {:.0} MiB/s ({:.2} CPU ms/MiB), spliced \
+                 {:.0} MiB/s ({:.2} CPU ms/MiB); throughput ratio {:.2} (best runs {:.0} vs \
+                 {:.0} MiB/s: {:.2}); shell CPU {:.2} ms/MiB (its threads: {:.2} ms/MiB)",
+                self.total / MIB,
+                self.rounds,
+                self.direct_rate,
+                self.direct_cpu,
+                self.spliced_rate,
+                self.spliced_cpu,
+                self.spliced_rate / self.direct_rate,
+                self.spliced_best,
+                self.direct_best,
+                self.spliced_best / self.direct_best,
+                self.spliced_cpu - self.direct_cpu,
+                self.shell_cpu,
+            )
+        }
+    }
+
+    /// Runs `rounds` direct and spliced transfers of `total` bytes, alternating; the
+    /// sender writes at `pace` bytes per second when given, else as fast as it can.
+    pub(super) fn compare(
+        server: &Server,
+        total: usize,
+        rounds: usize,
+        pace: Option<f64>,
+    ) -> Figures {
+        let (mut direct_runs, mut spliced_runs) = (Vec::new(), Vec::new());
+        for _ in 0..rounds {
+            direct_runs.push(direct(total, pace));
+            spliced_runs.push(spliced(server, total, pace));
+        }
+        let median = |runs: &[Run], pick: fn(&Run) -> f64| {
+            let mut values: Vec<f64> = runs.iter().map(pick).collect();
+            values.sort_by(f64::total_cmp);
+            values[values.len() / 2]
+        };
+        let best = |runs: &[Run]| runs.iter().map(|r| r.rate).fold(0.0, f64::max);
+        Figures {
+            total,
+            rounds,
+            direct_rate: median(&direct_runs, |r| r.rate),
+            spliced_rate: median(&spliced_runs, |r| r.rate),
+            direct_cpu: median(&direct_runs, |r| r.cpu),
+            spliced_cpu: median(&spliced_runs, |r| r.cpu),
+            shell_cpu: median(&spliced_runs, |r| r.shell),
+            direct_best: best(&direct_runs),
+            spliced_best: best(&spliced_runs),
+        }
+    }
+
     fn sink(mut s: TcpStream) -> usize {
         let mut buf = vec![0u8; 256 * 1024];
         let mut got = 0;
@@ -372,15 +517,33 @@ fn measure_splice_throughput() {
             }
         }
     }
-    fn blast(s: &mut TcpStream) {
-        let block = vec![b'q'; 256 * 1024];
+
+    /// Sends `total` bytes, paced to `pace` bytes per second when given, then EOF.
+    fn blast(s: &mut TcpStream, total: usize, pace: Option<f64>) {
+        // Small blocks when paced, so the link's rate holds at a fine grain.
+        let block = vec![
+            b'q';
+            if pace.is_some() {
+                64 * 1024
+            } else {
+                256 * 1024
+            }
+        ];
+        let started = Instant::now();
         let mut sent = 0;
-        while sent < TOTAL {
+        while sent < total {
+            if let Some(rate) = pace {
+                let due = started + Duration::from_secs_f64(sent as f64 / rate);
+                if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                    thread::sleep(wait);
+                }
+            }
             s.write_all(&block).expect("blast");
             sent += block.len();
         }
         s.shutdown(Shutdown::Write).unwrap();
     }
+
     /// CPU seconds (user + system) this process has used: clients, back-end and shell
     /// alike, so the difference between the two modes is the shell's cost. Linux only;
     /// USER_HZ is 100 on every Linux architecture.
@@ -396,25 +559,70 @@ fn measure_splice_throughput() {
         };
         (ticks(11) + ticks(12)) / 100.0
     }
-    /// (MiB/s, CPU ms per MiB) of one run.
-    fn timed(run: impl FnOnce()) -> (f64, f64) {
-        let (cpu, started) = (cpu_seconds(), Instant::now());
+
+    /// CPU seconds the shell's own threads (named `tidegate-*`: the thread running
+    /// `serve`, event loops, executor threads) have used, read per thread from
+    /// `/proc/self/task`.
+    fn shell_cpu_seconds() -> f64 {
+        let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+            return 0.0;
+        };
+        let mut ticks = 0.0;
+        for task in tasks.flatten() {
+            let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+            if !comm.starts_with("tidegate-") {
+                continue;
+            }
+            let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+            let after_name = stat.rsplit(')').next().unwrap_or_default();
+            let fields: Vec<&str> = after_name.split_whitespace().collect();
+            for i in [11, 12] {
+                ticks += fields
+                    .get(i)
+                    .and_then(|f| f.parse::<f64>().ok())
+                    .unwrap_or(0.0);
+            }
+        }
+        ticks / 100.0
+    }
+
+    /// One run of `total` bytes: MiB/s, CPU ms per MiB of the whole process, and of
+    /// the shell's threads alone.
+    fn timed(total: usize, run: impl FnOnce()) -> Run {
+        let (cpu, shell, started) = (cpu_seconds(), shell_cpu_seconds(), Instant::now());
         run();
         let secs = started.elapsed().as_secs_f64();
-        let mib = (TOTAL / MIB) as f64;
-        (mib / secs, (cpu_seconds() - cpu) * 1000.0 / mib)
+        let mib = (total / MIB) as f64;
+        Run {
+            rate: mib / secs,
+            cpu: (cpu_seconds() - cpu) * 1000.0 / mib,
+            shell: (shell_cpu_seconds() - shell) * 1000.0 / mib,
+        }
     }
-    fn direct() -> (f64, f64) {
+
+    /// What one run measured.
+    #[derive(Clone, Copy)]
+    struct Run {
+        /// MiB/s.
+        rate: f64,
+        /// CPU ms per MiB of the whole process (senders, receivers and shell).
+        cpu: f64,
+        /// CPU ms per MiB of the shell's threads.
+        shell: f64,
+    }
+
+    fn direct(total: usize, pace: Option<f64>) -> Run {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let receiver = thread::spawn(move || sink(listener.accept().unwrap().0));
         let mut client = TcpStream::connect(addr).unwrap();
-        timed(|| {
-            blast(&mut client);
-            assert_eq!(receiver.join().unwrap(), TOTAL);
+        timed(total, || {
+            blast(&mut client, total, pace);
+            assert_eq!(receiver.join().unwrap(), total);
         })
     }
-    fn spliced(server: &Server) -> (f64, f64) {
+
+    fn spliced(server: &Server, total: usize, pace: Option<f64>) -> Run {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let receiver = thread::spawn(move || {
@@ -423,43 +631,11 @@ fn measure_splice_throughput() {
             sink(s)
         });
         let mut client = connect_through(server, port, "", "220 sink");
-        timed(|| {
-            blast(&mut client);
-            assert_eq!(receiver.join().unwrap(), TOTAL + RESIDUAL_TO_BACKEND.len());
+        timed(total, || {
+            blast(&mut client, total, pace);
+            assert_eq!(receiver.join().unwrap(), total + RESIDUAL_TO_BACKEND.len());
         })
     }
-    let server = Server::default();
-    let (mut direct_runs, mut spliced_runs) = (Vec::new(), Vec::new());
-    for _ in 0..ROUNDS {
-        direct_runs.push(direct());
-        spliced_runs.push(spliced(&server));
-    }
-    let median = |runs: &[(f64, f64)], pick: fn(&(f64, f64)) -> f64| {
-        let mut values: Vec<f64> = runs.iter().map(pick).collect();
-        values.sort_by(f64::total_cmp);
-        values[values.len() / 2]
-    };
-    let best = |runs: &[(f64, f64)]| runs.iter().map(|r| r.0).fold(0.0, f64::max);
-    let (direct_rate, spliced_rate) = (
-        median(&direct_runs, |r| r.0),
-        median(&spliced_runs, |r| r.0),
-    );
-    let (direct_cpu, spliced_cpu) = (
-        median(&direct_runs, |r| r.1),
-        median(&spliced_runs, |r| r.1),
-    );
-    println!(
-        "RESULT {TOTAL_MIB} MiB x {ROUNDS} rounds, medians: direct {direct_rate:.0} MiB/s \
-         ({direct_cpu:.2} CPU ms/MiB), spliced {spliced_rate:.0} MiB/s ({spliced_cpu:.2} CPU \
-         ms/MiB); throughput ratio {:.2} (best runs {:.0} vs {:.0} MiB/s: {:.2}); shell CPU \
-         {:.2} ms/MiB",
-        spliced_rate / direct_rate,
-        best(&spliced_runs),
-        best(&direct_runs),
-        best(&spliced_runs) / best(&direct_runs),
-        spliced_cpu - direct_cpu,
-        TOTAL_MIB = TOTAL / MIB,
-    );
 }
 
 /// Memory of idle spliced connections: resident set growth of this process per

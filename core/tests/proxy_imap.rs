@@ -74,6 +74,47 @@ fn proxy_v2_login_relays_untagged_capability() {
     assert!(d.splice.is_some());
 }
 
+/// The default: the login goes out right behind the PROXY header, before the
+/// greeting; the greeting is not mistaken for the login's untagged data.
+#[test]
+fn pipelined_login_goes_out_with_the_proxy_header() {
+    let cfg = ProxyConfig {
+        pipelined_login: true,
+        ..config()
+    };
+    let mut d = session(cfg, conn());
+    d.take_client();
+    d.client_sends(b"a1 LOGIN alice secret\r\n");
+    route(&mut d);
+    d.connected(Ok(()));
+    assert_eq!(
+        d.take_backend(),
+        [expected_proxy_header(false).as_slice(), BACKEND_LOGIN].concat()
+    );
+    d.backend_sends(b"* OK [CAPABILITY IMAP4rev1] ready\r\n* CAPABILITY IMAP4rev1 IDLE\r\n");
+    assert!(d.splice.is_none());
+    d.backend_sends(b"S3 OK Logged in\r\n");
+    assert_eq!(d.take_backend(), b"", "nothing sent twice");
+    assert_eq!(
+        d.take_client(),
+        "* CAPABILITY IMAP4rev1 IDLE\r\na1 OK Logged in\r\n"
+    );
+    assert!(d.splice.is_some());
+
+    // IMAP ID must come first: no pipelining then.
+    let mut d = session(
+        ProxyConfig {
+            pipelined_login: true,
+            ..id_config()
+        },
+        conn(),
+    );
+    d.client_sends(b"a1 LOGIN alice secret\r\n");
+    route(&mut d);
+    d.connected(Ok(()));
+    assert_eq!(d.take_backend(), b"");
+}
+
 #[test]
 fn literals_in_login() {
     let mut d = session(config(), conn());

@@ -69,6 +69,66 @@ fn login_is_replayed_on_the_backend_and_spliced() {
     assert_eq!(d.after_end, 0);
 }
 
+/// The default: `AUTH PLAIN` goes out right behind the PROXY header, before the
+/// greeting, and the greeting then the login's reply finish the dialogue.
+#[test]
+fn pipelined_login_goes_out_with_the_proxy_header() {
+    let cfg = ProxyConfig {
+        pipelined_login: true,
+        ..config()
+    };
+    let mut d = session(cfg, conn());
+    d.take_client();
+    routed(&mut d, b"STAT\r\n");
+    assert_eq!(d.take_client(), "+OK\r\n");
+    d.connected(Ok(()));
+    assert_eq!(
+        d.take_backend(),
+        [expected_proxy_header(false).as_slice(), BACKEND_AUTH].concat()
+    );
+    // Greeting and reply in one read, as a back-end answering early input sends them.
+    d.backend_sends(b"+OK b1 POP3 ready\r\n+OK Logged in\r\n");
+    assert_eq!(d.take_backend(), b"", "nothing sent twice");
+    assert_eq!(d.take_client(), "+OK Logged in\r\n");
+    let splice = d.splice.clone().expect("spliced");
+    assert_eq!(&splice.to_backend[..], b"STAT\r\n");
+
+    // A refusal after the greeting is the back-end's, with its code.
+    let mut d = session(
+        ProxyConfig {
+            pipelined_login: true,
+            ..config()
+        },
+        conn(),
+    );
+    d.take_client();
+    routed(&mut d, b"");
+    d.take_client();
+    d.connected(Ok(()));
+    d.take_backend();
+    d.backend_sends(b"+OK ready\r\n");
+    assert!(d.splice.is_none());
+    d.backend_sends(b"-ERR [IN-USE] locked by pid 42\r\n");
+    assert_eq!(
+        d.take_client(),
+        "-ERR [IN-USE] Mailbox is in use by another session\r\n"
+    );
+    assert!(d.splice.is_none());
+
+    // XCLIENT must come first: no pipelining then.
+    let mut d = session(
+        ProxyConfig {
+            pipelined_login: true,
+            client_address: ClientAddressMode::Xclient,
+            ..config()
+        },
+        conn(),
+    );
+    routed(&mut d, b"");
+    d.connected(Ok(()));
+    assert_eq!(d.take_backend(), b"");
+}
+
 #[test]
 fn backend_bytes_after_its_ok_reach_the_client() {
     let mut d = session(config(), conn());

@@ -86,6 +86,8 @@ struct Backend {
     read_open: bool,
     /// The socket may hold unread input (as [`Conn`]'s flag for the client).
     unread: bool,
+    /// The poller reported EOF or an error (as [`Conn`]'s flag for the client).
+    closing: bool,
     /// Keeps the socket counted as an open connection.
     count: SocketCount,
 }
@@ -103,10 +105,16 @@ pub(crate) struct Conn {
     out: OutQueue,
     /// False after EOF or a read error: the session has been told, nothing more is read.
     read_open: bool,
-    /// The socket may hold unread input: set by every readable event, cleared only by
-    /// `WouldBlock`. mio is edge-triggered, so a session whose `wants_read` turns true
-    /// again after a reply or a drain must be read without waiting for a new event.
+    /// The socket may hold unread input: set by every readable event, cleared by
+    /// `WouldBlock` or by a read shorter than the buffer (a TCP read returns less than
+    /// asked only when the socket's queue ran empty, and the next arrival brings a new
+    /// edge), unless `closing`. mio is edge-triggered, so a session whose `wants_read`
+    /// turns true again after a reply or a drain must be read without waiting for a
+    /// new event.
     unread: bool,
+    /// The poller reported the client's EOF or an error: read until the read says so,
+    /// since the EOF may sit behind data and will not be reported again.
+    closing: bool,
     phase: Phase,
     /// Immediate replies (job queue full) to deliver once the current drain ends.
     deferred: Vec<(RequestId, Reply)>,
@@ -166,6 +174,7 @@ impl Conn {
             read_open: true,
             // The client may have written before the socket was registered.
             unread: true,
+            closing: false,
             phase: Phase::Open,
             deferred: Vec::new(),
             connected: None,
@@ -201,13 +210,18 @@ impl Conn {
         self.generation
     }
 
-    /// A readable (or closed, or error) event arrived on `peer`'s socket.
-    pub(crate) fn mark_readable(&mut self, peer: Peer) {
+    /// A readable (or closed, or error) event arrived on `peer`'s socket; `closing`
+    /// when it reported the peer's EOF or an error.
+    pub(crate) fn mark_readable(&mut self, peer: Peer, closing: bool) {
         match peer {
-            Peer::Client => self.unread = true,
+            Peer::Client => {
+                self.unread = true;
+                self.closing |= closing;
+            }
             Peer::Backend => {
                 if let Some(backend) = &mut self.backend {
                     backend.unread = true;
+                    backend.closing |= closing;
                 }
             }
         }
@@ -348,11 +362,15 @@ impl Conn {
             sock: self.client,
             head: client_head,
             eof: !self.read_open,
+            unread: self.unread,
+            closing: self.closing,
         };
         let backend_side = Handover {
             sock: backend.sock,
             head: backend_head,
             eof: !backend.read_open,
+            unread: backend.unread,
+            closing: backend.closing,
         };
         Ok(Spliced::new(
             self.peer,
@@ -388,15 +406,23 @@ impl Conn {
         buf: &mut [u8; MAX_READ],
         jobs: &Submitter,
     ) -> bool {
-        let (socket, read_open, unread) = match peer {
-            Peer::Client => (&self.client.stream, &mut self.read_open, &mut self.unread),
+        let (socket, read_open, unread, closing) = match peer {
+            Peer::Client => (
+                &self.client.stream,
+                &mut self.read_open,
+                &mut self.unread,
+                self.closing,
+            ),
             Peer::Backend => match &mut self.backend {
-                Some(b) => (&b.sock.stream, &mut b.read_open, &mut b.unread),
+                Some(b) => (&b.sock.stream, &mut b.read_open, &mut b.unread, b.closing),
                 None => return false,
             },
         };
         match read_socket(socket, buf) {
             Read::Data(n) => {
+                if n < buf.len() && !closing {
+                    *unread = false;
+                }
                 let input = buf.get(..n).unwrap_or_default();
                 self.session.handle_input(now, peer, input);
             }
@@ -594,7 +620,9 @@ impl Conn {
                     state: BackendState::Connecting,
                     out: OutQueue::default(),
                     read_open: true,
-                    unread: true,
+                    // Registering the new socket reports input already there.
+                    unread: false,
+                    closing: false,
                     count: SocketCount::new(&self.shared, self.loop_index),
                 });
             }

@@ -377,13 +377,13 @@ impl EventLoop {
                 let pump = match &mut slot.entry {
                     Entry::Session(conn) => {
                         if readable {
-                            conn.mark_readable(peer);
+                            conn.mark_readable(peer, event.is_read_closed() || event.is_error());
                         }
                         conn.pump(now, &mut self.buf, &self.jobs)
                     }
                     Entry::Spliced(spliced) => {
                         if readable {
-                            spliced.mark_readable(peer);
+                            spliced.mark_readable(peer, event.is_read_closed() || event.is_error());
                         }
                         spliced.pump(now, &mut self.pipes, &mut self.buf)
                     }

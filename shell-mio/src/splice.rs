@@ -30,7 +30,7 @@ use crate::sock::{self, Sock};
 
 /// Bytes one direction moves per turn before other connections get theirs (as the
 /// session phase's read budget: 16 × 16 KiB).
-const TURN_BUDGET: usize = 256 * 1024;
+const TURN_BUDGET: usize = PIPE_SIZE;
 /// Most bytes asked of one `splice(2)` call: what a pipe holds.
 const SPLICE_CHUNK: usize = PIPE_SIZE;
 
@@ -44,6 +44,10 @@ pub(crate) struct Spliced {
     /// Back-end → client.
     down: Direction,
     idle: Duration,
+    /// The client socket is registered for writability (see [`Spliced::sync_interest`]).
+    client_writable: bool,
+    /// The back-end socket is registered for writability.
+    backend_writable: bool,
     /// When a byte last moved either way.
     last_active: Instant,
     /// The deadline in the loop's timer table: refreshed only when it fires, so moving
@@ -68,6 +72,11 @@ pub(crate) struct Handover {
     pub(crate) head: OutQueue,
     /// Whether this socket's peer already sent EOF (nothing more will be read from it).
     pub(crate) eof: bool,
+    /// Whether the socket may hold unread input (no read has found it drained since
+    /// its last readable event).
+    pub(crate) unread: bool,
+    /// Whether the poller reported the peer's EOF or an error, not yet read.
+    pub(crate) closing: bool,
 }
 
 impl Spliced {
@@ -83,11 +92,13 @@ impl Spliced {
     ) -> Self {
         Spliced {
             peer,
-            up: Direction::new(backend.head, client.eof),
-            down: Direction::new(client.head, backend.eof),
+            up: Direction::new(backend.head, client.eof, client.unread, client.closing),
+            down: Direction::new(client.head, backend.eof, backend.unread, backend.closing),
             client: client.sock,
             backend: backend.sock,
             idle,
+            client_writable: false,
+            backend_writable: false,
             last_active: now,
             deadline: now + idle,
             generation,
@@ -120,31 +131,50 @@ impl Spliced {
         Some(self.deadline)
     }
 
-    /// A readable (or closed, or error) event arrived on `peer`'s socket.
-    pub(crate) fn mark_readable(&mut self, peer: Peer) {
-        match peer {
-            Peer::Client => self.up.unread = true,
-            Peer::Backend => self.down.unread = true,
-        }
+    /// A readable (or closed, or error) event arrived on `peer`'s socket; `closing`
+    /// when it reported the peer's EOF or an error.
+    pub(crate) fn mark_readable(&mut self, peer: Peer, closing: bool) {
+        let direction = match peer {
+            Peer::Client => &mut self.up,
+            Peer::Backend => &mut self.down,
+        };
+        direction.unread = true;
+        direction.closing |= closing;
     }
 
-    /// Both sockets stay registered for both readiness kinds: with edge triggering a
-    /// writable edge only comes after a write was refused, so this costs no wake-ups.
+    /// A socket is registered for writability only from the first time a write to it
+    /// was refused (bytes wait for it), and then stays so: short sessions, whose
+    /// replies fit the socket buffers, never pay the `epoll_ctl` calls, and a bulk
+    /// transfer pays them once (with edge triggering a writable edge only comes after
+    /// a refused write, so keeping the interest costs no wake-ups). Registering a
+    /// socket that is already writable reports it at once, so no edge is lost.
     pub(crate) fn sync_interest(&mut self, registry: &Registry, key: usize) -> io::Result<()> {
-        let both = Interest::READABLE | Interest::WRITABLE;
-        self.client
-            .sync(registry, sock::token(key, Peer::Client), both)?;
-        self.backend
-            .sync(registry, sock::token(key, Peer::Backend), both)
+        self.client_writable |= self.down.pending();
+        self.backend_writable |= self.up.pending();
+        self.client.sync(
+            registry,
+            sock::token(key, Peer::Client),
+            interest(self.client_writable),
+        )?;
+        self.backend.sync(
+            registry,
+            sock::token(key, Peer::Backend),
+            interest(self.backend_writable),
+        )
     }
 
     /// Registers both sockets under connection key `key` (after a move to another slot).
     pub(crate) fn retoken(&mut self, registry: &Registry, key: usize) -> io::Result<()> {
-        let both = Interest::READABLE | Interest::WRITABLE;
-        self.client
-            .retoken(registry, sock::token(key, Peer::Client), both)?;
-        self.backend
-            .retoken(registry, sock::token(key, Peer::Backend), both)
+        self.client.retoken(
+            registry,
+            sock::token(key, Peer::Client),
+            interest(self.client_writable),
+        )?;
+        self.backend.retoken(
+            registry,
+            sock::token(key, Peer::Backend),
+            interest(self.backend_writable),
+        )
     }
 
     /// The idle deadline passed (or may have).
@@ -169,12 +199,20 @@ impl Spliced {
         pipes: &mut PipePool,
         buf: &mut [u8; MAX_READ],
     ) -> Pump {
-        let up = self
-            .up
-            .pump(&self.client.stream, &self.backend.stream, pipes, buf);
-        let down = self
-            .down
-            .pump(&self.backend.stream, &self.client.stream, pipes, buf);
+        let up = self.up.pump(
+            &self.client.stream,
+            &self.backend.stream,
+            self.down.done,
+            pipes,
+            buf,
+        );
+        let down = self.down.pump(
+            &self.backend.stream,
+            &self.client.stream,
+            self.up.done,
+            pipes,
+            buf,
+        );
         let (up, down) = match (up, down) {
             (Ok(up), Ok(down)) => (up, down),
             (Err(e), _) | (_, Err(e)) => {
@@ -197,6 +235,15 @@ impl Spliced {
     }
 }
 
+/// Readable always; writable too once a socket needed it.
+fn interest(writable: bool) -> Interest {
+    if writable {
+        Interest::READABLE | Interest::WRITABLE
+    } else {
+        Interest::READABLE
+    }
+}
+
 /// What one turn of a direction did.
 struct Turn {
     /// Some bytes moved.
@@ -214,6 +261,13 @@ struct Direction {
     in_pipe: usize,
     /// The source may hold unread bytes (cleared only by `WouldBlock` on an empty pipe).
     unread: bool,
+    /// A read filled the loop's buffer: this direction carries bulk data (a message
+    /// being fetched, one being uploaded), which moves by `splice(2)` from then on
+    /// (see [`Direction::copy`]).
+    bulk: bool,
+    /// The poller reported the source's EOF or an error: read until the read says so,
+    /// as the EOF may sit behind data and no further event will announce it.
+    closing: bool,
     /// The source sent EOF.
     eof: bool,
     /// EOF was passed on: the destination's sending side is shut down.
@@ -221,21 +275,29 @@ struct Direction {
 }
 
 impl Direction {
-    fn new(head: OutQueue, eof: bool) -> Self {
+    /// A direction owing `head` to its destination, with its source's state as the
+    /// session phase left it.
+    fn new(head: OutQueue, eof: bool, unread: bool, closing: bool) -> Self {
         Direction {
             head,
             pipe: None,
             in_pipe: 0,
-            unread: true,
+            unread,
+            bulk: false,
+            closing,
             eof,
             done: false,
         }
     }
 
+    /// One turn: flush, then read and pass on. EOF from the source is passed on with
+    /// `shutdown(Write)`, unless `other_done` (the other direction finished too): the
+    /// connection closes right after, and the close sends the FIN.
     fn pump(
         &mut self,
         src: &TcpStream,
         dst: &TcpStream,
+        other_done: bool,
         pipes: &mut PipePool,
         buf: &mut [u8; MAX_READ],
     ) -> io::Result<Turn> {
@@ -251,7 +313,9 @@ impl Direction {
             if self.eof {
                 if !self.done {
                     self.done = true;
-                    shut_write(dst)?;
+                    if !other_done {
+                        shut_write(dst)?;
+                    }
                 }
                 break;
             }
@@ -262,13 +326,14 @@ impl Direction {
                 turn.more = true;
                 break;
             }
-            let read = match self.pipe.take().or_else(|| pipes.take()) {
-                Some(pipe) => {
-                    let read = self.splice_in(src, &pipe);
-                    self.pipe = Some(pipe);
-                    read?
-                }
-                None => self.copy(src, dst, buf)?,
+            let read = if !self.bulk {
+                self.copy(src, dst, buf)?
+            } else if let Some(pipe) = self.pipe.take().or_else(|| pipes.take()) {
+                let read = self.splice_in(src, &pipe);
+                self.pipe = Some(pipe);
+                read?
+            } else {
+                self.copy(src, dst, buf)?
             };
             match read {
                 Some(n) => {
@@ -284,6 +349,11 @@ impl Direction {
             pipes.give(pipe);
         }
         Ok(turn)
+    }
+
+    /// Bytes wait for the destination.
+    fn pending(&self) -> bool {
+        !self.head.is_empty() || self.in_pipe > 0
     }
 
     /// Writes the head, then the pipe's bytes. Returns true when both are empty.
@@ -337,8 +407,16 @@ impl Direction {
         }
     }
 
-    /// The fallback without a pipe: one read into the loop's buffer and a write of it;
-    /// what the destination does not take is kept in the head (at most one buffer).
+    /// One read into the loop's buffer and a write of it; what the destination does not
+    /// take is kept in the head (at most one buffer). Every direction starts here:
+    /// the commands and replies of a mail session are small, and a plain read and
+    /// write move them with fewer system calls than a pipe would. A read that fills
+    /// the buffer switches the direction to `splice(2)` for good ([`Direction::bulk`]); one
+    /// that does not shows the socket is drained (a TCP read returns less than asked
+    /// only when its queue ran empty, and with edge-triggered polling the next
+    /// arrival is reported), which saves the read that would only say `WouldBlock`;
+    /// not after the poller reported EOF, which may wait behind the data read and
+    /// will not be reported again. Also the fallback when no pipe can be had.
     fn copy(
         &mut self,
         mut src: &TcpStream,
@@ -358,6 +436,11 @@ impl Direction {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(Some(0)),
             Err(e) => return Err(e),
         };
+        if n < buf.len() {
+            self.unread = self.closing;
+        } else {
+            self.bulk = true;
+        }
         let data = buf.get(..n).unwrap_or_default();
         let mut written = 0;
         while written < n {

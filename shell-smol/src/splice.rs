@@ -29,10 +29,17 @@ use crate::accept::Slot;
 use crate::output::Output;
 use crate::signal::Waiter;
 
-/// The copy buffer of one read (on the stack, only for the duration of the read).
-const COPY_BUF: usize = 64 * 1024;
+/// The copy buffer of one read: one per executor thread ([`COPY`]), used only
+/// within a read and its write, so an idle spliced connection holds none. Large, so a
+/// bulk transfer needs few reads per wake-up.
+const COPY_BUF: usize = 256 * 1024;
 /// Bytes one direction moves per turn before the task yields to others.
-const TURN_BUDGET: usize = 256 * 1024;
+const TURN_BUDGET: usize = 1024 * 1024;
+
+thread_local! {
+    /// The executor thread's copy buffer, allocated (and zeroed) once, not per read.
+    static COPY: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; COPY_BUF]);
+}
 
 /// One side of the splice as the session phase hands it over.
 pub(crate) struct Side {
@@ -118,12 +125,14 @@ async fn run(
         let up_turn = up.pump(
             client.get_ref(),
             backend.get_ref(),
+            down.done,
             &mut client_io.read,
             &mut backend_io.write,
         );
         let down_turn = down.pump(
             backend.get_ref(),
             client.get_ref(),
+            up.done,
             &mut backend_io.read,
             &mut client_io.write,
         );
@@ -257,10 +266,14 @@ impl Direction {
         !dst.write && !self.head.is_empty()
     }
 
+    /// One turn: flush the head, then read and pass on. EOF from the source is passed
+    /// on with `shutdown(Write)`, unless `other_done` (the other direction finished
+    /// too): the splice ends right after, and closing the socket sends the FIN.
     fn pump(
         &mut self,
-        mut src: &TcpStream,
+        src: &TcpStream,
         dst: &TcpStream,
+        other_done: bool,
         can_read: &mut bool,
         can_write: &mut bool,
     ) -> io::Result<Turn> {
@@ -287,7 +300,9 @@ impl Direction {
             if self.eof {
                 if !self.done {
                     self.done = true;
-                    shut_write(dst)?;
+                    if !other_done {
+                        shut_write(dst)?;
+                    }
                 }
                 break;
             }
@@ -298,34 +313,76 @@ impl Direction {
                 turn.more = true;
                 break;
             }
-            let mut buf = [0u8; COPY_BUF];
-            let n = match src.read(&mut buf) {
-                Ok(0) => {
-                    self.eof = true;
-                    continue;
+            let step = COPY.with(|buf| match buf.try_borrow_mut() {
+                Ok(mut buf) => self.copy(src, dst, &mut buf, can_read, can_write),
+                // Not reentrant; a nested use would be a bug: copy through a small one.
+                Err(_) => self.copy(src, dst, &mut [0; 4096], can_read, can_write),
+            })?;
+            match step {
+                Copied::Bytes(n) => {
+                    turn.moved = true;
+                    budget = budget.saturating_sub(n);
                 }
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    *can_read = false;
-                    break;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            };
-            turn.moved = true;
-            budget = budget.saturating_sub(n);
-            let data = buf.get(..n).unwrap_or_default();
-            let written = if *can_write {
-                write_some(dst, data)?
-            } else {
-                0
-            };
-            if let Some(rest) = data.get(written..).filter(|rest| !rest.is_empty()) {
-                self.head.push(Bytes::copy_from_slice(rest));
+                Copied::Eof | Copied::Interrupted => {}
+                Copied::Drained => break,
             }
         }
         Ok(turn)
     }
+
+    /// One read from `src` into `buf` and a write of it to `dst`; what `dst` does not
+    /// take goes to the head. A read shorter than the buffer shows the socket's queue
+    /// ran empty (a TCP read returns less than asked only then), so `can_read` is
+    /// cleared without the read that would only say `WouldBlock`: waiting for
+    /// readability re-arms the poller, which reports at once anything that arrived
+    /// since, an EOF included.
+    fn copy(
+        &mut self,
+        mut src: &TcpStream,
+        dst: &TcpStream,
+        buf: &mut [u8],
+        can_read: &mut bool,
+        can_write: &mut bool,
+    ) -> io::Result<Copied> {
+        let n = match src.read(buf) {
+            Ok(0) => {
+                self.eof = true;
+                return Ok(Copied::Eof);
+            }
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                *can_read = false;
+                return Ok(Copied::Drained);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(Copied::Interrupted),
+            Err(e) => return Err(e),
+        };
+        if n < buf.len() {
+            *can_read = false;
+        }
+        let data = buf.get(..n).unwrap_or_default();
+        let written = if *can_write {
+            write_some(dst, data)?
+        } else {
+            0
+        };
+        if let Some(rest) = data.get(written..).filter(|rest| !rest.is_empty()) {
+            self.head.push(Bytes::copy_from_slice(rest));
+        }
+        Ok(Copied::Bytes(n))
+    }
+}
+
+/// What one [`Direction::copy`] did.
+enum Copied {
+    /// Moved this many bytes (some may wait in the head).
+    Bytes(usize),
+    /// The source sent EOF.
+    Eof,
+    /// A signal interrupted the read: try again.
+    Interrupted,
+    /// The source has nothing now.
+    Drained,
 }
 
 /// Writes as much of `data` as the socket takes now.

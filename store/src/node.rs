@@ -7,6 +7,7 @@ use std::time::Instant;
 use tidegate_core::{Reply, Request};
 
 use crate::local::LocalStore;
+use crate::penalty::Admission;
 use crate::router::Router;
 use crate::service::Executor;
 
@@ -46,9 +47,44 @@ impl Node {
     pub fn local(&self) -> &LocalStore {
         &self.local
     }
+
+    /// [`Request::Route`] answered on the event loop when every step is cheap and
+    /// cannot block: the login penalty lets the client try, the user directory
+    /// confirms the password at once ([`crate::UserDirectory::verify_fast`]: a cache
+    /// hit, a cheap scheme in a table in memory) and the back-end is an IP address.
+    /// Anything else (a refusal, a wrong password, a slow hash, a name to resolve, no
+    /// router) is `None` and goes to the worker pool, which runs the full path with its
+    /// penalty delays and logging.
+    fn route_inline(&self, request: &Request) -> Option<Reply> {
+        let Request::Route {
+            user,
+            password,
+            client,
+            service,
+        } = request
+        else {
+            return None;
+        };
+        let router = self.router()?;
+        let penalty = self.local.penalty();
+        if penalty.admit(*client, Instant::now()) != Admission::Check {
+            return None;
+        }
+        let record = self.local.users().verify_fast(user, password.expose())?;
+        let reply = router.route_without_dns(&record, *client, *service)?;
+        penalty.success(*client);
+        Some(reply)
+    }
 }
 
 impl Executor for Node {
+    fn execute_inline(&self, request: &Request) -> Option<Reply> {
+        match request {
+            Request::Route { .. } => self.route_inline(request),
+            _ => self.local.execute_inline(request),
+        }
+    }
+
     fn execute(&self, request: Request) -> Reply {
         match (request, self.router()) {
             (

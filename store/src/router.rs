@@ -107,7 +107,6 @@ impl Router {
 
     /// Answers [`tidegate_core::Request::Route`] for a user whose password was checked.
     pub fn route(&self, record: &UserRecord, client: IpAddr, service: Service) -> Reply {
-        let account = Account(record.address.clone());
         let host = match choose_host(record, &self.config) {
             Some(host) => host.to_owned(),
             None => {
@@ -129,6 +128,35 @@ impl Router {
                 return Reply::Failed(Failure::Temporary("server unavailable".into()));
             }
         };
+        self.route_to(record, client, service, host, addrs)
+    }
+
+    /// [`Router::route`] when it needs no name lookup, so an event loop may answer it:
+    /// the user's back-end is an IP address. `None` when it is a name (DNS blocks) or
+    /// when there is no back-end at all (the refusal is logged on the worker).
+    pub fn route_without_dns(
+        &self,
+        record: &UserRecord,
+        client: IpAddr,
+        service: Service,
+    ) -> Option<Reply> {
+        let host = choose_host(record, &self.config)?;
+        let ip = literal_ip(host)?;
+        let addrs = vec![SocketAddr::new(ip, self.config.ports.port(service))];
+        Some(self.route_to(record, client, service, host.to_owned(), addrs))
+    }
+
+    /// The end of routing once `host` is resolved to `addrs`: the circuit breaker,
+    /// the log line and the metrics.
+    fn route_to(
+        &self,
+        record: &UserRecord,
+        client: IpAddr,
+        service: Service,
+        host: String,
+        addrs: Vec<SocketAddr>,
+    ) -> Reply {
+        let account = Account(record.address.clone());
         let addrs = self.without_down(addrs);
         if addrs.is_empty() {
             crate::metrics::global().backend_up(&host, false);
@@ -222,11 +250,19 @@ impl Router {
 /// Resolves `host` (a name, an IPv4 address or an IPv6 address with or without
 /// brackets) with `port`.
 pub(crate) fn resolve(host: &str, port: u16) -> std::io::Result<Vec<SocketAddr>> {
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    if let Ok(ip) = bare.parse::<IpAddr>() {
+    if let Some(ip) = literal_ip(host) {
         return Ok(vec![SocketAddr::new(ip, port)]);
     }
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
     Ok((bare, port).to_socket_addrs()?.collect())
+}
+
+/// `host` as an IP address when it is one (an IPv6 address with or without brackets).
+fn literal_ip(host: &str) -> Option<IpAddr> {
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .ok()
 }
 
 #[cfg(test)]

@@ -367,6 +367,7 @@ fn front_setup(data: &[u8]) -> (Arc<ProxyConfig>, FrontConn, Script<'_>) {
             1 => ClientAddressMode::Xclient,
             _ => ClientAddressMode::None,
         },
+        pipelined_login: flags & 32 == 0,
         ..ProxyConfig::default()
     };
     let conn = FrontConn {
@@ -385,7 +386,7 @@ fn front_setup(data: &[u8]) -> (Arc<ProxyConfig>, FrontConn, Script<'_>) {
 const FRONT_OUTPUT_SLACK: usize = 2 * MAX_READ + 4096;
 
 /// Fuzzes [`Pop3FrontSession`] with a script: one flags byte (client-address mode,
-/// STLS, plaintext policy, incoming hops), then operations chosen by `byte % 8`:
+/// STLS, plaintext policy, incoming hops, pipelined back-end login), then operations chosen by `byte % 8`:
 /// 0 client line, 1 back-end line, 2 answer the route (next byte: remote, denied,
 /// temporary, disabled, throttled, local), 3 finish the connect (next byte: ok/refused),
 /// 4 advance the clock by the next byte in seconds, 5 EOF (next byte: client/back-end),

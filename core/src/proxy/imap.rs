@@ -7,7 +7,9 @@
 //! → `S1 OK` → TLS], [`S2 ID ("x-originating-ip" … "x-originating-port" …
 //! "x-proxy-ttl" …)` → `S2 OK`/`NO`/`BAD`], `S3 LOGIN "account" "password"` (or
 //! `S3 AUTHENTICATE PLAIN <base64>` when the password cannot be a quoted string) →
-//! `S3 OK [CAPABILITY …] …`, relayed to the client under the client's tag.
+//! `S3 OK [CAPABILITY …] …`, relayed to the client under the client's tag. With no
+//! STARTTLS or ID step the `S3` login goes out with the PROXY header, before the
+//! greeting ([`ProxyConfig::pipelined_login`]).
 //!
 //! The pre-login grammar here is deliberately small and private: a command is a tag, a
 //! name and at most a few strings (atoms, quoted strings, literals).
@@ -75,6 +77,8 @@ struct Dialogue {
 enum Step {
     Connecting,
     Greeting,
+    /// The greeting, with the login already sent ([`ProxyConfig::pipelined_login`]).
+    GreetingThenLogin,
     StartTls,
     Id,
     Login,
@@ -431,11 +435,22 @@ impl ImapFrontSession {
         if dialogue.step != Step::Connecting {
             return;
         }
-        if result.is_ok() {
+        let up = result.is_ok();
+        if up {
             dialogue.step = Step::Greeting;
         }
         if let Err(report) = self.front.connected(&mut dialogue.login, result) {
-            self.backend_failed(now, BACKEND_DOWN, report);
+            return self.backend_failed(now, BACKEND_DOWN, report);
+        }
+        if up && self.front.cfg.login_before_greeting() {
+            // Queued behind the PROXY header: the shell writes both at once.
+            let sent = self.send_login();
+            if let Phase::Backend(dialogue) = &mut self.phase {
+                dialogue.step = Step::GreetingThenLogin;
+            }
+            if let Err(why) = sent {
+                self.backend_down(now, why);
+            }
         }
     }
 
@@ -463,6 +478,14 @@ impl ImapFrontSession {
             return;
         };
         let step = dialogue.step;
+        if step == Step::GreetingThenLogin {
+            if starts_with_ci(&line, b"* OK") {
+                dialogue.step = Step::Login;
+            } else {
+                self.backend_down(now, "the back-end greeting is not * OK".into());
+            }
+            return;
+        }
         if step == Step::Greeting {
             let sent = if starts_with_ci(&line, b"* OK") {
                 self.after_greeting()

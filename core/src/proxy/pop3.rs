@@ -5,7 +5,8 @@
 //! Back-end dialogue, in order: [PROXY v2 header] [TLS] greeting `+OK`, [`STLS` →
 //! `+OK` → TLS], [`XCLIENT ADDR=… PORT=… TTL=…` → `+OK`], `AUTH PLAIN <base64>` →
 //! `+OK` (relayed verbatim to the client) or `-ERR [CODE] …` (the code relayed, the
-//! text not). The password is replayed as SASL PLAIN so no byte of it can end a
+//! text not). With no STLS or XCLIENT step the `AUTH PLAIN` goes out with the PROXY
+//! header, before the greeting ([`ProxyConfig::pipelined_login`]). The password is replayed as SASL PLAIN so no byte of it can end a
 //! command line early.
 
 use std::fmt::Write as _;
@@ -65,6 +66,8 @@ struct Dialogue {
 enum Step {
     Connecting,
     Greeting,
+    /// The greeting, with `AUTH PLAIN` already sent ([`ProxyConfig::pipelined_login`]).
+    GreetingThenAuth,
     Stls,
     Xclient,
     Auth,
@@ -310,11 +313,20 @@ impl Pop3FrontSession {
         if dialogue.step != Step::Connecting {
             return;
         }
-        if result.is_ok() {
+        let up = result.is_ok();
+        if up {
             dialogue.step = Step::Greeting;
         }
         if let Err(report) = self.front.connected(&mut dialogue.login, result) {
-            self.backend_failed(now, BACKEND_DOWN, report);
+            return self.backend_failed(now, BACKEND_DOWN, report);
+        }
+        if up && self.front.cfg.login_before_greeting() {
+            // Queued behind the PROXY header: the shell writes both at once.
+            let sent = send_auth(&mut self.front, dialogue);
+            dialogue.step = Step::GreetingThenAuth;
+            if let Err(why) = sent {
+                self.backend_failed(now, BACKEND_DOWN, Some(why));
+            }
         }
     }
 
@@ -357,6 +369,10 @@ impl Pop3FrontSession {
                 }
             }
             (Step::Greeting, true) => after_tls(front, dialogue),
+            (Step::GreetingThenAuth, true) => {
+                dialogue.step = Step::Auth;
+                Ok(())
+            }
             (Step::Xclient, true) => send_auth(front, dialogue),
             (Step::Auth, true) => return self.hand_over(now, line),
             (Step::Auth, false) => {

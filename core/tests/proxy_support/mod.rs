@@ -211,9 +211,12 @@ pub fn conn() -> FrontConn {
     }
 }
 
+/// The step-by-step back-end dialogue (each command after the reply before it);
+/// the tests of the pipelined login turn `pipelined_login` back on.
 pub fn config() -> ProxyConfig {
     ProxyConfig {
         hostname: "front.example.com".into(),
+        pipelined_login: false,
         ..ProxyConfig::default()
     }
 }

@@ -9,10 +9,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
-use tidegate_core::user::{AuthOutcome, Lookup};
+use tidegate_core::user::{AuthOutcome, Lookup, UserRecord};
 
 use super::{UserDirectory, UserTable, UsersError, normalize_address};
-use crate::password::{self, Verification};
+use crate::password::{self, Scheme, Verification};
 
 /// How often [`UsersFile::reload_if_changed`] looks at the file by default.
 const CHECK_INTERVAL: Duration = Duration::from_secs(1);
@@ -147,6 +147,13 @@ impl UsersFile {
         }
     }
 
+    /// The current table when it needs no look at the file now (checked within the
+    /// interval); `None` when a check is due, which touches the disk.
+    fn fresh_table(&self) -> Option<Arc<UserTable>> {
+        let state = self.lock();
+        (state.checked.elapsed() < self.interval).then(|| state.table.clone())
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -221,6 +228,24 @@ impl UserDirectory for UsersFile {
                 AuthOutcome::Denied
             }
         }
+    }
+
+    /// Answers from the table in memory when no file check is due and the password's
+    /// scheme costs one hash at most (`{PLAIN}`, `{SSHA}`, `{SSHA256}`, `{SSHA512}`).
+    fn verify_fast(&self, user: &str, password: &[u8]) -> Option<UserRecord> {
+        let table = self.fresh_table()?;
+        let record = table.lookup(user)?;
+        let cheap = matches!(
+            Scheme::split(&record.password),
+            Some((
+                Scheme::Plain | Scheme::Ssha | Scheme::Ssha256 | Scheme::Ssha512,
+                _
+            ))
+        );
+        (cheap
+            && !record.nologin()
+            && password::verify(&record.password, password) == Verification::Match)
+            .then_some(record)
     }
 
     fn reload(&self) -> Result<(), String> {
