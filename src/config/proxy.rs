@@ -43,6 +43,11 @@ pub struct Proxy {
     /// Proxy hops allowed before a connection is refused as a loop.
     #[serde(default = "default_max_hops")]
     pub max_hops: u8,
+    /// Sends the POP3/IMAP login to the back-end right behind the PROXY header, before
+    /// its greeting, saving a round trip per session; `false` for a back-end that
+    /// discards what a client sends before the greeting.
+    #[serde(default = "yes")]
+    pub pipelined_login: bool,
 }
 
 /// `[proxy] backend_ports`.

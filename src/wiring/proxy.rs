@@ -254,6 +254,7 @@ pub fn proxy_config(config: &Config) -> Result<Option<Arc<ProxyConfig>>, String>
         client_address,
         source_addrs: proxy.source_addresses.clone(),
         max_hops: proxy.max_hops,
+        pipelined_login: proxy.pipelined_login,
         backend_timeout: connect,
         // One front-end config serves every protocol: the shorter login timeout wins.
         login_timeout: Duration::from_secs(
