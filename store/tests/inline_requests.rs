@@ -235,7 +235,9 @@ fn aborts_without_a_file_are_inline_and_with_one_go_to_a_worker() {
 #[test]
 fn a_storage_error_at_the_commit_of_a_buffered_message_fails_every_recipient() {
     let (dir, store) = setup();
-    fs::create_dir_all(dir.path().join("mail")).unwrap();
+    // Neither the first recipient's maildir nor the spool can take the file.
+    fs::create_dir_all(dir.path().join("mail/example.com")).unwrap();
+    fs::write(dir.path().join("mail/example.com/alice"), b"in the way").unwrap();
     fs::write(dir.path().join("mail/.tidegate-tmp"), b"in the way").unwrap();
     for all_or_nothing in [true, false] {
         let id = inline_begin(&store, b"X: 1\r\n");
@@ -259,9 +261,58 @@ fn a_storage_error_at_the_commit_of_a_buffered_message_fails_every_recipient() {
             }
         }
     }
-    assert!(files_in(&dir.path().join("mail/example.com/alice/new")).is_empty());
     assert!(files_in(&dir.path().join("mail/example.org/bob/new")).is_empty());
     assert_eq!(store.pending_deliveries(), 0);
+}
+
+#[test]
+fn a_first_recipient_whose_maildir_fails_fails_alone_over_lmtp() {
+    let (dir, store) = setup();
+    fs::create_dir_all(dir.path().join("mail/example.com")).unwrap();
+    fs::write(dir.path().join("mail/example.com/alice"), b"in the way").unwrap();
+    let id = inline_begin(&store, b"X: 1\r\n");
+    assert!(matches!(
+        store.execute_inline(&append_request(id, Bytes::from_static(b"hi\r\n"))),
+        Some(Reply::Done)
+    ));
+    let Reply::Delivered(results) =
+        commit(&store, id, &["alice@example.com", "bob@example.org"], false)
+    else {
+        panic!("delivered expected");
+    };
+    assert!(
+        matches!(results[0], Err(Failure::Temporary(_))),
+        "{results:?}"
+    );
+    assert_eq!(results[1], Ok(()));
+    assert_eq!(
+        files_in(&dir.path().join("mail/example.org/bob/new")),
+        [b"X: 1\r\nhi\r\n".to_vec()]
+    );
+    assert!(spool(&dir).is_empty());
+}
+
+#[test]
+fn the_file_of_a_buffered_message_is_made_in_its_first_recipients_tmp() {
+    let (dir, store) = setup();
+    let id = inline_begin(&store, b"X: 1\r\n");
+    // Bob's maildir exists already; its tmp/ is where the file is written and removed.
+    fs::create_dir_all(dir.path().join("mail/example.org/bob/tmp")).unwrap();
+    fs::create_dir_all(dir.path().join("mail/example.org/bob/new")).unwrap();
+    fs::create_dir_all(dir.path().join("mail/example.org/bob/cur")).unwrap();
+    let Reply::Delivered(results) = commit(&store, id, &["bob@example.org"], true) else {
+        panic!("delivered expected");
+    };
+    assert_eq!(results, [Ok(())]);
+    assert_eq!(
+        files_in(&dir.path().join("mail/example.org/bob/new")),
+        [b"X: 1\r\n".to_vec()]
+    );
+    assert!(files_in(&dir.path().join("mail/example.org/bob/tmp")).is_empty());
+    assert!(
+        !dir.path().join("mail/.tidegate-tmp").exists(),
+        "the spool was never needed"
+    );
 }
 
 #[test]

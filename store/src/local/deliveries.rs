@@ -21,7 +21,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tidegate_core::DeliveryId;
+use tidegate_core::{Account, DeliveryId};
 
 use crate::maildir::{MaildirStore, PendingMessage, StoreError};
 
@@ -78,13 +78,25 @@ impl Held {
         }
     }
 
-    /// The message in its temporary file: a buffered one is written to a new spool
-    /// file first (on a worker thread: this is file I/O).
-    pub(super) fn into_file(self, maildir: &MaildirStore) -> Result<PendingMessage, StoreError> {
+    /// The message in its temporary file: a buffered one is written to a new file
+    /// first (on a worker thread: this is file I/O), in the `tmp/` of `near` (the first
+    /// recipient, when known) or else in the spool. Concurrent deliveries then create
+    /// and remove their files in their recipients' directories rather than all in the
+    /// one spool directory, whose lock they would otherwise queue on. Should `near`'s
+    /// maildir not take it, the spool does, so that recipient still fails on its own.
+    pub(super) fn into_file(
+        self,
+        maildir: &MaildirStore,
+        near: Option<&Account>,
+    ) -> Result<PendingMessage, StoreError> {
         match self {
             Held::File(message) => Ok(message),
             Held::Buffered(buffered) => {
-                let mut message = maildir.begin()?;
+                let opened = match near {
+                    Some(account) => maildir.begin_in(account).or_else(|_| maildir.begin()),
+                    None => maildir.begin(),
+                };
+                let mut message = opened?;
                 for part in &buffered.parts {
                     message.append(part)?;
                 }

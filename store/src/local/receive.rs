@@ -128,7 +128,7 @@ impl LocalStore {
                 return Reply::Failed(Failure::Permanent("no such message in progress".into()));
             }
         };
-        let mut message = match held.into_file(&self.maildir) {
+        let mut message = match held.into_file(&self.maildir, None) {
             Ok(message) => message,
             Err(e) => {
                 // Nothing to keep: the session aborts the message after this failure.
@@ -159,7 +159,7 @@ impl LocalStore {
                 return Reply::Failed(Failure::Temporary(TEMPORARY_TEXT.into()));
             }
         };
-        let message = match held.into_file(&self.maildir) {
+        let message = match held.into_file(&self.maildir, recipients.first()) {
             Ok(message) => message,
             Err(e) => {
                 let failure = to_failure(&format!("delivery {}", id.0), "begin delivery", e);
@@ -244,7 +244,7 @@ impl LocalStore {
                 return Reply::Failed(temporary());
             }
         };
-        let mut message = match held.into_file(&self.maildir) {
+        let mut message = match held.into_file(&self.maildir, local.first()) {
             Ok(message) => message,
             Err(e) => {
                 let _ = to_failure(&format!("delivery {}", id.0), "begin delivery", e);
