@@ -27,6 +27,8 @@ usage: bash bench/smtp.sh [options]
   --drain-timeout SECS    longest wait for Postfix's queue to empty after a run (default 120)
   --skip-build            use the binaries from an earlier run (WORKDIR/bin, see --workdir)
   --port-base PORT        first of the local ports used (default 27025)
+  --settle SECS           after removing an earlier run's data in WORKDIR, wait this
+                          long before measuring (default 60; see the comment at DATA)
   --workdir DIR           keep data, configs, logs and binaries in DIR (default: a temp dir,
                           removed at the end)
 EOF
@@ -47,6 +49,7 @@ INSTALL_POSTFIX=0
 DRAIN_TIMEOUT=120
 SKIP_BUILD=0
 PORT_BASE=27025
+SETTLE=60
 WORKDIR=""
 PASSWORD=benchpw
 DOMAIN=bench.test
@@ -69,6 +72,7 @@ while [ $# -gt 0 ]; do
         --drain-timeout) DRAIN_TIMEOUT=$2; shift 2 ;;
         --skip-build) SKIP_BUILD=1; shift ;;
         --port-base) PORT_BASE=$2; shift 2 ;;
+        --settle) SETTLE=$2; shift 2 ;;
         --workdir) WORKDIR=$2; shift 2 ;;
         -h|--help) usage; exit 0 ;;
         *) echo "smtp.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
@@ -245,7 +249,18 @@ done
 # Data: users, the message
 # ---------------------------------------------------------------------------------------
 DATA=$WORKDIR/data
-rm -rf "$DATA"
+if [ -e "$DATA" ]; then
+    rm -rf "$DATA"
+    # ext4 without a journal will not reuse an inode freed in the last 30-60 s: every
+    # file created meanwhile scans past the freed ones (recently_deleted() in the
+    # kernel), which made the first server measured after removing an earlier run's
+    # hundred thousand messages several times slower. Let that window pass.
+    if [ "$SETTLE" -gt 0 ]; then
+        log "removed the previous run's data; waiting ${SETTLE}s before measuring (--settle)"
+        sync
+        sleep "$SETTLE"
+    fi
+fi
 mkdir -p "$DATA/work"
 chmod 755 "$DATA"
 : > "$DATA/users"

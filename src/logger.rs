@@ -5,6 +5,14 @@ use std::io::Write as _;
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
 
+/// A buffer larger than this after a long line is freed rather than kept per thread.
+const KEEP_CAPACITY: usize = 4096;
+
+thread_local! {
+    /// The line being formatted, reused by the thread's next line.
+    static LINE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 struct StderrLogger {
     level: LevelFilter,
 }
@@ -25,16 +33,35 @@ impl Log for StderrLogger {
             Level::Debug => "debug",
             Level::Trace => "trace",
         };
-        let mut err = std::io::stderr().lock();
-        let _ = writeln!(
-            err,
-            "tidegate {level} {}: {}",
+        write_line(format_args!(
+            "tidegate {level} {}: {}\n",
             record.target(),
             record.args()
-        );
+        ));
     }
 
     fn flush(&self) {}
+}
+
+/// Writes one log line with a single call: stderr is unbuffered, and writing the
+/// pieces one by one would cost a system call each. The line is formatted into a
+/// per-thread buffer; a nested or late call (during thread exit) writes directly.
+fn write_line(args: std::fmt::Arguments<'_>) {
+    let buffered = LINE.try_with(|cell| {
+        let Ok(mut line) = cell.try_borrow_mut() else {
+            return false;
+        };
+        line.clear();
+        let _ = line.write_fmt(args);
+        let _ = std::io::stderr().lock().write_all(&line);
+        if line.capacity() > KEEP_CAPACITY {
+            *line = Vec::new();
+        }
+        true
+    });
+    if buffered != Ok(true) {
+        let _ = std::io::stderr().lock().write_fmt(args);
+    }
 }
 
 /// Installs the logger once; later calls do nothing.

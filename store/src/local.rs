@@ -6,6 +6,7 @@
 //! `deliveries`).
 
 mod deliveries;
+mod inline;
 mod pop3_lock;
 mod receive;
 
@@ -16,7 +17,9 @@ use std::time::{Duration, Instant};
 use tidegate_core::user::AuthOutcome;
 use tidegate_core::{Account, Failure, Reply, Request};
 
-pub use deliveries::{DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_PENDING};
+pub use deliveries::{
+    BUFFERED_MESSAGE_MAX, BUFFERED_TOTAL_MAX, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_PENDING,
+};
 pub use pop3_lock::Pop3Locks;
 
 use crate::imap::ImapExecutor;
@@ -312,6 +315,11 @@ impl Executor for LocalStore {
                 Reply::Failed(Failure::Permanent("unsupported request".into()))
             }
         }
+    }
+    /// Recipient checks against a user directory in memory, and the start, appends and
+    /// abort of a small message (kept in memory until its commit), are answered here.
+    fn execute_inline(&self, request: &Request) -> Option<Reply> {
+        self.answer_inline(request, None)
     }
 }
 

@@ -119,4 +119,12 @@ impl Executor for Node {
             (request, _) => self.local.execute(request),
         }
     }
+    /// The local store's inline answers; recipient checks route as in `execute`.
+    fn execute_inline(&self, request: &Request) -> Option<Reply> {
+        let router = match request {
+            Request::CheckRecipient { .. } if self.local.queue().is_some() => self.router(),
+            _ => None,
+        };
+        self.local.answer_inline(request, router.as_deref())
+    }
 }

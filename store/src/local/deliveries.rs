@@ -6,6 +6,13 @@
 //! without an abort (a crashed shell task, a bug) leave slots behind; a slot untouched
 //! for the idle timeout is aborted by a sweep that runs during `BeginDelivery`.
 //!
+//! A message begun on an event loop ([`Deliveries::begin_buffered`]) has no file yet:
+//! its bytes stay in the slot ([`Held::Buffered`]) while they fit
+//! [`BUFFERED_MESSAGE_MAX`] and all buffered messages together fit
+//! [`BUFFERED_TOTAL_MAX`]. The first request that runs on a worker (the commit, for a
+//! small message) writes them to a file. So a small message costs one trip to a worker
+//! thread instead of one per request.
+//!
 //! [`Request::BeginDelivery`]: tidegate_core::Request::BeginDelivery
 
 use std::collections::HashMap;
@@ -13,9 +20,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use tidegate_core::DeliveryId;
+use bytes::Bytes;
+use tidegate_core::{Account, DeliveryId};
 
-use crate::maildir::PendingMessage;
+use crate::maildir::{MaildirStore, PendingMessage, StoreError};
 
 /// Default bound on messages being received at once.
 pub const DEFAULT_MAX_PENDING: usize = 10_000;
@@ -25,6 +33,95 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// The longest time between two sweeps for abandoned messages.
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
+
+/// The most octets (trace header included) a message may have and still be kept in
+/// memory without a file. Covers the usual mail (most messages are a few KiB) and two
+/// of the SMTP session's appends at their default size (64 KiB); larger messages get
+/// their file on the append that would pass this.
+pub const BUFFERED_MESSAGE_MAX: usize = 128 * 1024;
+
+/// The most octets all messages kept in memory may hold together: 512 messages at
+/// [`BUFFERED_MESSAGE_MAX`]. Beyond it new messages get their file at once, as
+/// without buffering, so memory stays bounded however many messages are pending
+/// ([`DEFAULT_MAX_PENDING`]).
+pub const BUFFERED_TOTAL_MAX: usize = 64 * 1024 * 1024;
+
+/// A message being received, as its slot holds it.
+#[derive(Debug)]
+pub(super) enum Held {
+    /// Begun on an event loop: no file yet, the bytes so far (trace header first).
+    Buffered(Buffered),
+    /// In its temporary file.
+    File(PendingMessage),
+}
+
+/// The bytes of a message that has no file yet, in the order they came.
+#[derive(Debug, Default)]
+pub(super) struct Buffered {
+    parts: Vec<Bytes>,
+    len: usize,
+}
+
+impl Buffered {
+    fn push(&mut self, bytes: Bytes) {
+        self.len += bytes.len();
+        self.parts.push(bytes);
+    }
+}
+
+impl Held {
+    /// Octets received so far.
+    pub(super) fn size(&self) -> u64 {
+        match self {
+            Held::Buffered(buffered) => buffered.len as u64,
+            Held::File(message) => message.size(),
+        }
+    }
+
+    /// The message in its temporary file: a buffered one is written to a new file
+    /// first (on a worker thread: this is file I/O), in the `tmp/` of `near` (the first
+    /// recipient, when known) or else in the spool. Concurrent deliveries then create
+    /// and remove their files in their recipients' directories rather than all in the
+    /// one spool directory, whose lock they would otherwise queue on. Should `near`'s
+    /// maildir not take it, the spool does, so that recipient still fails on its own.
+    pub(super) fn into_file(
+        self,
+        maildir: &MaildirStore,
+        near: Option<&Account>,
+    ) -> Result<PendingMessage, StoreError> {
+        match self {
+            Held::File(message) => Ok(message),
+            Held::Buffered(buffered) => {
+                let opened = match near {
+                    Some(account) => maildir.begin_in(account).or_else(|_| maildir.begin()),
+                    None => maildir.begin(),
+                };
+                let mut message = opened?;
+                for part in &buffered.parts {
+                    message.append(part)?;
+                }
+                Ok(message)
+            }
+        }
+    }
+
+    /// Discards the message: removes its file (I/O) or frees its bytes.
+    pub(super) fn abort(self) {
+        if let Held::File(message) = self {
+            message.abort();
+        }
+    }
+}
+
+/// What [`Deliveries::abort_buffered`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum InlineAbort {
+    /// The message is gone (it had no file, or was unknown, or a request working on it
+    /// aborts it when it puts it back).
+    Done,
+    /// The message has a file: removing it is I/O for a worker.
+    HasFile,
+}
 
 /// Why a message could not be taken out of its slot.
 #[derive(Debug, PartialEq, Eq)]
@@ -48,12 +145,25 @@ pub(super) struct Deliveries {
 struct State {
     slots: HashMap<u64, Slot>,
     last_sweep: Instant,
+    /// Octets of the [`Held::Buffered`] messages in `slots`.
+    buffered: usize,
+}
+
+impl State {
+    /// Takes the message out of `slot`, keeping `buffered` right.
+    fn take_from(&mut self, slot: &mut Slot) -> Option<Held> {
+        let held = slot.message.take()?;
+        if let Held::Buffered(buffered) = &held {
+            self.buffered -= buffered.len;
+        }
+        Some(held)
+    }
 }
 
 #[derive(Debug)]
 struct Slot {
     /// `None` while a request works on the message.
-    message: Option<PendingMessage>,
+    message: Option<Held>,
     touched: Instant,
 }
 
@@ -66,6 +176,7 @@ impl Deliveries {
             state: Mutex::new(State {
                 slots: HashMap::new(),
                 last_sweep: Instant::now(),
+                buffered: 0,
             }),
         }
     }
@@ -92,11 +203,87 @@ impl Deliveries {
         Some(DeliveryId(id))
     }
 
-    /// Takes a message out of its slot to work on it; the slot stays, marked busy.
-    pub(super) fn take(&self, id: DeliveryId) -> Result<PendingMessage, Missing> {
+    /// Begins a message without a file, its trace `header` kept in memory (for an event
+    /// loop: no I/O). `None` when that is not possible now and a worker must begin it:
+    /// a sweep for abandoned messages is due (it removes files), `max_pending` messages
+    /// are being received, or the header does not fit the memory limits.
+    pub(super) fn begin_buffered(&self, header: &Bytes) -> Option<DeliveryId> {
         let mut state = self.lock();
+        let now = Instant::now();
+        let sweep_due = now.duration_since(state.last_sweep) >= self.idle_timeout.min(SWEEP_EVERY);
+        if sweep_due
+            || state.slots.len() >= self.max_pending
+            || header.len() > BUFFERED_MESSAGE_MAX
+            || state.buffered + header.len() > BUFFERED_TOTAL_MAX
+        {
+            return None;
+        }
+        let mut buffered = Buffered::default();
+        buffered.push(header.clone());
+        state.buffered += buffered.len;
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        state.slots.insert(
+            id,
+            Slot {
+                message: Some(Held::Buffered(buffered)),
+                touched: now,
+            },
+        );
+        Some(DeliveryId(id))
+    }
+
+    /// Appends `bytes` to a message that has no file, when the result still fits the
+    /// memory limits (no I/O). False when a worker must append: the message has a file,
+    /// would grow too large, is busy or unknown.
+    pub(super) fn append_buffered(&self, id: DeliveryId, bytes: &Bytes) -> bool {
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        let Some(slot) = state.slots.get_mut(&id.0) else {
+            return false;
+        };
+        let Some(Held::Buffered(buffered)) = &mut slot.message else {
+            return false;
+        };
+        if buffered.len + bytes.len() > BUFFERED_MESSAGE_MAX
+            || state.buffered + bytes.len() > BUFFERED_TOTAL_MAX
+        {
+            return false;
+        }
+        buffered.push(bytes.clone());
+        state.buffered += bytes.len();
+        slot.touched = Instant::now();
+        true
+    }
+
+    /// Aborts a message without doing I/O: one without a file (or an unknown one) is
+    /// removed; one a request is working on loses its slot, and that request aborts it
+    /// when it puts it back. A message with a file is left for a worker.
+    pub(super) fn abort_buffered(&self, id: DeliveryId) -> InlineAbort {
+        let mut state = self.lock();
+        if let Some(Slot {
+            message: Some(Held::File(_)),
+            ..
+        }) = state.slots.get(&id.0)
+        {
+            return InlineAbort::HasFile;
+        }
+        if let Some(mut slot) = state.slots.remove(&id.0) {
+            // Buffered or busy: dropping the bytes frees them.
+            drop(state.take_from(&mut slot));
+        }
+        InlineAbort::Done
+    }
+
+    /// Takes a message out of its slot to work on it; the slot stays, marked busy.
+    pub(super) fn take(&self, id: DeliveryId) -> Result<Held, Missing> {
+        let mut guard = self.lock();
+        let state = &mut *guard;
         let slot = state.slots.get_mut(&id.0).ok_or(Missing::Unknown)?;
-        slot.message.take().ok_or(Missing::Busy)
+        let held = slot.message.take().ok_or(Missing::Busy)?;
+        if let Held::Buffered(buffered) = &held {
+            state.buffered -= buffered.len;
+        }
+        Ok(held)
     }
 
     /// Puts a message back after work on it. If its slot went away meanwhile (aborted),
@@ -110,7 +297,7 @@ impl Deliveries {
         let mut state = self.lock();
         match state.slots.get_mut(&id.0) {
             Some(slot) => {
-                slot.message = Some(message);
+                slot.message = Some(Held::File(message));
                 slot.touched = Instant::now();
                 None
             }
@@ -120,14 +307,15 @@ impl Deliveries {
 
     /// Removes a slot for good: its message, `Err(Busy)` if a request holds it (that
     /// request then aborts it), or `Err(Unknown)`.
-    pub(super) fn remove(&self, id: DeliveryId) -> Result<PendingMessage, Missing> {
-        let slot = self.lock().slots.remove(&id.0).ok_or(Missing::Unknown)?;
-        slot.message.ok_or(Missing::Busy)
+    pub(super) fn remove(&self, id: DeliveryId) -> Result<Held, Missing> {
+        let mut state = self.lock();
+        let mut slot = state.slots.remove(&id.0).ok_or(Missing::Unknown)?;
+        state.take_from(&mut slot).ok_or(Missing::Busy)
     }
 
     /// Takes out messages untouched for the idle timeout (at most once per sweep
     /// interval), for the caller to abort outside the lock.
-    pub(super) fn expired(&self) -> Vec<(DeliveryId, PendingMessage)> {
+    pub(super) fn expired(&self) -> Vec<(DeliveryId, Held)> {
         let mut state = self.lock();
         let now = Instant::now();
         if now.duration_since(state.last_sweep) < self.idle_timeout.min(SWEEP_EVERY) {
@@ -145,7 +333,8 @@ impl Deliveries {
         stale
             .into_iter()
             .filter_map(|id| {
-                let message = state.slots.remove(&id)?.message?;
+                let mut slot = state.slots.remove(&id)?;
+                let message = state.take_from(&mut slot)?;
                 Some((DeliveryId(id), message))
             })
             .collect()

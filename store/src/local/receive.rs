@@ -42,52 +42,50 @@ impl LocalStore {
         router: Option<&Router>,
     ) -> Reply {
         let address = normalize_address(address);
-        let record = match self.users.lookup(&address) {
-            Lookup::Found(record) => record,
-            Lookup::NotFound if address == "postmaster" => {
-                // RFC 5321 §4.1.1.3: `<Postmaster>` without a domain must be accepted;
-                // the directory resolves it to a local domain's postmaster.
-                log::warn!(
-                    "mail for <Postmaster> refused: no postmaster@ user in any local domain"
-                );
-                return Reply::Recipient(RecipientCheck::Unknown);
-            }
-            Lookup::NotFound => {
-                log::info!("recipient {address:?}: no such user");
-                return Reply::Recipient(RecipientCheck::Unknown);
-            }
-            Lookup::UnknownDomain => return Reply::Recipient(RecipientCheck::NotLocal),
-            Lookup::TempFail(reason) => {
-                log::warn!("recipient {address:?}: user database: {reason}");
-                return Reply::Failed(Failure::Temporary(DIRECTORY_TEXT.into()));
-            }
-        };
-        let account = Account(record.address.clone());
-        match router.map(|router| router.mail_route(&record)) {
-            None | Some(MailRoute::Local) => {}
-            Some(MailRoute::Backend(host)) => {
-                return Reply::Recipient(RecipientCheck::Backend(BackendRecipient {
-                    account,
-                    host,
-                }));
-            }
-            Some(MailRoute::Unroutable) => {
-                log::warn!("recipient {address}: no tohost and no [proxy] default_host");
-                return Reply::Failed(Failure::Temporary("no server for this account".into()));
+        let lookup = self.users.lookup(&address);
+        match decide_recipient(&address, lookup, router) {
+            Decision::Answer(reply) => reply,
+            Decision::CheckQuota { account, quota } => {
+                self.check_quota(&address, account, quota, size_hint)
             }
         }
-        if let Some(quota) = record.quota() {
-            let size = size_hint.unwrap_or(0).max(1);
-            match self.maildir.usage(&account) {
-                Ok(usage) if usage.saturating_add(size) > quota => {
-                    log::info!("recipient {address}: over quota ({usage} of {quota} octets used)");
-                    return Reply::Recipient(RecipientCheck::OverQuota);
-                }
-                Ok(_) => {}
-                Err(e) => return failure(&account.0, "quota check", e),
-            }
+    }
+
+    /// `RCPT TO` answered from memory on the calling thread (an event loop), or `None`
+    /// when that needs I/O: a user directory that is not in memory, or a recipient with
+    /// a `quota=` (its usage is a scan of the maildir). Same answers as
+    /// [`LocalStore::check_recipient`] (`router`: [`LocalStore::check_recipient_routed`]).
+    pub(super) fn check_recipient_inline(
+        &self,
+        address: &str,
+        router: Option<&Router>,
+    ) -> Option<Reply> {
+        let address = normalize_address(address);
+        let lookup = self.users.lookup_in_memory(&address)?;
+        match decide_recipient(&address, lookup, router) {
+            Decision::Answer(reply) => Some(reply),
+            Decision::CheckQuota { .. } => None,
         }
-        Reply::Recipient(RecipientCheck::Local(account))
+    }
+
+    /// A local recipient with a quota: usage plus the declared `SIZE=` (or one octet
+    /// without it) must fit.
+    fn check_quota(
+        &self,
+        address: &str,
+        account: Account,
+        quota: u64,
+        size_hint: Option<u64>,
+    ) -> Reply {
+        let size = size_hint.unwrap_or(0).max(1);
+        match self.maildir.usage(&account) {
+            Ok(usage) if usage.saturating_add(size) > quota => {
+                log::info!("recipient {address}: over quota ({usage} of {quota} octets used)");
+                Reply::Recipient(RecipientCheck::OverQuota)
+            }
+            Ok(_) => Reply::Recipient(RecipientCheck::Local(account)),
+            Err(e) => failure(&account.0, "quota check", e),
+        }
     }
 
     /// Opens a spool file and writes the trace header. Abandoned deliveries are swept
@@ -123,11 +121,19 @@ impl LocalStore {
 
     /// Appends to a message; the map lock is not held while writing.
     pub(super) fn append_delivery(&self, id: DeliveryId, bytes: &[u8]) -> Reply {
-        let mut message = match self.deliveries.take(id) {
-            Ok(message) => message,
+        let held = match self.deliveries.take(id) {
+            Ok(held) => held,
             Err(missing) => {
                 log::error!("append to {missing:?} delivery {}", id.0);
                 return Reply::Failed(Failure::Permanent("no such message in progress".into()));
+            }
+        };
+        let mut message = match held.into_file(&self.maildir, None) {
+            Ok(message) => message,
+            Err(e) => {
+                // Nothing to keep: the session aborts the message after this failure.
+                let _ = self.deliveries.remove(id);
+                return failure(&format!("delivery {}", id.0), "begin delivery", e);
             }
         };
         let appended = message.append(bytes);
@@ -145,12 +151,19 @@ impl LocalStore {
         recipients: Vec<Account>,
         all_or_nothing: bool,
     ) -> Reply {
-        let message = match self.deliveries.remove(id) {
-            Ok(message) => message,
+        let held = match self.deliveries.remove(id) {
+            Ok(held) => held,
             Err(missing) => {
                 // Answered as temporary: the client keeps the message and retries.
                 log::error!("commit of {missing:?} delivery {}", id.0);
                 return Reply::Failed(Failure::Temporary(TEMPORARY_TEXT.into()));
+            }
+        };
+        let message = match held.into_file(&self.maildir, recipients.first()) {
+            Ok(message) => message,
+            Err(e) => {
+                let failure = to_failure(&format!("delivery {}", id.0), "begin delivery", e);
+                return Reply::Delivered(recipients.iter().map(|_| Err(failure.clone())).collect());
             }
         };
         let recipients = self.with_quotas(recipients);
@@ -224,11 +237,18 @@ impl LocalStore {
         let slots = local.len() + 1;
         let temporary = || Failure::Temporary(TEMPORARY_TEXT.into());
         let all_failed = || Reply::Delivered((0..slots).map(|_| Err(temporary())).collect());
-        let mut message = match self.deliveries.remove(id) {
-            Ok(message) => message,
+        let held = match self.deliveries.remove(id) {
+            Ok(held) => held,
             Err(missing) => {
                 log::error!("commit of {missing:?} delivery {}", id.0);
                 return Reply::Failed(temporary());
+            }
+        };
+        let mut message = match held.into_file(&self.maildir, local.first()) {
+            Ok(message) => message,
+            Err(e) => {
+                let _ = to_failure(&format!("delivery {}", id.0), "begin delivery", e);
+                return all_failed();
             }
         };
         let Some(queue) = self.queue.clone() else {
@@ -296,5 +316,63 @@ impl LocalStore {
         if let Some(message) = self.deliveries.put_back(id, message) {
             message.abort();
         }
+    }
+}
+
+/// What a recipient's directory entry decides, before any look at its mailbox.
+enum Decision {
+    /// The answer.
+    Answer(Reply),
+    /// A local user with `quota=`: the answer depends on the mailbox's usage.
+    CheckQuota {
+        /// The user's account.
+        account: Account,
+        /// The limit in octets.
+        quota: u64,
+    },
+}
+
+/// The answer to `RCPT TO` for what the directory said of `address` (normalised),
+/// with `router` on a proxy front-end: unknown users, foreign domains, back-end users
+/// and local users without a quota are decided here.
+fn decide_recipient(address: &str, lookup: Lookup, router: Option<&Router>) -> Decision {
+    let record = match lookup {
+        Lookup::Found(record) => record,
+        Lookup::NotFound if address == "postmaster" => {
+            // RFC 5321 §4.1.1.3: `<Postmaster>` without a domain must be accepted;
+            // the directory resolves it to a local domain's postmaster.
+            log::warn!("mail for <Postmaster> refused: no postmaster@ user in any local domain");
+            return Decision::Answer(Reply::Recipient(RecipientCheck::Unknown));
+        }
+        Lookup::NotFound => {
+            log::info!("recipient {address:?}: no such user");
+            return Decision::Answer(Reply::Recipient(RecipientCheck::Unknown));
+        }
+        Lookup::UnknownDomain => {
+            return Decision::Answer(Reply::Recipient(RecipientCheck::NotLocal));
+        }
+        Lookup::TempFail(reason) => {
+            log::warn!("recipient {address:?}: user database: {reason}");
+            return Decision::Answer(Reply::Failed(Failure::Temporary(DIRECTORY_TEXT.into())));
+        }
+    };
+    let account = Account(record.address.clone());
+    match router.map(|router| router.mail_route(&record)) {
+        None | Some(MailRoute::Local) => {}
+        Some(MailRoute::Backend(host)) => {
+            return Decision::Answer(Reply::Recipient(RecipientCheck::Backend(
+                BackendRecipient { account, host },
+            )));
+        }
+        Some(MailRoute::Unroutable) => {
+            log::warn!("recipient {address}: no tohost and no [proxy] default_host");
+            return Decision::Answer(Reply::Failed(Failure::Temporary(
+                "no server for this account".into(),
+            )));
+        }
+    }
+    match record.quota() {
+        Some(quota) => Decision::CheckQuota { account, quota },
+        None => Decision::Answer(Reply::Recipient(RecipientCheck::Local(account))),
     }
 }

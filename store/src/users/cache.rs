@@ -213,6 +213,10 @@ impl UserDirectory for CachedDirectory {
         self.inner.lookup(address)
     }
 
+    fn lookup_in_memory(&self, address: &str) -> Option<Lookup> {
+        self.inner.lookup_in_memory(address)
+    }
+
     fn verify(&self, user: &str, password: &[u8], client: IpAddr) -> AuthOutcome {
         self.verify_at(user, password, client, Instant::now())
     }

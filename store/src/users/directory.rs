@@ -12,6 +12,15 @@ pub trait UserDirectory: Send + Sync + fmt::Debug + 'static {
     /// Who is `address` (normalised by the directory)?
     fn lookup(&self, address: &str) -> Lookup;
 
+    /// [`UserDirectory::lookup`] answered from memory, for callers on an event loop
+    /// (`Executor::execute_inline`): `Some` only when the answer needs no disk or
+    /// network I/O and no wait on a lock held across I/O; `None` sends the caller to
+    /// `lookup` on a worker thread. The default (network directories) is always `None`.
+    fn lookup_in_memory(&self, address: &str) -> Option<Lookup> {
+        let _ = address;
+        None
+    }
+
     /// Is `password` the password of `user`? An unknown user and a wrong password give
     /// [`AuthOutcome::Denied`] after the same work; `nologin` is only revealed to someone
     /// who knows the password. `client` is for logging.

@@ -175,28 +175,51 @@ impl UsersFile {
     /// local domain that has one.
     fn lookup_now(&self, address: &str) -> Lookup {
         self.reload_if_changed();
-        let table = self.current();
-        let address = normalize_address(address);
-        if address == "postmaster" {
-            return table
-                .local_domains()
-                .iter()
-                .find_map(|domain| table.lookup(&format!("postmaster@{domain}")))
-                .map_or(Lookup::NotFound, Lookup::Found);
-        }
-        if let Some(record) = table.lookup(&address) {
-            return Lookup::Found(record);
-        }
-        match address.rsplit_once('@') {
-            Some((_, domain)) if table.is_local_domain(domain) => Lookup::NotFound,
-            _ => Lookup::UnknownDomain,
-        }
+        lookup_in(&self.current(), address)
+    }
+
+    /// `lookup` on the table in memory, when no look at the file is due and no reload
+    /// holds the table's lock (a reload reads the file under it); `None` otherwise.
+    fn lookup_loaded(&self, address: &str) -> Option<Lookup> {
+        let table = {
+            let state = self.state.try_lock().ok()?;
+            if state.checked.elapsed() >= self.interval {
+                return None;
+            }
+            state.table.clone()
+        };
+        Some(lookup_in(&table, address))
+    }
+}
+
+/// Looks `address` up in one version of the table.
+fn lookup_in(table: &UserTable, address: &str) -> Lookup {
+    let address = normalize_address(address);
+    if address == "postmaster" {
+        return table
+            .local_domains()
+            .iter()
+            .find_map(|domain| table.lookup(&format!("postmaster@{domain}")))
+            .map_or(Lookup::NotFound, Lookup::Found);
+    }
+    if let Some(record) = table.lookup(&address) {
+        return Lookup::Found(record);
+    }
+    match address.rsplit_once('@') {
+        Some((_, domain)) if table.is_local_domain(domain) => Lookup::NotFound,
+        _ => Lookup::UnknownDomain,
     }
 }
 
 impl UserDirectory for UsersFile {
     fn lookup(&self, address: &str) -> Lookup {
         self.lookup_now(address)
+    }
+
+    /// The loaded table answers unless a look at the file for changes is due (then
+    /// [`UserDirectory::lookup`] on a worker makes it) or a reload is reading the file.
+    fn lookup_in_memory(&self, address: &str) -> Option<Lookup> {
+        self.lookup_loaded(address)
     }
 
     /// An unknown user costs one check against the file's first hashed password (same

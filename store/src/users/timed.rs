@@ -34,6 +34,13 @@ impl UserDirectory for TimedDirectory {
         found
     }
 
+    fn lookup_in_memory(&self, address: &str) -> Option<Lookup> {
+        let started = Instant::now();
+        let found = self.inner.lookup_in_memory(address)?;
+        metrics::global().user_lookup(self.kind, started.elapsed());
+        Some(found)
+    }
+
     fn verify(&self, user: &str, password: &[u8], client: IpAddr) -> AuthOutcome {
         let started = Instant::now();
         let outcome = self.inner.verify(user, password, client);
