@@ -81,6 +81,10 @@ impl Executor for Node {
     fn execute_inline(&self, request: &Request) -> Option<Reply> {
         match request {
             Request::Route { .. } => self.route_inline(request),
+            // Recipient checks route back-end users as in `execute`.
+            Request::CheckRecipient { .. } if self.local.queue().is_some() => {
+                self.local.answer_inline(request, self.router().as_deref())
+            }
             _ => self.local.execute_inline(request),
         }
     }
@@ -118,13 +122,5 @@ impl Executor for Node {
             }
             (request, _) => self.local.execute(request),
         }
-    }
-    /// The local store's inline answers; recipient checks route as in `execute`.
-    fn execute_inline(&self, request: &Request) -> Option<Reply> {
-        let router = match request {
-            Request::CheckRecipient { .. } if self.local.queue().is_some() => self.router(),
-            _ => None,
-        };
-        self.local.answer_inline(request, router.as_deref())
     }
 }

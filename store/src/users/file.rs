@@ -147,10 +147,11 @@ impl UsersFile {
         }
     }
 
-    /// The current table when it needs no look at the file now (checked within the
-    /// interval); `None` when a check is due, which touches the disk.
+    /// The current table when using it needs no look at the file (checked within the
+    /// interval) and no wait (a reload reads the file under the lock); `None`
+    /// otherwise. For answers on an event loop.
     fn fresh_table(&self) -> Option<Arc<UserTable>> {
-        let state = self.lock();
+        let state = self.state.try_lock().ok()?;
         (state.checked.elapsed() < self.interval).then(|| state.table.clone())
     }
 
@@ -176,19 +177,6 @@ impl UsersFile {
     fn lookup_now(&self, address: &str) -> Lookup {
         self.reload_if_changed();
         lookup_in(&self.current(), address)
-    }
-
-    /// `lookup` on the table in memory, when no look at the file is due and no reload
-    /// holds the table's lock (a reload reads the file under it); `None` otherwise.
-    fn lookup_loaded(&self, address: &str) -> Option<Lookup> {
-        let table = {
-            let state = self.state.try_lock().ok()?;
-            if state.checked.elapsed() >= self.interval {
-                return None;
-            }
-            state.table.clone()
-        };
-        Some(lookup_in(&table, address))
     }
 }
 
@@ -219,7 +207,7 @@ impl UserDirectory for UsersFile {
     /// The loaded table answers unless a look at the file for changes is due (then
     /// [`UserDirectory::lookup`] on a worker makes it) or a reload is reading the file.
     fn lookup_in_memory(&self, address: &str) -> Option<Lookup> {
-        self.lookup_loaded(address)
+        self.fresh_table().map(|table| lookup_in(&table, address))
     }
 
     /// An unknown user costs one check against the file's first hashed password (same
