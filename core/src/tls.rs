@@ -107,6 +107,32 @@ impl<S: Session> Secured<S> {
         }
     }
 
+    /// Encrypts `bytes` for the client. rustls takes plaintext only up to its buffer
+    /// limit at a time, so the records made so far are moved out between writes: a
+    /// reply longer than the limit (many pipelined commands answered at once) goes out
+    /// whole instead of being cut mid-line. A write that makes no progress even after
+    /// that ends the connection.
+    fn write_secured(&mut self, mut bytes: &[u8]) {
+        let mut drained = false;
+        while !bytes.is_empty() {
+            let Some(tls) = self.tls.as_mut() else {
+                return self.fail();
+            };
+            match tls.writer().write(bytes) {
+                Ok(n) if n > 0 => {
+                    bytes = bytes.get(n..).unwrap_or_default();
+                    drained = false;
+                }
+                Ok(_) if !drained => {
+                    self.collect_tls_output();
+                    drained = true;
+                }
+                Ok(_) | Err(_) => return self.fail(),
+            }
+        }
+        self.collect_tls_output();
+    }
+
     /// Ends the connection after a TLS error: flush the alert, then close.
     fn fail(&mut self) {
         self.collect_tls_output();
@@ -139,12 +165,7 @@ impl<S: Session> Secured<S> {
                     to: Peer::Client,
                     bytes,
                 }),
-                Some(tls) => {
-                    if tls.writer().write_all(&bytes).is_err() {
-                        return self.fail();
-                    }
-                    self.collect_tls_output();
-                }
+                Some(_) => self.write_secured(&bytes),
             },
             Action::StartTls { with: Peer::Client } => self.start_tls(),
             // Raw bytes cannot be spliced past a TLS session that ends here.
