@@ -128,6 +128,15 @@ pub fn smtp_client_session(start: Instant, data: &[u8]) {
         size: 40,
         eight_bit: flags & 16 != 0,
         smtputf8: flags & 32 != 0,
+        xclient: (shape & 16 != 0).then(|| {
+            Box::new(crate::proxy::xclient::Xclient {
+                addr: Some(std::net::IpAddr::from([192, 0, 2, 7])),
+                port: Some(40_000),
+                helo: Some("client.example".into()),
+                proto: Some("ESMTP".into()),
+                ..Default::default()
+            })
+        }),
     };
     let mut run = Run {
         session: ClientSession::new(config.clone(), envelope.clone(), start),
