@@ -31,6 +31,8 @@ enum Step {
     Next(&'static [&'static str]),
     /// Like `Next`, with the first envelope's XCLIENT client at this port instead.
     NextFrom(&'static [&'static str], u16),
+    /// `start_next` with an envelope naming no client must be refused.
+    RefusedAnonymous(&'static [&'static str]),
     /// The session must be idle; the driver ends the connection.
     End,
 }
@@ -191,6 +193,20 @@ fn run(
                 h.session
                     .start_next(h.now, next)
                     .expect("an idle session takes the next message");
+                h.drain();
+            }
+            RefusedAnonymous(recipients) => {
+                assert!(h.session.is_idle(), "step {i}: not idle ({cut:?})");
+                assert!(
+                    h.session
+                        .start_next(h.now, self::envelope(recipients))
+                        .is_err(),
+                    "step {i}: a message without a client was taken after XCLIENT"
+                );
+                assert!(
+                    h.session.is_idle(),
+                    "step {i}: the refusal changed the session"
+                );
                 h.drain();
             }
             End => {
@@ -1662,6 +1678,9 @@ fn a_reused_connection_sends_xclient_again_only_for_a_different_client() {
             C("Subject: hi\r\n\r\nyo\r\n.\r\n"),
             S("250 2.0.0 second\r\n"),
             C(""),
+            // No client at all (a report, an entry from before the client line): the
+            // server would take it as the last client's, so it needs a new connection.
+            RefusedAnonymous(&["d@back.test"]),
             // Another client: XCLIENT and LHLO again before MAIL.
             NextFrom(&["c@back.test"], 40001),
             C("XCLIENT HELO=mail.sender.test PROTO=ESMTP ADDR=192.0.2.7 PORT=40001\r\n"),

@@ -441,8 +441,9 @@ impl Connection {
 
     /// The next message on an idle connection. `None` when the connection cannot carry
     /// it and nothing of it can have been delivered: the server hung up or spoke while
-    /// idle, or it failed the transaction as a whole with a temporary failure (a `421`
-    /// crossing the MAIL command).
+    /// idle, it failed the transaction as a whole with a temporary failure (a `421`
+    /// crossing the MAIL command), or it named a client with XCLIENT and this message
+    /// names none (the server would take it as that client's).
     fn next_message(
         &mut self,
         message: &OutboundMessage<'_>,

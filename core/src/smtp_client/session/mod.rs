@@ -381,9 +381,12 @@ impl ClientSession {
     /// Starts the next transaction on an idle session ([`ClientConfig::reuse`]): MAIL,
     /// the RCPTs and DATA for `envelope`, on the connection, TLS and AUTH already set
     /// up. An envelope that cannot be sent finishes at once without a byte and leaves
-    /// the session idle. Gives the envelope back when the session is not idle.
+    /// the session idle. Gives the envelope back when the session is not idle, and
+    /// when the connection has named a client with XCLIENT and `envelope` names none:
+    /// the server would take the message as that client's, so it needs a fresh
+    /// connection.
     pub fn start_next(&mut self, now: Instant, envelope: Envelope) -> Result<(), Envelope> {
-        if !self.is_idle() {
+        if !self.is_idle() || (self.xclient_sent.is_some() && envelope.xclient.is_none()) {
             return Err(envelope);
         }
         let recipients = envelope.recipients.len();
