@@ -8,12 +8,14 @@
 //! itself, which is also a back-end (its own LMTP listener). The front-end has no `[relay]`: its queue
 //! exists because it is a front-end with an inbound SMTP listener. It connects to the
 //! back-ends from 127.0.0.5, the only address they trust, which must begin each
-//! connection with a PROXY v2 header.
+//! connection with a PROXY v2 header (or, under `client_address = "xclient"`, names the
+//! original SMTP client with XCLIENT instead).
 
 mod support;
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::os::fd::FromRawFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -54,6 +56,13 @@ impl Cluster {
     /// certificate for both their addresses and the front-end requires it, verified
     /// against that certificate (`backend_tls = "starttls"`, `backend_ca`).
     fn start_with(back1: bool, back2: bool, tls: bool) -> Cluster {
+        Cluster::start_mode(back1, back2, tls, "proxy-v2")
+    }
+
+    /// Like [`Cluster::start_with`] with the front-end's `[proxy] client_address`; every
+    /// mode but `proxy-v2` sends no PROXY header, so no node expects one.
+    fn start_mode(back1: bool, back2: bool, tls: bool, client_address: &str) -> Cluster {
+        let proxy_protocol = client_address == "proxy-v2";
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(
             dir.path().join("users"),
@@ -80,7 +89,7 @@ impl Cluster {
                      [storage]\nmailbox_path = \"{name}-mail\"\nworkarea = \"{name}-work\"\n\
                      [users]\nfile = \"users\"\n\
                      [lmtp]\nlisten = [\"{ip}:{lmtp}\"]\n\
-                     [trust]\nnetworks = [\"{SOURCE}/32\"]\nproxy_protocol = true\n\
+                     [trust]\nnetworks = [\"{SOURCE}/32\"]\nproxy_protocol = {proxy_protocol}\n\
                      [server]\nallow_root = true\nshutdown_grace_secs = 1\n\
                      {back_tls}"
                 ),
@@ -95,10 +104,10 @@ impl Cluster {
                  [users]\nfile = \"users\"\n\
                  [smtp]\nlisten = [\"{FRONT}:{smtp}\"]\n\
                  [lmtp]\nlisten = [\"{FRONT}:{lmtp}\"]\n\
-                 [trust]\nnetworks = [\"{SOURCE}/32\"]\nproxy_protocol = true\n\
+                 [trust]\nnetworks = [\"{SOURCE}/32\"]\nproxy_protocol = {proxy_protocol}\n\
                  [proxy]\ndefault_host = \"{BACK1}\"\n\
                  backend_ports = {{ lmtp = {lmtp} }}\nconnect_timeout_secs = 3\n\
-                 source_addresses = [\"{SOURCE}\"]\nclient_address = \"proxy-v2\"\n{front_tls}\
+                 source_addresses = [\"{SOURCE}\"]\nclient_address = \"{client_address}\"\n{front_tls}\
                  [server]\nallow_root = true\nshutdown_grace_secs = 1\n"
             ),
         )
@@ -199,7 +208,10 @@ struct Smtp {
 
 impl Smtp {
     fn connect(to: SocketAddr) -> Smtp {
-        let stream = TcpStream::connect(to).unwrap();
+        Smtp::over(TcpStream::connect(to).unwrap())
+    }
+
+    fn over(stream: TcpStream) -> Smtp {
         stream
             .set_read_timeout(Some(Duration::from_secs(15)))
             .unwrap();
@@ -249,7 +261,10 @@ fn stored_body() -> &'static str {
 
 /// One transaction; returns the reply to the end of the data.
 fn send(to: SocketAddr, recipients: &[(&str, &str)], subject: &str) -> String {
-    let mut smtp = Smtp::connect(to);
+    send_over(Smtp::connect(to), recipients, subject)
+}
+
+fn send_over(mut smtp: Smtp, recipients: &[(&str, &str)], subject: &str) -> String {
     assert!(smtp.ask("EHLO client.remote.example").starts_with("250"));
     assert_eq!(
         smtp.ask(&format!("MAIL FROM:<{SENDER}>")),
@@ -425,5 +440,74 @@ fn the_lmtp_leg_uses_verified_starttls_when_backend_tls_asks_for_it() {
         assert_eq!(copies.len(), 1, "{}", cluster.log());
         // RFC 3848: LMTPS is LMTP with STARTTLS.
         check_copy_with(&copies[0], "over-tls", node, "with LMTPS");
+    }
+}
+
+/// A TCP connection to `to` from the local address `from` (any 127.0.0.x is local on
+/// Linux loopback), so the client's address differs from every node's.
+fn connect_from(from: Ipv4Addr, to: SocketAddr) -> TcpStream {
+    let SocketAddr::V4(to) = to else {
+        panic!("IPv4 only")
+    };
+    let sockaddr = |ip: Ipv4Addr, port: u16| libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(ip).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    let (local, remote) = (sockaddr(from, 0), sockaddr(*to.ip(), to.port()));
+    // SAFETY: a fresh socket, owned by the TcpStream from here on; both sockaddrs live
+    // across the calls that read them.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        let stream = TcpStream::from_raw_fd(fd);
+        let rc = libc::bind(fd, (&raw const local).cast(), len);
+        assert_eq!(rc, 0, "bind {from}: {}", std::io::Error::last_os_error());
+        let rc = libc::connect(fd, (&raw const remote).cast(), len);
+        assert_eq!(rc, 0, "connect: {}", std::io::Error::last_os_error());
+        stream
+    }
+}
+
+#[test]
+fn with_xclient_the_backend_received_field_names_the_original_client() {
+    // The client sends from an address no node has; the front-end names it to each
+    // back-end with XCLIENT on the LMTP leg (it is in their [trust] networks).
+    let client = Ipv4Addr::new(127, 0, 0, 9);
+    let cluster = Cluster::start_mode(true, true, false, "xclient");
+    let smtp = Smtp::over(connect_from(client, addr(FRONT, cluster.smtp)));
+    let reply = send_over(
+        smtp,
+        &[
+            ("alice@example.com", "250 2.1.5"),
+            ("bob@example.com", "250 2.1.5"),
+        ],
+        "xclient",
+    );
+    assert!(reply.starts_with("250 2.0.0 "), "{reply}");
+    for (node, user) in [("back2", "alice"), ("back1", "bob")] {
+        let copies = cluster.inbox(node, user, 1);
+        assert_eq!(copies.len(), 1, "{}", cluster.log());
+        let copy = &copies[0];
+        let received: Vec<&str> = copy.split("\r\nReceived: ").skip(1).collect();
+        // The back-end's own trace field: the original client and its HELO name, not
+        // the front-end (127.0.0.5) that connected.
+        assert!(
+            received[0].starts_with("from client.remote.example ([127.0.0.9]) by ")
+                && received[0].contains(&format!("by {node}.test"))
+                && received[0].contains("with LMTP"),
+            "{copy}\n{}",
+            cluster.log()
+        );
+        assert!(!received[0].contains("127.0.0.5"), "{copy}");
+        assert!(
+            received[1].starts_with("from client.remote.example ([127.0.0.9]) by front.test"),
+            "{copy}"
+        );
+        assert!(copy.ends_with(stored_body()), "{copy}");
     }
 }

@@ -68,6 +68,10 @@ pub struct RelayEnvelope {
     /// Proxy mode: recipients relayed to their back-ends over LMTP, in RCPT order
     /// (accounts named twice appear once).
     pub backends: Vec<BackendRecipient>,
+    /// The SMTP client the message came from (address, port, HELO name, `SMTP` or
+    /// `ESMTP`), kept with a proxy front-end's queue copy so the LMTP leg can name it
+    /// to the back-end with XCLIENT (Postfix `XCLIENT_README`); `None` when unknown.
+    pub client: Option<crate::proxy::xclient::Xclient>,
 }
 
 /// One message of a mailbox listing.

@@ -4,6 +4,7 @@
 
 use std::time::{Duration, Instant};
 
+use tidegate_core::proxy::xclient::Xclient;
 use tidegate_core::secret::Secret;
 use tidegate_core::smtp_client::{
     ClientConfig, ClientEvent, ClientSession, Envelope, Failure, RecipientResult, RecipientStatus,
@@ -28,6 +29,10 @@ enum Step {
     /// The session must be idle ([`ClientConfig::reuse`]); the next message goes to
     /// these recipients (the same body).
     Next(&'static [&'static str]),
+    /// Like `Next`, with the first envelope's XCLIENT client at this port instead.
+    NextFrom(&'static [&'static str], u16),
+    /// `start_next` with an envelope naming no client must be refused.
+    RefusedAnonymous(&'static [&'static str]),
     /// The session must be idle; the driver ends the connection.
     End,
 }
@@ -173,6 +178,37 @@ fn run(
                     .expect("an idle session takes the next message");
                 h.drain();
             }
+            NextFrom(recipients, port) => {
+                assert!(h.session.is_idle(), "step {i}: not idle ({cut:?})");
+                h.body_pos = 0;
+                let next = Envelope {
+                    xclient: envelope.xclient.clone().map(|x| {
+                        Box::new(Xclient {
+                            port: Some(port),
+                            ..*x
+                        })
+                    }),
+                    ..self::envelope(recipients)
+                };
+                h.session
+                    .start_next(h.now, next)
+                    .expect("an idle session takes the next message");
+                h.drain();
+            }
+            RefusedAnonymous(recipients) => {
+                assert!(h.session.is_idle(), "step {i}: not idle ({cut:?})");
+                assert!(
+                    h.session
+                        .start_next(h.now, self::envelope(recipients))
+                        .is_err(),
+                    "step {i}: a message without a client was taken after XCLIENT"
+                );
+                assert!(
+                    h.session.is_idle(),
+                    "step {i}: the refusal changed the session"
+                );
+                h.drain();
+            }
             End => {
                 assert!(h.session.is_idle(), "step {i}: not idle ({cut:?})");
                 h.session.end(h.now);
@@ -249,6 +285,7 @@ fn envelope(recipients: &[&str]) -> Envelope {
         size: 18,
         eight_bit: false,
         smtputf8: false,
+        xclient: None,
     }
 }
 
@@ -1486,4 +1523,181 @@ fn reuse_is_refused_when_busy_and_local_refusals_keep_the_connection() {
     assert_eq!(out.all.len(), 2);
     assert!(out.all[1].as_ref().unwrap_err().permanent);
     assert!(!out.idle && !out.closed);
+}
+
+// ---- XCLIENT on the LMTP leg (Postfix XCLIENT_README) -------------------------------
+
+fn relayed(recipients: &[&str], port: u16) -> Envelope {
+    Envelope {
+        xclient: Some(Box::new(Xclient {
+            addr: Some(std::net::IpAddr::from([192, 0, 2, 7])),
+            port: Some(port),
+            helo: Some("mail.sender.test".into()),
+            proto: Some("ESMTP".into()),
+            ..Xclient::default()
+        })),
+        ..envelope(recipients)
+    }
+}
+
+const BACK_LHLO_XCLIENT: &str = "250-back.test\r\n250-PIPELINING\r\n250-XCLIENT ADDR PORT HELO NAME PROTO TTL\r\n250 8BITMIME\r\n";
+
+#[test]
+fn xclient_names_the_client_then_lhlo_again_before_mail() {
+    let report = dialogue(
+        &lmtp_config(),
+        &relayed(&["a@back.test"], 40000),
+        BODY,
+        &[
+            S("220 back.test LMTP\r\n"),
+            C("LHLO client.example\r\n"),
+            S(BACK_LHLO_XCLIENT),
+            C("XCLIENT HELO=mail.sender.test PROTO=ESMTP ADDR=192.0.2.7 PORT=40000\r\n"),
+            S("220 back.test LMTP\r\n"),
+            C("LHLO client.example\r\n"),
+            S(BACK_LHLO_XCLIENT),
+            C("MAIL FROM:<alice@example.com>\r\nRCPT TO:<a@back.test>\r\nDATA\r\n"),
+            S("250 ok\r\n250 ok\r\n354 go\r\n"),
+            C("Subject: hi\r\n\r\nyo\r\n.\r\n"),
+            S("250 2.0.0 <a@back.test> delivered\r\n"),
+            C("QUIT\r\n"),
+            S("221 bye\r\n"),
+        ],
+    );
+    assert_eq!(statuses(&report), vec![RecipientStatus::Delivered]);
+}
+
+#[test]
+fn xclient_sends_only_the_attributes_the_server_lists() {
+    let report = dialogue(
+        &lmtp_config(),
+        &relayed(&["a@back.test"], 40000),
+        BODY,
+        &[
+            S("220 back.test LMTP\r\n"),
+            C("LHLO client.example\r\n"),
+            S("250-back.test\r\n250 XCLIENT ADDR helo\r\n"),
+            C("XCLIENT HELO=mail.sender.test ADDR=192.0.2.7\r\n"),
+            S("220 back.test\r\n"),
+            C("LHLO client.example\r\n"),
+            S("250-back.test\r\n250 XCLIENT ADDR helo\r\n"),
+            C("MAIL FROM:<alice@example.com>\r\n"),
+            S("250 ok\r\n"),
+            C("RCPT TO:<a@back.test>\r\n"),
+            S("250 ok\r\n"),
+            C("DATA\r\n"),
+            S("354 go\r\n"),
+            C("Subject: hi\r\n\r\nyo\r\n.\r\n"),
+            S("250 ok\r\n"),
+            C("QUIT\r\n"),
+            S("221 bye\r\n"),
+        ],
+    );
+    assert_eq!(statuses(&report), vec![RecipientStatus::Delivered]);
+}
+
+#[test]
+fn no_xclient_when_the_server_does_not_offer_it() {
+    let report = dialogue(
+        &lmtp_config(),
+        &relayed(&["a@back.test"], 40000),
+        BODY,
+        &[
+            S("220 back.test LMTP\r\n"),
+            C("LHLO client.example\r\n"),
+            S("250-back.test\r\n250 PIPELINING\r\n"),
+            C("MAIL FROM:<alice@example.com>\r\nRCPT TO:<a@back.test>\r\nDATA\r\n"),
+            S("250 ok\r\n250 ok\r\n354 go\r\n"),
+            C("Subject: hi\r\n\r\nyo\r\n.\r\n"),
+            S("250 2.0.0 delivered\r\n"),
+            C("QUIT\r\n"),
+            S("221 bye\r\n"),
+        ],
+    );
+    assert_eq!(statuses(&report), vec![RecipientStatus::Delivered]);
+}
+
+#[test]
+fn a_refused_xclient_delivers_without_it_and_is_not_tried_again() {
+    let mut config = lmtp_config();
+    config.reuse = true;
+    let reports = dialogues(
+        &config,
+        &relayed(&["a@back.test"], 40000),
+        &[
+            S("220 back.test LMTP\r\n"),
+            C("LHLO client.example\r\n"),
+            S(BACK_LHLO_XCLIENT),
+            C("XCLIENT HELO=mail.sender.test PROTO=ESMTP ADDR=192.0.2.7 PORT=40000\r\n"),
+            S("550 5.7.0 Not authorized\r\n"),
+            C("MAIL FROM:<alice@example.com>\r\nRCPT TO:<a@back.test>\r\nDATA\r\n"),
+            S("250 ok\r\n250 ok\r\n354 go\r\n"),
+            C("Subject: hi\r\n\r\nyo\r\n.\r\n"),
+            S("250 2.0.0 delivered\r\n"),
+            C(""),
+            NextFrom(&["b@back.test"], 40001),
+            C("MAIL FROM:<alice@example.com>\r\nRCPT TO:<b@back.test>\r\nDATA\r\n"),
+            S("250 ok\r\n250 ok\r\n354 go\r\n"),
+            C("Subject: hi\r\n\r\nyo\r\n.\r\n"),
+            S("250 2.0.0 delivered\r\n"),
+            End,
+            C("QUIT\r\n"),
+            S("221 bye\r\n"),
+        ],
+    );
+    assert_eq!(reports.len(), 2);
+    for report in &reports {
+        assert_eq!(statuses(report), vec![RecipientStatus::Delivered]);
+    }
+}
+
+#[test]
+fn a_reused_connection_sends_xclient_again_only_for_a_different_client() {
+    let mut config = lmtp_config();
+    config.reuse = true;
+    let reports = dialogues(
+        &config,
+        &relayed(&["a@back.test"], 40000),
+        &[
+            S("220 back.test LMTP\r\n"),
+            C("LHLO client.example\r\n"),
+            S(BACK_LHLO_XCLIENT),
+            C("XCLIENT HELO=mail.sender.test PROTO=ESMTP ADDR=192.0.2.7 PORT=40000\r\n"),
+            S("220 back.test LMTP\r\n"),
+            C("LHLO client.example\r\n"),
+            S(BACK_LHLO_XCLIENT),
+            C("MAIL FROM:<alice@example.com>\r\nRCPT TO:<a@back.test>\r\nDATA\r\n"),
+            S("250 ok\r\n250 ok\r\n354 go\r\n"),
+            C("Subject: hi\r\n\r\nyo\r\n.\r\n"),
+            S("250 2.0.0 first\r\n"),
+            C(""),
+            // The same client: the server still speaks for it.
+            NextFrom(&["b@back.test"], 40000),
+            C("MAIL FROM:<alice@example.com>\r\nRCPT TO:<b@back.test>\r\nDATA\r\n"),
+            S("250 ok\r\n250 ok\r\n354 go\r\n"),
+            C("Subject: hi\r\n\r\nyo\r\n.\r\n"),
+            S("250 2.0.0 second\r\n"),
+            C(""),
+            // No client at all (a report, an entry from before the client line): the
+            // server would take it as the last client's, so it needs a new connection.
+            RefusedAnonymous(&["d@back.test"]),
+            // Another client: XCLIENT and LHLO again before MAIL.
+            NextFrom(&["c@back.test"], 40001),
+            C("XCLIENT HELO=mail.sender.test PROTO=ESMTP ADDR=192.0.2.7 PORT=40001\r\n"),
+            S("220 back.test LMTP\r\n"),
+            C("LHLO client.example\r\n"),
+            S(BACK_LHLO_XCLIENT),
+            C("MAIL FROM:<alice@example.com>\r\nRCPT TO:<c@back.test>\r\nDATA\r\n"),
+            S("250 ok\r\n250 ok\r\n354 go\r\n"),
+            C("Subject: hi\r\n\r\nyo\r\n.\r\n"),
+            S("250 2.0.0 third\r\n"),
+            End,
+            C("QUIT\r\n"),
+            S("221 bye\r\n"),
+        ],
+    );
+    assert_eq!(reports.len(), 3);
+    for report in &reports {
+        assert_eq!(statuses(report), vec![RecipientStatus::Delivered]);
+    }
 }

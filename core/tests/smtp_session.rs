@@ -792,7 +792,8 @@ fn inbound_queues_backend_recipients_and_delivers_local_ones() {
         commit,
         "commit+queue 1 [\"alice@local.test\"] RelayEnvelope { sender: \"s@r.test\", \
          recipients: [], eight_bit: false, smtputf8: false, backends: [BackendRecipient { \
-         account: Account(\"ann@back.test\"), host: \"b1\" }] }"
+         account: Account(\"ann@back.test\"), host: \"b1\" }], client: Some(Xclient { addr: Some(192.0.2.9), port: Some(40000), \
+         helo: Some(\"client.test\"), name: None, proto: Some(\"ESMTP\"), ttl: None }) }"
     );
     let who: Vec<&str> = c.store.delivered.iter().map(|d| d.0.as_str()).collect();
     assert_eq!(who, vec!["alice@local.test", "queue"]);
@@ -928,7 +929,8 @@ fn relaying_submission_queues_remote_recipients_with_the_local_ones() {
         commit,
         "commit+queue 1 [\"bob@local.test\"] RelayEnvelope { sender: \"Alice@LOCAL.test\", \
          recipients: [\"friend@remote.test\", \"x@other.test\"], eight_bit: true, smtputf8: false, \
-         backends: [] }"
+         backends: [], client: Some(Xclient { addr: Some(192.0.2.9), port: Some(40000), \
+         helo: Some(\"client.test\"), name: None, proto: Some(\"ESMTP\"), ttl: None }) }"
     );
     let who: Vec<&str> = c.store.delivered.iter().map(|d| d.0.as_str()).collect();
     assert_eq!(who, vec!["bob@local.test", "queue"]);

@@ -101,7 +101,8 @@ impl Outbound {
 
 /// Proxy mode: LMTP to `host:backend_ports.lmtp` with `[proxy] backend_tls` (required
 /// STARTTLS verified against the back-end CA), from `source_addresses`, with a
-/// PROXY v2 header under `client_address = "proxy-v2"`, and the queue's timeouts.
+/// PROXY v2 header under `client_address = "proxy-v2"`, XCLIENT naming each message's
+/// original SMTP client under `client_address = "xclient"`, and the queue's timeouts.
 fn lmtp_transport(
     config: &Config,
     proxy: &Proxy,
@@ -134,6 +135,7 @@ fn lmtp_transport(
         port: router.lmtp_port(),
         options,
         pool: ConnectionPool::new(settings.reuse()),
+        xclient: proxy.client_address == "xclient",
     })
 }
 

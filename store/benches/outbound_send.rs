@@ -103,6 +103,7 @@ fn main() {
                             path: &path,
                             eight_bit: false,
                             smtputf8: false,
+                            xclient: None,
                         };
                         let outcomes = send(&dest, &options, &message).expect("sent");
                         assert!(matches!(outcomes[0].outcome, Outcome::Delivered(_)));

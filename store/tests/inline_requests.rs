@@ -375,6 +375,7 @@ fn a_buffered_message_commits_into_the_queue_and_the_mailbox() {
             recipients: vec!["carol@remote.test".into()],
             eight_bit: false,
             smtputf8: false,
+            client: None,
             backends: Vec::new(),
         },
     }) else {

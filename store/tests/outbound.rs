@@ -275,6 +275,7 @@ fn deliver(
         path: &path,
         eight_bit: false,
         smtputf8: false,
+        xclient: None,
     };
     send(dest, options, &message).map(|outcomes| {
         outcomes
@@ -559,6 +560,7 @@ fn eight_bit_mail_to_a_server_without_8bitmime_fails_permanently() {
         path: &path,
         eight_bit: true,
         smtputf8: false,
+        xclient: None,
     };
     let failure = send(&dest(&[addr]), &options(), &message).unwrap_err();
     assert!(failure.permanent);
@@ -763,6 +765,7 @@ fn lmtp_relay_into_tidegate_lmtp_server_per_recipient() {
             port: addr.port(),
             options: options.clone(),
             pool: tidegate_store::outbound::ConnectionPool::new(Default::default()),
+            xclient: false,
         }),
         relay: None,
     };
@@ -782,6 +785,7 @@ fn lmtp_relay_into_tidegate_lmtp_server_per_recipient() {
         message: &path,
         eight_bit: false,
         smtputf8: false,
+        client: None,
     };
     let verdicts = dispatch.send(&attempt(Some("127.0.0.1"))).unwrap();
     assert!(

@@ -116,6 +116,7 @@ fn the_message_is_queued_with_each_recipient_tagged_with_its_backend() {
             recipients: Vec::new(),
             eight_bit: false,
             smtputf8: false,
+            client: None,
             backends: vec![
                 backend("alice@example.com", "b2"),
                 backend("bob@example.com", "b1"),

@@ -215,6 +215,7 @@ fn enqueue(queue: &Queue, n: usize) {
                 recipients: vec![format!("user{n}@remote.test")],
                 eight_bit: false,
                 smtputf8: false,
+                client: None,
                 backends: Vec::new(),
             },
             format!("Subject: message {n}\r\n\r\nhello\r\n").as_bytes(),

@@ -58,6 +58,7 @@ fn commit(
             recipients: remote.iter().map(|a| a.to_string()).collect(),
             eight_bit: false,
             smtputf8: false,
+            client: None,
             backends: Vec::new(),
         },
     }) {

@@ -88,7 +88,8 @@ fn check_reply(reply: &SmtpReply) {
 /// allowed, bit 4 an 8-bit body, bit 5 SMTPUTF8, bit 6 reading the body fails at its
 /// second chunk, bit 7 a body chunk of 7 bytes (else 64 KiB). `data[1]`: the number of
 /// recipients (low two bits, plus one), LMTP mode (bit 2, RFC 2033), connection reuse
-/// (bit 3, [`ClientConfig::reuse`]) and the chunking seed. Then a script: `#` *n*
+/// (bit 3, [`ClientConfig::reuse`]), an XCLIENT client in the envelope (bit 4,
+/// Postfix `XCLIENT_README`) and the chunking seed. Then a script: `#` *n*
 /// feeds the next *n* bytes (chunked); `E` EOF; `I` an I/O error; `T` 61 seconds pass;
 /// `D` time jumps to the deadline; `S` / `F` the TLS handshake succeeds / fails; with
 /// reuse, `N` starts the next message when the session is idle and `Q` ends an idle
@@ -128,6 +129,15 @@ pub fn smtp_client_session(start: Instant, data: &[u8]) {
         size: 40,
         eight_bit: flags & 16 != 0,
         smtputf8: flags & 32 != 0,
+        xclient: (shape & 16 != 0).then(|| {
+            Box::new(crate::proxy::xclient::Xclient {
+                addr: Some(std::net::IpAddr::from([192, 0, 2, 7])),
+                port: Some(40_000),
+                helo: Some("client.example".into()),
+                proto: Some("ESMTP".into()),
+                ..Default::default()
+            })
+        }),
     };
     let mut run = Run {
         session: ClientSession::new(config.clone(), envelope.clone(), start),

@@ -334,7 +334,27 @@ impl SmtpSession {
         }
     }
 
+    /// The client as the `Received:` field names it (address, port, HELO name and
+    /// `SMTP`/`ESMTP`), for a queue copy's LMTP leg to pass on with XCLIENT.
+    fn relayed_client(&self) -> crate::proxy::xclient::Xclient {
+        let helo = match (&self.forwarded.helo, &self.greeted) {
+            (Some(name), _) => Some(name.clone()),
+            (None, Some(g)) => Some(g.name.clone()),
+            (None, None) => None,
+        };
+        let extended = self.greeted.as_ref().is_some_and(|g| g.extended);
+        crate::proxy::xclient::Xclient {
+            addr: Some(self.conn.client.ip()),
+            port: Some(self.conn.client.port()).filter(|&p| p != 0),
+            helo,
+            name: None,
+            proto: Some(if extended { "ESMTP" } else { "SMTP" }.to_owned()),
+            ttl: None,
+        }
+    }
+
     fn commit(&mut self, now: Instant, tx: Envelope, id: String, delivery: crate::DeliveryId) {
+        let client = self.relayed_client();
         let mut accounts: Vec<Account> = Vec::new();
         let mut remote: Vec<String> = Vec::new();
         let mut backends: Vec<BackendRecipient> = Vec::new();
@@ -387,6 +407,7 @@ impl SmtpSession {
                     eight_bit: tx.body != Body::SevenBit,
                     smtputf8: tx.smtputf8,
                     backends,
+                    client: Some(client),
                 },
             }
         };

@@ -26,7 +26,13 @@ pub struct Capabilities {
     /// SASL mechanisms from `AUTH` (RFC 4954 §3), upper-cased; also the older
     /// `AUTH=` form some servers still send.
     pub auth: Vec<String>,
+    /// XCLIENT (Postfix `XCLIENT_README`): `Some` with the attribute names the server
+    /// accepts (upper-cased, at most [`MAX_XCLIENT_NAMES`]) when offered.
+    pub xclient: Option<Vec<String>>,
 }
+
+/// The most XCLIENT attribute names remembered; Postfix lists eight.
+pub const MAX_XCLIENT_NAMES: usize = 16;
 
 impl Capabilities {
     /// Reads the keywords of a positive EHLO reply; its first line is the server's name
@@ -58,6 +64,16 @@ impl Capabilities {
                         }
                     }
                 }
+                "XCLIENT" => {
+                    let mut names = Vec::new();
+                    for name in words {
+                        let name = name.to_ascii_uppercase();
+                        if names.len() < MAX_XCLIENT_NAMES && !names.contains(&name) {
+                            names.push(name);
+                        }
+                    }
+                    caps.xclient = Some(names);
+                }
                 _ => {}
             }
         }
@@ -67,6 +83,13 @@ impl Capabilities {
     /// Whether the server offers the SASL mechanism `name` (upper case).
     pub fn offers_auth(&self, name: &str) -> bool {
         self.auth.iter().any(|m| m == name)
+    }
+
+    /// Whether the server accepts the XCLIENT attribute `name` (upper case).
+    pub fn offers_xclient(&self, name: &str) -> bool {
+        self.xclient
+            .as_ref()
+            .is_some_and(|names| names.iter().any(|n| n == name))
     }
 }
 
@@ -96,6 +119,7 @@ mod tests {
             "CHUNKING",
             "ENHANCEDSTATUSCODES",
             "X-UNKNOWN foo",
+            "XCLIENT addr PORT HELO ADDR",
         ]));
         assert_eq!(
             caps,
@@ -108,9 +132,14 @@ mod tests {
                 chunking: true,
                 enhanced_status_codes: true,
                 auth: vec!["PLAIN".into(), "LOGIN".into()],
+                xclient: Some(vec!["ADDR".into(), "PORT".into(), "HELO".into()]),
             }
         );
         assert!(caps.offers_auth("LOGIN"));
+        assert!(caps.offers_xclient("ADDR") && !caps.offers_xclient("NAME"));
+        let bare = Capabilities::from_ehlo(&ehlo(&["mx", "XCLIENT"]));
+        assert_eq!(bare.xclient, Some(Vec::new()));
+        assert!(!bare.offers_xclient("ADDR"));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use crate::proxy::xclient::Xclient;
 use crate::secret::Secret;
 
 /// The longest address the client puts in MAIL or RCPT: RFC 5321 §4.5.3.1.3 limits a
@@ -93,6 +94,11 @@ pub struct Envelope {
     pub eight_bit: bool,
     /// The envelope or header needs `SMTPUTF8` (RFC 6531). Non-ASCII addresses imply it.
     pub smtputf8: bool,
+    /// The original client to name with XCLIENT (Postfix `XCLIENT_README`) before this
+    /// message's MAIL, when the server offers it: a proxy front-end relaying inbound
+    /// mail over LMTP sets it so the back-end's `Received:` names the real client.
+    /// `None` sends no XCLIENT. (Boxed: it is rare and keeps the envelope small.)
+    pub xclient: Option<Box<Xclient>>,
 }
 
 impl Envelope {

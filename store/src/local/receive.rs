@@ -262,6 +262,7 @@ impl LocalStore {
             .and_then(|()| std::fs::File::open(message.temp_path()))
             .and_then(|file| {
                 let new = NewEntry {
+                    client: relay.client.clone(),
                     sender: relay.sender.clone(),
                     recipients: relay.recipients.clone(),
                     eight_bit: relay.eight_bit,

@@ -141,6 +141,9 @@ pub struct OutboundMessage<'a> {
     pub eight_bit: bool,
     /// The envelope or headers need SMTPUTF8 (RFC 6531).
     pub smtputf8: bool,
+    /// The original client to name with XCLIENT before MAIL when the server offers it
+    /// (proxy mode's LMTP leg with `[proxy] client_address = "xclient"`); else `None`.
+    pub xclient: Option<&'a tidegate_core::proxy::xclient::Xclient>,
 }
 
 /// What happened to one recipient.

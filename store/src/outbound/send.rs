@@ -72,6 +72,7 @@ fn send_with(
         size: 0,
         eight_bit: message.eight_bit,
         smtputf8: message.smtputf8,
+        xclient: message.xclient.map(|x| Box::new(x.clone())),
     };
     envelope.validate().map_err(|detail| SendFailure {
         permanent: true,
@@ -208,6 +209,8 @@ impl Attempt<'_> {
             tls_name: self.dest.tls_name.clone(),
             messages: 0,
             tls_failed: false,
+            xclient_noted: false,
+            xclient_wanted: self.envelope.xclient.is_some(),
         };
         let mut body = match Body::open(self.message) {
             Ok(body) => body,
@@ -415,6 +418,10 @@ pub(super) struct Connection {
     pub(super) messages: usize,
     /// The TLS handshake failed.
     tls_failed: bool,
+    /// What became of XCLIENT on this connection was logged (once per connection).
+    xclient_noted: bool,
+    /// A message on this connection named a client for XCLIENT.
+    xclient_wanted: bool,
 }
 
 impl std::fmt::Debug for Connection {
@@ -434,8 +441,9 @@ impl Connection {
 
     /// The next message on an idle connection. `None` when the connection cannot carry
     /// it and nothing of it can have been delivered: the server hung up or spoke while
-    /// idle, or it failed the transaction as a whole with a temporary failure (a `421`
-    /// crossing the MAIL command).
+    /// idle, it failed the transaction as a whole with a temporary failure (a `421`
+    /// crossing the MAIL command), or it named a client with XCLIENT and this message
+    /// names none (the server would take it as that client's).
     fn next_message(
         &mut self,
         message: &OutboundMessage<'_>,
@@ -446,6 +454,7 @@ impl Connection {
         }
         let mut body = Body::open(message).ok()?;
         self.session.start_next(clock(), envelope.clone()).ok()?;
+        self.xclient_wanted |= envelope.xclient.is_some();
         match self.transaction(&mut body) {
             Err(failure) if !failure.permanent => {
                 log::debug!(
@@ -521,9 +530,34 @@ impl Connection {
                 self.carry_out(event, body.as_deref_mut(), &mut chunk, &mut report);
             }
             if self.session.is_closed() || self.session.is_idle() {
+                if report.is_some() {
+                    self.note_xclient();
+                }
                 return report;
             }
             self.read(&mut buf);
+        }
+    }
+
+    /// Logs once per connection that a client to name with XCLIENT could not be named:
+    /// refused (a warning: the back-end does not trust this node) or not offered.
+    fn note_xclient(&mut self) {
+        if self.xclient_noted {
+            return;
+        }
+        if let Some(refusal) = self.session.xclient_refusal() {
+            self.xclient_noted = true;
+            log::warn!(
+                "outbound: {} refused XCLIENT ({}); mail goes without the original client address (is this node in its [trust] networks?)",
+                self.addr,
+                refusal.text()
+            );
+        } else if self.xclient_wanted && !self.session.server_offers_xclient() {
+            self.xclient_noted = true;
+            log::debug!(
+                "outbound: {} does not offer XCLIENT; mail goes without the original client address",
+                self.addr
+            );
         }
     }
 

@@ -142,6 +142,7 @@ impl Bouncer {
             Vec::new()
         };
         let new = NewEntry {
+            client: None,
             sender: String::new(),
             recipients,
             // Plain ASCII unless an address in it is not.

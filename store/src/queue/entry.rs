@@ -14,10 +14,16 @@
 //! A `rcpt` line is `STATE ATTEMPTS NEXT_ATTEMPT ADDRESS LAST_REPLY [lmtp:HOST]`; the
 //! last field is there for a recipient a proxy front-end relays to its back-end `HOST`
 //! over LMTP (`tohost`, else `default_host`) instead of to its domain's mail servers.
+//! An optional `client ADDR PORT HELO PROTO` line records the SMTP client a proxy
+//! front-end received the message from (`-` for a part not known), so the LMTP leg can
+//! name it to the back-end with XCLIENT; entries written before it existed have none.
 //! The address, the reply and the host are escaped (every byte outside `!`..`~` and `%` itself become `%XX`), so
 //! no field can contain a space or a line end. An empty sender or reply is `-`.
 
 use std::fmt::Write as _;
+use std::net::IpAddr;
+
+use tidegate_core::proxy::xclient::Xclient;
 
 /// The format's first line; a file without it is not a queue entry.
 const MAGIC: &str = "tidegate-queue 1";
@@ -148,6 +154,9 @@ pub struct QueueEntry {
     pub warned: bool,
     /// Every recipient, in RCPT order.
     pub recipients: Vec<QueuedRecipient>,
+    /// The SMTP client the message came from (address, port, HELO name, `SMTP` or
+    /// `ESMTP`), for XCLIENT on the LMTP leg; `None` when not recorded.
+    pub client: Option<Xclient>,
 }
 
 impl QueueEntry {
@@ -182,6 +191,18 @@ impl QueueEntry {
         }
         let _ = writeln!(out, "flags {}", flags.join(" "));
         let _ = writeln!(out, "warned {}", u8::from(self.warned));
+        if let Some(client) = &self.client {
+            let addr = client.addr.map(|a| a.to_string()).unwrap_or_default();
+            let port = client.port.map(|p| p.to_string()).unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "client {} {} {} {}",
+                escape_or_dash(&addr),
+                escape_or_dash(&port),
+                escape_or_dash(client.helo.as_deref().unwrap_or_default()),
+                escape_or_dash(client.proto.as_deref().unwrap_or_default()),
+            );
+        }
         for r in &self.recipients {
             let _ = write!(
                 out,
@@ -214,6 +235,7 @@ impl QueueEntry {
             smtputf8: false,
             warned: false,
             recipients: Vec::new(),
+            client: None,
         };
         let mut seen_sender = false;
         for line in lines {
@@ -235,11 +257,36 @@ impl QueueEntry {
                 }
                 "warned" => entry.warned = rest == "1",
                 "rcpt" => entry.recipients.push(parse_recipient(rest)?),
+                "client" => entry.client = Some(parse_client(rest)?),
                 _ => return None,
             }
         }
         (seen_sender && !entry.recipients.is_empty()).then_some(entry)
     }
+}
+
+/// Reads a `client ADDR PORT HELO PROTO` line's fields; `None` when malformed.
+fn parse_client(rest: &str) -> Option<Xclient> {
+    let fields: Vec<&str> = rest.split(' ').collect();
+    let [addr, port, helo, proto] = fields.as_slice() else {
+        return None;
+    };
+    let (addr, port) = (unescape_or_dash(addr)?, unescape_or_dash(port)?);
+    let (helo, proto) = (unescape_or_dash(helo)?, unescape_or_dash(proto)?);
+    let some = |text: String| (!text.is_empty()).then_some(text);
+    Some(Xclient {
+        addr: match some(addr) {
+            None => None,
+            Some(text) => Some(text.parse::<IpAddr>().ok()?),
+        },
+        port: match some(port) {
+            None => None,
+            Some(text) => Some(text.parse::<u16>().ok()?),
+        },
+        helo: some(helo),
+        proto: some(proto),
+        ..Xclient::default()
+    })
 }
 
 fn parse_recipient(rest: &str) -> Option<QueuedRecipient> {
@@ -344,6 +391,13 @@ mod tests {
                 },
                 QueuedRecipient::for_backend("ann@example.org".into(), "back 1".into(), 7),
             ],
+            client: Some(Xclient {
+                addr: Some("2001:db8::7".parse().unwrap()),
+                port: Some(40_000),
+                helo: Some("mail sender".into()),
+                proto: Some("ESMTP".into()),
+                ..Xclient::default()
+            }),
         }
     }
 
@@ -356,7 +410,37 @@ mod tests {
         ));
         assert!(text.contains("rcpt delivered 1 0 j%C3%B6rg@example.org -\n"));
         assert!(text.contains("rcpt pending 0 7 ann@example.org - lmtp:back%201\n"));
+        assert!(
+            text.contains("client 2001:db8::7 40000 mail%20sender ESMTP\n"),
+            "{text}"
+        );
         assert_eq!(QueueEntry::from_text("x", &text), Some(entry));
+    }
+
+    #[test]
+    fn the_client_line_is_optional_and_its_parts_may_be_unknown() {
+        let mut entry = sample();
+        entry.client = None;
+        let text = entry.to_text();
+        assert!(!text.contains("client"));
+        assert_eq!(QueueEntry::from_text("x", &text), Some(entry.clone()));
+        entry.client = Some(Xclient {
+            addr: Some("192.0.2.7".parse().unwrap()),
+            ..Xclient::default()
+        });
+        let text = entry.to_text();
+        assert!(text.contains("client 192.0.2.7 - - -\n"), "{text}");
+        assert_eq!(QueueEntry::from_text("x", &text), Some(entry));
+        for odd in [
+            "",
+            "1.2.3.4 1 h",
+            "nonsense 1 h E",
+            "1.2.3.4 70000 h E",
+            "- - - - x",
+        ] {
+            let text = format!("tidegate-queue 1\nsender a\nclient {odd}\nrcpt pending 1 2 a -\n");
+            assert_eq!(QueueEntry::from_text("x", &text), None, "{odd:?}");
+        }
     }
 
     #[test]

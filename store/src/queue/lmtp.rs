@@ -25,6 +25,10 @@ pub struct LmtpTransport {
     pub options: SendOptions,
     /// Idle connections to the back-ends, for the next message to the same one.
     pub pool: ConnectionPool,
+    /// `[proxy] client_address = "xclient"`: name each message's original SMTP client
+    /// to the back-end with XCLIENT (Postfix `XCLIENT_README`) when it offers it, so
+    /// its `Received:` field shows that client rather than this front-end.
+    pub xclient: bool,
 }
 
 impl Transport for LmtpTransport {
@@ -53,6 +57,7 @@ impl Transport for LmtpTransport {
             path: attempt.message,
             eight_bit: attempt.eight_bit,
             smtputf8: attempt.smtputf8,
+            xclient: attempt.client.filter(|_| self.xclient),
         };
         match outbound::send_pooled(&self.pool, &destination, &self.options, &message) {
             Ok(outcomes) => Ok(verdicts(attempt.recipients, outcomes)),

@@ -99,6 +99,8 @@ pub struct NewEntry {
     /// Proxy mode: recipients relayed to their back-ends over LMTP, as
     /// `(address, back-end host)`; they follow `recipients` in the entry.
     pub backends: Vec<(String, String)>,
+    /// The SMTP client the message came from, for XCLIENT on the LMTP leg (proxy mode).
+    pub client: Option<tidegate_core::proxy::xclient::Xclient>,
 }
 
 impl Queue {
@@ -190,6 +192,7 @@ impl Queue {
                         .map(|(address, host)| QueuedRecipient::for_backend(address, host, now)),
                 )
                 .collect(),
+            client: new.client,
         };
         if let Err(e) = self.spool.write_state(&entry) {
             let _ = self.spool.remove(&id);
@@ -371,6 +374,7 @@ mod tests {
             recipients: recipients.iter().map(|r| r.to_string()).collect(),
             eight_bit: false,
             smtputf8: false,
+            client: None,
             backends: Vec::new(),
         }
     }

@@ -137,6 +137,7 @@ impl Transport for RelayTransport {
             path: attempt.message,
             eight_bit: attempt.eight_bit,
             smtputf8: attempt.smtputf8,
+            xclient: None,
         };
         let mut last = AttemptFailure {
             permanent: false,

@@ -42,6 +42,8 @@ pub struct Attempt<'a> {
     pub eight_bit: bool,
     /// The envelope or headers need SMTPUTF8 (RFC 6531).
     pub smtputf8: bool,
+    /// The SMTP client the message came from, when the entry recorded it.
+    pub client: Option<&'a tidegate_core::proxy::xclient::Xclient>,
 }
 
 /// What happened to one recipient; the text is the reply, one line.
@@ -310,6 +312,7 @@ pub fn process(
             message: &message,
             eight_bit: entry.eight_bit,
             smtputf8: entry.smtputf8,
+            client: entry.client.as_ref(),
         };
         let verdicts: Vec<Verdict> = match transport.send(&attempt) {
             Ok(verdicts) if verdicts.len() == addresses.len() => verdicts,
@@ -472,6 +475,7 @@ mod tests {
                     recipients: recipients.iter().map(|r| r.to_string()).collect(),
                     eight_bit: false,
                     smtputf8: false,
+                    client: None,
                     backends: backends
                         .iter()
                         .map(|(a, h)| (a.to_string(), h.to_string()))

@@ -249,6 +249,7 @@ mod tests {
             arrived: 100,
             eight_bit: false,
             smtputf8: false,
+            client: None,
             warned: false,
             recipients: vec![QueuedRecipient::new("b@example.net".into(), 100)],
         }

@@ -20,6 +20,7 @@ use super::config::{ClientConfig, Envelope, StartTls};
 use super::data::BodyEncoder;
 use super::reply::{ReplyReader, SmtpReply};
 use super::report::{Failure, RecipientStatus, Report};
+use crate::proxy::xclient::Xclient;
 
 /// BDAT commands in flight at once when the server offers PIPELINING (RFC 3030 §4.2
 /// lets them be pipelined); without it each chunk waits for its reply.
@@ -61,6 +62,8 @@ enum Expect {
     AuthLoginPassword,
     /// `AUTH PLAIN …` or the LOGIN password, waiting for `235`.
     AuthDone,
+    /// `XCLIENT …` before MAIL, waiting for the server's new `220` greeting.
+    Xclient,
     Mail,
     Rcpt(usize),
     Data,
@@ -101,6 +104,7 @@ impl Expect {
             Expect::Helo => "HELO",
             Expect::StartTls => "STARTTLS",
             Expect::AuthLoginUser | Expect::AuthLoginPassword | Expect::AuthDone => "AUTH",
+            Expect::Xclient => "XCLIENT",
             Expect::Mail => "MAIL FROM",
             Expect::Rcpt(_) => "RCPT TO",
             Expect::Data => "DATA",
@@ -180,6 +184,14 @@ pub struct ClientSession {
     /// Between transactions of a reused connection: waiting for the driver.
     idle: bool,
     closed: bool,
+    /// The client the server was last told about with an accepted XCLIENT on this
+    /// connection (it speaks for that client until told otherwise).
+    xclient_sent: Option<Xclient>,
+    /// The XCLIENT sent, waiting for its reply.
+    xclient_pending: Option<Xclient>,
+    /// The server refused XCLIENT on this connection: it does not trust us, so the
+    /// messages go without it.
+    xclient_refusal: Option<SmtpReply>,
 }
 
 impl ClientSession {
@@ -211,6 +223,9 @@ impl ClientSession {
             finished: false,
             idle: false,
             closed: false,
+            xclient_sent: None,
+            xclient_pending: None,
+            xclient_refusal: None,
         };
         if let Err(detail) = session.envelope.validate() {
             session.finish(Err(Failure {
@@ -366,9 +381,12 @@ impl ClientSession {
     /// Starts the next transaction on an idle session ([`ClientConfig::reuse`]): MAIL,
     /// the RCPTs and DATA for `envelope`, on the connection, TLS and AUTH already set
     /// up. An envelope that cannot be sent finishes at once without a byte and leaves
-    /// the session idle. Gives the envelope back when the session is not idle.
+    /// the session idle. Gives the envelope back when the session is not idle, and
+    /// when the connection has named a client with XCLIENT and `envelope` names none:
+    /// the server would take the message as that client's, so it needs a fresh
+    /// connection.
     pub fn start_next(&mut self, now: Instant, envelope: Envelope) -> Result<(), Envelope> {
-        if !self.is_idle() {
+        if !self.is_idle() || (self.xclient_sent.is_some() && envelope.xclient.is_none()) {
             return Err(envelope);
         }
         let recipients = envelope.recipients.len();
@@ -435,6 +453,17 @@ impl ClientSession {
         !self.closed && !self.tls_pending
     }
 
+    /// The reply with which the server refused XCLIENT on this connection, if it did
+    /// (the messages then went without it; the driver logs this as a warning).
+    pub fn xclient_refusal(&self) -> Option<&SmtpReply> {
+        self.xclient_refusal.as_ref()
+    }
+
+    /// Whether the server offered XCLIENT in its last EHLO/LHLO reply.
+    pub fn server_offers_xclient(&self) -> bool {
+        self.caps.xclient.is_some()
+    }
+
     /// Bytes of server input held (an unfinished reply line), for the fuzzers' bound.
     pub fn buffered(&self) -> usize {
         self.reader.buffered()
@@ -479,6 +508,21 @@ impl ClientSession {
                 self.auth_login_step(expect)
             }
             Expect::AuthDone if reply.code == 235 => self.start_transaction(),
+            Expect::Xclient if reply.code == 220 => {
+                // Postfix XCLIENT_README: the server starts over as for a new connection
+                // from the named client; greet it again before MAIL.
+                self.xclient_sent = self.xclient_pending.take();
+                self.caps = Capabilities::default();
+                self.hello();
+            }
+            Expect::Xclient => {
+                // The server does not trust us to name the client. The message is still
+                // delivered, naming us instead: holding mail back over trace
+                // information would be worse. The driver logs the refusal.
+                self.xclient_pending = None;
+                self.xclient_refusal = Some(reply);
+                self.start_transaction();
+            }
             Expect::AuthLoginUser | Expect::AuthLoginPassword | Expect::AuthDone => {
                 // A smarthost refusing our credentials is a configuration problem to
                 // fix, not a reason to bounce the message.

@@ -5,6 +5,7 @@
 use bytes::Bytes;
 
 use super::{After, BDAT_WINDOW, Body, ClientEvent, ClientSession, Command, Expect};
+use crate::proxy::xclient::{self, Xclient};
 use crate::smtp_client::data::BodyEncoder;
 use crate::smtp_client::reply::SmtpReply;
 use crate::smtp_client::report::{Failure, RecipientResult, Report};
@@ -13,6 +14,9 @@ impl ClientSession {
     /// Checks what the message needs against what the server offers, then sends MAIL,
     /// the RCPTs and (for DATA) DATA: as one group with PIPELINING, else one by one.
     pub(super) fn start_transaction(&mut self) {
+        if self.send_xclient() {
+            return;
+        }
         let needs_utf8 = self.envelope.needs_smtputf8();
         if needs_utf8 && !self.caps.smtputf8 {
             // RFC 6531 §3.2: without SMTPUTF8 the message cannot be sent to this server.
@@ -47,6 +51,41 @@ impl ClientSession {
             self.to_send.push_back(Command::Data);
         }
         self.send_envelope();
+    }
+
+    /// Sends XCLIENT (Postfix `XCLIENT_README`) when the envelope names a client the
+    /// server has not been told about on this connection, the server offers it and has
+    /// not refused it: only the attributes it lists, values in xtext. Returns whether
+    /// it was sent (MAIL then waits for the `220` and the new EHLO/LHLO).
+    fn send_xclient(&mut self) -> bool {
+        let Some(wanted) = self.envelope.xclient.as_ref() else {
+            return false;
+        };
+        if self.xclient_refusal.is_some()
+            || self.caps.xclient.is_none()
+            || self.xclient_sent.as_ref() == Some(&**wanted)
+        {
+            return false;
+        }
+        let offered = |name: &str| self.caps.offers_xclient(name);
+        let named = Xclient {
+            addr: wanted.addr.filter(|_| offered("ADDR")),
+            port: wanted.port.filter(|_| offered("PORT")),
+            helo: wanted.helo.clone().filter(|_| offered("HELO")),
+            name: wanted.name.clone().filter(|_| offered("NAME")),
+            proto: wanted.proto.clone().filter(|_| offered("PROTO")),
+            ttl: wanted.ttl.filter(|_| offered("TTL")),
+        };
+        if named == Xclient::default() {
+            return false;
+        }
+        let line = xclient::encode(&named);
+        if line.len() > xclient::MAX_LINE {
+            return false;
+        }
+        self.xclient_pending = Some((**wanted).clone());
+        self.command(&line, Expect::Xclient);
+        true
     }
 
     /// The message cannot go to this server (an extension it lacks, its size limit):
