@@ -70,12 +70,15 @@ fn parse(phc: &str) -> Result<(PasswordHash<'_>, Params), String> {
     if hash.salt.is_none() || hash.hash.is_none() {
         return Err("PHC string lacks a salt or hash".into());
     }
-    let params = Params::try_from(&hash).map_err(|e| format!("bad argon2 parameters: {e}"))?;
-    if params.m_cost() > MAX_M_COST_KIB || params.t_cost() > MAX_T_COST {
+    // The bounds are checked on the raw values first: the argon2 crate's own checks
+    // multiply them and overflow on absurd ones (`p=1111111111`).
+    let raw = |name: &str| hash.params.get_decimal(name);
+    if raw("m").is_some_and(|m| m > MAX_M_COST_KIB) || raw("t").is_some_and(|t| t > MAX_T_COST) {
         return Err("argon2 cost above the accepted maximum".into());
     }
-    if params.p_cost() > MAX_P_COST {
+    if raw("p").is_some_and(|p| p > MAX_P_COST) {
         return Err("argon2 parallelism above the accepted maximum".into());
     }
+    let params = Params::try_from(&hash).map_err(|e| format!("bad argon2 parameters: {e}"))?;
     Ok((hash, params))
 }
