@@ -3,11 +3,13 @@
 //! writes, fsyncs and links them in the one request that goes to a worker.
 
 use std::fs;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod delivery_files;
+
 use bytes::Bytes;
+use delivery_files::{files_in, spool};
 use tidegate_core::{Account, DeliveryId, Failure, RecipientCheck, RelayEnvelope, Reply, Request};
 use tidegate_store::Executor;
 use tidegate_store::local::{BUFFERED_MESSAGE_MAX, BUFFERED_TOTAL_MAX, LocalStore};
@@ -56,19 +58,6 @@ fn worker_check(executor: &dyn Executor, address: &str) -> RecipientCheck {
         Reply::Recipient(check) => check,
         other => panic!("{other:?}"),
     }
-}
-
-fn files_in(dir: &Path) -> Vec<Vec<u8>> {
-    match fs::read_dir(dir) {
-        Ok(entries) => entries
-            .map(|e| fs::read(e.unwrap().path()).unwrap())
-            .collect(),
-        Err(_) => Vec::new(),
-    }
-}
-
-fn spool(dir: &tempfile::TempDir) -> Vec<Vec<u8>> {
-    files_in(&dir.path().join("mail/.tidegate-tmp"))
 }
 
 fn inline_begin(store: &LocalStore, header: &'static [u8]) -> DeliveryId {

@@ -1,10 +1,12 @@
 //! LocalStore SMTP/LMTP requests end to end: recipient checks and streaming delivery.
 
 use std::fs;
-use std::path::Path;
 use std::time::Duration;
 
+mod delivery_files;
+
 use bytes::Bytes;
+use delivery_files::{files_in, spool};
 use tidegate_core::{Account, DeliveryId, Failure, RecipientCheck, Reply, Request};
 use tidegate_store::Executor;
 use tidegate_store::local::LocalStore;
@@ -74,19 +76,6 @@ fn send(
         Reply::Delivered(results) => results,
         other => panic!("{other:?}"),
     }
-}
-
-fn files_in(dir: &Path) -> Vec<Vec<u8>> {
-    match fs::read_dir(dir) {
-        Ok(entries) => entries
-            .map(|e| fs::read(e.unwrap().path()).unwrap())
-            .collect(),
-        Err(_) => Vec::new(),
-    }
-}
-
-fn spool(dir: &tempfile::TempDir) -> Vec<Vec<u8>> {
-    files_in(&dir.path().join("mail/.tidegate-tmp"))
 }
 
 #[test]
