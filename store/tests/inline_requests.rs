@@ -9,7 +9,7 @@ use std::time::Duration;
 mod delivery_files;
 
 use bytes::Bytes;
-use delivery_files::{files_in, spool};
+use delivery_files::{files_in, new_mail, spool};
 use tidegate_core::{Account, DeliveryId, Failure, RecipientCheck, RelayEnvelope, Reply, Request};
 use tidegate_store::Executor;
 use tidegate_store::local::{BUFFERED_MESSAGE_MAX, BUFFERED_TOTAL_MAX, LocalStore};
@@ -144,13 +144,10 @@ fn a_small_message_has_no_file_until_its_commit() {
     assert_eq!(results, [Ok(()), Ok(())]);
     let want = b"Received: from x\r\nSubject: hi\r\n\r\nbody\r\n".to_vec();
     assert_eq!(
-        files_in(&dir.path().join("mail/example.com/alice/new")),
+        new_mail(&dir, "example.com/alice"),
         std::slice::from_ref(&want)
     );
-    assert_eq!(
-        files_in(&dir.path().join("mail/example.org/bob/new")),
-        [want]
-    );
+    assert_eq!(new_mail(&dir, "example.org/bob"), [want]);
     assert!(spool(&dir).is_empty());
     assert_eq!(store.pending_deliveries(), 0);
 }
@@ -182,10 +179,7 @@ fn a_large_message_gets_its_file_on_the_append_that_would_pass_the_limit() {
         panic!("delivered expected");
     };
     assert_eq!(results, [Ok(())]);
-    assert_eq!(
-        files_in(&dir.path().join("mail/example.org/bob/new")),
-        [want]
-    );
+    assert_eq!(new_mail(&dir, "example.org/bob"), [want]);
     assert!(spool(&dir).is_empty());
 }
 
@@ -250,7 +244,7 @@ fn a_storage_error_at_the_commit_of_a_buffered_message_fails_every_recipient() {
             }
         }
     }
-    assert!(files_in(&dir.path().join("mail/example.org/bob/new")).is_empty());
+    assert!(new_mail(&dir, "example.org/bob").is_empty());
     assert_eq!(store.pending_deliveries(), 0);
 }
 
@@ -275,7 +269,7 @@ fn a_first_recipient_whose_maildir_fails_fails_alone_over_lmtp() {
     );
     assert_eq!(results[1], Ok(()));
     assert_eq!(
-        files_in(&dir.path().join("mail/example.org/bob/new")),
+        new_mail(&dir, "example.org/bob"),
         [b"X: 1\r\nhi\r\n".to_vec()]
     );
     assert!(spool(&dir).is_empty());
@@ -293,10 +287,7 @@ fn the_file_of_a_buffered_message_is_made_in_its_first_recipients_tmp() {
         panic!("delivered expected");
     };
     assert_eq!(results, [Ok(())]);
-    assert_eq!(
-        files_in(&dir.path().join("mail/example.org/bob/new")),
-        [b"X: 1\r\n".to_vec()]
-    );
+    assert_eq!(new_mail(&dir, "example.org/bob"), [b"X: 1\r\n".to_vec()]);
     assert!(files_in(&dir.path().join("mail/example.org/bob/tmp")).is_empty());
     assert!(
         !dir.path().join("mail/.tidegate-tmp").exists(),
@@ -372,7 +363,7 @@ fn a_buffered_message_commits_into_the_queue_and_the_mailbox() {
     };
     assert_eq!(results, [Ok(()), Ok(())]);
     assert_eq!(
-        files_in(&dir.path().join("mail/example.org/bob/new")),
+        new_mail(&dir, "example.org/bob"),
         [b"Return-Path: <alice@example.com>\r\nSubject: q\r\n\r\nhi\r\n".to_vec()]
     );
     assert!(spool(&dir).is_empty());

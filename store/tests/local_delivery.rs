@@ -6,7 +6,7 @@ use std::time::Duration;
 mod delivery_files;
 
 use bytes::Bytes;
-use delivery_files::{files_in, spool};
+use delivery_files::{new_mail, spool};
 use tidegate_core::{Account, DeliveryId, Failure, RecipientCheck, Reply, Request};
 use tidegate_store::Executor;
 use tidegate_store::local::LocalStore;
@@ -163,13 +163,10 @@ fn a_delivery_streams_through_requests_and_reads_back() {
     assert_eq!(store.pending_deliveries(), 0);
     let want = b"Received: from x\r\nSubject: hi\r\n\r\nbody\r\n".to_vec();
     assert_eq!(
-        files_in(&dir.path().join("mail/example.com/alice/new")),
+        new_mail(&dir, "example.com/alice"),
         std::slice::from_ref(&want)
     );
-    assert_eq!(
-        files_in(&dir.path().join("mail/example.org/bob/new")),
-        [want]
-    );
+    assert_eq!(new_mail(&dir, "example.org/bob"), [want]);
     assert!(spool(&dir).is_empty());
     let Reply::Listing(listing) = store.execute(Request::ListMailbox {
         account: account("alice@example.com"),
@@ -220,7 +217,7 @@ fn a_storage_error_at_commit_is_temporary_and_nothing_is_visible() {
             other => panic!("{other:?}"),
         }
     }
-    assert!(files_in(&dir.path().join("mail/example.com/alice/new")).is_empty());
+    assert!(new_mail(&dir, "example.com/alice").is_empty());
     assert!(spool(&dir).is_empty());
 }
 
@@ -268,7 +265,7 @@ fn abort_and_unknown_deliveries() {
             Reply::Done
         ));
     }
-    assert!(files_in(&dir.path().join("mail/example.com/alice/new")).is_empty());
+    assert!(new_mail(&dir, "example.com/alice").is_empty());
 }
 
 #[test]
@@ -307,10 +304,7 @@ fn abandoned_deliveries_expire() {
         panic!("delivered expected");
     };
     assert_eq!(results, [Ok(())]);
-    assert_eq!(
-        files_in(&dir.path().join("mail/example.org/bob/new")),
-        [b"new!".to_vec()]
-    );
+    assert_eq!(new_mail(&dir, "example.org/bob"), [b"new!".to_vec()]);
 }
 
 #[test]

@@ -17,3 +17,8 @@ pub fn files_in(dir: &Path) -> Vec<Vec<u8>> {
 pub fn spool(dir: &tempfile::TempDir) -> Vec<Vec<u8>> {
     files_in(&dir.path().join("mail/.tidegate-tmp"))
 }
+
+/// The messages in `new/` of the maildir `mailbox` (`DOMAIN/USER`) under `dir`.
+pub fn new_mail(dir: &tempfile::TempDir, mailbox: &str) -> Vec<Vec<u8>> {
+    files_in(&dir.path().join("mail").join(mailbox).join("new"))
+}
