@@ -337,3 +337,52 @@ fn a_maildir_on_another_filesystem_gets_a_copy() {
     assert!(names_in(&other.path().join("b/tmp")).is_empty());
     assert!(names_in(&store.spool_dir()).is_empty());
 }
+
+#[test]
+fn a_file_begun_in_a_recipients_tmp_is_renamed_there_and_linked_elsewhere() {
+    let (dir, store) = setup();
+    let mut pending = store.begin_in(&Account("a@x.org".into())).unwrap();
+    pending.append(b"Subject: both\r\n\r\nbody\r\n").unwrap();
+    let name = pending.final_name();
+    let results = pending.commit(&[rcpt("a@x.org"), rcpt("b@y.org")], true);
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    let in_a = dir.path().join("x.org/a/new").join(&name);
+    let in_b = dir.path().join("y.org/b/new").join(&name);
+    assert_eq!(fs::read(&in_a).unwrap(), b"Subject: both\r\n\r\nbody\r\n");
+    // One file under two names: the link to b and the rename into a's new/.
+    assert_eq!(
+        fs::metadata(&in_a).unwrap().ino(),
+        fs::metadata(&in_b).unwrap().ino()
+    );
+    assert_eq!(fs::metadata(&in_a).unwrap().nlink(), 2);
+    assert!(names_in(&dir.path().join("x.org/a/tmp")).is_empty());
+    assert!(names_in(&dir.path().join("y.org/b/tmp")).is_empty());
+}
+
+#[test]
+fn a_missing_new_dir_is_made_before_the_rename() {
+    let (dir, store) = setup();
+    let mut pending = store.begin_in(&Account("a@x.org".into())).unwrap();
+    pending.append(b"x\r\n").unwrap();
+    // Someone removed new/ and cur/ while the message was being received.
+    fs::remove_dir(dir.path().join("x.org/a/new")).unwrap();
+    fs::remove_dir(dir.path().join("x.org/a/cur")).unwrap();
+    let name = pending.final_name();
+    assert!(pending.commit(&[rcpt("a@x.org")], true)[0].is_ok());
+    assert_eq!(names_in(&dir.path().join("x.org/a/new")), [name]);
+    assert!(dir.path().join("x.org/a/cur").is_dir());
+    assert!(names_in(&dir.path().join("x.org/a/tmp")).is_empty());
+}
+
+#[test]
+fn an_all_or_nothing_failure_elsewhere_leaves_no_copy_and_no_temp_file() {
+    let (dir, store) = setup();
+    // b's maildir cannot be made: a file stands where its domain directory would be.
+    fs::write(dir.path().join("y.org"), b"in the way").unwrap();
+    let mut pending = store.begin_in(&Account("a@x.org".into())).unwrap();
+    pending.append(b"x\r\n").unwrap();
+    let results = pending.commit(&[rcpt("a@x.org"), rcpt("b@y.org")], true);
+    assert!(results.iter().all(Result::is_err), "{results:?}");
+    assert!(names_in(&dir.path().join("x.org/a/new")).is_empty());
+    assert!(names_in(&dir.path().join("x.org/a/tmp")).is_empty());
+}

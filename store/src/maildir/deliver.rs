@@ -1,8 +1,8 @@
 //! Delivery of a whole message from a reader (`tidegate deliver`, the demo), built on
 //! the streaming API ([`MaildirStore::begin_in`], [`super::PendingMessage`]): the message
 //! is written once into the first recipient's `tmp/`, fsynced, linked into every
-//! recipient's `new/` under its final name (`TIME.M<usec>P<pid>Q<counter>.<host>,S=<size>`),
-//! each `new/` fsynced, and the tmp file unlinked. Link and rename are atomic on NFS, so
+//! recipient's `new/` under its final name (`TIME.M<usec>P<pid>Q<counter>.<host>,S=<size>`)
+//! (renamed into the first recipient's), and each `new/` fsynced. Link and rename are atomic on NFS, so
 //! a reader never sees a partial message.
 
 use std::io::{self, Read};

@@ -16,6 +16,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -83,7 +84,7 @@ impl MaildirStore {
         UniqueName {
             seconds: now.as_secs(),
             micros: now.subsec_micros(),
-            pid: std::process::id(),
+            pid: process_id(),
             counter: COUNTER.fetch_add(1, Ordering::Relaxed),
             host: self.host.clone(),
         }
@@ -95,21 +96,22 @@ impl MaildirStore {
         &self,
         near: Option<&Account>,
     ) -> Result<(UniqueName, PathBuf, File), StoreError> {
-        let dir = match near {
-            Some(account) => {
-                let maildir = self.mailbox_dir(account)?;
-                self.ensure_maildir(&maildir)?;
-                maildir.join("tmp")
-            }
+        let maildir = near.map(|account| self.mailbox_dir(account)).transpose()?;
+        let dir = match &maildir {
+            Some(maildir) => maildir.join("tmp"),
             None => self.spool_dir(),
         };
         for _ in 0..NAME_ATTEMPTS {
             let unique = self.next_unique();
             let path = dir.join(temp_name(&unique));
             let created = match new_file(&path) {
-                // The spool is made on first use (and again if someone removed it).
-                Err(e) if e.kind() == io::ErrorKind::NotFound && near.is_none() => {
-                    make_dir(&dir)?;
+                // A maildir is made on its first delivery, the spool on first use (and
+                // again if someone removed either); an existing one costs no extra call.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    match &maildir {
+                        Some(maildir) => self.ensure_maildir(maildir)?,
+                        None => make_dir(&dir)?,
+                    }
                     new_file(&path)
                 }
                 other => other,
@@ -126,13 +128,10 @@ impl MaildirStore {
         )))
     }
 
-    /// Creates a maildir's `tmp/ new/ cur/` (mode 0700) unless `new/` exists. With
-    /// `fsync`, the new entries are made durable up to the root, so a message linked
-    /// into a freshly made `new/` cannot vanish with its directory in a crash.
+    /// Creates a maildir's `tmp/ new/ cur/` (mode 0700), those missing. With `fsync`,
+    /// the new entries are made durable up to the root, so a message linked into a
+    /// freshly made `new/` cannot vanish with its directory in a crash.
     pub(super) fn ensure_maildir(&self, maildir: &Path) -> io::Result<()> {
-        if fs::metadata(maildir.join("new")).is_ok_and(|meta| meta.is_dir()) {
-            return Ok(());
-        }
         for sub in ["tmp", "new", "cur"] {
             make_dir(&maildir.join(sub))?;
         }
@@ -148,6 +147,12 @@ impl MaildirStore {
         }
         Ok(())
     }
+}
+
+/// This process's id, asked of the kernel once (the server never forks after start).
+fn process_id() -> u32 {
+    static PID: OnceLock<u32> = OnceLock::new();
+    *PID.get_or_init(std::process::id)
 }
 
 /// A unique name without the size: the name of a file still being written.

@@ -1,5 +1,6 @@
 //! Streaming delivery: a message is written to a temporary file as it arrives, then made
-//! durable and linked into every recipient's `new/` in one commit.
+//! durable and linked into every recipient's `new/` in one commit (renamed, for the
+//! maildir whose `tmp/` holds it).
 //!
 //! Crash safety rests on two facts. The temporary file lives outside `new/` and `cur/`
 //! (in the spool or a `tmp/`), and it is fsynced before it is linked, so a name in `new/`
@@ -175,7 +176,7 @@ impl PendingMessage {
 
     /// Steps after the file is complete; fills `results` (all `Ok` on entry).
     fn place_all(
-        &self,
+        &mut self,
         recipients: &[Recipient],
         all_or_nothing: bool,
         results: &mut [Result<(), StoreError>],
@@ -238,23 +239,38 @@ impl PendingMessage {
     /// all-or-nothing, all links once anything failed) are removed again. Returns the
     /// error of each maildir, if any. All links come before any fsync, so one slow
     /// directory does not hold up linking into the others.
-    fn link_and_sync(&self, dirs: &[PathBuf], all_or_nothing: bool) -> Vec<Option<StoreError>> {
-        let store = &self.store;
+    ///
+    /// The maildir whose `tmp/` holds the file (the first recipient's, usually the only
+    /// one) comes last and gets the file by `rename(2)` instead of a link: one call
+    /// where link and unlink would be two, and the same atomic appearance in `new/`.
+    fn link_and_sync(&mut self, dirs: &[PathBuf], all_or_nothing: bool) -> Vec<Option<StoreError>> {
+        let store = self.store.clone();
         let name = self.final_name();
         let mut placed: Vec<Option<PathBuf>> = vec![None; dirs.len()];
         let mut errors: Vec<Option<StoreError>> = (0..dirs.len()).map(|_| None).collect();
-        for (d, dir) in dirs.iter().enumerate() {
-            let outcome = store
-                .ensure_maildir(dir)
-                .and_then(|()| store.place(&self.path, dir, &name));
+        let home = self
+            .path
+            .parent()
+            .and_then(|tmp| dirs.iter().position(|dir| dir.join("tmp") == tmp));
+        let others = (0..dirs.len()).filter(|d| Some(*d) != home);
+        for d in others.chain(home) {
+            let dir = &dirs[d];
+            if all_or_nothing && errors.iter().any(Option::is_some) {
+                break;
+            }
+            let outcome = if Some(d) == home {
+                let moved = store.move_into_new(&self.path, dir, &name);
+                if moved.is_ok() {
+                    // The temporary name is gone with the rename.
+                    self.removed = true;
+                }
+                moved
+            } else {
+                store.place(&self.path, dir, &name)
+            };
             match outcome {
                 Ok(path) => placed[d] = Some(path),
-                Err(e) => {
-                    errors[d] = Some(e.into());
-                    if all_or_nothing {
-                        break;
-                    }
-                }
+                Err(e) => errors[d] = Some(e.into()),
             }
         }
         let failed = |errors: &[Option<StoreError>]| errors.iter().any(Option::is_some);
@@ -375,9 +391,35 @@ fn unplace(path: &Path) {
 }
 
 impl MaildirStore {
+    /// Moves the finished temporary file, which lives in `<dir>/tmp/`, to
+    /// `<dir>/new/<name>`; a missing `new/` is made first (see
+    /// [`MaildirStore::ensure_maildir`]).
+    fn move_into_new(&self, temp: &Path, dir: &Path, name: &str) -> io::Result<PathBuf> {
+        let target = dir.join("new").join(name);
+        match fs::rename(temp, &target) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound && !dir.join("new").is_dir() => {
+                self.ensure_maildir(dir)?;
+                fs::rename(temp, &target)
+            }
+            other => other,
+        }
+        .map(|()| target)
+    }
+
     /// Puts the finished temporary file into `<dir>/new/<name>`: a hard link, or a copy
-    /// through `<dir>/tmp/` and a rename when `dir` is on another filesystem.
+    /// through `<dir>/tmp/` and a rename when `dir` is on another filesystem. A missing
+    /// maildir is made first (the common case, an existing one, costs no extra call).
     fn place(&self, temp: &Path, dir: &Path, name: &str) -> io::Result<PathBuf> {
+        match self.place_existing(temp, dir, name) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound && !dir.join("new").is_dir() => {
+                self.ensure_maildir(dir)?;
+                self.place_existing(temp, dir, name)
+            }
+            other => other,
+        }
+    }
+
+    fn place_existing(&self, temp: &Path, dir: &Path, name: &str) -> io::Result<PathBuf> {
         let target = dir.join("new").join(name);
         match fs::hard_link(temp, &target) {
             Ok(()) => Ok(target),
