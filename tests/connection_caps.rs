@@ -7,48 +7,18 @@ mod support;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
-use std::os::fd::FromRawFd;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use support::{Node, free_port, local, write};
 
-/// A TCP connection to `to` from the local address `from` (any 127.0.0.x works on
-/// Linux loopback).
-fn connect_from(from: Ipv4Addr, to: SocketAddr) -> TcpStream {
-    // SAFETY: a fresh socket we own; the sockaddr structs live across the calls.
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
-        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
-        let stream = TcpStream::from_raw_fd(fd);
-        let sockaddr = |ip: Ipv4Addr, port: u16| libc::sockaddr_in {
-            sin_family: libc::AF_INET as libc::sa_family_t,
-            sin_port: port.to_be(),
-            sin_addr: libc::in_addr {
-                s_addr: u32::from(ip).to_be(),
-            },
-            sin_zero: [0; 8],
-        };
-        let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-        let local = sockaddr(from, 0);
-        let rc = libc::bind(fd, (&raw const local).cast(), len);
-        assert_eq!(rc, 0, "bind {from}: {}", std::io::Error::last_os_error());
-        let SocketAddr::V4(to) = to else {
-            panic!("IPv4 only")
-        };
-        let remote = sockaddr(*to.ip(), to.port());
-        let rc = libc::connect(fd, (&raw const remote).cast(), len);
-        assert_eq!(rc, 0, "connect: {}", std::io::Error::last_os_error());
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        stream
-    }
-}
-
 /// Connects from `from` and returns the connection with the server's first line.
 fn greeting(from: Ipv4Addr, to: SocketAddr) -> (BufReader<TcpStream>, String) {
-    let mut reader = BufReader::new(connect_from(from, to));
+    let stream = support::connect_from(from, to).expect("connect from a loopback address");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut reader = BufReader::new(stream);
     let mut line = String::new();
     reader.read_line(&mut line).unwrap();
     (reader, line)

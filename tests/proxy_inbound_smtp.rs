@@ -15,7 +15,6 @@ mod support;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
-use std::os::fd::FromRawFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -443,43 +442,15 @@ fn the_lmtp_leg_uses_verified_starttls_when_backend_tls_asks_for_it() {
     }
 }
 
-/// A TCP connection to `to` from the local address `from` (any 127.0.0.x is local on
-/// Linux loopback), so the client's address differs from every node's.
-fn connect_from(from: Ipv4Addr, to: SocketAddr) -> TcpStream {
-    let SocketAddr::V4(to) = to else {
-        panic!("IPv4 only")
-    };
-    let sockaddr = |ip: Ipv4Addr, port: u16| libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: port.to_be(),
-        sin_addr: libc::in_addr {
-            s_addr: u32::from(ip).to_be(),
-        },
-        sin_zero: [0; 8],
-    };
-    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-    let (local, remote) = (sockaddr(from, 0), sockaddr(*to.ip(), to.port()));
-    // SAFETY: a fresh socket, owned by the TcpStream from here on; both sockaddrs live
-    // across the calls that read them.
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
-        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
-        let stream = TcpStream::from_raw_fd(fd);
-        let rc = libc::bind(fd, (&raw const local).cast(), len);
-        assert_eq!(rc, 0, "bind {from}: {}", std::io::Error::last_os_error());
-        let rc = libc::connect(fd, (&raw const remote).cast(), len);
-        assert_eq!(rc, 0, "connect: {}", std::io::Error::last_os_error());
-        stream
-    }
-}
-
 #[test]
 fn with_xclient_the_backend_received_field_names_the_original_client() {
     // The client sends from an address no node has; the front-end names it to each
     // back-end with XCLIENT on the LMTP leg (it is in their [trust] networks).
     let client = Ipv4Addr::new(127, 0, 0, 9);
     let cluster = Cluster::start_mode(true, true, false, "xclient");
-    let smtp = Smtp::over(connect_from(client, addr(FRONT, cluster.smtp)));
+    let smtp = Smtp::over(
+        support::connect_from(client, addr(FRONT, cluster.smtp)).expect("connect from 127.0.0.9"),
+    );
     let reply = send_over(
         smtp,
         &[
