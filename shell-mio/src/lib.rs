@@ -220,7 +220,7 @@ pub fn serve_with_sessions(
         sessions,
     });
 
-    let (job_tx, job_rx) = mpsc::sync_channel(spec.max_connections.clamp(64, 16_384));
+    let (job_tx, job_rx) = crossbeam_channel::bounded(spec.max_connections.clamp(64, 16_384));
     let mut worker_threads = Vec::with_capacity(worker_count);
     let executor = spec.executor;
     let mut result = workers::spawn(

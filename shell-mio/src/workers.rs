@@ -1,15 +1,16 @@
 //! The request worker pool: blocking store calls off the event loops.
 //!
-//! Jobs travel on one bounded `std::sync::mpsc::sync_channel` whose receiver the workers
-//! share behind a `Mutex`. std's channel is crossbeam's implementation since Rust 1.67;
-//! the only thing crossbeam-channel would add is a cloneable receiver, and the lock it
-//! replaces is held for a dequeue while each job waits on disk or network for far longer,
-//! so the extra dependency buys nothing measurable.
+//! Jobs travel on one bounded crossbeam channel; every worker holds a clone of its
+//! receiver, so a job wakes exactly one idle worker, and none when a worker is about to
+//! come back for the next one. (Sharing std's receiver behind a `Mutex` made each job
+//! wake two threads: the worker blocked in `recv` and, once it let the lock go, the next
+//! worker queued on the lock, which then went back to sleep in `recv`.)
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread::JoinHandle;
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 use tidegate_core::{Failure, Reply, Request, RequestId};
 use tidegate_store::Executor;
@@ -32,14 +33,14 @@ pub(crate) struct Job {
 
 /// An event loop's end of the job queue.
 pub(crate) struct Submitter {
-    tx: SyncSender<Job>,
+    tx: Sender<Job>,
     loop_index: usize,
     executor: Arc<dyn Executor>,
 }
 
 impl Submitter {
     /// Wraps the queue's sender for loop `loop_index`.
-    pub(crate) fn new(tx: SyncSender<Job>, loop_index: usize, executor: Arc<dyn Executor>) -> Self {
+    pub(crate) fn new(tx: Sender<Job>, loop_index: usize, executor: Arc<dyn Executor>) -> Self {
         Submitter {
             tx,
             loop_index,
@@ -98,7 +99,6 @@ pub(crate) fn spawn(
     loops: Arc<[LoopHandle]>,
     handles: &mut Vec<JoinHandle<()>>,
 ) -> std::io::Result<()> {
-    let jobs = Arc::new(Mutex::new(jobs));
     for i in 0..count.max(1) {
         let (jobs, executor, loops) = (jobs.clone(), executor.clone(), loops.clone());
         let handle = std::thread::Builder::new()
@@ -109,11 +109,9 @@ pub(crate) fn spawn(
     Ok(())
 }
 
-fn run(jobs: &Mutex<Receiver<Job>>, executor: &dyn Executor, loops: &[LoopHandle]) {
-    loop {
-        // The guard is dropped at the end of this statement, before the job runs.
-        let next = jobs.lock().unwrap_or_else(|e| e.into_inner()).recv();
-        let Ok(job) = next else { return };
+fn run(jobs: &Receiver<Job>, executor: &dyn Executor, loops: &[LoopHandle]) {
+    // `recv` fails once every sender is gone and the queue is empty.
+    while let Ok(job) = jobs.recv() {
         // A panicking store call must not take a worker (and the session's one reply)
         // with it: the session gets a temporary failure instead.
         let reply = catch_unwind(AssertUnwindSafe(|| executor.execute(job.request)))
