@@ -56,25 +56,35 @@ impl TextCheck {
     }
 
     /// Checks the next bytes; returns the first problem and the index of the byte that
-    /// revealed it.
+    /// revealed it. Between line ends only the length changes, so the scan jumps from
+    /// one CR or LF to the next (`memchr2`) and counts the bytes between at once.
     pub(super) fn check(&mut self, bytes: &[u8]) -> Option<(usize, Problem)> {
-        for (i, &b) in bytes.iter().enumerate() {
-            if self.prev_cr && b != b'\n' {
-                return Some((i, Problem::BareLineEnd));
+        let mut i = 0;
+        while i < bytes.len() {
+            if !self.prev_cr {
+                let rest = &bytes[i..];
+                let ordinary = memchr::memchr2(b'\r', b'\n', rest).unwrap_or(rest.len());
+                // `line_len <= max_line` holds here, or a problem was returned.
+                let room = self.max_line.saturating_sub(self.line_len);
+                if ordinary > room {
+                    return Some((i + room, Problem::LineTooLong));
+                }
+                self.line_len += ordinary;
+                i += ordinary;
+                if i == bytes.len() {
+                    break;
+                }
             }
-            match b {
-                b'\n' if !self.prev_cr => return Some((i, Problem::BareLineEnd)),
-                b'\n' => {
+            let at = i;
+            i += 1;
+            match (self.prev_cr, bytes[at]) {
+                (true, b'\n') => {
                     self.prev_cr = false;
                     self.line_len = 0;
                 }
-                b'\r' => self.prev_cr = true,
-                _ => {
-                    self.line_len += 1;
-                    if self.line_len > self.max_line {
-                        return Some((i, Problem::LineTooLong));
-                    }
-                }
+                (true, _) | (false, b'\n') => return Some((at, Problem::BareLineEnd)),
+                // The scan above stops only at a CR or an LF.
+                (false, _) => self.prev_cr = true,
             }
         }
         None
@@ -220,6 +230,52 @@ impl Message {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// The line check one byte at a time, the way it was written before the `memchr2`
+    /// jumps: the model the fast scan must agree with. Returns the first problem with
+    /// its offset in `bytes`.
+    fn check_bytewise(max_text_line: usize, bytes: &[u8]) -> Option<(usize, Problem)> {
+        let max_line = max_text_line.saturating_sub(2);
+        let (mut prev_cr, mut line_len) = (false, 0);
+        for (i, &b) in bytes.iter().enumerate() {
+            if prev_cr && b != b'\n' {
+                return Some((i, Problem::BareLineEnd));
+            }
+            match b {
+                b'\n' if !prev_cr => return Some((i, Problem::BareLineEnd)),
+                b'\n' => (prev_cr, line_len) = (false, 0),
+                b'\r' => prev_cr = true,
+                _ => {
+                    line_len += 1;
+                    if line_len > max_line {
+                        return Some((i, Problem::LineTooLong));
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    proptest! {
+        #[test]
+        fn the_fast_line_check_agrees_with_the_bytewise_model_however_split(
+            max_text_line in 0usize..12,
+            bytes in proptest::collection::vec(
+                prop_oneof![Just(b'\r'), Just(b'\n'), Just(b'a'), any::<u8>()],
+                0..200,
+            ),
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let cut = cut.index(bytes.len() + 1);
+            let mut text = TextCheck::new(max_text_line);
+            let found = match text.check(&bytes[..cut]) {
+                Some(problem) => Some(problem),
+                None => text.check(&bytes[cut..]).map(|(at, p)| (cut + at, p)),
+            };
+            prop_assert_eq!(found, check_bytewise(max_text_line, &bytes));
+        }
+    }
 
     fn check(max_text_line: usize, chunks: &[&[u8]]) -> Option<Problem> {
         let mut t = TextCheck::new(max_text_line);
