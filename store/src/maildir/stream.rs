@@ -244,7 +244,6 @@ impl PendingMessage {
     /// one) comes last and gets the file by `rename(2)` instead of a link: one call
     /// where link and unlink would be two, and the same atomic appearance in `new/`.
     fn link_and_sync(&mut self, dirs: &[PathBuf], all_or_nothing: bool) -> Vec<Option<StoreError>> {
-        let store = self.store.clone();
         let name = self.final_name();
         let mut placed: Vec<Option<PathBuf>> = vec![None; dirs.len()];
         let mut errors: Vec<Option<StoreError>> = (0..dirs.len()).map(|_| None).collect();
@@ -259,14 +258,14 @@ impl PendingMessage {
                 break;
             }
             let outcome = if Some(d) == home {
-                let moved = store.move_into_new(&self.path, dir, &name);
+                let moved = self.store.move_into_new(&self.path, dir, &name);
                 if moved.is_ok() {
                     // The temporary name is gone with the rename.
                     self.removed = true;
                 }
                 moved
             } else {
-                store.place(&self.path, dir, &name)
+                self.store.place(&self.path, dir, &name)
             };
             match outcome {
                 Ok(path) => placed[d] = Some(path),
@@ -274,12 +273,12 @@ impl PendingMessage {
             }
         }
         let failed = |errors: &[Option<StoreError>]| errors.iter().any(Option::is_some);
-        if store.fsync {
+        if self.store.fsync {
             for (d, dir) in dirs.iter().enumerate() {
                 if placed[d].is_none() || (all_or_nothing && failed(&errors)) {
                     continue;
                 }
-                if let Err(e) = store.syncs.sync(&dir.join("new")) {
+                if let Err(e) = self.store.syncs.sync(&dir.join("new")) {
                     errors[d] = Some(e.into());
                 }
             }
