@@ -284,7 +284,16 @@ fn push_record(text: &mut String, record: &UserRecord) {
     push_encoded(text, record.address.as_bytes());
     for (key, value) in &record.fields {
         text.push(' ');
-        push_encoded(text, key.as_bytes());
+        // The reader splits a field at its first `=`: one in a name must be encoded.
+        for part in key.as_bytes().split_inclusive(|&b| b == b'=') {
+            match part.split_last() {
+                Some((b'=', name)) => {
+                    push_encoded(text, name);
+                    text.push_str("%3D");
+                }
+                _ => push_encoded(text, part),
+            }
+        }
         if !value.is_empty() {
             text.push('=');
             push_encoded(text, value.as_bytes());
@@ -520,6 +529,18 @@ mod tests {
         assert!(parse_server(b"1 DENIED extra").is_err());
         assert!(parse_server(b"1 FOUND a@b k=1 k=2").is_err());
         assert!(parse_server(b"* TIDEGATE-AUTHD").is_err());
+    }
+
+    #[test]
+    fn a_field_name_with_an_equals_sign_round_trips() {
+        let mut record = UserRecord::new("a");
+        record.fields.insert("two=s".into(), String::new());
+        record.fields.insert("k=".into(), "v=w".into());
+        let mut text = String::new();
+        push_record(&mut text, &record);
+        assert_eq!(text, "a k%3D=v=w two%3Ds");
+        let words: Vec<&[u8]> = text.as_bytes().split(|&b| b == b' ').collect();
+        assert_eq!(parse_record(&words).unwrap().fields, record.fields);
     }
 
     #[test]
