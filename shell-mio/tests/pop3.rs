@@ -98,6 +98,31 @@ fn failed_login_is_answered_when_the_session_timer_fires() {
     server.stop(Duration::from_secs(5));
 }
 
+/// Each command pushes the idle deadline later; the session closes one idle timeout
+/// after the last command, not after the first one nor never.
+#[test]
+fn idle_timeout_counts_from_the_last_command() {
+    let idle = Duration::from_millis(700);
+    let server = Server::start(Options {
+        idle_timeout: idle,
+        ..Options::default()
+    });
+    let mut client = server.connect();
+    client.login();
+    for _ in 0..8 {
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(client.command("NOOP"), "+OK");
+    }
+    let last = Instant::now();
+    assert_eq!(client.line(), "-ERR Autologout: idle for too long");
+    let waited = last.elapsed();
+    assert!(client.read_to_end().is_empty());
+    assert!(
+        waited >= idle && waited < idle + Duration::from_secs(3),
+        "closed {waited:?} after the last command, idle timeout {idle:?}"
+    );
+}
+
 #[test]
 fn connection_cap_sends_the_busy_reply() {
     let server = Server::start(Options {

@@ -165,7 +165,13 @@ struct Conn {
     /// request, which the session bounds.
     answers_tx: Poster,
     answers: Inbox,
-    /// Fires at `armed`, the deadline currently set.
+    /// Fires at `armed`, which is at or before the session's deadline: the timer is
+    /// moved only to an earlier deadline. Every command pushes the idle timeout later,
+    /// and each `set_at` of an async-io timer wakes the reactor thread to re-sort its
+    /// timers; instead the armed timer fires early, [`Conn::turn`] finds nothing due on
+    /// the clock, and the next wait arms the real deadline (about one wake-up per
+    /// timeout period instead of one per command). A deadline that goes away leaves the
+    /// timer to fire once for nothing.
     timer: Timer,
     armed: Option<Instant>,
     cut: Waiter,
@@ -756,12 +762,11 @@ impl Conn {
     /// Waits for the next event the connection can act on.
     async fn wait(&mut self) -> Wake {
         let deadline = self.closing.or_else(|| self.session.poll_timeout());
-        if deadline != self.armed {
-            match deadline {
-                Some(at) => self.timer.set_at(at),
-                None => self.timer.clear(),
-            }
-            self.armed = deadline;
+        if let Some(at) = deadline
+            && self.armed.is_none_or(|armed| at < armed)
+        {
+            self.timer.set_at(at);
+            self.armed = Some(at);
         }
         let want_read = !self.can_read && self.wants_input();
         let want_write = !self.can_write && !self.out.is_empty() && !self.dead;

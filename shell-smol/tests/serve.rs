@@ -100,12 +100,21 @@ struct Server {
 }
 
 fn start(max_connections: usize, shutdown_grace: Duration, body: &[u8]) -> Server {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = listener.local_addr().expect("local addr");
     let config = Pop3Config {
         hostname: HOST.into(),
         ..Pop3Config::default()
     };
+    start_with(config, max_connections, shutdown_grace, body)
+}
+
+fn start_with(
+    config: Pop3Config,
+    max_connections: usize,
+    shutdown_grace: Duration,
+    body: &[u8],
+) -> Server {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("local addr");
     let spec = ServerSpec {
         listeners: vec![listener],
         factory: Arc::new(Pop3Factory {
@@ -294,6 +303,36 @@ fn wrong_password_is_refused() {
     assert_eq!(c.command("USER alice"), "+OK");
     // The session delays failed logins (2 s by default); the shell keeps the timer.
     assert_eq!(c.command("PASS wrong"), "-ERR [AUTH] Authentication failed");
+}
+
+/// The connection's timer is only ever moved earlier (each command pushes the idle
+/// deadline later): it then fires before the session's deadline and must neither close
+/// a session that is still in use nor keep one open past its real deadline.
+#[test]
+fn idle_timeout_counts_from_the_last_command() {
+    let idle = Duration::from_millis(700);
+    let config = Pop3Config {
+        hostname: HOST.into(),
+        idle_timeout: idle,
+        ..Pop3Config::default()
+    };
+    let server = start_with(config, 100, Duration::from_secs(5), SMALL_BODY);
+    let mut c = Client::connect(server.addr);
+    c.login();
+    // Active for over three idle periods: the timer armed at login fires early on
+    // the way, and the session stays open.
+    for _ in 0..8 {
+        thread::sleep(Duration::from_millis(300));
+        assert_eq!(c.command("NOOP"), "+OK");
+    }
+    let last = Instant::now();
+    assert_eq!(c.line(), "-ERR Autologout: idle for too long");
+    let waited = last.elapsed();
+    c.expect_closed();
+    assert!(
+        waited >= idle && waited < idle + Duration::from_secs(3),
+        "closed {waited:?} after the last command, idle timeout {idle:?}"
+    );
 }
 
 #[test]

@@ -110,6 +110,8 @@ pub struct Options {
     pub body: Bytes,
     /// How long the store takes to check a password.
     pub auth_delay: Duration,
+    /// The POP3 autologout.
+    pub idle_timeout: Duration,
 }
 
 impl Default for Options {
@@ -121,6 +123,7 @@ impl Default for Options {
             shutdown_grace: Duration::from_secs(5),
             body: Bytes::from_static(BODY),
             auth_delay: Duration::ZERO,
+            idle_timeout: Pop3Config::default().idle_timeout,
         }
     }
 }
@@ -139,6 +142,7 @@ impl Server {
         let config = Pop3Config {
             hostname: HOSTNAME.into(),
             auth_failure_delay: AUTH_FAILURE_DELAY,
+            idle_timeout: options.idle_timeout,
             ..Pop3Config::default()
         };
         let spec = ServerSpec {
