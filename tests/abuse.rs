@@ -12,7 +12,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, TcpStream};
 use std::time::{Duration, Instant};
 
-use support::{LineClient, Node, connect_from, listen_port, local, rss_kib, write};
+use support::{LineClient, Node, connect_from, free_port, local, rss_kib, write};
 
 const PASSWORD: &str = "right-horse-battery";
 const WRONG: &str = "Wr0ng-guess-7731";
@@ -42,11 +42,11 @@ impl Server {
             &format!("alice@abuse.test {{PLAIN}}{PASSWORD}\nbob@abuse.test {{PLAIN}}{PASSWORD}\n"),
         );
         let (pop3, imap, smtp, pop3s, imaps) = (
-            listen_port(),
-            listen_port(),
-            listen_port(),
-            listen_port(),
-            listen_port(),
+            free_port(),
+            free_port(),
+            free_port(),
+            free_port(),
+            free_port(),
         );
         let config = write(
             dir.path(),

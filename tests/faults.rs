@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::{LineClient, Node, is_root, listen_port, local, write};
+use support::{LineClient, Node, free_port, is_root, local, write};
 
 const PASSWORD: &str = "pw-of-alice";
 
@@ -148,7 +148,7 @@ fn full_and_read_only_mailbox_filesystems_fail_cleanly_and_recover() {
         "users",
         &format!("alice@faults.test {{PLAIN}}{PASSWORD}\n"),
     );
-    let (smtp, imap) = (listen_port(), listen_port());
+    let (smtp, imap) = (free_port(), free_port());
     let config = write(
         dir.path(),
         "tidegate.toml",
@@ -221,7 +221,7 @@ const SOURCE: &str = "127.0.0.5";
 /// A port free on the front-end's and both back-ends' addresses.
 fn cluster_port() -> u16 {
     loop {
-        let port = listen_port();
+        let port = free_port();
         if [BACK1, BACK2]
             .iter()
             .all(|ip| TcpListener::bind((*ip, port)).is_ok())

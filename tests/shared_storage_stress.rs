@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use support::{Node, listen_port, local};
+use support::{Node, free_port, local};
 
 /// The recipients: every one gets mail through both processes.
 const USERS: [&str; 4] = ["u0", "u1", "u2", "u3"];
@@ -82,8 +82,8 @@ fn stop(mut node: Node) {
 
 fn ports() -> Ports {
     Ports {
-        smtp: listen_port(),
-        imap: listen_port(),
+        smtp: free_port(),
+        imap: free_port(),
     }
 }
 

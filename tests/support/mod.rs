@@ -15,17 +15,31 @@ pub fn tidegate() -> Command {
     Command::new(env!("CARGO_BIN_EXE_tidegate"))
 }
 
-/// A port nobody listens on at 127.0.0.1 right now.
+/// A port free on 127.0.0.1 that no earlier call in this test process returned.
+///
+/// Ports come from a per-process sequence between 10,000 and 31,999, below the
+/// kernel's ephemeral range (32,768 and up by default): a port the kernel picked for
+/// `bind(:0)` could be handed out twice to one test (two listeners on one port), or be
+/// taken by one of the many client sockets a test opens before the server binds it.
+/// The start of the sequence depends on the process id, so test binaries running side
+/// by side rarely walk the same ports.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU16, Ordering};
+    const FIRST: u16 = 10_000;
+    const COUNT: u16 = 22_000;
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let start = (std::process::id() % u32::from(COUNT)) as u16;
+    loop {
+        let step = NEXT.fetch_add(1, Ordering::Relaxed) % COUNT;
+        let port = FIRST + (start + step) % COUNT;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// A port free on 127.0.0.1 and on every address in `others` (clusters on several
-/// loopback addresses give every node the same port numbers).
+/// loopback addresses give every node the same port numbers); see [`free_port`].
 pub fn free_port_on(others: &[&str]) -> u16 {
     loop {
         let port = free_port();
@@ -33,21 +47,6 @@ pub fn free_port_on(others: &[&str]) -> u16 {
             .iter()
             .all(|ip| TcpListener::bind((*ip, port)).is_ok())
         {
-            return port;
-        }
-    }
-}
-
-/// A port nobody listens on at 127.0.0.1, below the kernel's ephemeral range, so the
-/// thousands of client sockets a test opens cannot have taken it by the time a server
-/// binds it.
-pub fn listen_port() -> u16 {
-    use std::sync::atomic::{AtomicU16, Ordering};
-    static NEXT: AtomicU16 = AtomicU16::new(0);
-    let spread = (std::process::id() % 1000) as u16 * 12;
-    loop {
-        let port = 15_000 + spread + NEXT.fetch_add(1, Ordering::Relaxed) % 12_000;
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
             return port;
         }
     }
