@@ -144,11 +144,21 @@ impl Slapd {
             "slapadd failed: {}",
             String::from_utf8_lossy(&loaded.stderr)
         );
+        // Two separate picks of a free port can be the same port.
+        let port = free_port();
+        let tls_port = tls.map(|_| {
+            loop {
+                let other = free_port();
+                if other != port {
+                    break other;
+                }
+            }
+        });
         let mut server = Slapd {
             dir,
             slapd,
-            port: free_port(),
-            tls_port: tls.map(|_| free_port()),
+            port,
+            tls_port,
             child: None,
         };
         server.run();
