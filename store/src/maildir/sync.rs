@@ -48,6 +48,9 @@ struct SyncState {
     completed: u64,
     /// Whether an fsync is running now.
     running: bool,
+    /// Callers waiting for the running fsync to end. Waking nobody costs a system call
+    /// per delivery, so the finishing caller notifies only when this is not zero.
+    waiting: usize,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -99,10 +102,14 @@ impl DirSync {
                     // One fsync at a time, so generations complete in order.
                     state.completed = generation;
                 }
-                self.finished.notify_all();
+                if state.waiting > 0 {
+                    self.finished.notify_all();
+                }
                 return result;
             }
+            state.waiting += 1;
             state = self.finished.wait(state).unwrap_or_else(|e| e.into_inner());
+            state.waiting -= 1;
         }
     }
 }
@@ -151,6 +158,41 @@ mod tests {
         // The waiter could not use generation 1 and ran generation 2 itself.
         let state = lock(&sync.state);
         assert_eq!((state.started, state.completed), (2, 2));
+    }
+
+    #[test]
+    fn a_waiter_behind_a_running_sync_is_woken_when_it_ends() {
+        let sync = Arc::new(DirSync::default());
+        {
+            let mut state = lock(&sync.state);
+            state.started = 1;
+            state.running = true;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        // Plain threads, not scoped ones: a waiter nobody wakes must fail the test, not
+        // hang it.
+        for _ in 0..2 {
+            let (sync, dir, done_tx) = (sync.clone(), dir.path().to_owned(), done_tx.clone());
+            std::thread::spawn(move || done_tx.send(sync.sync(&dir).is_ok()));
+        }
+        while lock(&sync.state).waiting < 2 {
+            std::thread::yield_now();
+        }
+        {
+            let mut state = lock(&sync.state);
+            state.running = false;
+            state.completed = 1;
+            sync.finished.notify_all();
+        }
+        // One of the two runs generation 2; the other waits for it to end and must be
+        // woken by it.
+        for _ in 0..2 {
+            let ok = done_rx.recv_timeout(std::time::Duration::from_secs(20));
+            assert_eq!(ok, Ok(true));
+        }
+        let state = lock(&sync.state);
+        assert_eq!((state.started, state.completed, state.waiting), (2, 2, 0));
     }
 
     #[test]
