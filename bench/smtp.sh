@@ -27,6 +27,9 @@ usage: bash bench/smtp.sh [options]
   --drain-timeout SECS    longest wait for Postfix's queue to empty after a run (default 120)
   --skip-build            use the binaries from an earlier run (WORKDIR/bin, see --workdir)
   --port-base PORT        first of the local ports used (default 27025)
+  --rounds N              measure every server N times, in turn (server A, B, ..., A,
+                          B, ...), and report each round's ratios and their median
+                          (default 1)
   --settle SECS           after removing an earlier run's data in WORKDIR, wait this
                           long before measuring (default 60; see the comment at DATA)
   --workdir DIR           keep data, configs, logs and binaries in DIR (default: a temp dir,
@@ -50,6 +53,7 @@ DRAIN_TIMEOUT=120
 SKIP_BUILD=0
 PORT_BASE=27025
 SETTLE=60
+ROUNDS=1
 WORKDIR=""
 PASSWORD=benchpw
 DOMAIN=bench.test
@@ -73,6 +77,7 @@ while [ $# -gt 0 ]; do
         --skip-build) SKIP_BUILD=1; shift ;;
         --port-base) PORT_BASE=$2; shift 2 ;;
         --settle) SETTLE=$2; shift 2 ;;
+        --rounds) ROUNDS=$2; shift 2 ;;
         --workdir) WORKDIR=$2; shift 2 ;;
         -h|--help) usage; exit 0 ;;
         *) echo "smtp.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
@@ -85,6 +90,7 @@ done
 for c in $CONCURRENCY; do
     [ "$c" -gt 0 ] 2>/dev/null || { echo "smtp.sh: bad --concurrency $c" >&2; exit 2; }
 done
+[ "$ROUNDS" -gt 0 ] 2>/dev/null || { echo "smtp.sh: bad --rounds $ROUNDS" >&2; exit 2; }
 PROTO=smtp
 if [ "$LMTP" = 1 ]; then
     PROTO=lmtp
@@ -305,14 +311,14 @@ ROWS=()
 #   QUEUEDIR: Postfix's queue directory ("" = delivery is synchronous)
 measure() {
     local name=$1 pid=$2 port=$3 conc=$4 maildir=$5 queue=$6
-    local out=$WORKDIR/$name-c$conc.out files0 files1 before after t_end t_drained
+    local out=$WORKDIR/$name-c$conc$ROUND_SUFFIX.out files0 files1 before after t_end t_drained
     local flags=()
     [ "$PIPELINING" = 1 ] && flags+=(--pipelining)
     [ "$LMTP" = 1 ] && flags+=(--lmtp)
     files0=$(count_mail "$maildir")
     if ! before=$("$BENCH" procstat --pid "$pid" 2>/dev/null); then
         log "$name: the server is not running; $conc clients not measured"
-        ROWS+=("$name|$conc|-|-|-|-|-|-|0|-|-|server-exited")
+        ROWS+=("$ROUND|$name|$conc|-|-|-|-|-|-|0|-|-|server-exited")
         return 0
     fi
     "$BENCH" smtp --target "127.0.0.1:$port" --concurrency "$conc" --duration "$DURATION" \
@@ -392,8 +398,8 @@ measure() {
     fi
     cpu_ms=$(awk -v a="$t0" -v b="$t1" -v c="$clk" -v n="$per" \
         'BEGIN { if (n > 0 && c > 0) printf "%.3f", (b - a) * 1000 / c / n; else print "nan" }')
-    ROWS+=("$name|$conc|$rate|$drate|$cpu_ms|$client_ms|$p50|$p99|$messages|$delivered|$errors|$check")
-    echo "RESULT_SMTP server=$name protocol=$PROTO concurrency=$conc accepted=$messages" \
+    ROWS+=("$ROUND|$name|$conc|$rate|$drate|$cpu_ms|$client_ms|$p50|$p99|$messages|$delivered|$errors|$check")
+    echo "RESULT_SMTP server=$name round=$ROUND protocol=$PROTO concurrency=$conc accepted=$messages" \
          "accepted_rate=$rate delivered=$delivered delivered_rate=$drate drain_secs=$drain" \
          "cpu_ms_per_message=$cpu_ms cpu_ticks=$((t1 - t0)) clk_tck=$clk" \
          "client_cpu_ms_per_message=$client_ms p50_ms=$p50" \
@@ -458,6 +464,15 @@ shutdown_grace_secs = 1
 EOF
 }
 
+# Each round measures every server once, in the same order; a server's maildir keeps the
+# earlier rounds' messages (each measurement counts only what it added).
+for ROUND in $(seq "$ROUNDS"); do
+ROUND_SUFFIX=""
+if [ "$ROUNDS" -gt 1 ]; then
+    ROUND_SUFFIX=-r$ROUND
+    log "round $ROUND of $ROUNDS"
+fi
+
 for v in $VARIANTS; do
     PORT=$((PORT + 1))
     name=tidegate-$v
@@ -465,10 +480,10 @@ for v in $VARIANTS; do
     mkdir -p "$maildir"
     tidegate_config "$PORT" "$maildir" > "$DATA/$name.toml"
     log "$name: $PROTO on 127.0.0.1:$PORT, fsync on"
-    "$BIN/tidegate-$v" serve --config "$DATA/$name.toml" 2> "$WORKDIR/$name.log" &
+    "$BIN/tidegate-$v" serve --config "$DATA/$name.toml" 2> "$WORKDIR/$name$ROUND_SUFFIX.log" &
     SERVER_PID=$!
     PIDS+=("$SERVER_PID")
-    if ! wait_for "$PORT" "$SERVER_PID" "$name" "$WORKDIR/$name.log" 15; then
+    if ! wait_for "$PORT" "$SERVER_PID" "$name" "$WORKDIR/$name$ROUND_SUFFIX.log" 15; then
         log "$name: no $PROTO service in this build; not measured"
         UNAVAILABLE+=("$name")
         stop "$SERVER_PID"
@@ -570,10 +585,10 @@ if [ "$SKIP_SINK" = 0 ]; then
         sink_flags=(-u nobody -m 1024)
         [ "$LMTP" = 1 ] && sink_flags+=(-L)
         log "smtp-sink: $PROTO on 127.0.0.1:$PORT"
-        smtp-sink "${sink_flags[@]}" "127.0.0.1:$PORT" 1024 2> "$WORKDIR/smtp-sink.log" &
+        smtp-sink "${sink_flags[@]}" "127.0.0.1:$PORT" 1024 2> "$WORKDIR/smtp-sink$ROUND_SUFFIX.log" &
         SERVER_PID=$!
         PIDS+=("$SERVER_PID")
-        wait_for "$PORT" "$SERVER_PID" smtp-sink "$WORKDIR/smtp-sink.log" 15 || exit 1
+        wait_for "$PORT" "$SERVER_PID" smtp-sink "$WORKDIR/smtp-sink$ROUND_SUFFIX.log" 15 || exit 1
         for c in $CONCURRENCY; do
             log "smtp-sink: $c clients for $DURATION s"
             measure smtp-sink "$SERVER_PID" "$PORT" "$c" "" ""
@@ -581,6 +596,7 @@ if [ "$SKIP_SINK" = 0 ]; then
         stop "$SERVER_PID"
     fi
 fi
+done # rounds
 
 # ---------------------------------------------------------------------------------------
 # Report
@@ -592,40 +608,74 @@ echo "$PROTO delivery: $MESSAGE_SIZE-byte messages, $PER_CONNECTION per connecti
 echo "  $DURATION s per run, $USERS recipients; tidegate fsync = true; Postfix to maildir"
 echo "  via virtual(8), delivered/s counted until its queue is empty; smtp-sink stores nothing;"
 echo "  $NCPU CPUs shared by server and load generator (client ms: its CPU per message); $(uname -r)"
+round_col() { # VALUE: the round column, only when there are several rounds
+    [ "$ROUNDS" -gt 1 ] && printf '%5s ' "$1"
+    return 0
+}
+round_col round
 printf '%-14s %7s %11s %12s %11s %11s %8s %8s %9s %9s %6s  %s\n' server clients accepted/s \
     delivered/s "CPU ms/msg" "client ms" "p50 ms" "p99 ms" accepted delivered errors check
 for r in "${ROWS[@]}"; do
-    IFS='|' read -r name conc rate drate cpu client p50 p99 n d err check <<< "$r"
+    IFS='|' read -r round name conc rate drate cpu client p50 p99 n d err check <<< "$r"
+    round_col "$round"
     printf '%-14s %7s %11s %12s %11s %11s %8s %8s %9s %9s %6s  %s\n' "$name" "$conc" "$rate" \
         "$drate" "$cpu" "$client" "$p50" "$p99" "$n" "$d" "$err" "$check"
 done
-for u in "${UNAVAILABLE[@]}"; do
-    echo "$u: not measured (see above)"
+printf '%s\n' "${UNAVAILABLE[@]}" | sort -u | while read -r u; do
+    if [ -n "$u" ]; then echo "$u: not measured (see above)"; fi
 done
-if [ "${#ROWS[@]}" -gt 0 ]; then
-    header=0
-    for c in $CONCURRENCY; do
-        pf=""
-        for r in "${ROWS[@]}"; do
-            IFS='|' read -r name conc _ drate cpu _ <<< "$r"
-            [ "$name" = postfix ] && [ "$conc" = "$c" ] && pf="$drate|$cpu"
-        done
-        [ -n "$pf" ] || continue
-        IFS='|' read -r pf_rate pf_cpu <<< "$pf"
-        for r in "${ROWS[@]}"; do
-            IFS='|' read -r name conc _ drate cpu _ <<< "$r"
-            case "$name" in tidegate-*) ;; *) continue ;; esac
-            [ "$conc" = "$c" ] || continue
-            if [ "$header" = 0 ]; then
-                echo
-                echo "tidegate / postfix (delivered/s: higher is better; CPU per message: lower is better):"
-                header=1
-            fi
-            awk -v n="$name" -v c="$c" -v r="$drate" -v cp="$cpu" -v pr="$pf_rate" -v pc="$pf_cpu" 'BEGIN {
-                printf "  %-14s %3s clients: delivered/s x%.2f   CPU per message x%.3f\n", n, c,
-                    (pr > 0 ? r / pr : 0), (pc > 0 ? cp / pc : 0) }'
-        done
+# Each tidegate row against the Postfix row of the same round and concurrency.
+RATIOS=()   # "name|clients|delivered ratio|CPU ratio"
+header=0
+for r in "${ROWS[@]}"; do
+    IFS='|' read -r round name conc _ drate cpu _ <<< "$r"
+    case "$name" in tidegate-*) ;; *) continue ;; esac
+    pf=""
+    for q in "${ROWS[@]}"; do
+        IFS='|' read -r pf_round pf_name pf_conc _ pf_drate pf_cpu _ <<< "$q"
+        [ "$pf_name" = postfix ] && [ "$pf_round" = "$round" ] && [ "$pf_conc" = "$conc" ] &&
+            pf="$pf_drate|$pf_cpu"
     done
+    [ -n "$pf" ] || continue
+    IFS='|' read -r pf_rate pf_cpu <<< "$pf"
+    ratio=$(awk -v r="$drate" -v cp="$cpu" -v pr="$pf_rate" -v pc="$pf_cpu" 'BEGIN {
+        if (pr > 0 && pc > 0 && r + 0 == r && cp + 0 == cp) printf "%.2f|%.3f", r / pr, cp / pc }')
+    [ -n "$ratio" ] || continue
+    if [ "$header" = 0 ]; then
+        echo
+        echo "tidegate / postfix (delivered/s: higher is better; CPU per message: lower is better):"
+        header=1
+    fi
+    RATIOS+=("$name|$conc|$ratio")
+    label=""
+    [ "$ROUNDS" -gt 1 ] && label="round $round: "
+    printf '  %s%-14s %3s clients: delivered/s x%s   CPU per message x%s\n' "$label" "$name" \
+        "$conc" "${ratio%|*}" "${ratio#*|}"
+done
+# With several rounds: the median of each ratio (and its range) per build and concurrency.
+if [ "$ROUNDS" -gt 1 ] && [ "${#RATIOS[@]}" -gt 0 ]; then
+    echo
+    echo "median over the rounds (range in brackets):"
+    printf '%s\n' "${RATIOS[@]}" | awk -F'|' '
+        function median(list,    n, a, i, j, t) {
+            n = split(list, a, " ")
+            for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j - 1] + 0 > a[j] + 0; j--) {
+                t = a[j]; a[j] = a[j - 1]; a[j - 1] = t
+            }
+            lo = a[1]; hi = a[n]
+            return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+        }
+        { key = $1 " " $2; if (!(key in rate)) order[++keys] = key
+          rate[key] = rate[key] " " $3; cpu[key] = cpu[key] " " $4 }
+        END {
+            for (k = 1; k <= keys; k++) {
+                split(order[k], id, " ")
+                mr = median(rate[order[k]]); rlo = lo; rhi = hi
+                mc = median(cpu[order[k]])
+                printf "  %-14s %3s clients: delivered/s x%.2f [%s-%s]   CPU per message x%.3f [%s-%s]\n",
+                    id[1], id[2], mr, rlo, rhi, mc, lo, hi
+            }
+        }'
 fi
 # A lost acknowledged message is a failure of the run.
 for r in "${ROWS[@]}"; do
