@@ -8,12 +8,12 @@
 mod support;
 
 use std::io::Write;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::{LineClient, Node, free_port, is_root, local, write};
+use support::{LineClient, Node, free_port, free_port_on, is_root, local, write};
 
 const PASSWORD: &str = "pw-of-alice";
 
@@ -218,19 +218,6 @@ const BACK1: &str = "127.0.0.2";
 const BACK2: &str = "127.0.0.3";
 const SOURCE: &str = "127.0.0.5";
 
-/// A port free on the front-end's and both back-ends' addresses.
-fn cluster_port() -> u16 {
-    loop {
-        let port = free_port();
-        if [BACK1, BACK2]
-            .iter()
-            .all(|ip| TcpListener::bind((*ip, port)).is_ok())
-        {
-            return port;
-        }
-    }
-}
-
 fn at(ip: &str, port: u16) -> SocketAddr {
     SocketAddr::new(ip.parse().unwrap(), port)
 }
@@ -268,7 +255,7 @@ fn a_backend_killed_mid_session_ends_its_clients_and_the_front_end_serves_on() {
             "alice@faults.test {{PLAIN}}{PASSWORD} tohost={BACK2}\nbob@faults.test {{PLAIN}}{PASSWORD}\n"
         ),
     );
-    let ports = (cluster_port(), cluster_port());
+    let ports = (free_port_on(&[BACK1, BACK2]), free_port_on(&[BACK1, BACK2]));
     let (pop3, imap) = ports;
     let b1 = backend(dir.path(), "back1", BACK1, ports);
     let b2 = backend(dir.path(), "back2", BACK2, ports);

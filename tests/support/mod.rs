@@ -29,13 +29,17 @@ pub fn free_port() -> u16 {
     const COUNT: u16 = 22_000;
     static NEXT: AtomicU16 = AtomicU16::new(0);
     let start = (std::process::id() % u32::from(COUNT)) as u16;
-    loop {
+    for _ in 0..COUNT {
         let step = NEXT.fetch_add(1, Ordering::Relaxed) % COUNT;
         let port = FIRST + (start + step) % COUNT;
         if TcpListener::bind(("127.0.0.1", port)).is_ok() {
             return port;
         }
     }
+    panic!(
+        "no free port on 127.0.0.1 between {FIRST} and {}",
+        FIRST + COUNT - 1
+    );
 }
 
 /// A port free on 127.0.0.1 and on every address in `others` (clusters on several

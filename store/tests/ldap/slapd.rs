@@ -44,12 +44,11 @@ pub fn find_program(name: &str, candidates: &[&str]) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// `N` distinct ports free on 127.0.0.1: each stays bound until all are picked, so the
+/// kernel cannot hand out one of them twice.
+fn free_ports<const N: usize>() -> [u16; N] {
+    let held: [TcpListener; N] = std::array::from_fn(|_| TcpListener::bind("127.0.0.1:0").unwrap());
+    held.map(|listener| listener.local_addr().unwrap().port())
 }
 
 /// A running slapd with the fixture users, killed on drop.
@@ -144,21 +143,12 @@ impl Slapd {
             "slapadd failed: {}",
             String::from_utf8_lossy(&loaded.stderr)
         );
-        // Two separate picks of a free port can be the same port.
-        let port = free_port();
-        let tls_port = tls.map(|_| {
-            loop {
-                let other = free_port();
-                if other != port {
-                    break other;
-                }
-            }
-        });
+        let [port, tls_port] = free_ports();
         let mut server = Slapd {
             dir,
             slapd,
             port,
-            tls_port,
+            tls_port: tls.map(|_| tls_port),
             child: None,
         };
         server.run();
