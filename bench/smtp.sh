@@ -657,23 +657,21 @@ if [ "$ROUNDS" -gt 1 ] && [ "${#RATIOS[@]}" -gt 0 ]; then
     echo
     echo "median over the rounds (range in brackets):"
     printf '%s\n' "${RATIOS[@]}" | awk -F'|' '
-        function median(list,    n, a, i, j, t) {
+        # "median [low-high]" of the space-separated numbers in list
+        function summary(list, fmt,    n, a, i, j, t, mid) {
             n = split(list, a, " ")
-            for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j - 1] + 0 > a[j] + 0; j--) {
-                t = a[j]; a[j] = a[j - 1]; a[j - 1] = t
-            }
-            lo = a[1]; hi = a[n]
-            return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+            for (i = 2; i <= n; i++)
+                for (j = i; j > 1 && a[j - 1] + 0 > a[j] + 0; j--) { t = a[j]; a[j] = a[j - 1]; a[j - 1] = t }
+            mid = n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+            return sprintf(fmt " [%s-%s]", mid, a[1], a[n])
         }
         { key = $1 " " $2; if (!(key in rate)) order[++keys] = key
           rate[key] = rate[key] " " $3; cpu[key] = cpu[key] " " $4 }
         END {
             for (k = 1; k <= keys; k++) {
                 split(order[k], id, " ")
-                mr = median(rate[order[k]]); rlo = lo; rhi = hi
-                mc = median(cpu[order[k]])
-                printf "  %-14s %3s clients: delivered/s x%.2f [%s-%s]   CPU per message x%.3f [%s-%s]\n",
-                    id[1], id[2], mr, rlo, rhi, mc, lo, hi
+                printf "  %-14s %3s clients: delivered/s x%s   CPU per message x%s\n", id[1], id[2],
+                    summary(rate[order[k]], "%.2f"), summary(cpu[order[k]], "%.3f")
             }
         }'
 fi
