@@ -34,6 +34,8 @@ usage: bash bench/smtp.sh [options]
                           long before measuring (default 60; see the comment at DATA)
   --workdir DIR           keep data, configs, logs and binaries in DIR (default: a temp dir,
                           removed at the end)
+  --skip-space-check      start even when WORKDIR's filesystem may not hold the mail the
+                          runs store (see the check below)
 EOF
 }
 
@@ -54,6 +56,7 @@ SKIP_BUILD=0
 PORT_BASE=27025
 SETTLE=60
 ROUNDS=1
+SPACE_CHECK=1
 WORKDIR=""
 PASSWORD=benchpw
 DOMAIN=bench.test
@@ -79,6 +82,7 @@ while [ $# -gt 0 ]; do
         --settle) SETTLE=$2; shift 2 ;;
         --rounds) ROUNDS=$2; shift 2 ;;
         --workdir) WORKDIR=$2; shift 2 ;;
+        --skip-space-check) SPACE_CHECK=0; shift ;;
         -h|--help) usage; exit 0 ;;
         *) echo "smtp.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
     esac
@@ -112,6 +116,31 @@ WORKDIR=$(cd "$WORKDIR" && pwd)
 chmod 755 "$WORKDIR"
 
 log() { echo "== $*" >&2; }
+
+# Every run's mail stays on disk until the script ends (the delivery counts and content
+# checks read it, and removing it between runs would slow the next run's file creation,
+# see --settle). A full filesystem mid-run turns into refused messages and a wrong
+# report, so refuse to start when the runs may not fit: at most MAX_RATE stored
+# messages per second per run (above what either build reaches on 2 CPUs with fsync),
+# each message file taking whole 4 KiB blocks (the message plus ~300 octets of trace
+# fields). smtp-sink stores nothing.
+MAX_RATE=8000
+space_check() {
+    local servers=0 runs blocks need_kb free_kb
+    for _ in $VARIANTS; do servers=$((servers + 1)); done
+    [ "$SKIP_POSTFIX" = 1 ] || servers=$((servers + 1))
+    runs=$((ROUNDS * $(echo "$CONCURRENCY" | wc -w) * servers))
+    blocks=$(((MESSAGE_SIZE + 300 + 4095) / 4096))
+    need_kb=$((runs * DURATION * MAX_RATE * blocks * 4))
+    free_kb=$(df -Pk "$WORKDIR" | awk 'NR == 2 { print $4 }')
+    if [ "$free_kb" -lt "$need_kb" ]; then
+        echo "smtp.sh: $WORKDIR has $((free_kb / 1024)) MiB free; $runs runs of" \
+            "$DURATION s may store up to $((need_kb / 1024)) MiB of mail (up to" \
+            "$MAX_RATE messages/s each). Free some space, shorten the runs or use" \
+            "--skip-space-check." >&2
+        exit 1
+    fi
+}
 
 # ---------------------------------------------------------------------------------------
 # Cleanup: every server this script started, our Postfix instance, and the system
@@ -255,17 +284,20 @@ done
 # Data: users, the message
 # ---------------------------------------------------------------------------------------
 DATA=$WORKDIR/data
+REMOVED=0
 if [ -e "$DATA" ]; then
     rm -rf "$DATA"
-    # ext4 without a journal will not reuse an inode freed in the last 30-60 s: every
-    # file created meanwhile scans past the freed ones (recently_deleted() in the
-    # kernel), which made the first server measured after removing an earlier run's
-    # hundred thousand messages several times slower. Let that window pass.
-    if [ "$SETTLE" -gt 0 ]; then
-        log "removed the previous run's data; waiting ${SETTLE}s before measuring (--settle)"
-        sync
-        sleep "$SETTLE"
-    fi
+    REMOVED=1
+fi
+if [ "$SPACE_CHECK" = 1 ]; then space_check; fi
+# ext4 without a journal will not reuse an inode freed in the last 30-60 s: every
+# file created meanwhile scans past the freed ones (recently_deleted() in the
+# kernel), which made the first server measured after removing an earlier run's
+# hundred thousand messages several times slower. Let that window pass.
+if [ "$REMOVED" = 1 ] && [ "$SETTLE" -gt 0 ]; then
+    log "removed the previous run's data; waiting ${SETTLE}s before measuring (--settle)"
+    sync
+    sleep "$SETTLE"
 fi
 mkdir -p "$DATA/work"
 chmod 755 "$DATA"
