@@ -131,8 +131,14 @@ space_check() {
     [ "$SKIP_POSTFIX" = 1 ] || servers=$((servers + 1))
     runs=$((ROUNDS * $(echo "$CONCURRENCY" | wc -w) * servers))
     blocks=$(((MESSAGE_SIZE + 300 + 4095) / 4096))
-    need_kb=$((runs * DURATION * MAX_RATE * blocks * 4))
-    free_kb=$(df -Pk "$WORKDIR" | awk 'NR == 2 { print $4 }')
+    # --duration may have a fraction.
+    need_kb=$(awk -v r="$runs" -v d="$DURATION" -v m="$MAX_RATE" -v b="$blocks" \
+        'BEGIN { printf "%d", r * d * m * b * 4 }')
+    free_kb=$(df -Pk "$WORKDIR" 2>/dev/null | awk 'NR == 2 { print $4 }') || free_kb=""
+    if ! [ "$free_kb" -ge 0 ] 2>/dev/null; then
+        log "cannot read the free space of $WORKDIR; not checked"
+        return
+    fi
     if [ "$free_kb" -lt "$need_kb" ]; then
         echo "smtp.sh: $WORKDIR has $((free_kb / 1024)) MiB free; $runs runs of" \
             "$DURATION s may store up to $((need_kb / 1024)) MiB of mail (up to" \
