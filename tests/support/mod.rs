@@ -25,27 +25,22 @@ pub fn tidegate() -> Command {
 /// by side rarely walk the same ports.
 pub fn free_port() -> u16 {
     use std::sync::atomic::{AtomicU16, Ordering};
-    const FIRST: u16 = 10_000;
-    const COUNT: u16 = 22_000;
     static NEXT: AtomicU16 = AtomicU16::new(0);
-    let start = (std::process::id() % u32::from(COUNT)) as u16;
-    for _ in 0..COUNT {
-        let step = NEXT.fetch_add(1, Ordering::Relaxed) % COUNT;
-        let port = FIRST + (start + step) % COUNT;
+    let start = (std::process::id() % u32::from(PORT_COUNT)) as u16;
+    for _ in 0..PORT_COUNT {
+        let step = NEXT.fetch_add(1, Ordering::Relaxed) % PORT_COUNT;
+        let port = PORT_FIRST + (start + step) % PORT_COUNT;
         if TcpListener::bind(("127.0.0.1", port)).is_ok() {
             return port;
         }
     }
-    panic!(
-        "no free port on 127.0.0.1 between {FIRST} and {}",
-        FIRST + COUNT - 1
-    );
+    panic!("no free port on 127.0.0.1 in {}", port_range());
 }
 
 /// A port free on 127.0.0.1 and on every address in `others` (clusters on several
 /// loopback addresses give every node the same port numbers); see [`free_port`].
 pub fn free_port_on(others: &[&str]) -> u16 {
-    loop {
+    for _ in 0..PORT_COUNT {
         let port = free_port();
         if others
             .iter()
@@ -54,6 +49,18 @@ pub fn free_port_on(others: &[&str]) -> u16 {
             return port;
         }
     }
+    panic!(
+        "no port in {} free on 127.0.0.1 and {others:?}",
+        port_range()
+    );
+}
+
+/// The ports [`free_port`] hands out: `PORT_COUNT` of them from `PORT_FIRST`.
+const PORT_FIRST: u16 = 10_000;
+const PORT_COUNT: u16 = 22_000;
+
+fn port_range() -> String {
+    format!("{PORT_FIRST}-{}", PORT_FIRST + PORT_COUNT - 1)
 }
 
 /// `127.0.0.1:port`.
