@@ -343,6 +343,12 @@ check_content() { # DIR
 
 now() { date +%s.%N; }
 
+CLK_TCK=$(getconf CLK_TCK)
+machine_busy() { # the whole machine's busy CPU time so far, in clock ticks (/proc/stat:
+    # user, nice, system, irq and softirq; not idle, iowait or steal)
+    awk '/^cpu / { print $2 + $3 + $4 + $7 + $8; exit }' /proc/stat
+}
+
 ROWS=()
 
 # measure NAME ROOTPID PORT CONC MAILDIR QUEUEDIR
@@ -355,6 +361,9 @@ measure() {
     [ "$PIPELINING" = 1 ] && flags+=(--pipelining)
     [ "$LMTP" = 1 ] && flags+=(--lmtp)
     files0=$(count_mail "$maildir")
+    local busy0 wall0 busy1 wall1 busy
+    busy0=$(machine_busy)
+    wall0=$(now)
     if ! before=$("$BENCH" procstat --pid "$pid" 2>/dev/null); then
         log "$name: the server is not running; $conc clients not measured"
         ROWS+=("$ROUND|$name|$conc|-|-|-|-|-|-|0|-|-|server-exited")
@@ -388,6 +397,12 @@ measure() {
         deferred=$(find "$queue/deferred" -type f 2>/dev/null | wc -l)
         [ "$deferred" != 0 ] && log "$name: $deferred messages deferred (see $PF_DIR/maillog)"
     fi
+    busy1=$(machine_busy)
+    wall1=$(now)
+    # How many of the machine's CPUs were busy on average, from the start of the load
+    # until the last delivery: server, load generator and the kernel's own threads.
+    busy=$(awk -v a="$busy0" -v b="$busy1" -v c="$CLK_TCK" -v s="$wall0" -v e="$wall1" \
+        'BEGIN { if (e > s && c > 0) printf "%.2f", (b - a) / c / (e - s); else print "nan" }')
     if ! after=$("$BENCH" procstat --pid "$pid" 2>/dev/null); then
         log "$name: the server exited during the run (see $WORKDIR/*.log)"
         after=""
@@ -437,11 +452,11 @@ measure() {
     fi
     cpu_ms=$(awk -v a="$t0" -v b="$t1" -v c="$clk" -v n="$per" \
         'BEGIN { if (n > 0 && c > 0) printf "%.3f", (b - a) * 1000 / c / n; else print "nan" }')
-    ROWS+=("$ROUND|$name|$conc|$rate|$drate|$cpu_ms|$client_ms|$p50|$p99|$messages|$delivered|$errors|$check")
+    ROWS+=("$ROUND|$name|$conc|$rate|$drate|$cpu_ms|$client_ms|$p50|$p99|$messages|$delivered|$errors|$check|$busy")
     echo "RESULT_SMTP server=$name round=$ROUND protocol=$PROTO concurrency=$conc accepted=$messages" \
          "accepted_rate=$rate delivered=$delivered delivered_rate=$drate drain_secs=$drain" \
          "cpu_ms_per_message=$cpu_ms cpu_ticks=$((t1 - t0)) clk_tck=$clk" \
-         "client_cpu_ms_per_message=$client_ms p50_ms=$p50" \
+         "client_cpu_ms_per_message=$client_ms busy_cpus=$busy p50_ms=$p50" \
          "p99_ms=$p99 errors=$errors check=$check"
 }
 
@@ -653,19 +668,20 @@ echo
 echo "$PROTO delivery: $MESSAGE_SIZE-byte messages, $PER_CONNECTION per connection, $mode;"
 echo "  $DURATION s per run, $USERS recipients; tidegate fsync = true; Postfix to maildir"
 echo "  via virtual(8), delivered/s counted until its queue is empty; smtp-sink stores nothing;"
-echo "  $NCPU CPUs shared by server and load generator (client ms: its CPU per message); $(uname -r)"
+echo "  $NCPU CPUs shared by server and load generator (client ms: its CPU per message;"
+echo "  busy: the machine's CPUs in use on average, load and drain); $(uname -r)"
 round_col() { # VALUE: the round column, only when there are several rounds
     [ "$ROUNDS" -gt 1 ] && printf '%5s ' "$1"
     return 0
 }
 round_col round
-printf '%-14s %7s %11s %12s %11s %11s %8s %8s %9s %9s %6s  %s\n' server clients accepted/s \
-    delivered/s "CPU ms/msg" "client ms" "p50 ms" "p99 ms" accepted delivered errors check
+printf '%-14s %7s %11s %12s %11s %11s %5s %8s %8s %9s %9s %6s  %s\n' server clients accepted/s \
+    delivered/s "CPU ms/msg" "client ms" busy "p50 ms" "p99 ms" accepted delivered errors check
 for r in "${ROWS[@]}"; do
-    IFS='|' read -r round name conc rate drate cpu client p50 p99 n d err check <<< "$r"
+    IFS='|' read -r round name conc rate drate cpu client p50 p99 n d err check busy <<< "$r"
     round_col "$round"
-    printf '%-14s %7s %11s %12s %11s %11s %8s %8s %9s %9s %6s  %s\n' "$name" "$conc" "$rate" \
-        "$drate" "$cpu" "$client" "$p50" "$p99" "$n" "$d" "$err" "$check"
+    printf '%-14s %7s %11s %12s %11s %11s %5s %8s %8s %9s %9s %6s  %s\n' "$name" "$conc" "$rate" \
+        "$drate" "$cpu" "$client" "${busy:--}" "$p50" "$p99" "$n" "$d" "$err" "$check"
 done
 printf '%s\n' "${UNAVAILABLE[@]}" | sort -u | while read -r u; do
     if [ -n "$u" ]; then echo "$u: not measured (see above)"; fi
