@@ -519,6 +519,7 @@ EOF
 }
 
 measure_tidegate() { # every build in VARIANTS, each concurrency
+    local v name maildir c
     for v in $VARIANTS; do
         PORT=$((PORT + 1))
         name=tidegate-$v
@@ -550,6 +551,7 @@ measure_tidegate() { # every build in VARIANTS, each concurrency
 PF_DIR=$DATA/postfix
 measure_postfix() {
     [ "$SKIP_POSTFIX" = 0 ] || return 0
+    local conf queue maildir c
     if ! command -v postfix > /dev/null; then
         log "postfix not installed (use --install-postfix); skipping it"
         UNAVAILABLE+=(postfix)
@@ -626,6 +628,7 @@ EOF
 # ---------------------------------------------------------------------------------------
 measure_sink() {
     [ "$SKIP_SINK" = 0 ] || return 0
+    local sink_flags c
     if ! command -v smtp-sink > /dev/null; then
         log "smtp-sink not installed (it comes with postfix; use --install-postfix); skipping it"
         UNAVAILABLE+=(smtp-sink)
