@@ -386,3 +386,56 @@ fn an_all_or_nothing_failure_elsewhere_leaves_no_copy_and_no_temp_file() {
     assert!(names_in(&dir.path().join("x.org/a/new")).is_empty());
     assert!(names_in(&dir.path().join("x.org/a/tmp")).is_empty());
 }
+
+/// Every thread delivers its first message to the same maildir at once, so one finds
+/// `new/` missing while another is making it (through the spool and through the
+/// maildir's own `tmp/`). Each must still deliver: a link or rename that fails because
+/// `new/` was missing is retried after the maildir is made, whoever made it.
+#[test]
+fn first_deliveries_racing_into_a_fresh_maildir_all_succeed() {
+    const THREADS: usize = 8;
+    const ROUNDS: usize = 200;
+    let (dir, store) = setup();
+    let barrier = std::sync::Barrier::new(THREADS);
+    // Failures are collected, not asserted in the threads: a panicking thread would
+    // leave the others waiting at the barrier.
+    let failures: Vec<String> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let (store, barrier) = (&store, &barrier);
+                s.spawn(move || {
+                    let mut failures = Vec::new();
+                    for round in 0..ROUNDS {
+                        let to = rcpt(&format!("r{round}@fresh.org"));
+                        barrier.wait();
+                        let pending = if t % 2 == 0 {
+                            store.begin()
+                        } else {
+                            store.begin_in(&to.account)
+                        };
+                        let results = pending.and_then(|mut pending| {
+                            pending.append(format!("t{t} r{round}\r\n").as_bytes())?;
+                            Ok(pending.commit(&[to], true))
+                        });
+                        match results {
+                            Ok(results) if results.iter().all(Result::is_ok) => {}
+                            other => failures.push(format!("thread {t} round {round}: {other:?}")),
+                        }
+                    }
+                    failures
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
+    });
+    assert_eq!(failures, Vec::<String>::new());
+    for round in 0..ROUNDS {
+        let new = dir.path().join(format!("fresh.org/r{round}/new"));
+        assert_eq!(names_in(&new).len(), THREADS, "{}", new.display());
+        assert!(names_in(&new.with_file_name("tmp")).is_empty());
+    }
+    assert!(names_in(&store.spool_dir()).is_empty());
+}

@@ -396,7 +396,9 @@ impl MaildirStore {
     fn move_into_new(&self, temp: &Path, dir: &Path, name: &str) -> io::Result<PathBuf> {
         let target = dir.join("new").join(name);
         match fs::rename(temp, &target) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound && !dir.join("new").is_dir() => {
+            // Made and retried on any "not found", never after a second look at new/:
+            // a concurrent first delivery may make new/ between this call and that look.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 self.ensure_maildir(dir)?;
                 fs::rename(temp, &target)
             }
@@ -410,7 +412,9 @@ impl MaildirStore {
     /// maildir is made first (the common case, an existing one, costs no extra call).
     fn place(&self, temp: &Path, dir: &Path, name: &str) -> io::Result<PathBuf> {
         match self.place_existing(temp, dir, name) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound && !dir.join("new").is_dir() => {
+            // As in `move_into_new`: retry on every "not found". When the temporary file
+            // itself is gone, the retry fails the same way and that error is returned.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 self.ensure_maildir(dir)?;
                 self.place_existing(temp, dir, name)
             }
