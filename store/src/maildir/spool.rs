@@ -132,9 +132,9 @@ impl MaildirStore {
     /// the new entries are made durable up to the root, so a message linked into a
     /// freshly made `new/` cannot vanish with its directory in a crash. Concurrent
     /// first deliveries may all call this (each step tolerates the others). One window
-    /// stays: a delivery whose link finds a `new/` that another thread made a moment
-    /// ago does not wait for that thread's directory fsyncs, which follow within
-    /// microseconds, only at a maildir's first delivery.
+    /// stays: a delivery whose link finds a `new/` that another thread has just made
+    /// does not wait for that thread's directory fsyncs, still under way; it exists
+    /// only while a maildir receives its first messages.
     pub(super) fn ensure_maildir(&self, maildir: &Path) -> io::Result<()> {
         for sub in ["tmp", "new", "cur"] {
             make_dir(&maildir.join(sub))?;
