@@ -343,7 +343,6 @@ check_content() { # DIR
 
 now() { date +%s.%N; }
 
-CLK_TCK=$(getconf CLK_TCK)
 machine_busy() { # the whole machine's busy CPU time so far, in clock ticks (/proc/stat:
     # user, nice, system, irq and softirq; not idle, iowait or steal)
     awk '/^cpu / { print $2 + $3 + $4 + $7 + $8; exit }' /proc/stat
@@ -369,6 +368,9 @@ measure() {
         ROWS+=("$ROUND|$name|$conc|-|-|-|-|-|-|0|-|-|server-exited")
         return 0
     fi
+    # Clock ticks per second, for both the server's CPU time and the machine's busy time.
+    local clk
+    clk=$(echo "$before" | kv clk_tck)
     "$BENCH" smtp --target "127.0.0.1:$port" --concurrency "$conc" --duration "$DURATION" \
         --message-size "$MESSAGE_SIZE" --rcpt-pattern "user{}@$DOMAIN" --user-count "$USERS" \
         --per-connection "$PER_CONNECTION" --sources "$SOURCES" "${flags[@]}" \
@@ -401,14 +403,14 @@ measure() {
     wall1=$(now)
     # How many of the machine's CPUs were busy on average, from the start of the load
     # until the last delivery: server, load generator and the kernel's own threads.
-    busy=$(awk -v a="$busy0" -v b="$busy1" -v c="$CLK_TCK" -v s="$wall0" -v e="$wall1" \
+    busy=$(awk -v a="$busy0" -v b="$busy1" -v c="$clk" -v s="$wall0" -v e="$wall1" \
         'BEGIN { if (e > s && c > 0) printf "%.2f", (b - a) / c / (e - s); else print "nan" }')
     if ! after=$("$BENCH" procstat --pid "$pid" 2>/dev/null); then
         log "$name: the server exited during the run (see $WORKDIR/*.log)"
         after=""
     fi
     files1=$(count_mail "$maildir")
-    local result messages rate secs p50 p99 errors client_ms t0 t1 clk delivered drate cpu_ms check content
+    local result messages rate secs p50 p99 errors client_ms t0 t1 delivered drate cpu_ms check content
     result=$(grep '^RESULT' "$out" || echo "RESULT messages=0 rate=0 secs=0 p50_ms=0 p99_ms=0 errors=?")
     messages=$(echo "$result" | kv messages)
     rate=$(echo "$result" | kv rate)
@@ -420,7 +422,6 @@ measure() {
         'BEGIN { if (n > 0) printf "%.3f", c * 1000 / n; else print "nan" }')
     t0=$(echo "$before" | kv ticks)
     t1=$(echo "$after" | kv ticks)
-    clk=$(echo "$after" | kv clk_tck)
     if [ -n "$maildir" ]; then
         delivered=$((files1 - files0))
         # Delivered per second: from the first message to the last delivery.
