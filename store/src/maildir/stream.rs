@@ -396,8 +396,8 @@ impl MaildirStore {
     fn move_into_new(&self, temp: &Path, dir: &Path, name: &str) -> io::Result<PathBuf> {
         let target = dir.join("new").join(name);
         match fs::rename(temp, &target) {
-            // Made and retried on any "not found", never after a second look at new/:
-            // a concurrent first delivery may make new/ between this call and that look.
+            // Any "not found" makes the maildir and retries. Deciding by a look at new/
+            // instead would race a concurrent first delivery that makes it in between.
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 self.ensure_maildir(dir)?;
                 fs::rename(temp, &target)
